@@ -1,0 +1,38 @@
+"""distrain: a data-parallel deep-learning training runtime.
+
+`import distrain` gives PyTorch's names for PyTorch's concepts: tensors and their
+factories, dtypes, grad modes, the math functions, and the subpackages `autograd`, `nn`
+and `cuda`. See README.md for a tour.
+"""
+import sys as _sys
+
+from . import cuda
+from .engine import Size, Tensor
+from .engine import autograd
+from .engine import nn
+from .engine.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .engine.backend import Device as device
+from .engine.dtypes import (bool_, double, float16, float32, float64, get_default_dtype, half, int8, int16, int32,
+                            int64, long, set_default_dtype, short, uint8)
+from .engine.factories import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones,
+                               ones_like, rand, rand_like, randint, randint_like, randn, randn_like, randperm, tensor,
+                               zeros, zeros_like)
+from .engine.ops import (abs, add, all, amax, amin, any, argmax, argmin, bmm, cat, chunk, clamp, clone, cos, div, dot,
+                         eq, erf, exp, flatten, flip, gather, ge, gt, index_select, le, log, log_softmax, logsumexp, lt,
+                         matmul, max, maximum, mean, min, minimum, mm, mul, narrow, ne, neg, permute, pow, prod, relu,
+                         reshape, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, t, tanh,
+                         transpose, unbind, unsqueeze, var, where)
+from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
+from .errors import AutogradError, DeviceError, DistrainError, DTypeError, ShapeError
+
+bool = bool_  # distrain.bool, like torch.bool (shadows the builtin only inside this module's namespace)
+float = float32
+int = int32
+clip = clamp
+
+# `import distrain.autograd` / `import distrain.nn.functional as F` find the engine's modules.
+_sys.modules[__name__ + ".autograd"] = autograd
+_sys.modules[__name__ + ".nn"] = nn
+_sys.modules[__name__ + ".nn.functional"] = nn.functional
+
+__version__ = "0.1.0"

@@ -1,0 +1,27 @@
+"""distrain.autograd: reverse-mode automatic differentiation.
+
+- `graph.py`     the recorded graph (Node, edges, saved tensors, version checks)
+- `engine.py`    the backward walk (dependency order, leaf accumulation, hooks)
+- `grad_mode.py` no_grad / enable_grad / set_grad_enabled
+- `function.py`  user-defined ops (`Function` with ctx.save_for_backward)
+- `api.py`       `backward` and `grad`
+- `gradcheck.py` finite-difference checking
+"""
+from .api import backward, grad
+from .function import Function, FunctionCtx
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .gradcheck import gradcheck
+
+
+def Variable(tensor, requires_grad=False, volatile=False):
+    """The pre-0.4 PyTorch wrapper, kept so lecture code runs: returns the tensor itself.
+
+    `Variable(x, requires_grad=True)` marks `x` as a leaf requiring grad, as it used to.
+    """
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
+
+
+__all__ = ["Function", "FunctionCtx", "Variable", "backward", "enable_grad", "grad", "gradcheck",
+           "is_grad_enabled", "no_grad", "set_grad_enabled"]

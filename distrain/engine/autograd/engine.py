@@ -1,0 +1,192 @@
+"""The backward walk: gradients flow from the roots to the leaves in dependency order.
+
+The walk is iterative (no recursion, so 10,000-op chains work): it first counts, for every
+node and leaf reachable from the roots, how many edges lead into it; a target becomes
+ready when all of them have delivered, and ready nodes run newest-first (by creation
+order, like PyTorch), which finishes the gradients of the last layers first — the order
+a data-parallel reducer wants to start communicating in.
+
+NOTE [ Gradient ownership ]
+A leaf's first gradient of a backward becomes its `.grad` without a copy when the engine
+owns that array: it was freshly produced by a backward formula (its array is no view, and
+it is not the very tensor the formula received, as `add` and `reshape` pass theirs on).
+Anything else is copied, so two leaves never share gradient memory. A leaf that already
+has a `.grad` accumulates into that array in place, which is what lets `.grad` be a view
+into a flat gradient buffer.
+"""
+from __future__ import annotations
+
+import heapq
+
+from ...errors import AutogradError, DTypeError
+from . import grad_mode
+from .graph import Node
+
+
+def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capture=None):
+    """Propagate `root_grads` from `roots` through the graph.
+
+    Without `capture`, leaf gradients are accumulated into `.grad` (Tensor.backward).
+    With `capture` (a list of tensors), nothing is accumulated and their gradients are
+    returned instead (autograd.grad).
+    """
+    dependencies = {}  # id(target) -> edges still to deliver
+    targets = {}
+    stack = []
+    root_edges = []
+    for tensor in roots:
+        edge = (tensor.grad_fn, tensor._output_nr) if tensor.grad_fn is not None else (tensor, 0)
+        root_edges.append(edge)
+        key = id(edge[0])
+        if key in dependencies:
+            dependencies[key] += 1
+        else:
+            dependencies[key] = 1
+            targets[key] = edge[0]
+            if type(edge[0]) is Node:
+                stack.append(edge[0])
+    while stack:
+        node = stack.pop()
+        for edge in node.next_edges:
+            if edge is None:
+                continue
+            target = edge[0]
+            key = id(target)
+            if key in dependencies:
+                dependencies[key] += 1
+            else:
+                dependencies[key] = 1
+                targets[key] = target
+                if type(target) is Node:
+                    stack.append(target)
+
+    captured = None
+    capture_keys = None
+    if capture is not None:
+        captured = [None] * len(capture)
+        capture_keys = {}
+        for index, tensor in enumerate(capture):
+            target = tensor.grad_fn if tensor.grad_fn is not None else tensor
+            capture_keys.setdefault((id(target), tensor._output_nr if tensor.grad_fn is not None else 0), []).append(index)
+
+    buffers = {}  # id(target) -> [grad per output], each entry (tensor, engine_owns_it)
+    ready = []
+
+    def deliver(target, output_nr, grad, owned):
+        key = id(target)
+        slots = buffers.get(key)
+        if slots is None:
+            slots = buffers[key] = [None] * (target.n_outputs if type(target) is Node else 1)
+        current = slots[output_nr]
+        if current is None:
+            slots[output_nr] = (grad, owned)
+        elif current[1] and not create_graph:
+            current[0]._data += grad._data  # our own array: sum in place
+        else:
+            slots[output_nr] = (current[0] + grad, True)
+        remaining = dependencies[key] - 1
+        dependencies[key] = remaining
+        if remaining == 0:
+            if type(target) is Node:
+                heapq.heappush(ready, (-target.seq, key, target))
+            else:
+                finish_leaf(target, buffers.pop(key)[0], create_graph, capture_keys, captured)
+
+    previous_mode = grad_mode.state.enabled
+    grad_mode.state.enabled = create_graph
+    try:
+        for edge, grad in zip(root_edges, root_grads):
+            deliver(edge[0], edge[1], grad, False)
+        while ready:
+            _, key, node = heapq.heappop(ready)
+            slots = buffers.pop(key)
+            grads_in = [None if slot is None else slot[0] for slot in slots]
+            if node.output_hooks:
+                grads_in = _run_output_hooks(node, grads_in)
+            if capture_keys is not None:
+                for output_nr, grad in enumerate(grads_in):
+                    for index in capture_keys.get((key, output_nr), ()):
+                        captured[index] = grad
+            if node.released and node.backward_fn is not None and node.saved_versions:
+                node.saved_tensors  # raises the "backward a second time" error
+            input_grads = node.backward_fn(node, grads_in[0] if node.n_outputs == 1 else tuple(grads_in))
+            if not retain_graph:
+                node.release()
+            for edge, grad in zip(node.next_edges, input_grads):
+                if edge is None or grad is None:
+                    continue
+                owned = grad._data.base is None and not _is_one_of(grad, grads_in)
+                deliver(edge[0], edge[1], grad, owned)
+    finally:
+        grad_mode.state.enabled = previous_mode
+    return captured
+
+
+def _is_one_of(tensor, candidates):
+    for candidate in candidates:
+        if candidate is tensor:
+            return True
+    return False
+
+
+def _run_output_hooks(node, grads_in):
+    for output_nr, hooks in node.output_hooks.items():
+        grad = grads_in[output_nr]
+        if grad is None:
+            continue
+        for hook in list(hooks):
+            replacement = hook(grad)
+            if replacement is not None:
+                grad = replacement
+        grads_in[output_nr] = grad
+    return grads_in
+
+
+def finish_leaf(leaf, slot, create_graph, capture_keys, captured):
+    """A leaf's gradient for this backward is complete: hooks, then `.grad` or capture."""
+    grad, owned = slot
+    if leaf._hooks:
+        for hook in list(leaf._hooks):
+            replacement = hook(grad)
+            if replacement is not None:
+                grad, owned = replacement, False
+    if capture_keys is not None:
+        for index in capture_keys.get((id(leaf), 0), ()):
+            captured[index] = grad
+        return
+    existing = leaf._grad
+    if create_graph:
+        leaf._grad = grad if existing is None else existing + grad
+    elif existing is None:
+        leaf._grad = grad._detached_alias() if owned else grad._detached_copy()
+    else:
+        if existing.shape != grad.shape:
+            raise AutogradError(f"cannot accumulate a gradient of shape {tuple(grad.shape)} into .grad of shape {tuple(existing.shape)}")
+        existing._data += grad._data
+        existing._version_counter[0] += 1
+    if leaf._post_accumulate_hooks:
+        for hook in list(leaf._post_accumulate_hooks):
+            hook(leaf)
+
+
+def check_root(tensor, grad, index=0):
+    """Validate a backward root and its gradient; return the gradient to start from."""
+    if not tensor._requires_grad:
+        raise AutogradError(
+            f"element {index} of tensors does not require grad and does not have a grad_fn: "
+            "nothing in its graph needs a gradient. Create the leaves with requires_grad=True."
+        )
+    if grad is None:
+        if tensor._data.size != 1:
+            raise AutogradError(
+                f"grad can be implicitly created only for scalar outputs: backward() was called on a "
+                f"tensor of shape {tuple(tensor.shape)}. Reduce it (e.g. .sum()) or pass gradient= of that shape."
+            )
+        return tensor._ones_like_detached()
+    if tuple(grad.shape) != tuple(tensor.shape):
+        raise AutogradError(
+            f"gradient has shape {tuple(grad.shape)} but the tensor it is the gradient of has shape {tuple(tensor.shape)}"
+        )
+    if grad.dtype.kind != "f":
+        raise DTypeError(f"gradient must be floating point, got dtype {grad.dtype}")
+    return grad

@@ -1,0 +1,171 @@
+"""The recorded graph: one `Node` per op that produced a tensor needing a gradient.
+
+A node knows the function that turns the gradients of its outputs into gradients of its
+inputs (`backward_fn`), where each input's gradient goes next (`next_edges`), and the
+tensors it saved for that. Every primitive op and every user `autograd.Function` builds
+its node through `record`, so there is one graph mechanism in distrain.
+
+An edge is `(target, output_nr)`: target is the producing `Node` of a non-leaf input, or
+the leaf `Tensor` itself (its gradient is accumulated into `.grad`), or the edge is None
+when that input needs no gradient.
+
+NOTE [ Saved tensors and the version counter ]
+A node saves input tensors as they are and output tensors as detached aliases (an output
+holding its own node would make a reference cycle that only the garbage collector could
+free). With each saved tensor the node records the tensor's version: every in-place op
+bumps the version counter its views share, so `saved_tensors` detects a saved value that
+was overwritten after the forward pass and raises, naming the op, instead of computing a
+silently wrong gradient. When backward runs with create_graph=True, saved outputs are
+re-attached to this node so that second derivatives flow through them.
+"""
+from __future__ import annotations
+
+import itertools
+
+from ...errors import AutogradError
+from . import grad_mode
+
+_sequence = itertools.count()
+
+
+class Node:
+    """One recorded op: `backward_fn(node, grad_output) -> tuple of input gradients`."""
+
+    __slots__ = ("name", "backward_fn", "next_edges", "args", "saved", "saved_versions",
+                 "saved_output_nrs", "seq", "n_outputs", "output_hooks", "released", "__weakref__")
+
+    def __init__(self, name, backward_fn, next_edges, args=None, n_outputs=1):
+        self.name = name
+        self.backward_fn = backward_fn
+        self.next_edges = next_edges
+        self.args = args
+        self.saved = ()
+        self.saved_versions = ()
+        self.saved_output_nrs = None
+        self.seq = next(_sequence)
+        self.n_outputs = n_outputs
+        self.output_hooks = None
+        self.released = False
+
+    # -- what backward formulas read --------------------------------------------------
+    @property
+    def needs_input_grad(self):
+        return tuple(edge is not None for edge in self.next_edges)
+
+    @property
+    def saved_tensors(self):
+        """The tensors saved in forward, checked against in-place modification."""
+        if self.released:
+            raise AutogradError(
+                f"trying to backward through the graph a second time (op '{self.name}'): its saved "
+                "tensors were freed by the first backward. Pass retain_graph=True to the first "
+                "backward() if you need to call it again."
+            )
+        saved = self.saved
+        for position, (tensor, version) in enumerate(zip(saved, self.saved_versions)):
+            if tensor._version_counter[0] != version:
+                raise AutogradError(
+                    f"a tensor that op '{self.name}' saved for backward (saved tensor {position}, shape "
+                    f"{tuple(tensor.shape)}) was modified by an in-place operation: it is at version "
+                    f"{tensor._version_counter[0]}, the graph expected version {version}. Use an "
+                    "out-of-place op (e.g. `x = x + 1` instead of `x += 1`) or .clone() before modifying it."
+                )
+        if self.saved_output_nrs is not None and grad_mode.state.enabled:
+            saved = list(saved)
+            for position, output_nr in self.saved_output_nrs:
+                saved[position] = saved[position]._attached_to(self, output_nr)
+            saved = tuple(saved)
+        return saved
+
+    def release(self):
+        """Drop saved tensors after backward (unless retain_graph) so their memory is freed."""
+        if self.saved:
+            self.released = True
+            self.saved = ()
+
+    def register_output_hook(self, output_nr, hook):
+        if self.output_hooks is None:
+            self.output_hooks = {}
+        self.output_hooks.setdefault(output_nr, []).append(hook)
+        return RemovableHandle(self.output_hooks[output_nr], hook)
+
+    def __repr__(self):
+        return f"<{self.name}Backward>"
+
+
+class RemovableHandle:
+    """Returned by every register_*_hook: `handle.remove()` unregisters the hook."""
+
+    __slots__ = ("_hooks", "_hook")
+
+    def __init__(self, hooks: list, hook):
+        self._hooks = hooks
+        self._hook = hook
+
+    def remove(self):
+        try:
+            self._hooks.remove(self._hook)
+        except ValueError:
+            pass  # removed twice: harmless, as in PyTorch
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
+
+
+def edge_to(tensor):
+    """Where the gradient of `tensor` should flow, or None if it needs none."""
+    if tensor is None or not getattr(tensor, "_requires_grad", False):
+        return None
+    node = tensor.grad_fn
+    if node is not None:
+        return (node, tensor._output_nr)
+    return (tensor, 0)
+
+
+def record(name, backward_fn, inputs, outputs, saved=(), args=None):
+    """Attach a new node producing `outputs` from `inputs`; call only when a gradient is needed.
+
+    `inputs` are the op's tensor arguments in the order `backward_fn` returns gradients
+    for them (non-tensors may appear and get no edge); `saved` lists the tensors the
+    formula needs, inputs or outputs; `args` carries non-tensor parameters (axes, shapes).
+    """
+    node = Node(name, backward_fn, tuple(map(edge_to, inputs)), args, len(outputs))
+    if saved:
+        saved_list = []
+        output_nrs = None
+        for position, tensor in enumerate(saved):
+            nr = _index_by_identity(outputs, tensor)
+            if nr is not None:
+                if output_nrs is None:
+                    output_nrs = []
+                output_nrs.append((position, nr))
+                tensor = tensor._detached_alias()
+            saved_list.append(tensor)
+        node.saved = tuple(saved_list)
+        node.saved_versions = tuple(t._version_counter[0] for t in saved_list)
+        node.saved_output_nrs = output_nrs
+    for output_nr, out in enumerate(outputs):
+        out.grad_fn = node
+        out._output_nr = output_nr
+        out._requires_grad = True
+    return node
+
+
+def _index_by_identity(items, target):
+    for index, item in enumerate(items):
+        if item is target:
+            return index
+    return None
+
+
+def needs_grad(*tensors) -> bool:
+    """True when grad mode is on and any argument is a tensor that requires grad."""
+    if not grad_mode.state.enabled:
+        return False
+    for t in tensors:
+        if getattr(t, "_requires_grad", False):
+            return True
+    return False

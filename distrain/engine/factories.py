@@ -1,0 +1,218 @@
+"""Functions that make tensors: tensor, as_tensor, from_numpy, zeros, ones, randn, arange, ...
+
+Each takes PyTorch's keywords (dtype, device, requires_grad) and PyTorch's defaults: float32
+for floating-point values, int64 for integers.
+"""
+from __future__ import annotations
+
+import numpy
+
+from ..errors import DTypeError
+from . import backend, dtypes
+from .random import default_generator
+from .tensor import Tensor, _make
+
+
+def _finish(array, device, requires_grad):
+    tensor = _make(backend.move_array(array, device) if device is not backend.CPU else array)
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
+
+
+def _device(device):
+    return backend.CPU if device is None else backend.Device(device)
+
+
+def _size(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        return tuple(int(n) for n in size[0])
+    return tuple(int(n) for n in size)
+
+
+def _float_dtype(dtype):
+    return dtypes.get_default_dtype() if dtype is None else dtypes.as_dtype(dtype)
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new tensor holding a copy of `data` (nested lists, scalars, arrays or tensors)."""
+    if isinstance(data, Tensor):
+        source = data._data
+        dtype = source.dtype if dtype is None else dtypes.as_dtype(dtype)
+        target = data.device if device is None else _device(device)
+        array = backend.move_array(source, target).astype(dtype, copy=True)
+        return _finish(array, backend.CPU, requires_grad) if target is backend.CPU else _make_on(array, requires_grad)
+    if isinstance(data, (list, tuple)) and any(isinstance(item, Tensor) for item in _flatten_items(data)):
+        data = _nested_to_arrays(data)
+    dtype = dtypes.infer_dtype(data) if dtype is None else dtypes.as_dtype(dtype)
+    if hasattr(data, "__cuda_array_interface__"):
+        array = backend.cupy_module().array(data, dtype=dtype, copy=True)
+        return _make_on(array, requires_grad)
+    array = numpy.array(data, dtype=dtype, copy=True)
+    return _finish(array, _device(device), requires_grad)
+
+
+def _make_on(array, requires_grad):
+    result = _make(array)
+    if requires_grad:
+        result.requires_grad_(True)
+    return result
+
+
+def _flatten_items(data):
+    for item in data:
+        if isinstance(item, (list, tuple)):
+            yield from _flatten_items(item)
+        else:
+            yield item
+
+
+def _nested_to_arrays(data):
+    if isinstance(data, Tensor):
+        return data.__array__()
+    if isinstance(data, (list, tuple)):
+        return [_nested_to_arrays(item) for item in data]
+    return data
+
+
+def as_tensor(data, dtype=None, device=None):
+    """Like `tensor`, but shares memory with `data` when no conversion is needed."""
+    if isinstance(data, Tensor):
+        result = data
+        if dtype is not None and data.dtype != dtypes.as_dtype(dtype):
+            result = result.to(dtype)
+        if device is not None and result.device is not _device(device):
+            result = result.to(device)
+        return result
+    if isinstance(data, numpy.ndarray):
+        target_dtype = data.dtype if dtype is None else dtypes.as_dtype(dtype)
+        array = data if data.dtype == target_dtype else data.astype(target_dtype)
+        return _finish(array, _device(device), False)
+    if hasattr(data, "__cuda_array_interface__"):
+        return _make(data if dtype is None else data.astype(dtypes.as_dtype(dtype), copy=False))
+    return tensor(data, dtype=dtype, device=device)
+
+
+def from_numpy(array):
+    """A cpu tensor that shares memory with the NumPy array: changes to one show in the other."""
+    if not isinstance(array, numpy.ndarray):
+        raise DTypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
+    return _make(array)
+
+
+def _filled(maker, size, dtype, device, requires_grad):
+    device = _device(device)
+    xp = backend.array_module_for(device)
+    if device is backend.CPU:
+        return _finish(getattr(xp, maker)(size, dtype=dtype), device, requires_grad)
+    with xp.cuda.Device(device.index):
+        return _make_on(getattr(xp, maker)(size, dtype=dtype), requires_grad)
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return _filled("zeros", _size(size), _float_dtype(dtype), device, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    return _filled("ones", _size(size), _float_dtype(dtype), device, requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    return _filled("empty", _size(size), _float_dtype(dtype), device, requires_grad)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    if dtype is None:
+        dtype = dtypes.infer_dtype(fill_value.item() if isinstance(fill_value, Tensor) else fill_value)
+    result = _filled("empty", _size((size,)), dtypes.as_dtype(dtype), device, requires_grad)
+    result._data.fill(fill_value.item() if isinstance(fill_value, Tensor) else fill_value)
+    return result
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    array = numpy.eye(n, n if m is None else m, dtype=_float_dtype(dtype))
+    return _finish(array, _device(device), requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    """Values from start (default 0) up to, not including, end; int64 when all are integers."""
+    if end is None:
+        start, end = 0, start
+    values = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
+    if dtype is None:
+        dtype = dtypes.int64 if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else dtypes.get_default_dtype()
+    array = numpy.arange(*values, dtype=numpy.float64 if dtypes.as_dtype(dtype).kind == "f" else None).astype(dtypes.as_dtype(dtype))
+    return _finish(array, _device(device), requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    array = numpy.linspace(start, end, int(steps), dtype=numpy.float64).astype(_float_dtype(dtype))
+    return _finish(array, _device(device), requires_grad)
+
+
+def _random(draw, size, dtype, device, requires_grad, generator):
+    device = _device(device)
+    generator = generator or default_generator(device)
+    array = draw(generator, size, dtype)
+    if device is not backend.CPU and generator.device is backend.CPU:
+        array = backend.move_array(array, device)
+    tensor_ = _make(array)
+    if requires_grad:
+        tensor_.requires_grad_(True)
+    return tensor_
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False, generator=None):
+    """Samples of the standard normal distribution."""
+    return _random(lambda g, s, d: g.normal(s, d), _size(size), _float_dtype(dtype), device, requires_grad, generator)
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False, generator=None):
+    """Samples of the uniform distribution on [0, 1)."""
+    return _random(lambda g, s, d: g.uniform(s, d), _size(size), _float_dtype(dtype), device, requires_grad, generator)
+
+
+def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=False, generator=None):
+    """Integers uniform in [low, high); `randint(high, size)` starts at 0, as in PyTorch."""
+    if size is None:
+        low, high, size = 0, low, high
+    if size is None:
+        raise TypeError("randint() needs a size, e.g. randint(0, 10, (3,))")
+    dtype = dtypes.int64 if dtype is None else dtypes.as_dtype(dtype)
+    return _random(lambda g, s, d: g.integers(low, high, s, d), _size((size,)), dtype, device, requires_grad, generator)
+
+
+def randperm(n, dtype=None, device=None, generator=None):
+    device = _device(device)
+    generator = generator or default_generator(backend.CPU)
+    array = numpy.asarray(generator.permutation(n), dtype=dtypes.int64 if dtype is None else dtypes.as_dtype(dtype))
+    return _finish(array, device, False)
+
+
+def _like(factory):
+    def like(input, dtype=None, device=None, requires_grad=False, **kwargs):
+        return factory(tuple(input.shape), dtype=input.dtype if dtype is None else dtype,
+                       device=input.device if device is None else device, requires_grad=requires_grad, **kwargs)
+
+    like.__name__ = factory.__name__ + "_like"
+    like.__doc__ = f"`{factory.__name__}` with the shape (and, by default, dtype and device) of `input`."
+    return like
+
+
+zeros_like = _like(zeros)
+ones_like = _like(ones)
+empty_like = _like(empty)
+rand_like = _like(rand)
+randn_like = _like(randn)
+
+
+def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(tuple(input.shape), fill_value, dtype=input.dtype if dtype is None else dtype,
+                device=input.device if device is None else device, requires_grad=requires_grad)
+
+
+def randint_like(input, low, high=None, dtype=None, device=None):
+    if high is None:
+        low, high = 0, low
+    return randint(low, high, tuple(input.shape), dtype=input.dtype if dtype is None else dtype,
+                   device=input.device if device is None else device)

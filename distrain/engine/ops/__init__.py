@@ -1,0 +1,150 @@
+"""distrain's differentiable ops, and the one place where they become Tensor methods.
+
+Ops live in one file per kind, each forward beside its backward:
+
+- `arithmetic.py`  add sub mul div neg pow, comparisons
+- `elementwise.py` exp log sqrt abs sin cos, relu leaky_relu gelu sigmoid tanh, clamp where maximum minimum
+- `reduce.py`      sum mean max min var std prod logsumexp argmax argmin all any
+- `linalg.py`      matmul mm bmm dot
+- `shape.py`       reshape view flatten transpose permute squeeze unsqueeze expand repeat cat stack split chunk
+- `indexing.py`    x[...] and x[...] = v, gather index_select one_hot
+- `softmax.py`     softmax log_softmax cross_entropy
+- `convert.py`     to cpu cuda float double ...
+- `inplace.py`     add_ sub_ mul_ div_ clamp_ zero_ fill_ copy_
+"""
+from __future__ import annotations
+
+from ..tensor import Tensor
+from .arithmetic import add, div, eq, ge, gt, le, logical_and, logical_or, logical_xor, lt, mul, ne, neg, pow, rdiv, rpow, rsub, sub
+from .convert import bool_, cpu, cuda, double, float_, half, int_, long, to, type_as
+from .elementwise import abs, clamp, cos, erf, exp, gelu, leaky_relu, log, maximum, minimum, relu, sigmoid, sign, sin, sqrt, tanh, where
+from .indexing import gather, getitem, index_select, one_hot
+from .inplace import add_, clamp_, copy_, div_, fill_, mul_, pow_, relu_, setitem, sub_, zero_
+from .linalg import bmm, dot, matmul, mm
+from .reduce import all, amax, amin, any, argmax, argmin, logsumexp, max, mean, min, prod, std, sum, var
+from .shape import (cat, chunk, clone, contiguous, expand, expand_as, flatten, flip, narrow, permute, repeat, reshape,
+                    reverse_dims, split, squeeze, stack, t, transpose, unbind, unsqueeze, view)
+from .softmax import cross_entropy, log_softmax, softmax
+
+
+def _logical_not(input):
+    from .core import wrap
+
+    data = input._data
+    return wrap(~data if data.dtype.kind == "b" else data == 0)
+
+
+def _isnan(input):
+    from ..backend import array_module
+    from .core import wrap
+
+    return wrap(array_module(input._data).isnan(input._data))
+
+
+def _isinf(input):
+    from ..backend import array_module
+    from .core import wrap
+
+    return wrap(array_module(input._data).isinf(input._data))
+
+
+def _isfinite(input):
+    from ..backend import array_module
+    from .core import wrap
+
+    return wrap(array_module(input._data).isfinite(input._data))
+
+
+def _masked_fill(input, mask, value):
+    return where(mask, value, input)
+
+
+def _square(input):
+    return mul(input, input)
+
+
+def _new(factory_name):
+    def new(self, *size, dtype=None, device=None, requires_grad=False):
+        from .. import factories
+
+        return getattr(factories, factory_name)(*size, dtype=self.dtype if dtype is None else dtype,
+                                                device=self.device if device is None else device,
+                                                requires_grad=requires_grad)
+
+    return new
+
+
+def _new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+    from .. import factories
+
+    return factories.full(size, fill_value, dtype=self.dtype if dtype is None else dtype,
+                          device=self.device if device is None else device, requires_grad=requires_grad)
+
+
+def _new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+    from .. import factories
+
+    return factories.tensor(data, dtype=self.dtype if dtype is None else dtype,
+                            device=self.device if device is None else device, requires_grad=requires_grad)
+
+
+def _where_method(self, condition, other):
+    return where(condition, self, other)
+
+
+def _view_as(self, other):
+    return view(self, other.shape)
+
+
+def _reshape_as(self, other):
+    return reshape(self, other.shape)
+
+
+def _inplace_setitem(self, index, value):
+    setitem(self, index, value)
+
+
+TENSOR_METHODS = {
+    # arithmetic
+    "add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "pow": pow, "square": _square,
+    "__add__": add, "__radd__": add, "__sub__": sub, "__rsub__": rsub, "__mul__": mul, "__rmul__": mul,
+    "__truediv__": div, "__rtruediv__": rdiv, "__pow__": pow, "__rpow__": rpow, "__neg__": neg,
+    "__pos__": lambda self: self, "__abs__": abs,
+    "__matmul__": matmul, "__rmatmul__": lambda self, other: matmul(other, self),
+    "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge,
+    "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
+    "__and__": logical_and, "__or__": logical_or, "__xor__": logical_xor, "__invert__": _logical_not,
+    "logical_not": _logical_not, "isnan": _isnan, "isinf": _isinf, "isfinite": _isfinite,
+    # elementwise
+    "exp": exp, "log": log, "sqrt": sqrt, "abs": abs, "sin": sin, "cos": cos, "sign": sign, "erf": erf,
+    "relu": relu, "sigmoid": sigmoid, "tanh": tanh, "clamp": clamp, "clip": clamp,
+    "maximum": maximum, "minimum": minimum, "where": _where_method, "masked_fill": _masked_fill,
+    # reductions
+    "sum": sum, "mean": mean, "max": max, "min": min, "amax": amax, "amin": amin, "var": var, "std": std,
+    "prod": prod, "argmax": argmax, "argmin": argmin, "logsumexp": logsumexp, "all": all, "any": any,
+    # linear algebra
+    "matmul": matmul, "mm": mm, "bmm": bmm, "dot": dot,
+    # shape
+    "reshape": reshape, "view": view, "view_as": _view_as, "reshape_as": _reshape_as, "flatten": flatten,
+    "transpose": transpose, "t": t, "permute": permute, "squeeze": squeeze, "unsqueeze": unsqueeze,
+    "expand": expand, "expand_as": expand_as, "repeat": repeat, "split": split, "chunk": chunk,
+    "unbind": unbind, "narrow": narrow, "contiguous": contiguous, "clone": clone, "flip": flip,
+    # indexing
+    "__getitem__": getitem, "__setitem__": _inplace_setitem, "gather": gather, "index_select": index_select,
+    # softmax
+    "softmax": softmax, "log_softmax": log_softmax,
+    # conversion
+    "to": to, "cpu": cpu, "cuda": cuda, "float": float_, "double": double, "half": half, "long": long,
+    "int": int_, "bool": bool_, "type_as": type_as,
+    "new_zeros": _new("zeros"), "new_ones": _new("ones"), "new_empty": _new("empty"),
+    "new_full": _new_full, "new_tensor": _new_tensor,
+    # in place
+    "add_": add_, "sub_": sub_, "mul_": mul_, "div_": div_, "pow_": pow_, "clamp_": clamp_, "clip_": clamp_,
+    "relu_": relu_, "zero_": zero_, "fill_": fill_, "copy_": copy_,
+    "__iadd__": add_, "__isub__": sub_, "__imul__": mul_, "__itruediv__": div_, "__ipow__": pow_,
+}
+
+for _name, _function in TENSOR_METHODS.items():
+    setattr(Tensor, _name, _function)
+Tensor.T = property(reverse_dims)
+Tensor.mT = property(lambda self: transpose(self, -2, -1))

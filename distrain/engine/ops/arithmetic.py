@@ -1,0 +1,221 @@
+"""Arithmetic with broadcasting: add, sub, mul, div, neg, pow, and comparisons.
+
+Each op computes with NumPy broadcasting in forward; its backward sums the gradient back
+to each operand's shape (`sum_to_shape`). Python scalars stay "weak" like in PyTorch: a
+float32 tensor times 2.5 is float32.
+"""
+from __future__ import annotations
+
+from ..backend import array_module
+from .core import Tensor, binary_operands, fix_float_dtype, grad_state, record, shape_error, sum_to_shape, wrap
+
+
+def _shape(x):
+    return x._data.shape if type(x) is Tensor else ()
+
+
+def _needs(a, b):
+    return grad_state.enabled and (getattr(a, "_requires_grad", False) or getattr(b, "_requires_grad", False))
+
+
+def _broadcast_failed(name, a, b):
+    return shape_error(name, _shape(a), _shape(b), " for broadcasting (trailing dimensions must be equal or 1)")
+
+
+def add(input, other, alpha=1):
+    """input + alpha * other."""
+    a, b = binary_operands(input, other, "add")
+    try:
+        out = a + b if alpha == 1 else a + alpha * b
+    except ValueError:
+        raise _broadcast_failed("add", input, other) from None
+    result = wrap(fix_float_dtype(out, a, b))
+    if _needs(input, other):
+        record("Add", _add_backward, (input, other), (result,), args=(_shape(input), _shape(other), alpha))
+    return result
+
+
+def _add_backward(node, grad):
+    a_shape, b_shape, alpha = node.args
+    a_edge, b_edge = node.next_edges
+    grad_b = None
+    if b_edge is not None:
+        grad_b = sum_to_shape(grad if alpha == 1 else grad * alpha, b_shape)
+    return (sum_to_shape(grad, a_shape) if a_edge is not None else None), grad_b
+
+
+def sub(input, other, alpha=1):
+    """input - alpha * other."""
+    a, b = binary_operands(input, other, "sub")
+    try:
+        out = a - b if alpha == 1 else a - alpha * b
+    except ValueError:
+        raise _broadcast_failed("sub", input, other) from None
+    result = wrap(fix_float_dtype(out, a, b))
+    if _needs(input, other):
+        record("Sub", _sub_backward, (input, other), (result,), args=(_shape(input), _shape(other), alpha))
+    return result
+
+
+def _sub_backward(node, grad):
+    a_shape, b_shape, alpha = node.args
+    a_edge, b_edge = node.next_edges
+    grad_b = None
+    if b_edge is not None:
+        grad_b = sum_to_shape(-grad if alpha == 1 else grad * -alpha, b_shape)
+    return (sum_to_shape(grad, a_shape) if a_edge is not None else None), grad_b
+
+
+def rsub(input, other):
+    return sub(other, input)
+
+
+def _saved_operands(*operands):
+    """(tensors to save, args) for a formula that needs its operands: scalars go in args,
+    tensors are saved (version-checked) and marked TENSOR in args."""
+    return (tuple(x for x in operands if type(x) is Tensor),
+            tuple(TENSOR if type(x) is Tensor else x for x in operands))
+
+
+def _operands_back(node, count):
+    """The operands of `_saved_operands`, with saved tensors unpacked and checked."""
+    saved = iter(node.saved_tensors)
+    return tuple(next(saved) if x is TENSOR else x for x in node.args[:count])
+
+
+TENSOR = object()  # marks an operand that was saved as a tensor
+
+
+def mul(input, other):
+    a, b = binary_operands(input, other, "mul")
+    try:
+        out = a * b
+    except ValueError:
+        raise _broadcast_failed("mul", input, other) from None
+    result = wrap(fix_float_dtype(out, a, b))
+    if _needs(input, other):
+        saved, args = _saved_operands(input, other)
+        record("Mul", _mul_backward, (input, other), (result,), saved=saved, args=args)
+    return result
+
+
+def _mul_backward(node, grad):
+    a, b = _operands_back(node, 2)
+    a_edge, b_edge = node.next_edges
+    return (sum_to_shape(grad * b, _shape(a)) if a_edge is not None else None,
+            sum_to_shape(grad * a, _shape(b)) if b_edge is not None else None)
+
+
+def div(input, other, rounding_mode=None):
+    """input / other; rounding_mode "floor" or "trunc" rounds the quotient (no gradient then)."""
+    if rounding_mode not in (None, "floor", "trunc"):
+        raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
+    a, b = binary_operands(input, other, "div")
+    try:
+        if rounding_mode is None:
+            out = a / b
+        elif rounding_mode == "floor":
+            out = a // b
+        else:
+            quotient = a / b
+            out = array_module(quotient).trunc(quotient)
+            if input.dtype.kind in "iu" and getattr(b, "dtype", input.dtype).kind in "iu":
+                out = out.astype(input.dtype)
+    except ValueError:
+        raise _broadcast_failed("div", input, other) from None
+    result = wrap(fix_float_dtype(out, a, b))
+    if rounding_mode is None and _needs(input, other):
+        saved, args = _saved_operands(input, other, result)
+        record("Div", _div_backward, (input, other), (result,), saved=saved, args=args)
+    return result
+
+
+def _div_backward(node, grad):
+    a, b, result = _operands_back(node, 3)
+    a_edge, b_edge = node.next_edges
+    grad_a = sum_to_shape(grad / b, _shape(a)) if a_edge is not None else None
+    grad_b = None
+    if b_edge is not None:
+        grad_b = sum_to_shape(-grad * result / b, _shape(b))
+    return grad_a, grad_b
+
+
+def rdiv(input, other):
+    return div(other, input)
+
+
+def neg(input):
+    result = wrap(-input._data)
+    if grad_state.enabled and input._requires_grad:
+        record("Neg", _neg_backward, (input,), (result,))
+    return result
+
+
+def _neg_backward(node, grad):
+    return (-grad,)
+
+
+def pow(input, exponent):
+    """input ** exponent, for tensor or scalar base and exponent."""
+    a, b = binary_operands(input, exponent, "pow")
+    try:
+        out = a ** b
+    except ValueError:
+        raise _broadcast_failed("pow", input, exponent) from None
+    result = wrap(fix_float_dtype(out, a, b))
+    if _needs(input, exponent):
+        saved, args = _saved_operands(input, exponent, result)
+        record("Pow", _pow_backward, (input, exponent), (result,), saved=saved, args=args)
+    return result
+
+
+def _pow_backward(node, grad):
+    base, exponent, result = _operands_back(node, 3)
+    base_edge, exponent_edge = node.next_edges
+    grad_base = grad_exponent = None
+    if base_edge is not None:
+        if type(exponent) is not Tensor and exponent == 2:
+            grad_base = grad * (base * 2.0)
+        else:
+            grad_base = sum_to_shape(grad * exponent * base ** (exponent - 1), _shape(base))
+    if exponent_edge is not None:
+        from .elementwise import log, where
+
+        if type(base) is Tensor:
+            safe = where(base == 0, 1.0, base)  # d(0**e)/de is 0 for e >= 0 (PyTorch's convention)
+            grad_exponent = sum_to_shape(grad * result * log(safe), _shape(exponent))
+        else:
+            import math
+
+            grad_exponent = grad * result * math.log(base) if base != 0 else grad * 0
+    return grad_base, grad_exponent
+
+
+def rpow(input, other):
+    return pow(other, input)
+
+
+def _comparison(name, numpy_op):
+    def compare(input, other):
+        a, b = binary_operands(input, other, name)
+        try:
+            return wrap(numpy_op(a, b))
+        except ValueError:
+            raise _broadcast_failed(name, input, other) from None
+
+    compare.__name__ = name
+    compare.__doc__ = f"Elementwise `{name}` with broadcasting; a bool tensor, outside the graph."
+    return compare
+
+
+import operator as _operator  # noqa: E402
+
+eq = _comparison("eq", _operator.eq)
+ne = _comparison("ne", _operator.ne)
+lt = _comparison("lt", _operator.lt)
+le = _comparison("le", _operator.le)
+gt = _comparison("gt", _operator.gt)
+ge = _comparison("ge", _operator.ge)
+logical_and = _comparison("logical_and", _operator.and_)
+logical_or = _comparison("logical_or", _operator.or_)
+logical_xor = _comparison("logical_xor", _operator.xor)

@@ -1,0 +1,105 @@
+"""What every op shares: unwrapping operands, device checks, dtype rules, broadcast reduction.
+
+Ops are written as forward + backward pairs on `xp` arrays for the forward and on
+Tensors for the backward (so that backward itself can be recorded when
+`create_graph=True`). These helpers keep the per-op Python overhead to a few attribute
+reads: the engine must stay within a few microseconds of NumPy per op.
+"""
+from __future__ import annotations
+
+import numpy
+
+from ...errors import DeviceError, ShapeError
+from .. import backend, dtypes
+from ..autograd import grad_mode
+from ..autograd.graph import record
+from ..tensor import Tensor, _make
+
+grad_state = grad_mode.state
+ndarray = numpy.ndarray
+FLOAT64 = numpy.dtype("float64")
+SCALAR_TYPES = (int, float, bool)
+
+__all__ = ["Tensor", "_make", "record", "grad_state", "wrap", "operand", "binary_operands", "sum_to_shape",
+           "shape_error", "normalize_dim", "normalize_dims", "as_tensor_like", "FLOAT64", "ndarray"]
+
+
+def wrap(array):
+    """A result array as a Tensor (NumPy returns scalars from 0-d ops; keep them arrays)."""
+    if type(array) is not ndarray and isinstance(array, numpy.generic):
+        array = numpy.asarray(array)
+    return _make(array)
+
+
+def operand(value, like):
+    """The array (or Python scalar) to compute with for `value`, an operand beside tensor `like`."""
+    if type(value) is Tensor:
+        return value._data
+    if isinstance(value, SCALAR_TYPES):
+        return value
+    return backend.array_module(like._data).asarray(value)
+
+
+def binary_operands(a, b, op_name):
+    """Arrays for a binary op with at least one Tensor; raises on mixed devices."""
+    if type(a) is Tensor:
+        a_data = a._data
+        if type(b) is Tensor:
+            b_data = b._data
+            if type(a_data) is not type(b_data) or (type(a_data) is not ndarray and a_data.device != b_data.device):
+                raise DeviceError(
+                    f"{op_name}: expected both tensors on the same device, got {a.device} and {b.device}; "
+                    "move one with .to(device)"
+                )
+            return a_data, b_data
+        return a_data, operand(b, a)
+    return operand(a, b), b._data
+
+
+def fix_float_dtype(out, a_data, b_data):
+    """PyTorch's promotion: ints (or Python floats) mixed with ints give float32, not float64."""
+    if out.dtype is FLOAT64 and getattr(a_data, "dtype", None) is not FLOAT64 and getattr(b_data, "dtype", None) is not FLOAT64:
+        return out.astype(dtypes.get_default_dtype())
+    return out
+
+
+def shape_error(op_name, a_shape, b_shape, hint=""):
+    return ShapeError(f"{op_name}: shapes {tuple(a_shape)} and {tuple(b_shape)} are incompatible{hint}")
+
+
+def sum_to_shape(grad, shape):
+    """Undo broadcasting in backward: sum `grad` over the axes that broadcasting stretched."""
+    grad_shape = grad._data.shape
+    if grad_shape == shape:
+        return grad
+    leading = len(grad_shape) - len(shape)
+    axes = tuple(range(leading)) + tuple(
+        i + leading for i, extent in enumerate(shape) if extent == 1 and grad_shape[i + leading] != 1
+    )
+    if axes:
+        grad = grad.sum(dim=axes, keepdim=True)
+    if leading:
+        grad = grad.reshape(shape)
+    return grad
+
+
+def normalize_dim(dim, ndim, op_name="op"):
+    if dim < -max(ndim, 1) or dim >= max(ndim, 1):
+        raise ShapeError(f"{op_name}: dim {dim} is out of range for a tensor with {ndim} dimension(s)")
+    return dim % ndim if ndim else 0
+
+
+def normalize_dims(dim, ndim, op_name="op"):
+    """`dim` (None, int or sequence) as a sorted tuple of non-negative axes, or None for all."""
+    if dim is None:
+        return None
+    if isinstance(dim, (tuple, list)):
+        return tuple(sorted(normalize_dim(d, ndim, op_name) for d in dim))
+    return (normalize_dim(dim, ndim, op_name),)
+
+
+def as_tensor_like(value, like):
+    """`value` as a Tensor on `like`'s device (for constants that enter formulas)."""
+    if type(value) is Tensor:
+        return value
+    return _make(backend.array_module(like._data).asarray(value))

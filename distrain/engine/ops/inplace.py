@@ -1,0 +1,167 @@
+"""In-place ops: add_, sub_, mul_, div_, clamp_, zero_, fill_, copy_, x[i] = v, and x += y.
+
+NOTE [ In-place ops and autograd ]
+Outside the graph (grad mode off, or nothing involved requires grad) an in-place op is a
+ufunc writing into the tensor's own array: no allocation, the manual SGD update of the
+lecture (`w -= lr * w.grad` under no_grad) costs one pass. Every in-place op bumps the
+version counter, so a graph that saved this tensor notices (autograd/graph.py).
+
+Inside the graph the op is recorded like its out-of-place twin: the twin runs on a
+snapshot of the tensor's old value, the result is written into the tensor's storage and
+the tensor takes over the twin's graph node. One rule covers every in-place op, so each
+gets the same gradient as its out-of-place form. A leaf that requires grad cannot be
+changed in place inside the graph (its `.grad` would stop meaning anything), nor can a
+view of a tensor that requires grad.
+"""
+from __future__ import annotations
+
+from ...errors import AutogradError, DTypeError, ShapeError
+from ..backend import array_module, move_array
+from .core import Tensor, _make, grad_state
+from . import arithmetic, elementwise, indexing
+
+
+def _records_graph(tensor, other=None):
+    return grad_state.enabled and (tensor._requires_grad or getattr(other, "_requires_grad", False))
+
+
+def _apply_in_graph(tensor, op_name, out_of_place, *args):
+    if tensor.grad_fn is None and tensor._requires_grad:
+        raise AutogradError(
+            f"{op_name}: a leaf tensor that requires grad cannot be modified in place while recording the graph; "
+            "do it under `with distrain.no_grad():` (e.g. a manual parameter update) or work on a .clone()"
+        )
+    if tensor._base is not None and tensor._base._requires_grad:
+        raise AutogradError(
+            f"{op_name}: in-place change of a view of a tensor that requires grad is not supported; "
+            "use the out-of-place op (e.g. `y = y + 1`) or .clone() the view first"
+        )
+    snapshot = _make(tensor._data.copy(), tensor._requires_grad)
+    snapshot.grad_fn = tensor.grad_fn
+    snapshot._output_nr = tensor._output_nr
+    result = out_of_place(snapshot, *args)
+    _write(tensor, result._data, op_name)
+    tensor.grad_fn = result.grad_fn
+    tensor._output_nr = result._output_nr
+    tensor._requires_grad = result._requires_grad
+    return tensor
+
+
+def _write(tensor, values, op_name):
+    xp = array_module(tensor._data)
+    try:
+        xp.copyto(tensor._data, values, casting="same_kind")
+    except TypeError:
+        raise DTypeError(f"{op_name}: the result has dtype {values.dtype}, which cannot be stored in place in a "
+                         f"tensor of dtype {tensor.dtype}") from None
+    tensor._version_counter[0] += 1
+
+
+def _ufunc_in_place(tensor, ufunc_name, other, op_name):
+    data = tensor._data
+    xp = array_module(data)
+    value = other._data if type(other) is Tensor else other
+    if type(other) is Tensor and type(value) is not type(data):
+        value = move_array(value, tensor.device)
+    try:
+        getattr(xp, ufunc_name)(data, value, out=data, casting="same_kind")
+    except ValueError:
+        raise ShapeError(f"{op_name}: a value of shape {tuple(getattr(value, 'shape', ()))} cannot be applied in place "
+                         f"to a tensor of shape {tuple(data.shape)} (it must broadcast to it)") from None
+    except TypeError as exc:
+        raise DTypeError(f"{op_name}: cannot store the result in place in a tensor of dtype {data.dtype} ({exc})") from None
+    tensor._version_counter[0] += 1
+    return tensor
+
+
+def add_(self, other, alpha=1):
+    if _records_graph(self, other):
+        return _apply_in_graph(self, "add_", arithmetic.add, other, alpha)
+    return _ufunc_in_place(self, "add", other if alpha == 1 else other * alpha, "add_")
+
+
+def sub_(self, other, alpha=1):
+    if _records_graph(self, other):
+        return _apply_in_graph(self, "sub_", arithmetic.sub, other, alpha)
+    return _ufunc_in_place(self, "subtract", other if alpha == 1 else other * alpha, "sub_")
+
+
+def mul_(self, other):
+    if _records_graph(self, other):
+        return _apply_in_graph(self, "mul_", arithmetic.mul, other)
+    return _ufunc_in_place(self, "multiply", other, "mul_")
+
+
+def div_(self, other):
+    if _records_graph(self, other):
+        return _apply_in_graph(self, "div_", arithmetic.div, other)
+    return _ufunc_in_place(self, "divide", other, "div_")
+
+
+def pow_(self, exponent):
+    if _records_graph(self, exponent):
+        return _apply_in_graph(self, "pow_", arithmetic.pow, exponent)
+    return _ufunc_in_place(self, "power", exponent, "pow_")
+
+
+def clamp_(self, min=None, max=None):
+    if _records_graph(self):
+        return _apply_in_graph(self, "clamp_", elementwise.clamp, min, max)
+    data = self._data
+    low = min._data if type(min) is Tensor else min
+    high = max._data if type(max) is Tensor else max
+    if low is not None:
+        array_module(data).maximum(data, low, out=data)
+    if high is not None:
+        array_module(data).minimum(data, high, out=data)
+    self._version_counter[0] += 1
+    return self
+
+
+def relu_(self):
+    return clamp_(self, min=0)
+
+
+def fill_(self, value):
+    value = value.item() if type(value) is Tensor else value
+    if _records_graph(self):
+        return _apply_in_graph(self, "fill_", lambda s: s * 0 + value)
+    self._data.fill(value)
+    self._version_counter[0] += 1
+    return self
+
+
+def zero_(self):
+    return fill_(self, 0)
+
+
+def copy_(self, src, non_blocking=False):
+    """Copy `src`'s values into this tensor (broadcasting, across devices and dtypes)."""
+    if _records_graph(self, src):
+        return _apply_in_graph(self, "copy_", lambda s, source: s * 0 + source.to(s.dtype), src)
+    value = src._data if type(src) is Tensor else src
+    if type(src) is Tensor and type(value) is not type(self._data):
+        value = move_array(value, self.device)
+    try:
+        array_module(self._data).copyto(self._data, value, casting="unsafe")
+    except ValueError:
+        raise ShapeError(f"copy_: source of shape {tuple(getattr(value, 'shape', ()))} does not broadcast to the "
+                         f"destination shape {tuple(self._data.shape)}") from None
+    self._version_counter[0] += 1
+    return self
+
+
+def setitem(self, index, value):
+    """x[index] = value, in place."""
+    if _records_graph(self, value):
+        return _apply_in_graph(self, "__setitem__", indexing.index_put, index, value)
+    key, _ = indexing._array_index(index)
+    data = value._data if type(value) is Tensor else value
+    if type(value) is Tensor and type(data) is not type(self._data):
+        data = move_array(data, self.device)
+    try:
+        self._data[key if len(key) != 1 else key[0]] = data
+    except ValueError:
+        raise ShapeError(f"index assignment: a value of shape {tuple(getattr(data, 'shape', ()))} does not fit the "
+                         f"selection {index!r} of a tensor of shape {tuple(self._data.shape)}") from None
+    self._version_counter[0] += 1

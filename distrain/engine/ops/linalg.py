@@ -1,0 +1,94 @@
+"""Matrix products: matmul (with 1-D operands and batch broadcasting), mm, bmm.
+
+The backward of C = A @ B is dA = dC @ B^T and dB = A^T @ dC, each summed over the batch
+dimensions that broadcasting added. Only the gradients that are needed are computed: for
+`x @ w` with data `x`, backward does one GEMM, not two.
+"""
+from __future__ import annotations
+
+from ...errors import ShapeError
+from .core import Tensor, as_tensor_like, binary_operands, grad_state, record, sum_to_shape, wrap
+
+
+def _check_inner(name, a_shape, b_shape):
+    if a_shape[-1] != b_shape[-2 if len(b_shape) > 1 else 0]:
+        raise ShapeError(
+            f"{name}: shapes {tuple(a_shape)} and {tuple(b_shape)} cannot be multiplied "
+            f"({a_shape[-1]} != {b_shape[-2 if len(b_shape) > 1 else 0]}): the last dimension of the first "
+            "must equal the second-to-last of the second"
+        )
+
+
+def matmul(input, other):
+    """Matrix product with NumPy/PyTorch rules: 1-D operands are vectors, leading dims broadcast."""
+    if type(other) is not Tensor:
+        other = as_tensor_like(other, input)
+    elif type(input) is not Tensor:
+        input = as_tensor_like(input, other)
+    a, b = binary_operands(input, other, "matmul")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: both arguments need at least 1 dimension, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.ndim == 1 or b.ndim == 1:
+        return _matmul_with_vectors(input, other)
+    _check_inner("matmul", a.shape, b.shape)
+    try:
+        out = a @ b
+    except ValueError:
+        raise ShapeError(
+            f"matmul: the batch dimensions of shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast"
+        ) from None
+    result = wrap(out)
+    if grad_state.enabled and (input._requires_grad or other._requires_grad):
+        record("Mm", _matmul_backward, (input, other), (result,), saved=(input, other))
+    return result
+
+
+def _matmul_backward(node, grad):
+    a, b = node.saved_tensors
+    a_edge, b_edge = node.next_edges
+    grad_a = grad_b = None
+    if a_edge is not None:
+        grad_a = sum_to_shape(matmul(grad, b.transpose(-1, -2)), a._data.shape)
+    if b_edge is not None:
+        grad_b = sum_to_shape(matmul(a.transpose(-1, -2), grad), b._data.shape)
+    return grad_a, grad_b
+
+
+def _matmul_with_vectors(input, other):
+    """Promote 1-D operands to matrices (row for the left, column for the right), then squeeze."""
+    a_vector = input.ndim == 1
+    b_vector = other.ndim == 1
+    left = input.unsqueeze(0) if a_vector else input
+    right = other.unsqueeze(-1) if b_vector else other
+    _check_inner("matmul", input.shape, other.shape)
+    out = matmul(left, right)
+    if b_vector:
+        out = out.squeeze(-1)
+    if a_vector:
+        out = out.squeeze(-2 if not b_vector else -1) if out.ndim else out
+    return out
+
+
+def mm(input, mat2):
+    """Product of two 2-D matrices."""
+    if input.ndim != 2 or mat2.ndim != 2:
+        raise ShapeError(f"mm: expected two 2-D matrices, got shapes {tuple(input.shape)} and {tuple(mat2.shape)}")
+    _check_inner("mm", input.shape, mat2.shape)
+    return matmul(input, mat2)
+
+
+def bmm(input, mat2):
+    """Batched product of (b, n, m) and (b, m, p) tensors."""
+    if input.ndim != 3 or mat2.ndim != 3 or input.shape[0] != mat2.shape[0]:
+        raise ShapeError(
+            f"bmm: expected (b, n, m) and (b, m, p) tensors with the same b, got shapes "
+            f"{tuple(input.shape)} and {tuple(mat2.shape)}"
+        )
+    _check_inner("bmm", input.shape, mat2.shape)
+    return matmul(input, mat2)
+
+
+def dot(input, other):
+    if input.ndim != 1 or other.ndim != 1:
+        raise ShapeError(f"dot: expected two 1-D tensors, got shapes {tuple(input.shape)} and {tuple(other.shape)}")
+    return matmul(input, other)

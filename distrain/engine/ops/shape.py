@@ -1,0 +1,342 @@
+"""Shape ops: reshape/view, flatten, transpose/permute, squeeze/unsqueeze, expand, repeat,
+cat/stack, split/chunk.
+
+Ops that return a view share the input's storage and version counter (`_as_view`), so an
+in-place change through the view is seen by every graph that saved the original.
+Their backward reshapes, transposes or sums the gradient back; none copies data that a
+view can describe.
+"""
+from __future__ import annotations
+
+from ...errors import ShapeError
+from ..backend import array_module
+from .core import Tensor, grad_state, normalize_dim, record, sum_to_shape, wrap
+
+
+def _as_view(out, input):
+    result = wrap(out)
+    result._version_counter = input._version_counter
+    result._base = input if input._base is None else input._base
+    return result
+
+
+def _sizes(args):
+    """Accept both f(2, 3) and f((2, 3)) like PyTorch."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        return tuple(args[0])
+    return tuple(int(a) for a in args)
+
+
+def _resolve_shape(name, shape, input_shape, numel):
+    shape = tuple(int(n) for n in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"{name}: only one dimension can be -1, got shape {shape}")
+    known = 1
+    for n in shape:
+        if n != -1:
+            known *= n
+    if -1 in shape:
+        if known == 0 or numel % known:
+            raise ShapeError(f"{name}: shape {shape} is invalid for an input of shape {tuple(input_shape)} ({numel} elements)")
+        shape = tuple(numel // known if n == -1 else n for n in shape)
+    elif known != numel:
+        raise ShapeError(f"{name}: shape {shape} is invalid for an input of shape {tuple(input_shape)} ({numel} elements)")
+    return shape
+
+
+def reshape(input, *shape):
+    data = input._data
+    shape = _resolve_shape("reshape", _sizes(shape), data.shape, data.size)
+    out = data.reshape(shape)
+    is_view = data.flags.c_contiguous or array_module(data).may_share_memory(out, data)
+    result = _as_view(out, input) if is_view else wrap(out)
+    if grad_state.enabled and input._requires_grad:
+        record("Reshape", _reshape_backward, (input,), (result,), args=data.shape)
+    return result
+
+
+def _reshape_backward(node, grad):
+    return (grad.reshape(node.args),)
+
+
+def view(input, *shape):
+    """Like reshape, but never copies: fails when the strides cannot describe the new shape."""
+    data = input._data
+    shape = _resolve_shape("view", _sizes(shape), data.shape, data.size)
+    xp = array_module(data)
+    try:
+        out = xp.reshape(data, shape, copy=False) if xp.__name__ == "numpy" else _view_or_fail(data, shape)
+    except ValueError:
+        raise ShapeError(
+            f"view: a tensor of shape {tuple(data.shape)} with strides {data.strides} cannot be viewed as {shape} "
+            "without copying; use .reshape() (or .contiguous().view())"
+        ) from None
+    result = _as_view(out, input)
+    if grad_state.enabled and input._requires_grad:
+        record("View", _reshape_backward, (input,), (result,), args=data.shape)
+    return result
+
+
+def _view_or_fail(data, shape):
+    out = data.reshape(shape)
+    if out.data.ptr != data.data.ptr or (out.base is None and data.size > 1):
+        raise ValueError("copy needed")
+    return out
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    shape = input._data.shape
+    if not shape:
+        return reshape(input, (1,))
+    start = normalize_dim(start_dim, len(shape), "flatten")
+    end = normalize_dim(end_dim, len(shape), "flatten")
+    if start > end:
+        raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    if start == end:
+        return input
+    return reshape(input, shape[:start] + (-1,) + shape[end + 1:])
+
+
+def permute(input, *dims):
+    data = input._data
+    dims = tuple(normalize_dim(d, data.ndim, "permute") for d in _sizes(dims))
+    if sorted(dims) != list(range(data.ndim)):
+        raise ShapeError(f"permute: {dims} is not a permutation of the {data.ndim} dimensions of shape {tuple(data.shape)}")
+    result = _as_view(data.transpose(dims), input)
+    if grad_state.enabled and input._requires_grad:
+        inverse = [0] * len(dims)
+        for position, d in enumerate(dims):
+            inverse[d] = position
+        record("Permute", _permute_backward, (input,), (result,), args=tuple(inverse))
+    return result
+
+
+def _permute_backward(node, grad):
+    return (grad.permute(node.args),)
+
+
+def transpose(input, dim0, dim1):
+    data = input._data
+    if data.ndim == 0:
+        return input
+    d0 = normalize_dim(dim0, data.ndim, "transpose")
+    d1 = normalize_dim(dim1, data.ndim, "transpose")
+    result = _as_view(data.swapaxes(d0, d1), input)
+    if grad_state.enabled and input._requires_grad:
+        record("Transpose", _transpose_backward, (input,), (result,), args=(d0, d1))
+    return result
+
+
+def _transpose_backward(node, grad):
+    return (grad.transpose(*node.args),)
+
+
+def t(input):
+    if input.ndim > 2:
+        raise ShapeError(f"t() expects a tensor with at most 2 dimensions, got shape {tuple(input.shape)}; use transpose()")
+    return transpose(input, 0, 1) if input.ndim == 2 else input
+
+
+def reverse_dims(input):
+    """x.T: all dimensions reversed."""
+    return permute(input, tuple(range(input.ndim - 1, -1, -1))) if input.ndim > 1 else input
+
+
+def squeeze(input, dim=None):
+    shape = input._data.shape
+    if dim is None:
+        new_shape = tuple(n for n in shape if n != 1)
+    else:
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        axes = {normalize_dim(d, len(shape), "squeeze") for d in dims} if shape else set()
+        new_shape = tuple(n for i, n in enumerate(shape) if not (i in axes and n == 1))
+    return input if new_shape == shape else reshape(input, new_shape)
+
+
+def unsqueeze(input, dim):
+    shape = input._data.shape
+    if not -len(shape) - 1 <= dim <= len(shape):
+        raise ShapeError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {tuple(shape)}")
+    position = dim if dim >= 0 else dim + len(shape) + 1
+    return reshape(input, shape[:position] + (1,) + shape[position:])
+
+
+def expand(input, *sizes):
+    data = input._data
+    sizes = _sizes(sizes)
+    if len(sizes) < data.ndim:
+        raise ShapeError(f"expand: the target size {sizes} has fewer dimensions than the tensor's shape {tuple(data.shape)}")
+    lead = len(sizes) - data.ndim
+    target = tuple(data.shape[i - lead] if (n == -1 and i >= lead) else n for i, n in enumerate(sizes))
+    if target == data.shape:
+        return input
+    for i, n in enumerate(data.shape):
+        if n != 1 and n != target[i + lead]:
+            raise ShapeError(f"expand: cannot expand shape {tuple(data.shape)} to {target} (dimension {i}: {n} != {target[i + lead]})")
+    result = _as_view(array_module(data).broadcast_to(data, target), input)
+    if grad_state.enabled and input._requires_grad:
+        record("Expand", _expand_backward, (input,), (result,), args=data.shape)
+    return result
+
+
+def _expand_backward(node, grad):
+    return (sum_to_shape(grad, node.args),)
+
+
+def expand_as(input, other):
+    return expand(input, other.shape)
+
+
+def repeat(input, *sizes):
+    """Tile the tensor `sizes[i]` times along each dimension (PyTorch's repeat, NumPy's tile)."""
+    data = input._data
+    sizes = _sizes(sizes)
+    if len(sizes) < data.ndim:
+        raise ShapeError(f"repeat: needs at least {data.ndim} repeat counts for shape {tuple(data.shape)}, got {sizes}")
+    result = wrap(array_module(data).tile(data, sizes))
+    if grad_state.enabled and input._requires_grad:
+        record("Repeat", _repeat_backward, (input,), (result,), args=(data.shape, sizes))
+    return result
+
+
+def _repeat_backward(node, grad):
+    shape, sizes = node.args
+    shape = (1,) * (len(sizes) - len(shape)) + tuple(shape)
+    interleaved = []
+    for count, extent in zip(sizes, shape):
+        interleaved += [count, extent]
+    summed = grad.reshape(interleaved).sum(dim=tuple(range(0, 2 * len(sizes), 2)))
+    return (summed.reshape(node.args[0]),)
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ShapeError("cat: expected a non-empty sequence of tensors")
+    first = tensors[0]
+    axis = normalize_dim(dim, first.ndim, "cat")
+    for index, t in enumerate(tensors[1:], 1):
+        if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
+            raise ShapeError(
+                f"cat: tensor {index} has shape {tuple(t.shape)} but tensor 0 has shape {tuple(first.shape)}; "
+                f"all dimensions except dim {axis} must match"
+            )
+        if t.device != first.device:
+            from ...errors import DeviceError
+
+            raise DeviceError(f"cat: tensor {index} is on {t.device} but tensor 0 is on {first.device}")
+    xp = array_module(first._data)
+    result = wrap(xp.concatenate([t._data for t in tensors], axis=axis))
+    if grad_state.enabled and any(t._requires_grad for t in tensors):
+        record("Cat", _cat_backward, tuple(tensors), (result,), args=(axis, [t._data.shape[axis] for t in tensors]))
+    return result
+
+
+def _cat_backward(node, grad):
+    axis, extents = node.args
+    pieces = []
+    start = 0
+    for edge, extent in zip(node.next_edges, extents):
+        pieces.append(None if edge is None else grad.narrow(axis, start, extent))
+        start += extent
+    return tuple(pieces)
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ShapeError("stack: expected a non-empty sequence of tensors")
+    for index, t in enumerate(tensors[1:], 1):
+        if t.shape != tensors[0].shape:
+            raise ShapeError(f"stack: tensor {index} has shape {tuple(t.shape)} but tensor 0 has shape {tuple(tensors[0].shape)}; all must be equal")
+    return cat([unsqueeze(t, dim) for t in tensors], dim if dim >= 0 else dim)
+
+
+def narrow(input, dim, start, length):
+    axis = normalize_dim(dim, input.ndim, "narrow")
+    index = (slice(None),) * axis + (slice(start, start + length),)
+    return input[index]
+
+
+def split(input, split_size_or_sections, dim=0):
+    """Pieces of `split_size` along dim (the last may be smaller), or of the given sizes."""
+    axis = normalize_dim(dim, input.ndim, "split")
+    extent = input.shape[axis]
+    if isinstance(split_size_or_sections, int):
+        if split_size_or_sections <= 0:
+            raise ShapeError(f"split: split_size must be positive, got {split_size_or_sections}")
+        sizes = [min(split_size_or_sections, extent - start) for start in range(0, extent, split_size_or_sections)] or [0]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != extent:
+            raise ShapeError(f"split: sizes {sizes} sum to {sum(sizes)} but dim {axis} of shape {tuple(input.shape)} has {extent}")
+    data = input._data
+    xp = array_module(data)
+    boundaries = []
+    total = 0
+    for size in sizes[:-1]:
+        total += size
+        boundaries.append(total)
+    outputs = tuple(_as_view(piece, input) for piece in xp.split(data, boundaries, axis=axis))
+    if grad_state.enabled and input._requires_grad:
+        record("Split", _split_backward, (input,), outputs, args=(axis, [o._data.shape for o in outputs]))
+    return outputs
+
+
+def _split_backward(node, grads):
+    axis, shapes = node.args
+    present = next(g for g in grads if g is not None)
+    xp = array_module(present._data)
+    filled = [g if g is not None else wrap(xp.zeros(shape, dtype=present.dtype)) for g, shape in zip(grads, shapes)]
+    return (cat(filled, axis),)
+
+
+def chunk(input, chunks, dim=0):
+    axis = normalize_dim(dim, input.ndim, "chunk")
+    extent = input.shape[axis]
+    size = -(-extent // chunks) if extent else 1
+    return split(input, max(size, 1), axis)
+
+
+def unbind(input, dim=0):
+    axis = normalize_dim(dim, input.ndim, "unbind")
+    return tuple(squeeze(piece, axis) for piece in split(input, 1, axis))
+
+
+def contiguous(input):
+    data = input._data
+    if data.flags.c_contiguous:
+        return input
+    result = wrap(array_module(data).ascontiguousarray(data))
+    if grad_state.enabled and input._requires_grad:
+        record("Contiguous", _identity_backward, (input,), (result,))
+    return result
+
+
+def _identity_backward(node, grad):
+    return (grad,)
+
+
+def clone(input):
+    result = wrap(input._data.copy())
+    if grad_state.enabled and input._requires_grad:
+        record("Clone", _identity_backward, (input,), (result,))
+    return result
+
+
+def flip(input, dims):
+    data = input._data
+    axes = tuple(normalize_dim(d, data.ndim, "flip") for d in (dims if isinstance(dims, (tuple, list)) else (dims,)))
+    result = wrap(array_module(data).flip(data, axis=axes).copy())
+    if grad_state.enabled and input._requires_grad:
+        record("Flip", _flip_backward, (input,), (result,), args=axes)
+    return result
+
+
+def _flip_backward(node, grad):
+    return (flip(grad, node.args),)
+
+
+__all__ = ["reshape", "view", "flatten", "permute", "transpose", "t", "reverse_dims", "squeeze", "unsqueeze",
+           "expand", "expand_as", "repeat", "cat", "stack", "narrow", "split", "chunk", "unbind", "contiguous",
+           "clone", "flip", "Tensor"]

@@ -1,0 +1,155 @@
+"""softmax, log_softmax and the fused cross-entropy loss.
+
+Cross-entropy is fused (log-softmax and negative log-likelihood in one op) because its
+gradient is simply `softmax - target`: computing it that way costs one pass, is exact
+where a separate log(softmax) would underflow, and keeps one saved array instead of four.
+"""
+from __future__ import annotations
+
+from ...errors import ShapeError
+from ..backend import array_module
+from .core import Tensor, grad_state, normalize_dim, record, wrap
+
+
+def _log_softmax_array(data, axis):
+    xp = array_module(data)
+    shifted = data - data.max(axis=axis, keepdims=True)
+    shifted -= xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return shifted
+
+
+def softmax(input, dim, dtype=None):
+    data = input._data if dtype is None else input._data.astype(dtype)
+    axis = normalize_dim(dim, data.ndim, "softmax")
+    xp = array_module(data)
+    out = data - data.max(axis=axis, keepdims=True)
+    xp.exp(out, out=out)
+    out /= out.sum(axis=axis, keepdims=True)
+    result = wrap(out)
+    if grad_state.enabled and input._requires_grad:
+        record("Softmax", _softmax_backward, (input,), (result,), saved=(result,), args=axis)
+    return result
+
+
+def _softmax_backward(node, grad):
+    (out,) = node.saved_tensors
+    return (out * (grad - (grad * out).sum(dim=node.args, keepdim=True)),)
+
+
+def log_softmax(input, dim, dtype=None):
+    data = input._data if dtype is None else input._data.astype(dtype)
+    axis = normalize_dim(dim, data.ndim, "log_softmax")
+    result = wrap(_log_softmax_array(data, axis))
+    if grad_state.enabled and input._requires_grad:
+        record("LogSoftmax", _log_softmax_backward, (input,), (result,), saved=(result,), args=axis)
+    return result
+
+
+def _log_softmax_backward(node, grad):
+    from .elementwise import exp
+
+    (out,) = node.saved_tensors
+    return (grad - exp(out) * grad.sum(dim=node.args, keepdim=True),)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Cross-entropy between logits `input` (N, C, ...) or (C,) and `target`.
+
+    `target` holds class indices (N, ...) or class probabilities (same shape as input).
+    Matches `torch.nn.functional.cross_entropy`, including `weight`, `ignore_index`,
+    `label_smoothing` and reduction "mean" | "sum" | "none".
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    logits = input._data
+    if logits.ndim == 0:
+        raise ShapeError("cross_entropy: input must have a class dimension, got a 0-d tensor")
+    xp = array_module(logits)
+    class_axis = 0 if logits.ndim == 1 else 1
+    n_classes = logits.shape[class_axis]
+    target_data = target._data if type(target) is Tensor else xp.asarray(target)
+    weight_data = None if weight is None else weight._data
+    log_probs = _log_softmax_array(logits, class_axis)
+
+    if target_data.dtype.kind == "f":  # class probabilities
+        if target_data.shape != logits.shape:
+            raise ShapeError(f"cross_entropy: probability targets must have the input's shape {tuple(logits.shape)}, "
+                             f"got {tuple(target_data.shape)}")
+        target_dist = target_data * (1.0 - label_smoothing) + label_smoothing / n_classes
+        if weight_data is not None:
+            target_dist = target_dist * _along(weight_data, class_axis, logits.ndim)
+        per_sample = -(target_dist * log_probs).sum(axis=class_axis)
+        denominator = per_sample.size if reduction == "mean" else 1
+        sample_scale = None
+    else:
+        expected = logits.shape[:class_axis] + logits.shape[class_axis + 1:]
+        if target_data.shape != expected:
+            raise ShapeError(f"cross_entropy: class-index targets for input of shape {tuple(logits.shape)} must have "
+                             f"shape {expected}, got {tuple(target_data.shape)}")
+        valid = target_data != ignore_index
+        safe_target = xp.where(valid, target_data, 0)
+        if target_data.size and (int(safe_target.min()) < 0 or int(safe_target.max()) >= n_classes):
+            raise ShapeError(f"cross_entropy: target class values must be in [0, {n_classes}) (or ignore_index "
+                             f"{ignore_index}), got range [{int(target_data.min())}, {int(target_data.max())}]")
+        valid = valid.astype(logits.dtype)
+        target_weight = valid if weight_data is None else weight_data[safe_target] * valid
+        picked = xp.take_along_axis(log_probs, xp.expand_dims(safe_target, class_axis), axis=class_axis)
+        per_sample = picked.squeeze(class_axis) * (target_weight * (label_smoothing - 1.0))
+        if label_smoothing:
+            class_weight = 1.0 if weight_data is None else _along(weight_data, class_axis, logits.ndim)
+            smooth = (log_probs * class_weight).sum(axis=class_axis) * valid
+            per_sample -= label_smoothing / n_classes * smooth
+        # PyTorch's "mean" divides by the total weight of the non-ignored targets
+        denominator = float(target_weight.sum()) if reduction == "mean" else 1
+        sample_scale = (valid, safe_target, target_weight)
+        target_dist = None
+
+    if reduction == "none":
+        out = per_sample
+    else:
+        out = per_sample.sum()
+        if reduction == "mean":
+            out = out / denominator
+    result = wrap(xp.asarray(out, dtype=logits.dtype))
+    if grad_state.enabled and input._requires_grad:
+        record("CrossEntropy", _cross_entropy_backward, (input,), (result,),
+               args=(log_probs, class_axis, target_dist, sample_scale, weight_data, label_smoothing,
+                     reduction, denominator))
+    return result
+
+
+def _along(vector, axis, ndim):
+    """A per-class vector shaped to broadcast along the class axis."""
+    shape = [1] * ndim
+    shape[axis] = vector.shape[0]
+    return vector.reshape(shape)
+
+
+def _cross_entropy_backward(node, grad):
+    """d loss / d logits = (softmax - target distribution) per sample, times its weight."""
+    log_probs, class_axis, target_dist, sample_scale, weight, smoothing, reduction, denominator = node.args
+    xp = array_module(log_probs)
+    ndim = log_probs.ndim
+    n_classes = log_probs.shape[class_axis]
+    probs = xp.exp(log_probs)
+    if target_dist is not None:
+        # Soft targets: d/dz of -sum(t * log_softmax(z)) = softmax(z) * sum(t) - t
+        grad_logits = probs * xp.expand_dims(target_dist.sum(axis=class_axis), class_axis) - target_dist
+    else:
+        # Hard targets: the same formula with the target mass (1 - eps) * w[t] on the true class
+        # plus eps / C * w[c] spread over every class, zero for ignored samples.
+        valid, safe_target, target_weight = sample_scale
+        target_mass = xp.zeros_like(log_probs)
+        xp.put_along_axis(target_mass, xp.expand_dims(safe_target, class_axis),
+                          xp.expand_dims(target_weight * (1.0 - smoothing), class_axis), axis=class_axis)
+        if smoothing:
+            class_weight = 1.0 if weight is None else _along(weight, class_axis, ndim)
+            target_mass += smoothing / n_classes * class_weight * xp.expand_dims(valid, class_axis)
+        grad_logits = probs * xp.expand_dims(target_mass.sum(axis=class_axis), class_axis) - target_mass
+    upstream = grad._data
+    if reduction == "none":
+        upstream = xp.expand_dims(upstream, class_axis)
+    elif reduction == "mean":
+        upstream = upstream / denominator
+    grad_logits = grad_logits * upstream
+    return (wrap(grad_logits.astype(log_probs.dtype, copy=False)),)

@@ -1,0 +1,103 @@
+"""Random number generation: one seeded generator per device, and `manual_seed`.
+
+`distrain.manual_seed(s)` reseeds the CPU generator and every CUDA generator, so every
+random factory (randn, rand, randint, ...) and, later, dropout and data shuffling give
+the same numbers for the same seed. CPU numbers come from NumPy's PCG64; CUDA numbers
+from CuPy's generator on that device.
+"""
+from __future__ import annotations
+
+import numpy
+
+from . import backend
+
+
+class Generator:
+    """A seedable source of random numbers on one device (like `torch.Generator`)."""
+
+    def __init__(self, device="cpu", seed=None):
+        self.device = backend.Device(device)
+        self.manual_seed(numpy.random.SeedSequence().entropy % (2**63) if seed is None else seed)
+
+    def manual_seed(self, seed):
+        self._seed = int(seed)
+        if self.device is backend.CPU:
+            self._engine = numpy.random.Generator(numpy.random.PCG64(self._seed))
+        else:
+            cupy = backend.cupy_module()
+            with cupy.cuda.Device(self.device.index):
+                self._engine = cupy.random.RandomState(self._seed)
+        return self
+
+    def initial_seed(self) -> int:
+        return self._seed
+
+    def get_state(self):
+        """A picklable snapshot (CPU generators only; a CUDA generator is restored by reseeding)."""
+        if self.device is backend.CPU:
+            return {"device": "cpu", "seed": self._seed, "state": self._engine.bit_generator.state}
+        return {"device": str(self.device), "seed": self._seed}
+
+    def set_state(self, state):
+        self.manual_seed(state["seed"])
+        if self.device is backend.CPU and "state" in state:
+            self._engine.bit_generator.state = state["state"]
+
+    # the draws each factory needs, written once for both devices
+    def normal(self, shape, dtype):
+        if self.device is backend.CPU:
+            return self._engine.standard_normal(shape, dtype=numpy.float32 if dtype == numpy.float16 else dtype).astype(dtype, copy=False)
+        return self._engine.standard_normal(shape, dtype=dtype)
+
+    def uniform(self, shape, dtype):
+        if self.device is backend.CPU:
+            return self._engine.random(shape, dtype=numpy.float32 if dtype == numpy.float16 else dtype).astype(dtype, copy=False)
+        return self._engine.random_sample(shape, dtype=dtype)
+
+    def integers(self, low, high, shape, dtype):
+        if self.device is backend.CPU:
+            return self._engine.integers(low, high, size=shape, dtype=dtype)
+        return self._engine.randint(low, high, size=shape, dtype=dtype)
+
+    def permutation(self, n):
+        return self._engine.permutation(n)
+
+
+_default_generators: dict = {}
+
+
+def default_generator(device=backend.CPU) -> Generator:
+    device = backend.Device(device)
+    generator = _default_generators.get(device)
+    if generator is None:
+        seed = _default_generators[backend.CPU].initial_seed() if backend.CPU in _default_generators else None
+        generator = _default_generators[device] = Generator(device, seed)
+    return generator
+
+
+def manual_seed(seed) -> Generator:
+    """Seed every device's default generator; returns the CPU one."""
+    for generator in _default_generators.values():
+        generator.manual_seed(seed)
+    if backend.CPU not in _default_generators:
+        _default_generators[backend.CPU] = Generator(backend.CPU, seed)
+    return _default_generators[backend.CPU]
+
+
+def seed() -> int:
+    """Seed every generator from OS entropy; returns the seed used."""
+    new_seed = int(numpy.random.SeedSequence().entropy % (2**63))
+    manual_seed(new_seed)
+    return new_seed
+
+
+def initial_seed() -> int:
+    return default_generator().initial_seed()
+
+
+def get_rng_state():
+    return default_generator().get_state()
+
+
+def set_rng_state(state):
+    default_generator().set_state(state)

@@ -1,0 +1,30 @@
+"""The exceptions distrain raises.
+
+Every error distrain raises on bad input is a `DistrainError`, so a training script can
+catch "anything distrain refused" in one clause. Each kind also derives from the builtin
+exception a Python (or PyTorch) user would expect, so `except ValueError` and
+`except RuntimeError` keep working for code ported from PyTorch.
+
+Messages name what is wrong (the op, the shapes, the devices, the dtype, the file, the
+rank) and what to do about it.
+"""
+
+
+class DistrainError(Exception):
+    """Base class of every error distrain raises on purpose."""
+
+
+class ShapeError(DistrainError, ValueError):
+    """Shapes that do not fit together: matmul, broadcasting, cat, reshape, view."""
+
+
+class DeviceError(DistrainError, RuntimeError):
+    """Tensors on different devices, or a device that is not available here."""
+
+
+class DTypeError(DistrainError, TypeError):
+    """A dtype that cannot be used for the requested operation (e.g. gradients of ints)."""
+
+
+class AutogradError(DistrainError, RuntimeError):
+    """Misuse of the autograd graph: freed graphs, modified saved tensors, bad gradients."""
