@@ -69,28 +69,29 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
             target = tensor.grad_fn if tensor.grad_fn is not None else tensor
             capture_keys.setdefault((id(target), tensor._output_nr if tensor.grad_fn is not None else 0), []).append(index)
 
-    buffers = {}  # id(target) -> [grad per output], each entry (tensor, engine_owns_it)
+    # Pending gradients per target: for single-output nodes and leaves the entry is one
+    # (tensor, engine_owns_it) pair, for multi-output nodes a list of them, one per output.
+    buffers = {}
     ready = []
+    push = heapq.heappush
 
     def deliver(target, output_nr, grad, owned):
         key = id(target)
-        slots = buffers.get(key)
-        if slots is None:
-            slots = buffers[key] = [None] * (target.n_outputs if type(target) is Node else 1)
-        current = slots[output_nr]
-        if current is None:
-            slots[output_nr] = (grad, owned)
-        elif current[1] and not create_graph:
-            current[0]._data += grad._data  # our own array: sum in place
+        is_node = type(target) is Node
+        if is_node and target.n_outputs != 1:
+            slots = buffers.get(key)
+            if slots is None:
+                slots = buffers[key] = [None] * target.n_outputs
+            slots[output_nr] = _accumulate(slots[output_nr], grad, owned, create_graph)
         else:
-            slots[output_nr] = (current[0] + grad, True)
+            buffers[key] = _accumulate(buffers.get(key), grad, owned, create_graph)
         remaining = dependencies[key] - 1
         dependencies[key] = remaining
         if remaining == 0:
-            if type(target) is Node:
-                heapq.heappush(ready, (-target.seq, key, target))
+            if is_node:
+                push(ready, (-target.seq, key, target))
             else:
-                finish_leaf(target, buffers.pop(key)[0], create_graph, capture_keys, captured)
+                finish_leaf(target, buffers.pop(key), create_graph, capture_keys, captured)
 
     previous_mode = grad_mode.state.enabled
     grad_mode.state.enabled = create_graph
@@ -99,15 +100,18 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
             deliver(edge[0], edge[1], grad, False)
         while ready:
             _, key, node = heapq.heappop(ready)
-            slots = buffers.pop(key)
-            grads_in = [None if slot is None else slot[0] for slot in slots]
+            entry = buffers.pop(key)
+            if node.n_outputs == 1:
+                grads_in = [entry[0]]
+            else:
+                grads_in = [None if slot is None else slot[0] for slot in entry]
             if node.output_hooks:
                 grads_in = _run_output_hooks(node, grads_in)
             if capture_keys is not None:
                 for output_nr, grad in enumerate(grads_in):
                     for index in capture_keys.get((key, output_nr), ()):
                         captured[index] = grad
-            if node.released and node.backward_fn is not None and node.saved_versions:
+            if node.released:
                 node.saved_tensors  # raises the "backward a second time" error
             input_grads = node.backward_fn(node, grads_in[0] if node.n_outputs == 1 else tuple(grads_in))
             if not retain_graph:
@@ -115,11 +119,22 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
             for edge, grad in zip(node.next_edges, input_grads):
                 if edge is None or grad is None:
                     continue
+                # NOTE [ Gradient ownership ]: fresh arrays only, never a formula's own input
                 owned = grad._data.base is None and not _is_one_of(grad, grads_in)
                 deliver(edge[0], edge[1], grad, owned)
     finally:
         grad_mode.state.enabled = previous_mode
     return captured
+
+
+def _accumulate(current, grad, owned, create_graph):
+    """Add one more gradient contribution to a pending (tensor, owned) entry."""
+    if current is None:
+        return (grad, owned)
+    if current[1] and not create_graph:
+        current[0]._data += grad._data  # the engine's own array: sum in place
+        return current
+    return (current[0] + grad, True)
 
 
 def _is_one_of(tensor, candidates):

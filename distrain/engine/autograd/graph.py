@@ -29,23 +29,25 @@ _sequence = itertools.count()
 
 
 class Node:
-    """One recorded op: `backward_fn(node, grad_output) -> tuple of input gradients`."""
+    """One recorded op: `backward_fn(node, grad_output) -> tuple of input gradients`.
 
-    __slots__ = ("name", "backward_fn", "next_edges", "args", "saved", "saved_versions",
-                 "saved_output_nrs", "seq", "n_outputs", "output_hooks", "released", "__weakref__")
+    Attributes an op rarely sets (saved tensors, args, hooks) default at class level, so
+    recording a node costs a handful of attribute writes.
+    """
 
-    def __init__(self, name, backward_fn, next_edges, args=None, n_outputs=1):
+    args = None
+    saved = ()
+    saved_versions = ()
+    saved_output_nrs = None
+    n_outputs = 1
+    output_hooks = None
+    released = False
+
+    def __init__(self, name, backward_fn, next_edges):
         self.name = name
         self.backward_fn = backward_fn
         self.next_edges = next_edges
-        self.args = args
-        self.saved = ()
-        self.saved_versions = ()
-        self.saved_output_nrs = None
         self.seq = next(_sequence)
-        self.n_outputs = n_outputs
-        self.output_hooks = None
-        self.released = False
 
     # -- what backward formulas read --------------------------------------------------
     @property
@@ -84,7 +86,7 @@ class Node:
             self.saved = ()
 
     def register_output_hook(self, output_nr, hook):
-        if self.output_hooks is None:
+        if self.output_hooks is None:  # instance attribute from now on
             self.output_hooks = {}
         self.output_hooks.setdefault(output_nr, []).append(hook)
         return RemovableHandle(self.output_hooks[output_nr], hook)
@@ -132,7 +134,18 @@ def record(name, backward_fn, inputs, outputs, saved=(), args=None):
     for them (non-tensors may appear and get no edge); `saved` lists the tensors the
     formula needs, inputs or outputs; `args` carries non-tensor parameters (axes, shapes).
     """
-    node = Node(name, backward_fn, tuple(map(edge_to, inputs)), args, len(outputs))
+    edges = []
+    for tensor in inputs:
+        if getattr(tensor, "_requires_grad", False):
+            producer = tensor.grad_fn
+            edges.append((tensor, 0) if producer is None else (producer, tensor._output_nr))
+        else:
+            edges.append(None)
+    node = Node(name, backward_fn, tuple(edges))
+    if args is not None:
+        node.args = args
+    if len(outputs) != 1:
+        node.n_outputs = len(outputs)
     if saved:
         saved_list = []
         output_nrs = None
@@ -145,8 +158,9 @@ def record(name, backward_fn, inputs, outputs, saved=(), args=None):
                 tensor = tensor._detached_alias()
             saved_list.append(tensor)
         node.saved = tuple(saved_list)
-        node.saved_versions = tuple(t._version_counter[0] for t in saved_list)
-        node.saved_output_nrs = output_nrs
+        node.saved_versions = tuple([t._version_counter[0] for t in saved_list])
+        if output_nrs is not None:
+            node.saved_output_nrs = output_nrs
     for output_nr, out in enumerate(outputs):
         out.grad_fn = node
         out._output_nr = output_nr

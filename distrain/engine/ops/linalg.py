@@ -26,11 +26,10 @@ def matmul(input, other):
     elif type(input) is not Tensor:
         input = as_tensor_like(input, other)
     a, b = binary_operands(input, other, "matmul")
-    if a.ndim == 0 or b.ndim == 0:
-        raise ShapeError(f"matmul: both arguments need at least 1 dimension, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.ndim == 1 or b.ndim == 1:
+    if a.ndim < 2 or b.ndim < 2:
         return _matmul_with_vectors(input, other)
-    _check_inner("matmul", a.shape, b.shape)
+    if a.shape[-1] != b.shape[-2]:
+        _check_inner("matmul", a.shape, b.shape)
     try:
         out = a @ b
     except ValueError:
@@ -56,6 +55,9 @@ def _matmul_backward(node, grad):
 
 def _matmul_with_vectors(input, other):
     """Promote 1-D operands to matrices (row for the left, column for the right), then squeeze."""
+    if input.ndim == 0 or other.ndim == 0:
+        raise ShapeError(f"matmul: both arguments need at least 1 dimension, got shapes {tuple(input.shape)} and "
+                         f"{tuple(other.shape)}")
     a_vector = input.ndim == 1
     b_vector = other.ndim == 1
     left = input.unsqueeze(0) if a_vector else input
@@ -71,9 +73,11 @@ def _matmul_with_vectors(input, other):
 
 def mm(input, mat2):
     """Product of two 2-D matrices."""
-    if input.ndim != 2 or mat2.ndim != 2:
-        raise ShapeError(f"mm: expected two 2-D matrices, got shapes {tuple(input.shape)} and {tuple(mat2.shape)}")
-    _check_inner("mm", input.shape, mat2.shape)
+    a, b = input._data, getattr(mat2, "_data", mat2)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ShapeError(f"mm: expected two 2-D matrices, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[1] != b.shape[0]:
+        _check_inner("mm", a.shape, b.shape)
     return matmul(input, mat2)
 
 
