@@ -179,7 +179,9 @@ def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=Fa
     if size is None:
         raise TypeError("randint() needs a size, e.g. randint(0, 10, (3,))")
     dtype = dtypes.int64 if dtype is None else dtypes.as_dtype(dtype)
-    return _random(lambda g, s, d: g.integers(low, high, s, d), _size((size,)), dtype, device, requires_grad, generator)
+    draw_dtype = dtype if dtype.kind in "iu" else dtypes.int64  # float results hold integer values, as in PyTorch
+    return _random(lambda g, s, d: g.integers(low, high, s, draw_dtype).astype(d, copy=False), _size((size,)), dtype,
+                   device, requires_grad, generator)
 
 
 def randperm(n, dtype=None, device=None, generator=None):

@@ -14,13 +14,15 @@ from .gradcheck import gradcheck
 
 
 def Variable(tensor, requires_grad=False, volatile=False):
-    """The pre-0.4 PyTorch wrapper, kept so lecture code runs: returns the tensor itself.
+    """The pre-0.4 PyTorch wrapper, kept so lecture code runs.
 
-    `Variable(x, requires_grad=True)` marks `x` as a leaf requiring grad, as it used to.
+    Returns a leaf sharing `tensor`'s storage, requiring grad if asked; `tensor` itself is
+    left as it was (as `torch.autograd.Variable` does today).
     """
+    leaf = tensor.detach()
     if requires_grad:
-        tensor.requires_grad_(True)
-    return tensor
+        leaf.requires_grad_(True)
+    return leaf
 
 
 __all__ = ["Function", "FunctionCtx", "Variable", "backward", "enable_grad", "grad", "gradcheck",

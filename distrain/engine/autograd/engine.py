@@ -78,6 +78,10 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
     def deliver(target, output_nr, grad, owned):
         key = id(target)
         is_node = type(target) is Node
+        # A gradient has its tensor's dtype, whatever dtypes the formula mixed (as in PyTorch).
+        dtype = target.output_dtype if is_node else target._data.dtype
+        if grad._data.dtype != dtype and dtype is not None:
+            grad, owned = grad.to(dtype), True
         if is_node and target.n_outputs != 1:
             slots = buffers.get(key)
             if slots is None:
@@ -186,6 +190,11 @@ def finish_leaf(leaf, slot, create_graph, capture_keys, captured):
 
 def check_root(tensor, grad, index=0):
     """Validate a backward root and its gradient; return the gradient to start from."""
+    if not tensor._requires_grad and tensor.dtype.kind != "f":
+        raise DTypeError(
+            f"backward() of a tensor of dtype {tensor.dtype}: gradients exist only for floating-point tensors. "
+            "Compute the loss from float tensors (e.g. x.float()) whose leaves have requires_grad=True."
+        )
     if not tensor._requires_grad:
         raise AutogradError(
             f"element {index} of tensors does not require grad and does not have a grad_fn: "

@@ -84,7 +84,9 @@ class Function:
             return result
         # Outputs that are inputs returned as-is get a fresh alias, so the graph stays acyclic.
         outputs = tuple(o._detached_alias() if any(o is a for a in tensor_args) else o for o in outputs)
-        differentiable = [o for o in outputs if isinstance(o, Tensor) and not any(o is n for n in ctx.non_differentiable)]
+        # Every tensor output gets a slot in the node (backward receives one gradient per output,
+        # zeros for the non-differentiable ones); only the differentiable ones keep requiring grad.
+        differentiable = [o for o in outputs if isinstance(o, Tensor)]
         saved = tuple(t for t in ctx.to_save if t is not None)
         input_shapes = tuple(None if a is None else tuple(a._data.shape) for a in tensor_args)
         outputs_like = tuple((o._data.shape, o._data.dtype, array_module(o._data)) for o in differentiable)

@@ -24,9 +24,17 @@ def is_grad_enabled() -> bool:
 
 
 class _GradModeContext:
-    """Shared machinery: a context manager that is also a function decorator."""
+    """Shared machinery: a context manager that is also a function decorator.
+
+    Works as `with no_grad():`, `@no_grad()` and, like PyTorch, bare `@no_grad`.
+    """
 
     _target: bool
+
+    def __new__(cls, *args):
+        if cls is not set_grad_enabled and len(args) == 1 and callable(args[0]):
+            return object.__new__(cls)(args[0])  # bare decorator: @no_grad
+        return object.__new__(cls)
 
     def __enter__(self):
         self._previous = state.enabled

@@ -161,6 +161,7 @@ def record(name, backward_fn, inputs, outputs, saved=(), args=None):
         node.saved_versions = tuple([t._version_counter[0] for t in saved_list])
         if output_nrs is not None:
             node.saved_output_nrs = output_nrs
+    node.output_dtype = outputs[0]._data.dtype if outputs else None
     for output_nr, out in enumerate(outputs):
         out.grad_fn = node
         out._output_nr = output_nr

@@ -176,6 +176,8 @@ def _pow_backward(node, grad):
     if base_edge is not None:
         if type(exponent) is not Tensor and exponent == 2:
             grad_base = grad * (base * 2.0)
+        elif type(exponent) is not Tensor and exponent == 0:
+            grad_base = grad * 0.0  # d(x**0)/dx = 0, also at x = 0 where x**-1 is infinite
         else:
             grad_base = sum_to_shape(grad * exponent * base ** (exponent - 1), _shape(base))
     if exponent_edge is not None:

@@ -59,7 +59,7 @@ relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda grad, out: grad * (
 
 def _sigmoid(xp, x):
     # 0.5 * (1 + tanh(x / 2)) never overflows, unlike 1 / (1 + exp(-x)) for very negative x
-    out = x * 0.5
+    out = xp.multiply(x, 0.5, out=xp.empty_like(x))  # an array even for 0-d input
     xp.tanh(out, out=out)
     out *= 0.5
     out += 0.5
@@ -110,7 +110,7 @@ def _erf_array(xp, x):
         try:
             from scipy.special import erf as scipy_erf
         except ImportError:
-            return _exact_erf(x).astype(x.dtype)
+            return numpy.asarray(_exact_erf(x), dtype=numpy.float64).astype(x.dtype)
         return scipy_erf(x)
     from cupyx.scipy.special import erf as cupy_erf
 

@@ -271,13 +271,13 @@ def split(input, split_size_or_sections, dim=0):
         if sum(sizes) != extent:
             raise ShapeError(f"split: sizes {sizes} sum to {sum(sizes)} but dim {axis} of shape {tuple(input.shape)} has {extent}")
     data = input._data
-    xp = array_module(data)
-    boundaries = []
-    total = 0
-    for size in sizes[:-1]:
-        total += size
-        boundaries.append(total)
-    outputs = tuple(_as_view(piece, input) for piece in xp.split(data, boundaries, axis=axis))
+    lead = (slice(None),) * axis
+    pieces = []
+    start = 0
+    for size in sizes:
+        pieces.append(_as_view(data[lead + (slice(start, start + size),)], input))
+        start += size
+    outputs = tuple(pieces)
     if grad_state.enabled and input._requires_grad:
         record("Split", _split_backward, (input,), outputs, args=(axis, [o._data.shape for o in outputs]))
     return outputs
@@ -285,6 +285,8 @@ def split(input, split_size_or_sections, dim=0):
 
 def _split_backward(node, grads):
     axis, shapes = node.args
+    if node.n_outputs == 1:
+        grads = (grads,)
     present = next(g for g in grads if g is not None)
     xp = array_module(present._data)
     filled = [g if g is not None else wrap(xp.zeros(shape, dtype=present.dtype)) for g, shape in zip(grads, shapes)]

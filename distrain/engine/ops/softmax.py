@@ -109,7 +109,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     else:
         out = per_sample.sum()
         if reduction == "mean":
-            out = out / denominator
+            with xp.errstate(invalid="ignore", divide="ignore"):  # every target ignored: nan, as in PyTorch
+                out = out / xp.asarray(denominator, dtype=logits.dtype)
     result = wrap(xp.asarray(out, dtype=logits.dtype))
     if grad_state.enabled and input._requires_grad:
         record("CrossEntropy", _cross_entropy_backward, (input,), (result,),
@@ -150,6 +151,7 @@ def _cross_entropy_backward(node, grad):
     if reduction == "none":
         upstream = xp.expand_dims(upstream, class_axis)
     elif reduction == "mean":
-        upstream = upstream / denominator
+        with xp.errstate(invalid="ignore", divide="ignore"):
+            upstream = upstream / xp.asarray(denominator, dtype=upstream.dtype)
     grad_logits = grad_logits * upstream
     return (wrap(grad_logits.astype(log_probs.dtype, copy=False)),)
