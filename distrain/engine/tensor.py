@@ -67,7 +67,7 @@ class Tensor:
                  "_base", "_hooks", "_post_accumulate_hooks", "__weakref__")
 
     __hash__ = object.__hash__  # == is elementwise; identity is the hash, as in PyTorch
-    __array_priority__ = 1000  # numpy scalars and arrays defer to Tensor's reflected operators
+    __array_ufunc__ = None  # numpy scalars and arrays defer to Tensor's reflected operators (np.float64(2) * t)
 
     def __new__(cls, data=None, *, device=None):
         if data is None:

@@ -35,9 +35,24 @@ def operand(value, like):
     """The array (or Python scalar) to compute with for `value`, an operand beside tensor `like`."""
     if type(value) is Tensor:
         return value._data
+    if isinstance(value, numpy.generic):
+        return value.item()  # NumPy scalars are as weak as Python numbers (np.sqrt(d) keeps float32)
     if isinstance(value, SCALAR_TYPES):
         return value
     return backend.array_module(like._data).asarray(value)
+
+
+def _same_category(a, b):
+    return (a.kind == "f") == (b.kind == "f") and (a.kind == "b") == (b.kind == "b")
+
+
+def weak_zero_dim(scalar, other):
+    """PyTorch's promotion: a 0-d operand does not widen a dimensioned one of its category
+    (float32 tensor * float64 0-d tensor is float32); from a higher category it keeps its
+    own dtype (int tensor * float64 0-d tensor is float64), as NumPy does too."""
+    if scalar.dtype != other.dtype and _same_category(scalar.dtype, other.dtype):
+        return scalar.astype(other.dtype)
+    return scalar
 
 
 def binary_operands(a, b, op_name):
@@ -51,6 +66,10 @@ def binary_operands(a, b, op_name):
                     f"{op_name}: expected both tensors on the same device, got {a.device} and {b.device}; "
                     "move one with .to(device)"
                 )
+            if a_data.ndim == 0 and b_data.ndim:
+                return weak_zero_dim(a_data, b_data), b_data
+            if b_data.ndim == 0 and a_data.ndim:
+                return a_data, weak_zero_dim(b_data, a_data)
             return a_data, b_data
         return a_data, operand(b, a)
     return operand(a, b), b._data

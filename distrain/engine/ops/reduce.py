@@ -201,6 +201,8 @@ def _prod_backward(node, grad):
     data = x._data
     xp = array_module(data)
     shape = data.shape
+    if grad_state.enabled:
+        return (_unreduce(grad, shape, axes, keepdim) * _product_of_others(x, axes),)
     if axes is None:
         flat = data.reshape(1, -1)
         axis = 1
@@ -214,6 +216,20 @@ def _prod_backward(node, grad):
     after = xp.flip(xp.cumprod(xp.flip(xp.concatenate([xp.delete(flat, 0, axis=axis), ones], axis=axis), axis), axis=axis), axis)
     others = wrap((before * after).reshape(shape))
     return (_unreduce(grad, shape, axes, keepdim) * others,)
+
+
+def _product_of_others(x, axes):
+    """prod_{j != i} x_j from differentiable ops (for create_graph): an (n, n) matrix per
+    slice whose row i holds the slice with x_i replaced by 1, multiplied along its rows."""
+    from .elementwise import where
+
+    shape = tuple(x.shape)
+    moved = x.reshape(-1) if axes is None else x.transpose(axes[0], -1)
+    n = moved.shape[-1]
+    eye = wrap(array_module(x._data).eye(n, dtype=bool))
+    rows = where(eye, 1.0, moved.unsqueeze(-2).expand(tuple(moved.shape[:-1]) + (n, n)))
+    others = prod(rows, dim=-1)
+    return others.reshape(shape) if axes is None else others.transpose(axes[0], -1)
 
 
 def logsumexp(input, dim, keepdim=False):

@@ -113,7 +113,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                 out = out / xp.asarray(denominator, dtype=logits.dtype)
     result = wrap(xp.asarray(out, dtype=logits.dtype))
     if grad_state.enabled and input._requires_grad:
-        record("CrossEntropy", _cross_entropy_backward, (input,), (result,),
+        record("CrossEntropy", _cross_entropy_backward, (input,), (result,), saved=(input,),
                args=(log_probs, class_axis, target_dist, sample_scale, weight_data, label_smoothing,
                      reduction, denominator))
     return result
@@ -132,10 +132,9 @@ def _cross_entropy_backward(node, grad):
     xp = array_module(log_probs)
     ndim = log_probs.ndim
     n_classes = log_probs.shape[class_axis]
-    probs = xp.exp(log_probs)
     if target_dist is not None:
         # Soft targets: d/dz of -sum(t * log_softmax(z)) = softmax(z) * sum(t) - t
-        grad_logits = probs * xp.expand_dims(target_dist.sum(axis=class_axis), class_axis) - target_dist
+        target_mass = target_dist
     else:
         # Hard targets: the same formula with the target mass (1 - eps) * w[t] on the true class
         # plus eps / C * w[c] spread over every class, zero for ignored samples.
@@ -146,12 +145,20 @@ def _cross_entropy_backward(node, grad):
         if smoothing:
             class_weight = 1.0 if weight is None else _along(weight, class_axis, ndim)
             target_mass += smoothing / n_classes * class_weight * xp.expand_dims(valid, class_axis)
-        grad_logits = probs * xp.expand_dims(target_mass.sum(axis=class_axis), class_axis) - target_mass
+    (logits,) = node.saved_tensors  # also checks that the logits were not modified in place
+    target_total = xp.expand_dims(target_mass.sum(axis=class_axis), class_axis)
+    if grad_state.enabled:
+        # create_graph: the same formula from differentiable ops, so second derivatives flow
+        upstream = grad.unsqueeze(class_axis) if reduction == "none" else grad
+        if reduction == "mean":
+            upstream = upstream * (1.0 / denominator if denominator else 0.0)
+        probs_tensor = softmax(logits, class_axis)
+        return ((probs_tensor * wrap(target_total) - wrap(target_mass)) * upstream,)
     upstream = grad._data
     if reduction == "none":
         upstream = xp.expand_dims(upstream, class_axis)
-    elif reduction == "mean":
-        with xp.errstate(invalid="ignore", divide="ignore"):
-            upstream = upstream / xp.asarray(denominator, dtype=upstream.dtype)
-    grad_logits = grad_logits * upstream
+    if reduction == "mean":
+        # every target ignored: the loss is nan but its gradient zero, as in PyTorch
+        upstream = upstream * (1.0 / denominator if denominator else 0.0)
+    grad_logits = (xp.exp(log_probs) * target_total - target_mass) * upstream
     return (wrap(grad_logits.astype(log_probs.dtype, copy=False)),)
