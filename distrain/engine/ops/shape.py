@@ -119,11 +119,14 @@ def transpose(input, dim0, dim1):
     data = input._data
     if data.ndim == 0:
         return input
-    d0 = normalize_dim(dim0, data.ndim, "transpose")
-    d1 = normalize_dim(dim1, data.ndim, "transpose")
-    result = _as_view(data.swapaxes(d0, d1), input)
+    try:
+        out = data.swapaxes(dim0, dim1)  # swapping is its own inverse, negative dims included
+    except (ValueError, IndexError):
+        raise ShapeError(f"transpose: dims ({dim0}, {dim1}) are out of range for a tensor of shape "
+                         f"{tuple(data.shape)}") from None
+    result = _as_view(out, input)
     if grad_state.enabled and input._requires_grad:
-        record("Transpose", _transpose_backward, (input,), (result,), args=(d0, d1))
+        record("Transpose", _transpose_backward, (input,), (result,), args=(dim0, dim1))
     return result
 
 
