@@ -96,6 +96,13 @@ def test_softmax_matches_torch(form, dim, dtype, device):
 
 
 @pytest.mark.parametrize("dim", [0, -1])
+@pytest.mark.parametrize("form", ["softmax_F", "softmax_method", "log_softmax_F", "log_softmax_method"])
+def test_softmax_of_a_zero_dim_tensor(form, dim, device):
+    d_fn, t_fn = SOFTMAX_FORMS[form]
+    check_op_against_torch(lambda x: d_fn(x, dim), lambda x: t_fn(x, dim), [np.array(0.3)], np.float64, device)
+
+
+@pytest.mark.parametrize("dim", [0, -1])
 @pytest.mark.parametrize("form", ["softmax_F", "log_softmax_F"])
 def test_softmax_finite_differences(form, dim, device):
     d_fn, _ = SOFTMAX_FORMS[form]

@@ -71,6 +71,7 @@ UNARY = {
     "clamp_method_max": (lambda lib, x: x.clamp(max=0.4), "any"),
     "clamp_method_both": (lambda lib, x: x.clamp(-0.3, 0.4), "any"),
     "clamp_method_kw_both": (lambda lib, x: x.clamp(min=-1.0, max=0.1), "any"),
+    "clamp_min_above_max": (lambda lib, x: x.clamp(0.5, -0.5), "any"),  # torch: every element becomes max
     # a chain, so intermediate gradients flow through several ops
     "chain": (lambda lib, x: lib.exp(lib.sin(x) * 2 - x**2) / (1 + x.abs()), "nonzero"),
 }

@@ -71,6 +71,8 @@ ADVANCED_KEYS = {
     "zero_dim_int_tensor": lambda lib: lib.tensor(2),
     "zero_dim_int_tensor_in_tuple": lambda lib: (slice(None), lib.tensor(-1)),
     "negative_int_tensor": lambda lib: lib.tensor([-1, -4, -1]),
+    "empty_list": lambda lib: [],
+    "zero_dim_bool_tensor": lambda lib: lib.tensor(True),
 }
 
 
@@ -171,6 +173,7 @@ INDEX_SELECT_CASES = {
     "dim_neg_repeated": ((2, 3, 4), -1, [3, 3, 0]),
     "dim1_3d": ((2, 3, 4), 1, [2, 2]),
     "single": ((5,), 0, [4]),
+    "zero_dim_index": ((4, 3), 0, 2),
 }
 
 

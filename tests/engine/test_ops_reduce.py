@@ -351,3 +351,28 @@ def test_full_max_min_split_the_gradient_among_ties(name, dtype, device):
     # not a differentiable point: compared with torch's convention (evenly distributed) only
     x = np.array([[1.0, 3.0, -2.0], [3.0, -2.0, 3.0]])
     check_op_against_torch(*pair(REDUCTIONS[name]), [x], dtype, device)
+
+
+ZERO_DIM = {
+    "sum_dim": lambda lib, x: x.sum(0),
+    "sum_dim_keepdim": lambda lib, x: x.sum(-1, keepdim=True),
+    "mean_dim": lambda lib, x: x.mean(0),
+    "max_dim": lambda lib, x: x.max(0),
+    "min_dim_keepdim": lambda lib, x: x.min(-1, keepdim=True),
+    "max_all": lambda lib, x: x.max(),
+    "prod_all": lambda lib, x: x.prod(),
+    "prod_dim": lambda lib, x: x.prod(0),
+    "logsumexp_dim": lambda lib, x: x.logsumexp(0),
+    "argmax_all": lambda lib, x: x.argmax(),
+    "argmin_dim": lambda lib, x: x.argmin(0),
+}
+
+
+@pytest.mark.parametrize("name", list(ZERO_DIM))
+def test_reductions_of_a_zero_dim_tensor(name, device):
+    # a 0-d tensor has one element; dim 0 / -1 is accepted and reduces nothing (as in torch)
+    check_op_against_torch(*pair(ZERO_DIM[name]), [np.array(-0.7)], np.float64, device)
+
+
+def test_sum_over_a_list_of_dims(device):
+    check_op_against_torch(*pair(lambda lib, x: x.sum([0, 2])), [_data("sum", (2, 3, 4))], np.float64, device)

@@ -87,6 +87,15 @@ SINGLE_INPUT = {
     "chunk_dim_neg": ((2, 3, 5), lambda lib, x: x.chunk(4, -1)),
     "chunk_more_than_size": ((3, 2), lambda lib, x: x.chunk(5)),
     "chunk_function": ((6, 2), lambda lib, x: lib.chunk(x, 2, 0)),
+    # edge cases
+    "repeat_zero": ((2, 3), lambda lib, x: x.repeat(0, 2)),
+    "squeeze_tuple": ((1, 3, 1), lambda lib, x: x.squeeze((0, 2))),
+    "expand_minus_one_new_lead": ((3,), lambda lib, x: x.expand(2, -1)),
+    "split_sizes_tuple": ((5, 2), lambda lib, x: x.split((2, 3))),
+    "unsqueeze_scalar_neg": ((), lambda lib, x: x.unsqueeze(-1)),
+    "transpose_1d": ((3,), lambda lib, x: x.transpose(0, -1)),
+    "permute_scalar": ((), lambda lib, x: x.permute(())),
+    "reshape_with_zero_size": ((0, 3), lambda lib, x: x.reshape(3, -1, 2)),
     # compositions, so that gradients pass through several shape ops
     "compose_view_permute": ((2, 3, 4), lambda lib, x: x.permute(1, 0, 2).reshape(3, 8).t() * 2),
     "compose_expand_sum": ((3, 1), lambda lib, x: (x.expand(3, 4) * x.t().expand(4, 3).t()).sum(1)),
@@ -168,6 +177,7 @@ CAT_CASES = {
     "stack_dim_neg": ([(2, 3), (2, 3)], lambda lib, *xs: lib.stack(xs, dim=-1)),
     "stack_scalars": ([(), (), ()], lambda lib, *xs: lib.stack(xs)),
     "stack_1d": ([(4,), (4,)], lambda lib, *xs: lib.stack(xs, -2)),
+    "stack_dim_neg_first": ([(2, 3), (2, 3)], lambda lib, *xs: lib.stack(xs, -3)),
 }
 
 

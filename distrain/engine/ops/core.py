@@ -112,6 +112,10 @@ def normalize_dims(dim, ndim, op_name="op"):
     """`dim` (None, int or sequence) as a sorted tuple of non-negative axes, or None for all."""
     if dim is None:
         return None
+    if ndim == 0:  # PyTorch lets a 0-d tensor be reduced over dim 0 or -1: the whole (single) element
+        for d in (dim if isinstance(dim, (tuple, list)) else (dim,)):
+            normalize_dim(d, 0, op_name)
+        return None
     if isinstance(dim, (tuple, list)):
         return tuple(sorted(normalize_dim(d, ndim, op_name) for d in dim))
     return (normalize_dim(dim, ndim, op_name),)

@@ -10,7 +10,7 @@ from collections import namedtuple
 from ...errors import DTypeError, ShapeError
 from .. import dtypes
 from ..backend import array_module
-from .core import grad_state, normalize_dims, record, wrap
+from .core import grad_state, normalize_dim, normalize_dims, record, wrap
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
@@ -92,6 +92,11 @@ def _extreme(name, array_reduce, array_arg):
             if grad_state.enabled and input._requires_grad:
                 record(name.capitalize(), _all_backward, (input,), (result,), saved=(input, result))
             return result
+        if data.ndim == 0:  # one element: it is the extreme, at index 0
+            normalize_dim(dim, 0, name)
+            from .shape import clone
+
+            return ValuesIndices(clone(input), wrap(xp.zeros((), dtype=dtypes.int64)))
         (axis,) = normalize_dims(dim, data.ndim, name)
         indices = xp.expand_dims(array_arg(data, axis=axis), axis)
         values = xp.take_along_axis(data, indices, axis=axis)
@@ -146,6 +151,9 @@ def _arg(input, dim, keepdim, name):
     if dim is None:
         out = getattr(data, name)()
         return wrap(out.reshape((1,) * data.ndim) if keepdim else out).long()
+    if data.ndim == 0:
+        normalize_dim(dim, 0, name)
+        return wrap(array_module(data).zeros((), dtype=dtypes.int64))
     (axis,) = normalize_dims(dim, data.ndim, name)
     out = getattr(data, name)(axis=axis)
     return wrap(array_module(data).expand_dims(out, axis) if keepdim else out).long()

@@ -22,10 +22,11 @@ def softmax(input, dim, dtype=None):
     data = input._data if dtype is None else input._data.astype(dtype)
     axis = normalize_dim(dim, data.ndim, "softmax")
     xp = array_module(data)
-    out = data - data.max(axis=axis, keepdims=True)
+    rows = data.reshape(1) if data.ndim == 0 else data  # a 0-d tensor is one row of one class
+    out = rows - rows.max(axis=axis, keepdims=True)
     xp.exp(out, out=out)
     out /= out.sum(axis=axis, keepdims=True)
-    result = wrap(out)
+    result = wrap(out.reshape(data.shape))
     if grad_state.enabled and input._requires_grad:
         record("Softmax", _softmax_backward, (input,), (result,), saved=(result,), args=axis)
     return result
