@@ -14,7 +14,8 @@ from .tensor import Tensor, _make
 
 
 def _finish(array, device, requires_grad):
-    tensor = _make(backend.move_array(array, device) if device is not backend.CPU else array)
+    """Wrap `array` (moved to `device` unless that is None) as a tensor, a leaf if asked."""
+    tensor = _make(array if device is None else backend.move_array(array, device))
     if requires_grad:
         tensor.requires_grad_(True)
     return tensor
@@ -40,23 +41,14 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         source = data._data
         dtype = source.dtype if dtype is None else dtypes.as_dtype(dtype)
         target = data.device if device is None else _device(device)
-        array = backend.move_array(source, target).astype(dtype, copy=True)
-        return _finish(array, backend.CPU, requires_grad) if target is backend.CPU else _make_on(array, requires_grad)
+        return _finish(backend.move_array(source, target).astype(dtype, copy=True), None, requires_grad)
     if isinstance(data, (list, tuple)) and any(isinstance(item, Tensor) for item in _flatten_items(data)):
         data = _nested_to_arrays(data)
     dtype = dtypes.infer_dtype(data) if dtype is None else dtypes.as_dtype(dtype)
     if hasattr(data, "__cuda_array_interface__"):
-        array = backend.cupy_module().array(data, dtype=dtype, copy=True)
-        return _make_on(array, requires_grad)
+        return _finish(backend.cupy_module().array(data, dtype=dtype, copy=True), None, requires_grad)
     array = numpy.array(data, dtype=dtype, copy=True)
     return _finish(array, _device(device), requires_grad)
-
-
-def _make_on(array, requires_grad):
-    result = _make(array)
-    if requires_grad:
-        result.requires_grad_(True)
-    return result
 
 
 def _flatten_items(data):
@@ -106,7 +98,7 @@ def _filled(maker, size, dtype, device, requires_grad):
     if device is backend.CPU:
         return _finish(getattr(xp, maker)(size, dtype=dtype), device, requires_grad)
     with xp.cuda.Device(device.index):
-        return _make_on(getattr(xp, maker)(size, dtype=dtype), requires_grad)
+        return _finish(getattr(xp, maker)(size, dtype=dtype), None, requires_grad)
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):
@@ -153,13 +145,7 @@ def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
 def _random(draw, size, dtype, device, requires_grad, generator):
     device = _device(device)
     generator = generator or default_generator(device)
-    array = draw(generator, size, dtype)
-    if device is not backend.CPU and generator.device is backend.CPU:
-        array = backend.move_array(array, device)
-    tensor_ = _make(array)
-    if requires_grad:
-        tensor_.requires_grad_(True)
-    return tensor_
+    return _finish(draw(generator, size, dtype), device, requires_grad)
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False, generator=None):

@@ -22,48 +22,39 @@ def _broadcast_failed(name, a, b):
     return shape_error(name, _shape(a), _shape(b), " for broadcasting (trailing dimensions must be equal or 1)")
 
 
-def add(input, other, alpha=1):
-    """input + alpha * other."""
-    a, b = binary_operands(input, other, "add")
-    try:
-        out = a + b if alpha == 1 else a + alpha * b
-    except ValueError:
-        raise _broadcast_failed("add", input, other) from None
-    result = wrap(fix_float_dtype(out, a, b))
-    if _needs(input, other):
-        record("Add", _add_backward, (input, other), (result,), args=(_shape(input), _shape(other), alpha))
-    return result
+def _sum_or_difference(name, sign):
+    """add (sign +1) and sub (sign -1): input + sign * alpha * other, one formula for both."""
+    node_name = name.capitalize()
+
+    def op(input, other, alpha=1):
+        a, b = binary_operands(input, other, name)
+        try:
+            if alpha == 1:
+                out = a + b if sign > 0 else a - b
+            else:
+                out = a + (sign * alpha) * b
+        except ValueError:
+            raise _broadcast_failed(name, input, other) from None
+        result = wrap(fix_float_dtype(out, a, b))
+        if _needs(input, other):
+            record(node_name, backward_fn, (input, other), (result,), args=(_shape(input), _shape(other), sign * alpha))
+        return result
+
+    def backward_fn(node, grad):
+        a_shape, b_shape, scale = node.args
+        a_edge, b_edge = node.next_edges
+        grad_b = None
+        if b_edge is not None:
+            grad_b = sum_to_shape(grad if scale == 1 else (-grad if scale == -1 else grad * scale), b_shape)
+        return (sum_to_shape(grad, a_shape) if a_edge is not None else None), grad_b
+
+    op.__name__ = name
+    op.__doc__ = f"input {'+' if sign > 0 else '-'} alpha * other, with broadcasting."
+    return op
 
 
-def _add_backward(node, grad):
-    a_shape, b_shape, alpha = node.args
-    a_edge, b_edge = node.next_edges
-    grad_b = None
-    if b_edge is not None:
-        grad_b = sum_to_shape(grad if alpha == 1 else grad * alpha, b_shape)
-    return (sum_to_shape(grad, a_shape) if a_edge is not None else None), grad_b
-
-
-def sub(input, other, alpha=1):
-    """input - alpha * other."""
-    a, b = binary_operands(input, other, "sub")
-    try:
-        out = a - b if alpha == 1 else a - alpha * b
-    except ValueError:
-        raise _broadcast_failed("sub", input, other) from None
-    result = wrap(fix_float_dtype(out, a, b))
-    if _needs(input, other):
-        record("Sub", _sub_backward, (input, other), (result,), args=(_shape(input), _shape(other), alpha))
-    return result
-
-
-def _sub_backward(node, grad):
-    a_shape, b_shape, alpha = node.args
-    a_edge, b_edge = node.next_edges
-    grad_b = None
-    if b_edge is not None:
-        grad_b = sum_to_shape(-grad if alpha == 1 else grad * -alpha, b_shape)
-    return (sum_to_shape(grad, a_shape) if a_edge is not None else None), grad_b
+add = _sum_or_difference("add", 1)
+sub = _sum_or_difference("sub", -1)
 
 
 def rsub(input, other):
