@@ -85,16 +85,19 @@ def mul(input, other):
         raise _broadcast_failed("mul", input, other) from None
     result = wrap(fix_float_dtype(out, a, b))
     if _needs(input, other):
-        saved, args = _saved_operands(input, other)
-        record("Mul", _mul_backward, (input, other), (result,), saved=saved, args=args)
+        # each operand is needed only for the other's gradient: save no more (as PyTorch does)
+        saved, args = _saved_operands(input if getattr(other, "_requires_grad", False) else None,
+                                      other if getattr(input, "_requires_grad", False) else None)
+        record("Mul", _mul_backward, (input, other), (result,), saved=saved, args=args + (_shape(input), _shape(other)))
     return result
 
 
 def _mul_backward(node, grad):
     a, b = _operands_back(node, 2)
+    a_shape, b_shape = node.args[2:]
     a_edge, b_edge = node.next_edges
-    return (sum_to_shape(grad * b, _shape(a)) if a_edge is not None else None,
-            sum_to_shape(grad * a, _shape(b)) if b_edge is not None else None)
+    return (sum_to_shape(grad * b, a_shape) if a_edge is not None else None,
+            sum_to_shape(grad * a, b_shape) if b_edge is not None else None)
 
 
 def div(input, other, rounding_mode=None):

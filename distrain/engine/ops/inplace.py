@@ -9,15 +9,17 @@ version counter, so a graph that saved this tensor notices (autograd/graph.py).
 Inside the graph the op is recorded like its out-of-place twin: the twin runs on a
 snapshot of the tensor's old value, the result is written into the tensor's storage and
 the tensor takes over the twin's graph node. One rule covers every in-place op, so each
-gets the same gradient as its out-of-place form. A leaf that requires grad cannot be
-changed in place inside the graph (its `.grad` would stop meaning anything), nor can a
-view of a tensor that requires grad.
+gets the same gradient as its out-of-place form. A leaf that requires grad (or a view of
+one) cannot be changed in place inside the graph: its `.grad` would stop meaning anything.
+Changes through views of other tensors rebase the view's base: NOTE [ In-place ops on views ].
 """
 from __future__ import annotations
 
 from ...errors import AutogradError, DTypeError, ShapeError
 from ..backend import array_module, move_array
-from .core import Tensor, _make, grad_state
+import numpy
+
+from .core import Tensor, _make, grad_state, record, wrap
 from . import arithmetic, elementwise, indexing
 
 
@@ -26,25 +28,83 @@ def _records_graph(tensor, other=None):
 
 
 def _apply_in_graph(tensor, op_name, out_of_place, *args):
+    base = tensor._base
     if tensor.grad_fn is None and tensor._requires_grad:
         raise AutogradError(
             f"{op_name}: a leaf tensor that requires grad cannot be modified in place while recording the graph; "
             "do it under `with distrain.no_grad():` (e.g. a manual parameter update) or work on a .clone()"
         )
-    if tensor._base is not None and tensor._base._requires_grad:
+    if base is not None and base._requires_grad and base.grad_fn is None:
         raise AutogradError(
-            f"{op_name}: in-place change of a view of a tensor that requires grad is not supported; "
-            "use the out-of-place op (e.g. `y = y + 1`) or .clone() the view first"
+            f"{op_name}: this tensor is a view of a leaf that requires grad, which cannot be modified in place "
+            "while recording the graph; do it under `with distrain.no_grad():` or .clone() the leaf first"
         )
     snapshot = _make(tensor._data.copy(), tensor._requires_grad)
     snapshot.grad_fn = tensor.grad_fn
     snapshot._output_nr = tensor._output_nr
     result = out_of_place(snapshot, *args)
     _write(tensor, result._data, op_name)
+    if base is not None:
+        _rebase_view(tensor, base, result, op_name)
+        return tensor
     tensor.grad_fn = result.grad_fn
     tensor._output_nr = result._output_nr
     tensor._requires_grad = result._requires_grad
     return tensor
+
+
+# -- in-place changes through views -----------------------------------------------------
+# NOTE [ In-place ops on views ]
+# Writing through a view changes its base, so the base's history must change too: the
+# base becomes "the old base with the view's region replaced by the op's result"
+# (CopySlices, as PyTorch calls it), and the view becomes "that region of the new base".
+# The region is described by the view's byte offset and strides inside the base's
+# (C-contiguous) buffer, so any chain of basic-index, transpose or reshape views works.
+
+
+def _rebase_view(view, base, result, op_name):
+    base_data = base._data
+    if not base_data.flags.c_contiguous:
+        raise AutogradError(
+            f"{op_name}: in-place change of a view whose base is not contiguous is not supported while recording "
+            "the graph; make the base contiguous (.contiguous()) or use out-of-place ops"
+        )
+    geometry = (base_data.shape, _address(view._data) - _address(base_data), view._data.shape, view._data.strides)
+    old_base = _make(base_data, base._requires_grad)
+    old_base.grad_fn = base.grad_fn
+    old_base._output_nr = base._output_nr
+    record("CopySlices", _copy_slices_backward, (old_base, result), (base,), args=geometry)
+    record("AsView", _as_view_backward, (base,), (view,), args=geometry)
+
+
+def _address(array):
+    return array.ctypes.data if type(array) is numpy.ndarray else array.data.ptr
+
+
+def _region(array, geometry):
+    """The part of a C-contiguous, base-shaped `array` that the view occupies."""
+    _, offset, shape, strides = geometry
+    if type(array) is numpy.ndarray:
+        return numpy.ndarray(shape, dtype=array.dtype, buffer=array, offset=offset, strides=strides)
+    cupy = array_module(array)
+    return cupy.ndarray(shape, dtype=array.dtype, memptr=array.data + offset, strides=strides)
+
+
+def _copy_slices_backward(node, grad):
+    geometry = node.args
+    xp = array_module(grad._data)
+    outside = xp.array(grad._data, order="C", copy=True)
+    inside = _region(outside, geometry).copy()
+    _region(outside, geometry)[...] = 0
+    return wrap(outside), wrap(inside)
+
+
+def _as_view_backward(node, grad):
+    geometry = node.args
+    xp = array_module(grad._data)
+    full = xp.zeros(geometry[0], dtype=grad.dtype)
+    _region(full, geometry)[...] = grad._data
+    return (wrap(full),)
 
 
 def _write(tensor, values, op_name):
