@@ -69,13 +69,10 @@ class Tensor:
     __hash__ = object.__hash__  # == is elementwise; identity is the hash, as in PyTorch
     __array_ufunc__ = None  # numpy scalars and arrays defer to Tensor's reflected operators (np.float64(2) * t)
 
-    def __new__(cls, data=None, *, device=None):
-        if data is None:
-            data = []
-        device = backend.CPU if device is None else backend.Device(device)
-        array = numpy.array(data._data.get() if isinstance(data, Tensor) and device is not backend.CPU else
-                            (data.numpy() if isinstance(data, Tensor) else data), dtype=dtypes.get_default_dtype())
-        return _make(backend.move_array(array, device))
+    def __new__(cls, data=(), *, device=None):
+        from .factories import tensor  # the factories build on this class
+
+        return tensor(data, dtype=dtypes.get_default_dtype(), device=device)
 
     # -- what it is ----------------------------------------------------------------------
     @property

@@ -252,7 +252,7 @@ def stack(tensors, dim=0):
     for index, t in enumerate(tensors[1:], 1):
         if t.shape != tensors[0].shape:
             raise ShapeError(f"stack: tensor {index} has shape {tuple(t.shape)} but tensor 0 has shape {tuple(tensors[0].shape)}; all must be equal")
-    return cat([unsqueeze(t, dim) for t in tensors], dim if dim >= 0 else dim)
+    return cat([unsqueeze(t, dim) for t in tensors], dim)
 
 
 def narrow(input, dim, start, length):
