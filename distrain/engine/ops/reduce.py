@@ -41,38 +41,38 @@ def _count(shape, axes):
     return count
 
 
-def sum(input, dim=None, keepdim=False, dtype=None):
-    data = input._data
-    axes = normalize_dims(dim, data.ndim, "sum")
-    if dtype is None and data.dtype.kind in "biu":
-        dtype = dtypes.int64  # PyTorch sums integers and bools as int64
-    out = data.sum(axis=_axis(axes), keepdims=keepdim, dtype=None if dtype is None else dtypes.as_dtype(dtype))
-    result = wrap(out)
-    if grad_state.enabled and input._requires_grad:
-        record("Sum", _sum_backward, (input,), (result,), args=(data.shape, axes, keepdim))
-    return result
+def _sum_or_mean(name):
+    """sum and mean: one reduction whose backward spreads the gradient (divided by the
+    count for mean) back over the reduced elements."""
+    is_mean = name == "mean"
+
+    def op(input, dim=None, keepdim=False, dtype=None):
+        data = input._data
+        if dtype is None and data.dtype.kind in "biu":
+            if is_mean:
+                raise DTypeError(f"mean() needs a floating-point tensor, got dtype {data.dtype}; convert with "
+                                 ".float() or pass dtype=")
+            dtype = dtypes.int64  # PyTorch sums integers and bools as int64
+        axes = normalize_dims(dim, data.ndim, name)
+        reduce = data.mean if is_mean else data.sum
+        out = reduce(axis=_axis(axes), keepdims=keepdim, dtype=None if dtype is None else dtypes.as_dtype(dtype))
+        result = wrap(out)
+        if grad_state.enabled and input._requires_grad:
+            record(name.capitalize(), backward_fn, (input,), (result,), args=(data.shape, axes, keepdim))
+        return result
+
+    def backward_fn(node, grad):
+        shape, axes, keepdim = node.args
+        if is_mean:
+            grad = grad / float(_count(shape, axes))
+        return (_unreduce(grad, shape, axes, keepdim),)
+
+    op.__name__ = name
+    return op
 
 
-def _sum_backward(node, grad):
-    shape, axes, keepdim = node.args
-    return (_unreduce(grad, shape, axes, keepdim),)
-
-
-def mean(input, dim=None, keepdim=False, dtype=None):
-    data = input._data
-    if data.dtype.kind != "f" and dtype is None:
-        raise DTypeError(f"mean() needs a floating-point tensor, got dtype {data.dtype}; convert with .float() or pass dtype=")
-    axes = normalize_dims(dim, data.ndim, "mean")
-    out = data.mean(axis=_axis(axes), keepdims=keepdim, dtype=None if dtype is None else dtypes.as_dtype(dtype))
-    result = wrap(out)
-    if grad_state.enabled and input._requires_grad:
-        record("Mean", _mean_backward, (input,), (result,), args=(data.shape, axes, keepdim))
-    return result
-
-
-def _mean_backward(node, grad):
-    shape, axes, keepdim = node.args
-    return (_unreduce(grad / float(_count(shape, axes)), shape, axes, keepdim),)
+sum = _sum_or_mean("sum")
+mean = _sum_or_mean("mean")
 
 
 def _extreme(name, array_reduce, array_arg):
