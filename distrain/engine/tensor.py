@@ -175,8 +175,7 @@ class Tensor:
     @property
     def data(self):
         """The same storage outside the graph; in-place changes through it are not tracked."""
-        alias = _make(self._data)
-        return alias
+        return _make(self._data)
 
     @data.setter
     def data(self, value):

@@ -14,7 +14,9 @@ Ops live in one file per kind, each forward beside its backward:
 """
 from __future__ import annotations
 
+from ..backend import array_module
 from ..tensor import Tensor
+from .core import wrap
 from .arithmetic import add, div, eq, ge, gt, le, logical_and, logical_or, logical_xor, lt, mul, ne, neg, pow, rdiv, rpow, rsub, sub
 from .convert import bool_, cpu, cuda, double, float_, half, int_, long, to, type_as
 from .elementwise import abs, clamp, cos, erf, exp, gelu, leaky_relu, log, maximum, minimum, relu, sigmoid, sign, sin, sqrt, tanh, where
@@ -28,31 +30,23 @@ from .softmax import cross_entropy, log_softmax, softmax
 
 
 def _logical_not(input):
-    from .core import wrap
-
     data = input._data
     return wrap(~data if data.dtype.kind == "b" else data == 0)
 
 
-def _isnan(input):
-    from ..backend import array_module
-    from .core import wrap
+def _elementwise_test(name):
+    """isnan / isinf / isfinite: a bool tensor from the array module's test of that name."""
 
-    return wrap(array_module(input._data).isnan(input._data))
+    def test(input):
+        return wrap(getattr(array_module(input._data), name)(input._data))
 
-
-def _isinf(input):
-    from ..backend import array_module
-    from .core import wrap
-
-    return wrap(array_module(input._data).isinf(input._data))
+    test.__name__ = name
+    return test
 
 
-def _isfinite(input):
-    from ..backend import array_module
-    from .core import wrap
-
-    return wrap(array_module(input._data).isfinite(input._data))
+_isnan = _elementwise_test("isnan")
+_isinf = _elementwise_test("isinf")
+_isfinite = _elementwise_test("isfinite")
 
 
 def _masked_fill(input, mask, value):

@@ -83,7 +83,6 @@ def index_put(input, index, values):
     """An out-of-place `input[index] = values` (the differentiable core of __setitem__)."""
     data = input._data
     key, _ = _array_index(index)
-    xp = array_module(data)
     values_data = values._data if type(values) is Tensor else values
     out = data.copy()
     try:
@@ -96,12 +95,12 @@ def index_put(input, index, values):
     result = wrap(out)
     if grad_state.enabled and (input._requires_grad or getattr(values, "_requires_grad", False)):
         record("IndexPut", _index_put_backward, (input, values), (result,),
-               args=(key, getattr(values_data, "shape", ()), xp))
+               args=(key, getattr(values_data, "shape", ())))
     return result
 
 
 def _index_put_backward(node, grad):
-    key, values_shape, xp = node.args
+    key, values_shape = node.args
     input_edge, values_edge = node.next_edges
     grad_input = grad_values = None
     index = key if len(key) != 1 else key[0]
