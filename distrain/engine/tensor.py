@@ -66,6 +66,10 @@ class Tensor:
     __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_output_nr", "_version_counter",
                  "_base", "_hooks", "_post_accumulate_hooks", "__weakref__")
 
+    # Flat-buffer membership (engine/flat.py); only Parameters (which have a __dict__) set them.
+    _flat = None
+    _flat_grad = None
+
     __hash__ = object.__hash__  # == is elementwise; identity is the hash, as in PyTorch
     __array_ufunc__ = None  # numpy scalars and arrays defer to Tensor's reflected operators (np.float64(2) * t)
 

@@ -177,7 +177,13 @@ def finish_leaf(leaf, slot, create_graph, capture_keys, captured):
     if create_graph:
         leaf._grad = grad if existing is None else existing + grad
     elif existing is None:
-        leaf._grad = grad._detached_alias() if owned else grad._detached_copy()
+        flat_grad = leaf._flat_grad
+        if flat_grad is not None:  # NOTE [ Flat gradients ] in engine/flat.py
+            flat_grad._data[...] = grad._data
+            flat_grad._version_counter[0] += 1
+            leaf._grad = flat_grad
+        else:
+            leaf._grad = grad._detached_alias() if owned else grad._detached_copy()
     else:
         if existing.shape != grad.shape:
             raise AutogradError(f"cannot accumulate a gradient of shape {tuple(grad.shape)} into .grad of shape {tuple(existing.shape)}")

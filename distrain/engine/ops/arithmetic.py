@@ -11,7 +11,7 @@ from .core import Tensor, binary_operands, fix_float_dtype, grad_state, record, 
 
 
 def _shape(x):
-    return x._data.shape if type(x) is Tensor else ()
+    return x._data.shape if isinstance(x, Tensor) else ()
 
 
 def _needs(a, b):
@@ -64,8 +64,8 @@ def rsub(input, other):
 def _saved_operands(*operands):
     """(tensors to save, args) for a formula that needs its operands: scalars go in args,
     tensors are saved (version-checked) and marked TENSOR in args."""
-    return (tuple(x for x in operands if type(x) is Tensor),
-            tuple(TENSOR if type(x) is Tensor else x for x in operands))
+    return (tuple(x for x in operands if isinstance(x, Tensor)),
+            tuple(TENSOR if isinstance(x, Tensor) else x for x in operands))
 
 
 def _operands_back(node, count):
@@ -168,16 +168,16 @@ def _pow_backward(node, grad):
     base_edge, exponent_edge = node.next_edges
     grad_base = grad_exponent = None
     if base_edge is not None:
-        if type(exponent) is not Tensor and exponent == 2:
+        if not isinstance(exponent, Tensor) and exponent == 2:
             grad_base = grad * (base * 2.0)
-        elif type(exponent) is not Tensor and exponent == 0:
+        elif not isinstance(exponent, Tensor) and exponent == 0:
             grad_base = grad * 0.0  # d(x**0)/dx = 0, also at x = 0 where x**-1 is infinite
         else:
             grad_base = sum_to_shape(grad * exponent * base ** (exponent - 1), _shape(base))
     if exponent_edge is not None:
         from .elementwise import log, where
 
-        if type(base) is Tensor:
+        if isinstance(base, Tensor):
             safe = where(base == 0, 1.0, base)  # d(0**e)/de is 0 for e >= 0 (PyTorch's convention)
             grad_exponent = sum_to_shape(grad * result * log(safe), _shape(exponent))
         else:

@@ -33,7 +33,7 @@ def wrap(array):
 
 def operand(value, like):
     """The array (or Python scalar) to compute with for `value`, an operand beside tensor `like`."""
-    if type(value) is Tensor:
+    if isinstance(value, Tensor):
         return value._data
     if isinstance(value, numpy.generic):
         return value.item()  # NumPy scalars are as weak as Python numbers (np.sqrt(d) keeps float32)
@@ -57,9 +57,9 @@ def weak_zero_dim(scalar, other):
 
 def binary_operands(a, b, op_name):
     """Arrays for a binary op with at least one Tensor; raises on mixed devices."""
-    if type(a) is Tensor:
+    if isinstance(a, Tensor):
         a_data = a._data
-        if type(b) is Tensor:
+        if isinstance(b, Tensor):
             b_data = b._data
             if type(a_data) is not type(b_data) or (type(a_data) is not ndarray and a_data.device != b_data.device):
                 raise DeviceError(
@@ -123,6 +123,6 @@ def normalize_dims(dim, ndim, op_name="op"):
 
 def as_tensor_like(value, like):
     """`value` as a Tensor on `like`'s device (for constants that enter formulas)."""
-    if type(value) is Tensor:
+    if isinstance(value, Tensor):
         return value
     return _make(backend.array_module(like._data).asarray(value))

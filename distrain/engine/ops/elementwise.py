@@ -159,8 +159,8 @@ def clamp(input, min=None, max=None):
         raise ValueError("clamp: at least one of min and max must be given")
     data = input._data
     xp = array_module(data)
-    low = min._data if type(min) is Tensor else min
-    high = max._data if type(max) is Tensor else max
+    low = min._data if isinstance(min, Tensor) else min
+    high = max._data if isinstance(max, Tensor) else max
     if high is None:
         out = xp.maximum(data, low)
     elif low is None:
@@ -188,9 +188,9 @@ def _clamp_backward(node, grad):
 
 def where(condition, input, other):
     """Elementwise `input if condition else other`, with broadcasting."""
-    cond = condition._data if type(condition) is Tensor else condition
-    like = input if type(input) is Tensor else other
-    if type(like) is not Tensor:
+    cond = condition._data if isinstance(condition, Tensor) else condition
+    like = input if isinstance(input, Tensor) else other
+    if not isinstance(like, Tensor):
         return wrap(numpy.where(cond, input, other))
     a, b = binary_operands(input, other, "where")
     xp = array_module(like._data)

@@ -20,7 +20,7 @@ def _array_index(index):
     converted = []
     advanced = False
     for item in index:
-        if type(item) is Tensor:
+        if isinstance(item, Tensor):
             item = item._data
             if item.dtype.kind != "b":
                 advanced = True
@@ -83,7 +83,7 @@ def index_put(input, index, values):
     """An out-of-place `input[index] = values` (the differentiable core of __setitem__)."""
     data = input._data
     key, _ = _array_index(index)
-    values_data = values._data if type(values) is Tensor else values
+    values_data = values._data if isinstance(values, Tensor) else values
     out = data.copy()
     try:
         out[key if len(key) != 1 else key[0]] = values_data
@@ -129,7 +129,7 @@ def _open_mesh(index_shape, dim, index, xp):
 def gather(input, dim, index):
     """out[i][j] = input[index[i][j]][j] for dim=0 (and likewise for other dims)."""
     data = input._data
-    index_data = index._data if type(index) is Tensor else index
+    index_data = index._data if isinstance(index, Tensor) else index
     axis = normalize_dim(dim, data.ndim, "gather")
     if index_data.ndim != data.ndim:
         raise ShapeError(f"gather: index has {index_data.ndim} dimensions but input has {data.ndim} (shapes "
@@ -152,7 +152,7 @@ def _gather_backward(node, grad):
 
 def index_select(input, dim, index):
     data = input._data
-    index_data = index._data if type(index) is Tensor else array_module(data).asarray(index)
+    index_data = index._data if isinstance(index, Tensor) else array_module(data).asarray(index)
     if index_data.ndim > 1:
         raise ShapeError(f"index_select: index must be 1-D, got shape {tuple(index_data.shape)}")
     axis = normalize_dim(dim, data.ndim, "index_select")

@@ -120,8 +120,8 @@ def _write(tensor, values, op_name):
 def _ufunc_in_place(tensor, ufunc_name, other, op_name):
     data = tensor._data
     xp = array_module(data)
-    value = other._data if type(other) is Tensor else other
-    if type(other) is Tensor and type(value) is not type(data):
+    value = other._data if isinstance(other, Tensor) else other
+    if isinstance(other, Tensor) and type(value) is not type(data):
         value = move_array(value, tensor.device)
     try:
         getattr(xp, ufunc_name)(data, value, out=data, casting="same_kind")
@@ -168,8 +168,8 @@ def clamp_(self, min=None, max=None):
     if _records_graph(self):
         return _apply_in_graph(self, "clamp_", elementwise.clamp, min, max)
     data = self._data
-    low = min._data if type(min) is Tensor else min
-    high = max._data if type(max) is Tensor else max
+    low = min._data if isinstance(min, Tensor) else min
+    high = max._data if isinstance(max, Tensor) else max
     if low is not None:
         array_module(data).maximum(data, low, out=data)
     if high is not None:
@@ -183,7 +183,7 @@ def relu_(self):
 
 
 def fill_(self, value):
-    value = value.item() if type(value) is Tensor else value
+    value = value.item() if isinstance(value, Tensor) else value
     if _records_graph(self):
         return _apply_in_graph(self, "fill_", lambda s: s * 0 + value)
     self._data.fill(value)
@@ -199,8 +199,8 @@ def copy_(self, src, non_blocking=False):
     """Copy `src`'s values into this tensor (broadcasting, across devices and dtypes)."""
     if _records_graph(self, src):
         return _apply_in_graph(self, "copy_", lambda s, source: s * 0 + source.to(s.dtype), src)
-    value = src._data if type(src) is Tensor else src
-    if type(src) is Tensor and type(value) is not type(self._data):
+    value = src._data if isinstance(src, Tensor) else src
+    if isinstance(src, Tensor) and type(value) is not type(self._data):
         value = move_array(value, self.device)
     try:
         array_module(self._data).copyto(self._data, value, casting="unsafe")
@@ -216,8 +216,8 @@ def setitem(self, index, value):
     if _records_graph(self, value):
         return _apply_in_graph(self, "__setitem__", indexing.index_put, index, value)
     key, _ = indexing._array_index(index)
-    data = value._data if type(value) is Tensor else value
-    if type(value) is Tensor and type(data) is not type(self._data):
+    data = value._data if isinstance(value, Tensor) else value
+    if isinstance(value, Tensor) and type(data) is not type(self._data):
         data = move_array(data, self.device)
     try:
         self._data[key if len(key) != 1 else key[0]] = data

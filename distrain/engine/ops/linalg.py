@@ -21,9 +21,9 @@ def _check_inner(name, a_shape, b_shape):
 
 def matmul(input, other):
     """Matrix product with NumPy/PyTorch rules: 1-D operands are vectors, leading dims broadcast."""
-    if type(other) is not Tensor:
+    if not isinstance(other, Tensor):
         other = as_tensor_like(other, input)
-    elif type(input) is not Tensor:
+    elif not isinstance(input, Tensor):
         input = as_tensor_like(input, other)
     a, b = binary_operands(input, other, "matmul")
     if a.ndim < 2 or b.ndim < 2:

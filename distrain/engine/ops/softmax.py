@@ -68,7 +68,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     xp = array_module(logits)
     class_axis = 0 if logits.ndim == 1 else 1
     n_classes = logits.shape[class_axis]
-    target_data = target._data if type(target) is Tensor else xp.asarray(target)
+    target_data = target._data if isinstance(target, Tensor) else xp.asarray(target)
     weight_data = None if weight is None else weight._data
     log_probs = _log_softmax_array(logits, class_axis)
 

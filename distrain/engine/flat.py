@@ -1,0 +1,179 @@
+"""Flat parameter and gradient buffers: many parameters living in one contiguous array.
+
+Why: an optimizer step over a model of 50 parameter tensors is 50 x (a dozen array ops)
+of Python and kernel launches when done per parameter, but only a dozen array ops over
+one buffer when the parameters are packed; an allreduce of gradients wants contiguous
+slices, not 50 small messages. So distrain can pack a model's parameters (per device
+and dtype) into ONE array, each Parameter's array being a view of its slice, and give
+the gradients a twin buffer of the same layout.
+
+NOTE [ Flat gradients ]
+A packed parameter's `.grad` is None until backward produces a gradient for it (as in
+PyTorch, so `zero_grad(set_to_none=True)` keeps its meaning); the engine then copies
+the first gradient into the parameter's slice of `FlatParameters.grad` and binds `.grad`
+to a Tensor viewing that slice, and later gradients accumulate into it in place
+(autograd/engine.py, `finish_leaf`). Slices of parameters whose `.grad` is None hold
+stale values: read a slice only for parameters whose `.grad` is their flat view
+(`FlatParameters.grad_is_flat`). Optimizers (engine/optim/) and the data-parallel
+reducer use `segment(param)` -> (offset, numel) to address slices.
+
+Example::
+
+    >>> model = distrain.nn.Linear(4, 3)
+    >>> (flat,) = distrain.nn.utils.pack_parameters(model.parameters())
+    >>> flat.segment(model.bias)
+    (12, 3)
+"""
+from __future__ import annotations
+
+from ..errors import DistrainError
+from .backend import array_module
+from .nn.parameter import Parameter
+from .tensor import _make
+
+
+class FlatParameters:
+    """One device's and dtype's parameters packed into `data`, their gradients into `grad`.
+
+    Attributes:
+        data: the 1-D parameter buffer; each parameter's array is a view of a slice.
+        grad: the 1-D gradient buffer with the same layout.
+        parameters: the packed parameters, in buffer order.
+    """
+
+    def __init__(self, parameters):
+        parameters = list(parameters)
+        if not parameters:
+            raise DistrainError("FlatParameters needs at least one parameter")
+        first = parameters[0]._data
+        xp = array_module(first)
+        for parameter in parameters:
+            data = parameter._data
+            if type(data) is not type(first) or data.dtype != first.dtype or getattr(data, "device", None) != \
+                    getattr(first, "device", None):
+                raise DistrainError(
+                    f"FlatParameters packs one device and dtype; got {parameter.device}/{parameter.dtype} beside "
+                    f"{parameters[0].device}/{parameters[0].dtype}. Use pack_parameters(), which groups them."
+                )
+        self.array_module = xp
+        self.parameters = parameters
+        self.offsets = []
+        total = 0
+        for parameter in parameters:
+            self.offsets.append(total)
+            total += parameter._data.size
+        with _device_of(first):
+            self.data = xp.empty(total, dtype=first.dtype)
+            self.grad = xp.zeros(total, dtype=first.dtype)
+        self._position = {}
+        for index, (parameter, offset) in enumerate(zip(parameters, self.offsets)):
+            old_flat = parameter.__dict__.get("_flat")
+            if old_flat is not None:
+                old_flat.release(parameter)
+            size = parameter._data.size
+            view = self.data[offset:offset + size].reshape(parameter._data.shape)
+            view[...] = parameter._data
+            grad_view = self.grad[offset:offset + size].reshape(parameter._data.shape)
+            if parameter._grad is not None:
+                grad_view[...] = parameter._grad._data
+            parameter._data = view
+            parameter._flat = self
+            parameter._flat_grad = _make(grad_view)
+            if parameter._grad is not None:
+                parameter._grad = parameter._flat_grad
+            self._position[id(parameter)] = index
+
+    # -- addressing -------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.parameters)
+
+    def numel(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self):
+        return self.parameters[0].device
+
+    def __contains__(self, parameter):
+        return parameter.__dict__.get("_flat") is self and id(parameter) in self._position
+
+    def segment(self, parameter):
+        """(offset, numel) of `parameter`'s slice in `data` and `grad`."""
+        if parameter not in self:
+            raise DistrainError(f"parameter of shape {tuple(parameter.shape)} is not packed in this buffer")
+        index = self._position[id(parameter)]
+        return self.offsets[index], self.parameters[index]._data.size
+
+    def segments(self):
+        """[(parameter, offset, numel)] for every parameter still packed here, in buffer order."""
+        return [(p, offset, p._data.size) for p, offset in zip(self.parameters, self.offsets) if p in self]
+
+    @staticmethod
+    def grad_is_flat(parameter) -> bool:
+        """True when `parameter.grad` is its view of a flat gradient buffer (NOTE [ Flat gradients ])."""
+        grad = parameter._grad
+        return grad is not None and grad is parameter.__dict__.get("_flat_grad")
+
+    # -- leaving -----------------------------------------------------------------------------
+    def release(self, parameter):
+        """Give `parameter` its own arrays again (it is moved, re-packed or reassigned)."""
+        if parameter not in self:
+            return
+        parameter._data = parameter._data.copy()
+        if parameter._grad is not None and parameter._grad is parameter._flat_grad:
+            parameter._grad = _make(parameter._grad._data.copy())
+        del self._position[id(parameter)]
+        parameter._flat = None
+        parameter._flat_grad = None
+
+    def unpack(self):
+        """Release every parameter; the buffer is empty afterwards."""
+        for parameter in list(self.parameters):
+            self.release(parameter)
+
+    def __repr__(self):
+        return (f"FlatParameters({len(self._position)} parameters, {self.numel()} elements, {self.dtype}, "
+                f"{self.device})")
+
+
+def pack_parameters(parameters):
+    """Pack `parameters` (an iterable of Parameters) into one FlatParameters per (device, dtype).
+
+    Parameters keep their identity (modules and optimizers holding them keep working);
+    only their arrays move into the buffers. Pack before creating an optimizer, and
+    again after moving a model to another device or dtype. Returns the buffers in the
+    order their first parameter appears.
+    """
+    groups = {}
+    seen = set()
+    for parameter in parameters:
+        if id(parameter) in seen:
+            continue
+        if not isinstance(parameter, Parameter):
+            raise DistrainError(
+                f"only nn.Parameter objects can be packed, got a {type(parameter).__name__}; "
+                "wrap it with distrain.nn.Parameter(tensor)"
+            )
+        seen.add(id(parameter))
+        key = (str(parameter.device), parameter._data.dtype.str)
+        groups.setdefault(key, []).append(parameter)
+    return [FlatParameters(group) for group in groups.values()]
+
+
+class _device_of:
+    """Allocate on the device of `array` (a no-op context for NumPy)."""
+
+    def __init__(self, array):
+        self.device = getattr(array, "device", None)
+
+    def __enter__(self):
+        if self.device is not None and hasattr(self.device, "__enter__"):
+            self.device.__enter__()
+
+    def __exit__(self, *exc_info):
+        if self.device is not None and hasattr(self.device, "__exit__"):
+            self.device.__exit__(*exc_info)
