@@ -3,7 +3,7 @@
 Ops live in one file per kind, each forward beside its backward:
 
 - `arithmetic.py`  add sub mul div neg pow, comparisons
-- `elementwise.py` exp log sqrt abs sin cos, relu leaky_relu gelu sigmoid tanh, clamp where maximum minimum
+- `elementwise.py` exp log log1p expm1 sqrt abs sin cos, relu leaky_relu gelu sigmoid tanh, clamp where maximum minimum
 - `reduce.py`      sum mean max min var std prod logsumexp argmax argmin all any
 - `linalg.py`      matmul mm bmm dot
 - `shape.py`       reshape view flatten transpose permute squeeze unsqueeze expand repeat cat stack split chunk
@@ -19,7 +19,7 @@ from ..tensor import Tensor
 from .core import wrap
 from .arithmetic import add, div, eq, ge, gt, le, logical_and, logical_or, logical_xor, lt, mul, ne, neg, pow, rdiv, rpow, rsub, sub
 from .convert import bool_, cpu, cuda, double, float_, half, int_, long, to, type_as
-from .elementwise import abs, clamp, cos, erf, exp, gelu, leaky_relu, log, maximum, minimum, relu, sigmoid, sign, sin, sqrt, tanh, where
+from .elementwise import abs, clamp, cos, erf, exp, expm1, gelu, leaky_relu, log, log1p, maximum, minimum, relu, sigmoid, sign, sin, sqrt, tanh, where
 from .indexing import gather, getitem, index_select, one_hot
 from .inplace import add_, clamp_, copy_, div_, fill_, mul_, pow_, relu_, setitem, sub_, zero_
 from .linalg import bmm, dot, matmul, mm
@@ -110,7 +110,7 @@ TENSOR_METHODS = {
     "__and__": logical_and, "__or__": logical_or, "__xor__": logical_xor, "__invert__": _logical_not,
     "logical_not": _logical_not, "isnan": _isnan, "isinf": _isinf, "isfinite": _isfinite,
     # elementwise
-    "exp": exp, "log": log, "sqrt": sqrt, "abs": abs, "sin": sin, "cos": cos, "sign": sign, "erf": erf,
+    "exp": exp, "log": log, "log1p": log1p, "expm1": expm1, "sqrt": sqrt, "abs": abs, "sin": sin, "cos": cos, "sign": sign, "erf": erf,
     "relu": relu, "sigmoid": sigmoid, "tanh": tanh, "clamp": clamp, "clip": clamp,
     "maximum": maximum, "minimum": minimum, "where": _where_method, "masked_fill": _masked_fill,
     # reductions

@@ -126,3 +126,21 @@ def as_tensor_like(value, like):
     if isinstance(value, Tensor):
         return value
     return _make(backend.array_module(like._data).asarray(value))
+
+
+def reference_grads(reference, inputs, grad):
+    """Input gradients of a fused op when backward itself must be differentiable (create_graph).
+
+    Fused ops (batch_norm, layer_norm, ...) compute their backward on arrays for speed; a
+    graph of that arithmetic would not know how it depends on the inputs. So under
+    create_graph the op is recomputed from differentiable primitives (`reference(*inputs)`)
+    and differentiated with autograd.grad(create_graph=True): exact higher-order
+    gradients from one definition, paid for only by whoever asks for them.
+    """
+    from ..autograd.api import grad as autograd_grad
+
+    wanted = [tensor for tensor in inputs if tensor is not None and tensor._requires_grad]
+    output = reference(*inputs)
+    found = autograd_grad(output, wanted, grad, create_graph=True, allow_unused=True) if wanted else ()
+    found = iter(found)
+    return tuple(next(found) if tensor is not None and tensor._requires_grad else None for tensor in inputs)

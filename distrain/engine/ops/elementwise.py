@@ -54,6 +54,8 @@ cos = _unary("cos", lambda xp, x: xp.cos(x), lambda grad, x: -grad * sin(x))
 tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda grad, out: grad * (1.0 - out * out), saves="output")
 sigmoid = _unary("sigmoid", lambda xp, x: _sigmoid(xp, x),
                  lambda grad, out: grad * (out * (1.0 - out)), saves="output")
+log1p = _unary("log1p", lambda xp, x: xp.log1p(x), lambda grad, x: grad / (x + 1.0), quiet=True)
+expm1 = _unary("expm1", lambda xp, x: xp.expm1(x), lambda grad, out: grad * (out + 1.0), saves="output")
 relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda grad, out: grad * (out > 0), saves="output")
 
 

@@ -96,3 +96,46 @@ def dot(input, other):
     if input.ndim != 1 or other.ndim != 1:
         raise ShapeError(f"dot: expected two 1-D tensors, got shapes {tuple(input.shape)} and {tuple(other.shape)}")
     return matmul(input, other)
+
+
+def linear(input, weight, bias=None):
+    """y = x @ weight^T + bias, as one op (one node, the bias added in place into the GEMM result).
+
+    Shapes: input (*, in_features), weight (out_features, in_features), bias (out_features).
+    """
+    x, w = input._data, weight._data
+    if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
+        raise ShapeError(
+            f"linear: input of shape {tuple(x.shape)} cannot be multiplied by weight of shape {tuple(w.shape)}: "
+            f"the input's last dimension must equal the weight's in_features ({w.shape[1] if w.ndim == 2 else '?'})"
+        )
+    if type(x) is not type(w):
+        binary_operands(input, weight, "linear")  # raises the device error
+    out = x @ w.T
+    if bias is not None:
+        b = bias._data
+        if b.shape != (w.shape[0],):
+            raise ShapeError(f"linear: bias must have shape ({w.shape[0]},) for weight {tuple(w.shape)}, "
+                             f"got {tuple(b.shape)}")
+        out += b
+    result = wrap(out)
+    if grad_state.enabled and (input._requires_grad or weight._requires_grad
+                               or (bias is not None and bias._requires_grad)):
+        record("Linear", _linear_backward, (input, weight, bias), (result,), saved=(input, weight))
+    return result
+
+
+def _linear_backward(node, grad):
+    x, w = node.saved_tensors
+    x_edge, w_edge, b_edge = node.next_edges
+    grad_x = grad_w = grad_b = None
+    if x_edge is not None:
+        grad_x = matmul(grad, w)
+    if w_edge is not None or b_edge is not None:
+        rows = grad.reshape(-1, grad.shape[-1]) if grad.ndim != 2 else grad
+        if w_edge is not None:
+            x_rows = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+            grad_w = matmul(rows.t(), x_rows)
+        if b_edge is not None:
+            grad_b = rows.sum(0)
+    return grad_x, grad_w, grad_b

@@ -1,0 +1,185 @@
+"""Convolution as sliding windows + one GEMM (im2col), and the window op it is built on.
+
+`sliding_windows(x, kernel, stride, padding, dilation)` is the primitive: for an input
+(N, C, H, W) it returns the (N, C, OH, OW, KH, KW) tensor of every kernel-sized window,
+a strided *view* of the (padded) input, so building it copies nothing. Its backward is
+`fold_windows`, which sums window gradients back onto the pixels they came from (one
+strided add per kernel position, KH*KW of them, never a loop over pixels); fold's
+backward is `sliding_windows` again, so convolution and pooling built from these two
+have exact higher-order gradients.
+
+conv2d is then `linear(windows as rows, weight as (out_channels, C*KH*KW), bias)`: the
+one copy is the reshape of the windows into GEMM rows (the im2col matrix), and the
+output stays in the GEMM's channels-last memory order, returned as an NCHW view
+(`permute`), so no transpose copy is made; every later op works on any strides.
+"""
+from __future__ import annotations
+
+from ...errors import ShapeError
+from ..backend import array_module
+from .core import Tensor, grad_state, record, wrap
+
+
+def pair(value, name, op_name):
+    """An int or a pair of ints as a pair (kernel_size=3 means (3, 3))."""
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(value)
+    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"{op_name}: {name} must be an int or a pair of ints, got {value!r}")
+    return value
+
+
+def output_size(size, kernel, stride, padding, dilation, ceil_mode=False):
+    """Output extent of a sliding window along one axis (PyTorch's formula, ceil_mode included)."""
+    span = dilation * (kernel - 1) + 1
+    numerator = size + 2 * padding - span
+    out = (-(-numerator // stride) if ceil_mode else numerator // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # the last window must start inside the input or its left padding
+    return out
+
+
+def _geometry(shape, kernel, stride, padding, dilation, ceil_mode, op_name):
+    if len(shape) != 4:
+        raise ShapeError(f"{op_name}: expected a 4-D input (N, C, H, W), got shape {tuple(shape)}")
+    _, _, height, width = shape
+    out = tuple(output_size(n, k, s, p, d, ceil_mode)
+                for n, k, s, p, d in zip((height, width), kernel, stride, padding, dilation))
+    if out[0] <= 0 or out[1] <= 0:
+        raise ShapeError(
+            f"{op_name}: input of spatial size {height}x{width} (padding {padding}) is smaller than the "
+            f"kernel {kernel} with dilation {dilation}: the output would be {out[0]}x{out[1]}"
+        )
+    for k, p, name in zip(kernel, padding, ("height", "width")):
+        if p < 0:
+            raise ValueError(f"{op_name}: padding must be non-negative, got {padding}")
+    if min(stride) <= 0 or min(dilation) <= 0 or min(kernel) <= 0:
+        raise ValueError(f"{op_name}: kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
+    # bottom/right padding that ceil_mode needs beyond the symmetric padding
+    extra = tuple(max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p))
+                  for o, s, d, k, n, p in zip(out, stride, dilation, kernel, (height, width), padding))
+    return out, extra
+
+
+def sliding_windows(input, kernel_size, stride=1, padding=0, dilation=1, pad_value=0.0, ceil_mode=False,
+                    op_name="sliding_windows"):
+    """(N, C, H, W) -> (N, C, OH, OW, KH, KW): every window the kernel sees, as a strided view."""
+    kernel = pair(kernel_size, "kernel_size", op_name)
+    stride = pair(stride, "stride", op_name)
+    padding = pair(padding, "padding", op_name)
+    dilation = pair(dilation, "dilation", op_name)
+    data = input._data
+    (out_h, out_w), extra = _geometry(data.shape, kernel, stride, padding, dilation, ceil_mode, op_name)
+    xp = array_module(data)
+    if any(padding) or any(extra):
+        padded = xp.pad(data, ((0, 0), (0, 0), (padding[0], padding[0] + extra[0]),
+                               (padding[1], padding[1] + extra[1])), constant_values=pad_value)
+    else:
+        padded = data
+    n, c = data.shape[:2]
+    sn, sc, sh, sw = padded.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        padded, shape=(n, c, out_h, out_w, kernel[0], kernel[1]),
+        strides=(sn, sc, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1]))
+    result = wrap(windows)
+    if padded is data:
+        result._version_counter = input._version_counter
+    if grad_state.enabled and input._requires_grad:
+        record("SlidingWindows", _sliding_windows_backward, (input,), (result,),
+               args=(data.shape, kernel, stride, padding, dilation, extra))
+    return result
+
+
+def _sliding_windows_backward(node, grad):
+    return (fold_windows(grad, *node.args),)
+
+
+def fold_windows(windows_grad, input_shape, kernel, stride, padding, dilation, extra=(0, 0)):
+    """The adjoint of sliding_windows: add each window's values back onto its pixels."""
+    data = windows_grad._data
+    xp = array_module(data)
+    n, c, height, width = input_shape
+    _, _, out_h, out_w, k_h, k_w = data.shape
+    padded = xp.zeros((n, c, height + 2 * padding[0] + extra[0], width + 2 * padding[1] + extra[1]), dtype=data.dtype)
+    for i in range(k_h):
+        rows = slice(i * dilation[0], i * dilation[0] + stride[0] * (out_h - 1) + 1, stride[0])
+        for j in range(k_w):
+            cols = slice(j * dilation[1], j * dilation[1] + stride[1] * (out_w - 1) + 1, stride[1])
+            padded[:, :, rows, cols] += data[:, :, :, :, i, j]
+    out = padded[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width]
+    result = wrap(out if out.base is None else out.copy())
+    if grad_state.enabled and windows_grad._requires_grad:
+        record("FoldWindows", _fold_windows_backward, (windows_grad,), (result,),
+               args=(input_shape, kernel, stride, padding, dilation, extra))
+    return result
+
+
+def _fold_windows_backward(node, grad):
+    input_shape, kernel, stride, padding, dilation, extra = node.args
+    windows = sliding_windows(grad, kernel, stride, padding, dilation, ceil_mode=any(extra))
+    return (windows,)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation, as in every framework) of (N, C, H, W) by (OC, C/groups, KH, KW).
+
+    `padding` is an int, a pair, "valid" (0) or "same" (stride 1 only).
+    """
+    from .linalg import linear, matmul
+
+    if input.ndim == 3:  # unbatched (C, H, W), as PyTorch accepts
+        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    w = weight._data
+    if w.ndim != 4:
+        raise ShapeError(f"conv2d: weight must be 4-D (out_channels, in_channels/groups, kH, kW), got {tuple(w.shape)}")
+    if input.ndim != 4:
+        raise ShapeError(f"conv2d: expected input (N, C, H, W) or (C, H, W), got shape {tuple(input.shape)}")
+    out_channels, group_channels, k_h, k_w = w.shape
+    n, channels = input.shape[0], input.shape[1]
+    if groups <= 0 or channels % groups or out_channels % groups or group_channels * groups != channels:
+        raise ShapeError(
+            f"conv2d: input has {channels} channels, weight {tuple(w.shape)} expects {group_channels * groups} "
+            f"(in_channels/groups={group_channels}, groups={groups}); out_channels {out_channels} must also divide "
+            "by groups"
+        )
+    dilation_pair = pair(dilation, "dilation", "conv2d")
+    padding = _resolve_padding(padding, stride, dilation_pair, (k_h, k_w))
+    windows = sliding_windows(input, (k_h, k_w), stride, padding, dilation, op_name="conv2d")
+    out_h, out_w = windows.shape[2], windows.shape[3]
+    rows = windows.permute(0, 2, 3, 1, 4, 5).reshape(n * out_h * out_w, channels * k_h * k_w)  # im2col
+    if groups == 1:
+        out = linear(rows, weight.reshape(out_channels, channels * k_h * k_w), bias)
+    else:
+        grouped_rows = rows.reshape(-1, groups, group_channels * k_h * k_w).transpose(0, 1)
+        grouped_weight = weight.reshape(groups, out_channels // groups, group_channels * k_h * k_w)
+        out = matmul(grouped_rows, grouped_weight.transpose(1, 2)).transpose(0, 1).reshape(-1, out_channels)
+        if bias is not None:
+            out = out + bias
+    return out.reshape(n, out_h, out_w, out_channels).permute(0, 3, 1, 2)
+
+
+def _resolve_padding(padding, stride, dilation, kernel):
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        if pair(stride, "stride", "conv2d") != (1, 1):
+            raise ValueError("conv2d: padding='same' needs stride 1")
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        if any(t % 2 for t in total):
+            raise ValueError(f"conv2d: padding='same' with kernel {kernel} and dilation {dilation} needs "
+                             "asymmetric padding, which is not supported; pad the input with F.pad first")
+        return tuple(t // 2 for t in total)
+    if isinstance(padding, str):
+        raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    return pair(padding, "padding", "conv2d")
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """Windows as columns, like torch.nn.functional.unfold: (N, C, H, W) -> (N, C*KH*KW, L)."""
+    windows = sliding_windows(input, kernel_size, stride, padding, dilation, op_name="unfold")
+    n, c, out_h, out_w, k_h, k_w = windows.shape
+    return windows.permute(0, 1, 4, 5, 2, 3).reshape(n, c * k_h * k_w, out_h * out_w)
+
+
+__all__ = ["conv2d", "fold_windows", "output_size", "pair", "sliding_windows", "unfold", "Tensor"]

@@ -1,0 +1,120 @@
+"""Pooling: max_pool2d, avg_pool2d, adaptive_avg_pool2d, built on conv.sliding_windows.
+
+A pooling window is a window of the convolution machinery (a strided view, no copy);
+max takes the arg-max inside each window and gathers it (its gradient goes to that one
+pixel, as in PyTorch), average sums each window and divides by how many elements
+count (PyTorch's count_include_pad / ceil_mode / divisor_override rules).
+Adaptive average pooling is two small averaging matrices, rows then columns
+(out = P_h @ x @ P_w^T), exact for every input/output size.
+"""
+from __future__ import annotations
+
+from ..backend import array_module
+from .conv import pair, sliding_windows
+from .core import wrap
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    kernel = pair(kernel_size, "kernel_size", "max_pool2d")
+    stride = kernel if stride is None or stride == [] else stride
+    padding = pair(padding, "padding", "max_pool2d")
+    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        raise ValueError(f"max_pool2d: padding {padding} must be at most half the kernel size {kernel}")
+    unbatched = input.ndim == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    windows = sliding_windows(input, kernel, stride, padding, dilation, pad_value=-float("inf"),
+                              ceil_mode=ceil_mode, op_name="max_pool2d")
+    n, c, out_h, out_w, k_h, k_w = windows.shape
+    flat = windows.reshape(n, c, out_h, out_w, k_h * k_w)
+    xp = array_module(flat._data)
+    arg = xp.expand_dims(flat._data.argmax(axis=-1), -1)
+    out = flat.gather(-1, wrap(arg)).squeeze(-1)
+    if unbatched:
+        out = out.squeeze(0)
+    if return_indices:
+        return out, _flat_input_indices(arg[..., 0], input.shape, kernel, pair(stride, "stride", "max_pool2d"),
+                                        padding, pair(dilation, "dilation", "max_pool2d"), unbatched)
+    return out
+
+
+def _flat_input_indices(window_arg, shape, kernel, stride, padding, dilation, unbatched):
+    """PyTorch's return_indices: the arg-max as a flat index into each (H, W) input plane."""
+    xp = array_module(window_arg)
+    out_h, out_w = window_arg.shape[2:]
+    row = (xp.arange(out_h) * stride[0] - padding[0]).reshape(-1, 1) + (window_arg // kernel[1]) * dilation[0]
+    col = (xp.arange(out_w) * stride[1] - padding[1]).reshape(1, -1) + (window_arg % kernel[1]) * dilation[1]
+    index = (row * shape[3] + col).astype("int64")
+    return wrap(index[0] if unbatched else index)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    kernel = pair(kernel_size, "kernel_size", "avg_pool2d")
+    stride = pair(kernel if stride is None or stride == [] else stride, "stride", "avg_pool2d")
+    padding = pair(padding, "padding", "avg_pool2d")
+    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        raise ValueError(f"avg_pool2d: padding {padding} must be at most half the kernel size {kernel}")
+    unbatched = input.ndim == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    windows = sliding_windows(input, kernel, stride, padding, 1, ceil_mode=ceil_mode, op_name="avg_pool2d")
+    sums = windows.sum(dim=(-2, -1))
+    if divisor_override is not None:
+        out = sums / float(divisor_override)
+    elif not ceil_mode and (count_include_pad or not any(padding)):
+        out = sums / float(kernel[0] * kernel[1])
+    else:
+        out = sums / wrap(_window_counts(input, kernel, stride, padding, ceil_mode, count_include_pad))
+    return out.squeeze(0) if unbatched else out
+
+
+def _window_counts(input, kernel, stride, padding, ceil_mode, count_include_pad):
+    """How many elements each window averages: padding counts (if asked), ceil_mode's overhang never does."""
+    xp = array_module(input._data)
+    height, width = input.shape[2:]
+    if count_include_pad:
+        inside = xp.ones((1, 1, height + 2 * padding[0], width + 2 * padding[1]), dtype=input._data.dtype)
+        unpadded = (0, 0)
+    else:
+        inside = xp.ones((1, 1, height, width), dtype=input._data.dtype)
+        unpadded = padding
+    windows = sliding_windows(wrap(inside), kernel, stride, unpadded, 1, ceil_mode=ceil_mode)
+    counts = windows._data.sum(axis=(-2, -1))
+    if count_include_pad and ceil_mode:
+        # sizes were computed for the padded plane as if unpadded: recompute on the real geometry
+        from .conv import output_size
+
+        out_h = output_size(height, kernel[0], stride[0], padding[0], 1, True)
+        out_w = output_size(width, kernel[1], stride[1], padding[1], 1, True)
+        counts = counts[:, :, :out_h, :out_w]
+    return counts
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Average over the windows PyTorch picks: start = floor(i*H/OH), end = ceil((i+1)*H/OH)."""
+    unbatched = input.ndim == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    height, width = input.shape[-2:]
+    out_h, out_w = pair(output_size, "output_size", "adaptive_avg_pool2d") if not isinstance(output_size, (tuple, list)) \
+        else tuple(height if o is None else o for o in output_size)
+    if (out_h, out_w) == (1, 1):
+        out = input.mean(dim=(-2, -1), keepdim=True)
+    elif height % out_h == 0 and width % out_w == 0:
+        out = avg_pool2d(input, (height // out_h, width // out_w))
+    else:
+        xp = array_module(input._data)
+        dtype = input._data.dtype
+        rows = wrap(_averaging_matrix(xp, height, out_h, dtype))
+        cols = wrap(_averaging_matrix(xp, width, out_w, dtype).T.copy())
+        out = rows.matmul(input).matmul(cols)
+    return out.squeeze(0) if unbatched else out
+
+
+def _averaging_matrix(xp, size, out, dtype):
+    matrix = xp.zeros((out, size), dtype=dtype)
+    for i in range(out):  # one row per output cell along this axis (not per pixel)
+        start, end = (i * size) // out, -(-((i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
