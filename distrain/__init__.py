@@ -34,5 +34,7 @@ clip = clamp
 _sys.modules[__name__ + ".autograd"] = autograd
 _sys.modules[__name__ + ".nn"] = nn
 _sys.modules[__name__ + ".nn.functional"] = nn.functional
+_sys.modules[__name__ + ".nn.init"] = nn.init
+_sys.modules[__name__ + ".nn.utils"] = nn.utils
 
 __version__ = "0.1.0"

@@ -1,0 +1,111 @@
+"""Activation layers: ReLU, LeakyReLU, GELU, Sigmoid, Tanh, Softmax, LogSoftmax, and Dropout."""
+from __future__ import annotations
+
+from ..ops import elementwise, softmax
+from ..ops.dropout import dropout
+from .module import Module
+
+
+class ReLU(Module):
+    """max(x, 0). `inplace=True` overwrites the input (saves memory; the input must not be needed later)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input):
+        return input.relu_() if self.inplace else elementwise.relu(input)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class LeakyReLU(Module):
+    """x for x > 0, negative_slope * x otherwise."""
+
+    def __init__(self, negative_slope=0.01, inplace=False):
+        super().__init__()
+        self.negative_slope = negative_slope
+        self.inplace = inplace
+
+    def forward(self, input):
+        return elementwise.leaky_relu(input, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class GELU(Module):
+    """x * Phi(x); approximate="tanh" uses the tanh approximation."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, input):
+        return elementwise.gelu(input, approximate=self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class Sigmoid(Module):
+    def forward(self, input):
+        return elementwise.sigmoid(input)
+
+
+class Tanh(Module):
+    def forward(self, input):
+        return elementwise.tanh(input)
+
+
+class Softmax(Module):
+    """softmax along `dim` (give it: the class dimension)."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return softmax.softmax(input, _implicit_dim(self.dim, input))
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Module):
+    """log(softmax) along `dim`, computed stably."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return softmax.log_softmax(input, _implicit_dim(self.dim, input))
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+def _implicit_dim(dim, input):
+    """PyTorch's legacy rule when dim is not given: 0 for 0-, 1- and 3-D inputs, else 1."""
+    if dim is not None:
+        return dim
+    return 0 if input.ndim in (0, 1, 3) else 1
+
+
+class Dropout(Module):
+    """During training, zero elements with probability p and scale the rest by 1/(1-p); identity in eval()."""
+
+    def __init__(self, p=0.5, inplace=False):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p = p
+        self.inplace = inplace
+
+    def forward(self, input):
+        return dropout(input, self.p, self.training, self.inplace)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
