@@ -204,6 +204,14 @@ class Tensor:
         alias._base = self
         return alias
 
+    def _saved_alias(self):
+        """What a node keeps of an output it saves: the array and version counter, nothing that
+        leads back to the output (whose grad_fn is the node: that would be a reference cycle,
+        freed only by the garbage collector, keeping every activation alive until then)."""
+        alias = _make(self._data)
+        alias._version_counter = self._version_counter
+        return alias
+
     def _detached_copy(self):
         return _make(self._data.copy())
 

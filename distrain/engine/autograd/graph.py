@@ -155,7 +155,7 @@ def record(name, backward_fn, inputs, outputs, saved=(), args=None):
                 if output_nrs is None:
                     output_nrs = []
                 output_nrs.append((position, nr))
-                tensor = tensor._detached_alias()
+                tensor = tensor._saved_alias()
             saved_list.append(tensor)
         node.saved = tuple(saved_list)
         node.saved_versions = tuple([t._version_counter[0] for t in saved_list])

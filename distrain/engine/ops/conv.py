@@ -8,16 +8,15 @@ strided add per kernel position, KH*KW of them, never a loop over pixels); fold'
 backward is `sliding_windows` again, so convolution and pooling built from these two
 have exact higher-order gradients.
 
-conv2d is then `linear(windows as rows, weight as (out_channels, C*KH*KW), bias)`: the
-one copy is the reshape of the windows into GEMM rows (the im2col matrix), and the
-output stays in the GEMM's channels-last memory order, returned as an NCHW view
-(`permute`), so no transpose copy is made; every later op works on any strides.
+conv2d is a fused op (im2col, one GEMM, col2im in backward: NOTE [ Convolution layout ]);
+its definition from those two primitives plus `linear`, `_conv2d_reference`, is what
+create_graph differentiates, so higher-order gradients stay exact.
 """
 from __future__ import annotations
 
 from ...errors import ShapeError
 from ..backend import array_module
-from .core import Tensor, grad_state, record, wrap
+from .core import Tensor, grad_state, record, reference_grads, wrap
 
 
 def pair(value, name, op_name):
@@ -125,9 +124,17 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as in every framework) of (N, C, H, W) by (OC, C/groups, KH, KW).
 
     `padding` is an int, a pair, "valid" (0) or "same" (stride 1 only).
-    """
-    from .linalg import linear, matmul
 
+    NOTE [ Convolution layout ]
+    The fused op builds the im2col matrix channels-first, cols = (C*KH*KW, N*OH*OW), so
+    that the forward is one GEMM weight(OC, C*KH*KW) @ cols giving (OC, N*OH*OW): the
+    output is returned as an (N, OC, OH, OW) *view* of that (OC, N, OH, OW) memory. The
+    layout then flows on: relu and pooling keep it, the next convolution's im2col reads
+    channel planes that are already in (C, N) order, and the backward's
+    grad.transpose(1, 0, 2, 3).reshape(OC, -1) is free. Measured on a 2-core Xeon for
+    64x32x16x16 inputs: the (N*OH*OW, C*KH*KW) row layout built from a 6-D window view
+    took 10 ms per im2col, this one 4 ms.
+    """
     if input.ndim == 3:  # unbatched (C, H, W), as PyTorch accepts
         return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     w = weight._data
@@ -135,19 +142,123 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ShapeError(f"conv2d: weight must be 4-D (out_channels, in_channels/groups, kH, kW), got {tuple(w.shape)}")
     if input.ndim != 4:
         raise ShapeError(f"conv2d: expected input (N, C, H, W) or (C, H, W), got shape {tuple(input.shape)}")
+    x = input._data
+    if type(x) is not type(w):
+        from .core import binary_operands
+
+        binary_operands(input, weight, "conv2d")  # raises the device error
     out_channels, group_channels, k_h, k_w = w.shape
-    n, channels = input.shape[0], input.shape[1]
-    if groups <= 0 or channels % groups or out_channels % groups or group_channels * groups != channels:
+    n, channels = x.shape[:2]
+    if groups <= 0 or out_channels % groups or group_channels * groups != channels:
         raise ShapeError(
             f"conv2d: input has {channels} channels, weight {tuple(w.shape)} expects {group_channels * groups} "
             f"(in_channels/groups={group_channels}, groups={groups}); out_channels {out_channels} must also divide "
             "by groups"
         )
-    dilation_pair = pair(dilation, "dilation", "conv2d")
-    padding = _resolve_padding(padding, stride, dilation_pair, (k_h, k_w))
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ShapeError(f"conv2d: bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+    kernel = (k_h, k_w)
+    stride = pair(stride, "stride", "conv2d")
+    dilation = pair(dilation, "dilation", "conv2d")
+    padding = _resolve_padding(padding, stride, dilation, kernel)
+    (out_h, out_w), _ = _geometry(x.shape, kernel, stride, padding, dilation, False, "conv2d")
+    geometry = (x.shape, kernel, stride, padding, dilation, (out_h, out_w), groups)
+    cols = _im2col(x, geometry)
+    xp = array_module(x)
+    if groups == 1:
+        out = w.reshape(out_channels, -1) @ cols
+    else:
+        out = xp.matmul(w.reshape(groups, out_channels // groups, -1), cols.reshape(groups, -1, cols.shape[1]))
+        out = out.reshape(out_channels, -1)
+    if bias is not None:
+        out += bias._data.reshape(-1, 1)
+    result = wrap(out.reshape(out_channels, n, out_h, out_w).transpose(1, 0, 2, 3))
+    if grad_state.enabled and (input._requires_grad or weight._requires_grad
+                               or (bias is not None and bias._requires_grad)):
+        record("Conv2d", _conv2d_backward, (input, weight, bias), (result,), saved=(input, weight, bias),
+               args=(cols, geometry))
+    return result
+
+
+def _plane_slices(geometry, i, j):
+    """The (rows, cols) slices of the padded input that kernel tap (i, j) reads for every output pixel."""
+    _, _, stride, _, dilation, (out_h, out_w), _ = geometry
+    rows = slice(i * dilation[0], i * dilation[0] + stride[0] * (out_h - 1) + 1, stride[0])
+    cols = slice(j * dilation[1], j * dilation[1] + stride[1] * (out_w - 1) + 1, stride[1])
+    return rows, cols
+
+
+def _im2col(x, geometry):
+    """(N, C, H, W) -> cols (C*KH*KW, N*OH*OW): one strided copy per kernel tap (NOTE [ Convolution layout ])."""
+    shape, (k_h, k_w), _, padding, _, (out_h, out_w), _ = geometry
+    n, channels, height, width = shape
+    xp = array_module(x)
+    padded = xp.zeros((channels, n, height + 2 * padding[0], width + 2 * padding[1]), dtype=x.dtype)
+    padded[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width] = x.transpose(1, 0, 2, 3)
+    cols = xp.empty((channels, k_h, k_w, n, out_h, out_w), dtype=x.dtype)
+    for i in range(k_h):
+        for j in range(k_w):
+            rows, columns = _plane_slices(geometry, i, j)
+            cols[:, i, j] = padded[:, :, rows, columns]
+    return cols.reshape(channels * k_h * k_w, n * out_h * out_w)
+
+
+def _col2im(cols_grad, geometry):
+    """The adjoint of _im2col: add each tap's column gradient back onto the pixels it read."""
+    shape, (k_h, k_w), _, padding, _, (out_h, out_w), _ = geometry
+    n, channels, height, width = shape
+    xp = array_module(cols_grad)
+    padded = xp.zeros((channels, n, height + 2 * padding[0], width + 2 * padding[1]), dtype=cols_grad.dtype)
+    taps = cols_grad.reshape(channels, k_h, k_w, n, out_h, out_w)
+    for i in range(k_h):
+        for j in range(k_w):
+            rows, columns = _plane_slices(geometry, i, j)
+            padded[:, :, rows, columns] += taps[:, i, j]
+    return padded[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width].transpose(1, 0, 2, 3)
+
+
+def _conv2d_backward(node, grad):
+    x, weight, bias = node.saved_tensors
+    cols, geometry = node.args
+    if grad_state.enabled:  # create_graph: differentiate the primitive definition
+        _, _, stride, padding, dilation, _, groups = geometry
+        return reference_grads(lambda x, w, b: _conv2d_reference(x, w, b, stride, padding, dilation, groups),
+                               (x, weight, bias), grad)
+    x_edge, weight_edge, bias_edge = node.next_edges
+    w = weight._data
+    out_channels = w.shape[0]
+    groups = geometry[-1]
+    xp = array_module(w)
+    grad_rows = grad._data.transpose(1, 0, 2, 3).reshape(out_channels, -1)  # free in the conv's own layout
+    grad_x = grad_w = grad_b = None
+    if bias_edge is not None:
+        grad_b = wrap(grad_rows.sum(axis=1))
+    if groups == 1:
+        if weight_edge is not None:
+            grad_w = wrap((grad_rows @ cols.T).reshape(w.shape))
+        if x_edge is not None:
+            grad_x = wrap(_col2im(w.reshape(out_channels, -1).T @ grad_rows, geometry))
+    else:
+        grouped_grad = grad_rows.reshape(groups, out_channels // groups, -1)
+        grouped_cols = cols.reshape(groups, -1, cols.shape[1])
+        if weight_edge is not None:
+            grad_w = wrap(xp.matmul(grouped_grad, grouped_cols.transpose(0, 2, 1)).reshape(w.shape))
+        if x_edge is not None:
+            grouped_w = w.reshape(groups, out_channels // groups, -1)
+            cols_grad = xp.matmul(grouped_w.transpose(0, 2, 1), grouped_grad).reshape(cols.shape)
+            grad_x = wrap(_col2im(cols_grad, geometry))
+    return grad_x, grad_w, grad_b
+
+
+def _conv2d_reference(input, weight, bias, stride, padding, dilation, groups):
+    """conv2d from differentiable primitives (windows, reshape, linear/matmul): for create_graph."""
+    from .linalg import linear, matmul
+
+    out_channels, group_channels, k_h, k_w = weight.shape
+    n, channels = input.shape[0], input.shape[1]
     windows = sliding_windows(input, (k_h, k_w), stride, padding, dilation, op_name="conv2d")
     out_h, out_w = windows.shape[2], windows.shape[3]
-    rows = windows.permute(0, 2, 3, 1, 4, 5).reshape(n * out_h * out_w, channels * k_h * k_w)  # im2col
+    rows = windows.permute(0, 2, 3, 1, 4, 5).reshape(n * out_h * out_w, channels * k_h * k_w)
     if groups == 1:
         out = linear(rows, weight.reshape(out_channels, channels * k_h * k_w), bias)
     else:
