@@ -65,7 +65,7 @@ class Node:
             )
         saved = self.saved
         for position, (tensor, version) in enumerate(zip(saved, self.saved_versions)):
-            if tensor._version_counter[0] != version:
+            if tensor is not None and tensor._version_counter[0] != version:
                 raise AutogradError(
                     f"a tensor that op '{self.name}' saved for backward (saved tensor {position}, shape "
                     f"{tuple(tensor.shape)}) was modified by an in-place operation: it is at version "
@@ -132,7 +132,7 @@ def record(name, backward_fn, inputs, outputs, saved=(), args=None):
 
     `inputs` are the op's tensor arguments in the order `backward_fn` returns gradients
     for them (non-tensors may appear and get no edge); `saved` lists the tensors the
-    formula needs, inputs or outputs; `args` carries non-tensor parameters (axes, shapes).
+    formula needs, inputs or outputs (None for an optional input that is absent); `args` carries non-tensor parameters (axes, shapes).
     """
     edges = []
     for tensor in inputs:
@@ -158,7 +158,7 @@ def record(name, backward_fn, inputs, outputs, saved=(), args=None):
                 tensor = tensor._saved_alias()
             saved_list.append(tensor)
         node.saved = tuple(saved_list)
-        node.saved_versions = tuple([t._version_counter[0] for t in saved_list])
+        node.saved_versions = tuple([None if t is None else t._version_counter[0] for t in saved_list])
         if output_nrs is not None:
             node.saved_output_nrs = output_nrs
     node.output_dtype = outputs[0]._data.dtype if outputs else None

@@ -1,7 +1,8 @@
 """Activation layers: ReLU, LeakyReLU, GELU, Sigmoid, Tanh, Softmax, LogSoftmax, and Dropout."""
 from __future__ import annotations
 
-from ..ops import elementwise, softmax
+from ..ops import elementwise
+from ..ops.softmax import log_softmax, softmax
 from ..ops.dropout import dropout
 from .module import Module
 
@@ -67,7 +68,7 @@ class Softmax(Module):
         self.dim = dim
 
     def forward(self, input):
-        return softmax.softmax(input, _implicit_dim(self.dim, input))
+        return softmax(input, _implicit_dim(self.dim, input))
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -81,7 +82,7 @@ class LogSoftmax(Module):
         self.dim = dim
 
     def forward(self, input):
-        return softmax.log_softmax(input, _implicit_dim(self.dim, input))
+        return log_softmax(input, _implicit_dim(self.dim, input))
 
     def extra_repr(self):
         return f"dim={self.dim}"

@@ -24,7 +24,7 @@ from .indexing import gather, getitem, index_select, one_hot
 from .inplace import add_, clamp_, copy_, div_, fill_, mul_, pow_, relu_, setitem, sub_, zero_
 from .linalg import bmm, dot, matmul, mm
 from .reduce import all, amax, amin, any, argmax, argmin, logsumexp, max, mean, min, prod, std, sum, var
-from .shape import (cat, chunk, clone, contiguous, expand, expand_as, flatten, flip, narrow, permute, repeat, reshape,
+from .shape import (cat, chunk, clone, contiguous, expand, expand_as, flatten, flip, narrow, pad, permute, repeat, reshape,
                     reverse_dims, split, squeeze, stack, t, transpose, unbind, unsqueeze, view)
 from .softmax import cross_entropy, log_softmax, softmax
 

@@ -160,7 +160,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     kernel = (k_h, k_w)
     stride = pair(stride, "stride", "conv2d")
     dilation = pair(dilation, "dilation", "conv2d")
-    padding = _resolve_padding(padding, stride, dilation, kernel)
+    padding, extra = _resolve_padding(padding, stride, dilation, kernel)
+    if any(extra):  # padding="same" with an even span: PyTorch puts the odd pixel at the bottom/right
+        from .shape import pad
+
+        return conv2d(pad(input, (0, extra[1], 0, extra[0])), weight, bias, stride, padding, dilation, groups)
     (out_h, out_w), _ = _geometry(x.shape, kernel, stride, padding, dilation, False, "conv2d")
     geometry = (x.shape, kernel, stride, padding, dilation, (out_h, out_w), groups)
     cols = _im2col(x, geometry)
@@ -271,19 +275,17 @@ def _conv2d_reference(input, weight, bias, stride, padding, dilation, groups):
 
 
 def _resolve_padding(padding, stride, dilation, kernel):
+    """(symmetric padding pair, extra bottom/right pair): "same" may need one more pixel on one side."""
     if padding == "valid":
-        return (0, 0)
+        return (0, 0), (0, 0)
     if padding == "same":
         if pair(stride, "stride", "conv2d") != (1, 1):
             raise ValueError("conv2d: padding='same' needs stride 1")
         total = [d * (k - 1) for d, k in zip(dilation, kernel)]
-        if any(t % 2 for t in total):
-            raise ValueError(f"conv2d: padding='same' with kernel {kernel} and dilation {dilation} needs "
-                             "asymmetric padding, which is not supported; pad the input with F.pad first")
-        return tuple(t // 2 for t in total)
+        return tuple(t // 2 for t in total), tuple(t % 2 for t in total)
     if isinstance(padding, str):
         raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    return pair(padding, "padding", "conv2d")
+    return pair(padding, "padding", "conv2d"), (0, 0)
 
 
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):

@@ -84,14 +84,23 @@ def _max_pool2d_backward(node, grad):
     best = out._data
     remaining = xp.empty_like(best)  # every operand below in one memory order: mixed orders run ~5x slower
     remaining[...] = grad._data
-    routed = xp.empty_like(best)
     padded_grad = _zeros_in_memory_order_of(x._data, padded.shape)
+    kernel, stride, dilation, _ = options
     last = len(slices) - 1
-    for tap, region in enumerate(slices):
-        xp.multiply(remaining, padded[region] == best, out=routed)
-        padded_grad[region] += routed
-        if tap != last:
-            remaining -= routed
+    if kernel == stride and dilation == (1, 1):
+        # Windows tile without overlap: each tap owns its pixels, so write them directly.
+        for tap, region in enumerate(slices):
+            routed = padded_grad[region]
+            xp.multiply(remaining, padded[region] == best, out=routed)
+            if tap != last:
+                remaining -= routed
+    else:
+        routed = xp.empty_like(best)
+        for tap, region in enumerate(slices):
+            xp.multiply(remaining, padded[region] == best, out=routed)
+            padded_grad[region] += routed
+            if tap != last:
+                remaining -= routed
     height, width = x._data.shape[2:]
     return (wrap(padded_grad[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width]),)
 
@@ -174,8 +183,9 @@ def adaptive_avg_pool2d(input, output_size):
     if unbatched:
         input = input.unsqueeze(0)
     height, width = input.shape[-2:]
-    out_h, out_w = pair(output_size, "output_size", "adaptive_avg_pool2d") if not isinstance(output_size, (tuple, list)) \
-        else tuple(height if o is None else o for o in output_size)
+    if isinstance(output_size, (tuple, list)):  # None keeps that dimension's input size
+        output_size = tuple(size if o is None else o for o, size in zip(output_size, (height, width)))
+    out_h, out_w = pair(output_size, "output_size", "adaptive_avg_pool2d")
     if (out_h, out_w) == (1, 1):
         out = input.mean(dim=(-2, -1), keepdim=True)
     elif height % out_h == 0 and width % out_w == 0:

@@ -345,3 +345,32 @@ def _flip_backward(node, grad):
 __all__ = ["reshape", "view", "flatten", "permute", "transpose", "t", "reverse_dims", "squeeze", "unsqueeze",
            "expand", "expand_as", "repeat", "cat", "stack", "narrow", "split", "chunk", "unbind", "contiguous",
            "clone", "flip", "Tensor"]
+
+
+def pad(input, pad, mode="constant", value=0.0):
+    """Pad with a constant, like torch.nn.functional.pad: `pad` pairs run from the last dim
+    backwards, (left, right) for the last, then (top, bottom) for the one before, ...
+
+    Its backward crops the gradient back to the input's region.
+    """
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    pad = tuple(int(p) for p in pad)
+    data = input._data
+    if len(pad) % 2 or len(pad) // 2 > data.ndim:
+        raise ShapeError(f"pad: expected (left, right, ...) pairs for at most {data.ndim} dimensions, got {pad}")
+    if min(pad, default=0) < 0:
+        raise ValueError(f"pad: negative padding {pad} is not supported; slice the tensor instead")
+    widths = [(0, 0)] * data.ndim
+    for pair_index in range(len(pad) // 2):
+        widths[data.ndim - 1 - pair_index] = (pad[2 * pair_index], pad[2 * pair_index + 1])
+    out = array_module(data).pad(data, widths, constant_values=value)
+    result = wrap(out)
+    if grad_state.enabled and input._requires_grad:
+        region = tuple(slice(before, before + extent) for (before, _), extent in zip(widths, data.shape))
+        record("ConstantPad", _pad_backward, (input,), (result,), args=region)
+    return result
+
+
+def _pad_backward(node, grad):
+    return (grad[node.args],)
