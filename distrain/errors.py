@@ -28,3 +28,7 @@ class DTypeError(DistrainError, TypeError):
 
 class AutogradError(DistrainError, RuntimeError):
     """Misuse of the autograd graph: freed graphs, modified saved tensors, bad gradients."""
+
+
+class CheckpointError(DistrainError, RuntimeError):
+    """A checkpoint file that cannot be loaded: empty, truncated, damaged, or another format."""

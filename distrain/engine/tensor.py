@@ -289,7 +289,9 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         array = self._data if type(self._data) is numpy.ndarray else self._data.get()
-        return array if dtype is None else array.astype(dtype, copy=False)
+        if dtype is not None:
+            return array.astype(dtype, copy=bool(copy))
+        return array.copy() if copy else array  # NumPy 2: copy=True must never share memory
 
     def __bool__(self):
         if self._data.size != 1:
