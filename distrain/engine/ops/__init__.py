@@ -15,6 +15,7 @@ Ops live in one file per kind, each forward beside its backward:
 from __future__ import annotations
 
 from ..backend import array_module
+from .. import legacy_types
 from ..tensor import Tensor
 from .core import wrap
 from .arithmetic import add, div, eq, ge, gt, le, logical_and, logical_or, logical_xor, lt, mul, ne, neg, pow, rdiv, rpow, rsub, sub
@@ -129,7 +130,7 @@ TENSOR_METHODS = {
     "softmax": softmax, "log_softmax": log_softmax,
     # conversion
     "to": to, "cpu": cpu, "cuda": cuda, "float": float_, "double": double, "half": half, "long": long,
-    "int": int_, "bool": bool_, "type_as": type_as,
+    "int": int_, "bool": bool_, "type_as": type_as, "type": legacy_types.type_,
     "new_zeros": _new("zeros"), "new_ones": _new("ones"), "new_empty": _new("empty"),
     "new_full": _new_full, "new_tensor": _new_tensor,
     # in place
