@@ -32,3 +32,11 @@ class AutogradError(DistrainError, RuntimeError):
 
 class CheckpointError(DistrainError, RuntimeError):
     """A checkpoint file that cannot be loaded: empty, truncated, damaged, or another format."""
+
+
+class StateDictError(DistrainError, RuntimeError):
+    """A state_dict that does not fit the model or optimizer: missing, unexpected or mismatched entries."""
+
+
+class ConfigurationError(DistrainError, ValueError):
+    """An option outside its allowed values (a reduction name, a probability, a learning rate)."""

@@ -30,10 +30,11 @@ class LeakyReLU(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return elementwise.leaky_relu(input, self.negative_slope)
+        out = elementwise.leaky_relu(input, self.negative_slope)
+        return input.copy_(out) if self.inplace else out
 
     def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
 class GELU(Module):

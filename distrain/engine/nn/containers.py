@@ -50,9 +50,8 @@ class Sequential(Module):
         keys = list(self._modules)
         for key in (keys[index] if isinstance(index, slice) else [keys[self._index(index)]]):
             del self._modules[key]
-        # renumber so that indices stay 0..n-1 (as PyTorch does)
-        self._modules = OrderedDict((str(i), m) for i, m in enumerate(self._modules.values())) \
-            if all(k.isdigit() for k in keys) else self._modules
+        if all(key.isdigit() for key in keys):  # renumber 0..n-1, as PyTorch does
+            self._modules = {str(i): module for i, module in enumerate(self._modules.values())}
 
     def __len__(self):
         return len(self._modules)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
 
-from ...errors import ShapeError
+from ...errors import StateDictError
 from .. import backend, dtypes
 from ..autograd.grad_mode import no_grad
 from ..autograd.graph import RemovableHandle
@@ -77,7 +77,7 @@ class Module:
         if isinstance(value, Parameter):
             if parameters is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
-            self._forget(name)
+            self._forget(name, keep=parameters)
             parameters[name] = value
         elif parameters is not None and name in parameters:
             if value is not None:
@@ -87,7 +87,7 @@ class Module:
         elif isinstance(value, Module):
             if parameters is None:
                 raise AttributeError("cannot assign a submodule before Module.__init__() call")
-            self._forget(name)
+            self._forget(name, keep=self._modules)
             self._modules[name] = value
         elif parameters is not None and name in self._modules:
             if value is not None:
@@ -101,10 +101,14 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name):
+    def _forget(self, name, keep=None):
+        """Remove `name` from every registry but `keep` (a replacement stays in its slot, so a
+        Sequential keeps its order and parameters() its order when a layer is swapped)."""
         for registry in (self.__dict__, self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
-        self._non_persistent_buffers.discard(name)
+            if registry is not keep:
+                registry.pop(name, None)
+        if keep is not self._buffers:
+            self._non_persistent_buffers.discard(name)
 
     def __getattr__(self, name):
         # only reached when normal lookup fails: the registries
@@ -132,7 +136,7 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot register '{type(param).__name__}' as parameter '{name}' "
                             "(distrain.nn.Parameter or None expected)")
-        self._forget(name)
+        self._forget(name, keep=self._parameters)
         self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
@@ -143,7 +147,8 @@ class Module:
         _check_name(self, name, "buffer")
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot register '{type(tensor).__name__}' as buffer '{name}' (Tensor or None expected)")
-        self._forget(name)
+        self._forget(name, keep=self._buffers)
+        self._non_persistent_buffers.discard(name)
         self._buffers[name] = tensor
         if not persistent:
             self._non_persistent_buffers.add(name)
@@ -152,7 +157,7 @@ class Module:
         _check_name(self, name, "module")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a distrain.nn.Module subclass")
-        self._forget(name)
+        self._forget(name, keep=self._modules)
         self._modules[name] = module
 
     register_module = add_module
@@ -373,7 +378,7 @@ class Module:
         if mismatched:
             problems.append("shape mismatches: " + "; ".join(mismatched))
         if problems:
-            raise ShapeError(
+            raise StateDictError(
                 f"Error(s) in loading state_dict for {type(self).__name__}:\n  " + "\n  ".join(problems)
                 + ("\nPass strict=False to load only the matching keys." if strict and (missing or unexpected) else "")
             )

@@ -113,8 +113,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             with xp.errstate(invalid="ignore", divide="ignore"):  # every target ignored: nan, as in PyTorch
                 out = out / xp.asarray(denominator, dtype=logits.dtype)
     result = wrap(xp.asarray(out, dtype=logits.dtype))
-    if grad_state.enabled and input._requires_grad:
-        record("CrossEntropy", _cross_entropy_backward, (input,), (result,), saved=(input,),
+    soft_target = target if target_dist is not None and isinstance(target, Tensor) else None
+    if grad_state.enabled and (input._requires_grad or (soft_target is not None and soft_target._requires_grad)):
+        record("CrossEntropy", _cross_entropy_backward, (input, soft_target), (result,), saved=(input,),
                args=(log_probs, class_axis, target_dist, sample_scale, weight_data, label_smoothing,
                      reduction, denominator))
     return result
@@ -147,19 +148,36 @@ def _cross_entropy_backward(node, grad):
             class_weight = 1.0 if weight is None else _along(weight, class_axis, ndim)
             target_mass += smoothing / n_classes * class_weight * xp.expand_dims(valid, class_axis)
     (logits,) = node.saved_tensors  # also checks that the logits were not modified in place
+    logits_edge, target_edge = node.next_edges
     target_total = xp.expand_dims(target_mass.sum(axis=class_axis), class_axis)
     if grad_state.enabled:
         # create_graph: the same formula from differentiable ops, so second derivatives flow
         upstream = grad.unsqueeze(class_axis) if reduction == "none" else grad
         if reduction == "mean":
             upstream = upstream * (1.0 / denominator if denominator else 0.0)
-        probs_tensor = softmax(logits, class_axis)
-        return ((probs_tensor * wrap(target_total) - wrap(target_mass)) * upstream,)
+        grad_logits = grad_target = None
+        if logits_edge is not None:
+            probs_tensor = softmax(logits, class_axis)
+            grad_logits = (probs_tensor * wrap(target_total) - wrap(target_mass)) * upstream
+        if target_edge is not None:
+            grad_target = -log_softmax(logits, class_axis) * _target_scale(weight, smoothing, class_axis, ndim) * upstream
+        return grad_logits, grad_target
     upstream = grad._data
     if reduction == "none":
         upstream = xp.expand_dims(upstream, class_axis)
     if reduction == "mean":
         # every target ignored: the loss is nan but its gradient zero, as in PyTorch
         upstream = upstream * (1.0 / denominator if denominator else 0.0)
-    grad_logits = (xp.exp(log_probs) * target_total - target_mass) * upstream
-    return (wrap(grad_logits.astype(log_probs.dtype, copy=False)),)
+    grad_logits = grad_target = None
+    if logits_edge is not None:
+        grad_logits = (xp.exp(log_probs) * target_total - target_mass) * upstream
+        grad_logits = wrap(grad_logits.astype(log_probs.dtype, copy=False))
+    if target_edge is not None:  # soft targets: d/dt of -sum(((1 - eps) t + eps/C) w log p) = -(1 - eps) w log p
+        scale = _target_scale(weight, smoothing, class_axis, ndim)
+        grad_target = wrap((-(log_probs * scale) * upstream).astype(log_probs.dtype, copy=False))
+    return grad_logits, grad_target
+
+
+def _target_scale(weight, smoothing, class_axis, ndim):
+    """How strongly each class's target probability weighs its log-probability: (1 - eps) * weight."""
+    return (1.0 - smoothing) * (1.0 if weight is None else _along(weight, class_axis, ndim))
