@@ -10,8 +10,10 @@ from . import cuda
 from .engine import Size, Tensor
 from .engine import autograd
 from .engine import nn
+from .engine import optim
 from .engine.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .engine.backend import Device as device
+from .engine.legacy_types import legacy_types as _legacy_types
 from .engine.dtypes import (bool_, double, float16, float32, float64, get_default_dtype, half, int8, int16, int32,
                             int64, long, set_default_dtype, short, uint8)
 from .engine.factories import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones,
@@ -23,8 +25,11 @@ from .engine.ops import (abs, add, all, amax, amin, any, argmax, argmin, bmm, ca
                          reshape, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, t, tanh,
                          transpose, unbind, unsqueeze, var, where)
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
-from .errors import AutogradError, DeviceError, DistrainError, DTypeError, ShapeError
+from .checkpoint import load, save
+from .errors import (AutogradError, CheckpointError, DeviceError, DistrainError, DTypeError, OptimizerError, ShapeError,
+                     StateDictError)
 
+globals().update(_legacy_types("cpu"))  # distrain.FloatTensor, LongTensor, ... (old PyTorch spellings)
 bool = bool_  # distrain.bool, like torch.bool (shadows the builtin only inside this module's namespace)
 float = float32
 int = int32
@@ -36,5 +41,7 @@ _sys.modules[__name__ + ".nn"] = nn
 _sys.modules[__name__ + ".nn.functional"] = nn.functional
 _sys.modules[__name__ + ".nn.init"] = nn.init
 _sys.modules[__name__ + ".nn.utils"] = nn.utils
+_sys.modules[__name__ + ".optim"] = optim
+_sys.modules[__name__ + ".optim.lr_scheduler"] = optim.lr_scheduler
 
 __version__ = "0.1.0"

@@ -38,5 +38,9 @@ class StateDictError(DistrainError, RuntimeError):
     """A state_dict that does not fit the model or optimizer: missing, unexpected or mismatched entries."""
 
 
-class ConfigurationError(DistrainError, ValueError):
-    """An option outside its allowed values (a reduction name, a probability, a learning rate)."""
+class OptimizerError(DistrainError, ValueError):
+    """Bad optimizer or scheduler input: a hyperparameter out of range, a mismatched state dict, ..."""
+
+
+class OptimizerTypeError(DistrainError, TypeError):
+    """Something that is not a floating-point leaf Tensor was given to an optimizer as a parameter."""

@@ -166,6 +166,9 @@ class Tensor:
                 raise AutogradError(f"assigned grad has shape {tuple(value.shape)} but the tensor has shape {tuple(self.shape)}")
             if type(value._data) is not type(self._data):
                 raise DeviceError(f"assigned grad is on {value.device} but the tensor is on {self.device}")
+            if value._data.dtype != self._data.dtype:
+                raise DTypeError(f"assigned grad has dtype {value.dtype} but the tensor has dtype {self.dtype}; "
+                                 f"convert it first, e.g. grad.to({self.dtype})")
         self._grad = value
 
     @property

@@ -1,0 +1,99 @@
+"""Adam and AdamW: one rule, with the weight decay either in the gradient (L2) or decoupled.
+
+The rule, for gradient g (after `maximize`, and L2 weight decay unless decoupled), as in
+PyTorch (torch/optim/adam.py, the single-tensor path):
+
+    param *= 1 - lr * weight_decay                          (AdamW: decoupled decay)
+    m = m + (1 - beta1) * (g - m)                           exp_avg (a lerp towards g)
+    v = beta2 * v + (1 - beta2) * g * g                     exp_avg_sq
+    v_max = max(v_max, v); use v_max for v                  (amsgrad)
+    denom = sqrt(v) / sqrt(1 - beta2 ** step) + eps
+    param += -(lr / (1 - beta1 ** step)) * m / denom
+"""
+from __future__ import annotations
+
+from .optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2014), with optional AMSGrad and decoupled weight decay.
+
+    Args:
+        params: tensors or param groups (see `Optimizer`).
+        lr: learning rate (default 1e-3).
+        betas: decay rates of the averages of the gradient and of its square (default (0.9, 0.999)).
+        eps: added to the denominator for numerical stability (default 1e-8).
+        weight_decay: weight decay (default 0): an L2 term added to the gradient, or, with
+            `decoupled_weight_decay=True` (that is AdamW), a shrink of the parameters.
+        amsgrad: use the maximum of the past squared-gradient averages (AMSGrad).
+        maximize: ascend the objective instead of descending it.
+        decoupled_weight_decay: AdamW's decay (Loshchilov & Hutter, 2017).
+        packed: see `Optimizer` (default: pack `nn.Parameter`s into flat buffers).
+
+    State per parameter: "step" (an int), "exp_avg", "exp_avg_sq", and "max_exp_avg_sq"
+    with amsgrad.
+
+    Example::
+
+        >>> optimizer = distrain.optim.Adam(model.parameters(), lr=3e-4)
+        >>> optimizer.zero_grad()
+        >>> loss_fn(model(inputs), targets).backward()
+        >>> optimizer.step()
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
+                 maximize=False, decoupled_weight_decay=False, packed=None):
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
+                    "maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay}
+        super().__init__(params, defaults, packed=packed)
+
+    def _init_state(self, group):
+        names = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+        if group["amsgrad"]:
+            names["max_exp_avg_sq"] = 0.0
+        return names
+
+    def _update(self, chunk, group):
+        xp, param, state = chunk.xp, chunk.param, chunk.state
+        lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        beta1, beta2 = (float(beta) for beta in group["betas"])
+        if group["decoupled_weight_decay"]:
+            if weight_decay != 0:
+                param *= 1.0 - lr * weight_decay
+            weight_decay = 0.0
+        grad = chunk.grad_with(weight_decay, group["maximize"])
+        exp_avg, exp_avg_sq, scratch = state["exp_avg"], state["exp_avg_sq"], chunk.scratch(1)
+        xp.subtract(grad, exp_avg, out=scratch)
+        scratch *= 1.0 - beta1
+        exp_avg += scratch
+        exp_avg_sq *= beta2
+        xp.multiply(grad, 1.0 - beta2, out=scratch)
+        scratch *= grad
+        exp_avg_sq += scratch
+        if group["amsgrad"]:
+            exp_avg_sq = xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+        step_size = lr / (1.0 - beta1 ** chunk.step)
+        bias_correction2_sqrt = (1.0 - beta2 ** chunk.step) ** 0.5
+        denom = xp.sqrt(exp_avg_sq, out=scratch)
+        denom /= bias_correction2_sqrt
+        denom += eps
+        change = xp.multiply(exp_avg, -step_size, out=chunk.scratch(0))  # the gradient is no longer needed
+        change /= denom
+        param += change
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): the parameters shrink by lr * weight_decay.
+
+    The same rule as `Adam(..., decoupled_weight_decay=True)`, with PyTorch's default
+    weight_decay of 1e-2.
+
+    Example::
+
+        >>> optimizer = distrain.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False, packed=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True, packed=packed)
