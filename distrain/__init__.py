@@ -20,9 +20,9 @@ from .engine.factories import (arange, as_tensor, empty, empty_like, eye, from_n
                                ones_like, rand, rand_like, randint, randint_like, randn, randn_like, randperm, tensor,
                                zeros, zeros_like)
 from .engine.ops import (abs, add, all, amax, amin, any, argmax, argmin, bmm, cat, chunk, clamp, clone, cos, div, dot,
-                         eq, erf, exp, expm1, flatten, flip, gather, ge, gt, index_select, le, log, log1p, log_softmax, logsumexp, lt,
+                         eq, erf, exp, expm1, flatten, flip, floor_divide, gather, ge, gt, index_select, le, log, log1p, log_softmax, logsumexp, lt,
                          matmul, max, maximum, mean, min, minimum, mm, mul, narrow, ne, neg, permute, pow, prod, relu,
-                         reshape, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, t, tanh,
+                         remainder, reshape, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, t, tanh,
                          transpose, unbind, unsqueeze, var, where)
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .checkpoint import load, save

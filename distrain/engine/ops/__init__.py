@@ -2,7 +2,7 @@
 
 Ops live in one file per kind, each forward beside its backward:
 
-- `arithmetic.py`  add sub mul div neg pow, comparisons
+- `arithmetic.py`  add sub mul div floor_divide remainder neg pow, comparisons
 - `elementwise.py` exp log log1p expm1 sqrt abs sin cos, relu leaky_relu gelu sigmoid tanh, clamp where maximum minimum
 - `reduce.py`      sum mean max min var std prod logsumexp argmax argmin all any
 - `linalg.py`      matmul mm bmm dot
@@ -18,7 +18,7 @@ from ..backend import array_module
 from .. import legacy_types
 from ..tensor import Tensor
 from .core import wrap
-from .arithmetic import add, div, eq, ge, gt, le, logical_and, logical_or, logical_xor, lt, mul, ne, neg, pow, rdiv, rpow, rsub, sub
+from .arithmetic import add, div, eq, floor_divide, ge, gt, le, logical_and, logical_or, logical_xor, lt, mul, ne, neg, pow, rdiv, remainder, rpow, rsub, sub
 from .convert import bool_, cpu, cuda, double, float_, half, int_, long, to, type_as
 from .elementwise import abs, clamp, cos, erf, exp, expm1, gelu, leaky_relu, log, log1p, maximum, minimum, relu, sigmoid, sign, sin, sqrt, tanh, where
 from .indexing import gather, getitem, index_select, one_hot
@@ -103,7 +103,9 @@ TENSOR_METHODS = {
     # arithmetic
     "add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "pow": pow, "square": _square,
     "__add__": add, "__radd__": add, "__sub__": sub, "__rsub__": rsub, "__mul__": mul, "__rmul__": mul,
-    "__truediv__": div, "__rtruediv__": rdiv, "__pow__": pow, "__rpow__": rpow, "__neg__": neg,
+    "__truediv__": div, "__rtruediv__": rdiv, "floor_divide": floor_divide, "remainder": remainder,
+    "__floordiv__": floor_divide, "__rfloordiv__": lambda self, other: floor_divide(other, self),
+    "__mod__": remainder, "__rmod__": lambda self, other: remainder(other, self), "__pow__": pow, "__rpow__": rpow, "__neg__": neg,
     "__pos__": lambda self: self, "__abs__": abs,
     "__matmul__": matmul, "__rmatmul__": lambda self, other: matmul(other, self),
     "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge,

@@ -138,6 +138,16 @@ def rdiv(input, other):
     return div(other, input)
 
 
+def floor_divide(input, other):
+    """input // other, rounded towards minus infinity (Python's and PyTorch's rule); no gradient."""
+    return div(input, other, rounding_mode="floor")
+
+
+def remainder(input, other):
+    """input % other with the sign of `other` (Python's rule): input - floor(input / other) * other."""
+    return sub(input, mul(floor_divide(input, other), other))
+
+
 def neg(input):
     result = wrap(-input._data)
     if grad_state.enabled and input._requires_grad:
