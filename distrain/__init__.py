@@ -24,6 +24,7 @@ from .engine.ops import (abs, add, all, amax, amin, any, argmax, argmin, bmm, ca
                          matmul, max, maximum, mean, min, minimum, mm, mul, narrow, ne, neg, permute, pow, prod, relu,
                          remainder, reshape, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, t, tanh,
                          transpose, unbind, unsqueeze, var, where)
+from .engine.threads import get_num_threads, set_num_threads
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .checkpoint import load, save
 from .errors import (AutogradError, CheckpointError, DeviceError, DistrainError, DTypeError, OptimizerError, ShapeError,

@@ -81,9 +81,13 @@ class Chunk:
             (xp.subtract if maximize else xp.add)(modified, self.grad, out=modified)
         return modified
 
-    def blocks(self):
-        """This chunk cut into cache-sized pieces (NumPy, contiguous arrays), else itself."""
-        block = BLOCK_BYTES // max(self.param.itemsize, 1)
+    def with_scratch(self, scratch):
+        """The same arrays with another scratch pool (each thread of a parallel step has its own)."""
+        return Chunk(self.xp, self.param, self.grad, self.state, self.step, self.fresh, scratch)
+
+    def blocks(self, block_bytes=None):
+        """This chunk cut into pieces of `block_bytes` per array (NumPy, contiguous arrays), else itself."""
+        block = (block_bytes or BLOCK_BYTES) // max(self.param.itemsize, 1)
         arrays = (self.param, self.grad, *self.state.values())
         if self.xp is not numpy or self.param.size <= block + block // 2 or \
                 not all(array.flags.c_contiguous for array in arrays):

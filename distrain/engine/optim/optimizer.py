@@ -25,7 +25,11 @@ from ..backend import array_module, device_of, move_array
 from ..flat import pack_parameters
 from ..nn.parameter import Parameter
 from ..tensor import Tensor, _make
-from .chunks import Chunk, ScratchPool, coalesce
+from .. import threads
+from .chunks import BLOCK_BYTES, Chunk, ScratchPool, coalesce
+
+THREADED_BLOCK_BYTES = 512 * 1024  # per array, when blocks go to several threads (see _update_chunks)
+MIN_BLOCKS_PER_THREAD = 2  # below that, handing blocks to threads costs more than it saves
 from .input_checks import SET_MESSAGE, OptimizerError, OptimizerTypeError, check_hyperparameters, checked_parameters
 
 
@@ -67,6 +71,7 @@ class Optimizer:
         self._flat_state = {}  # FlatParameters -> {state name: 1-D array as long as the buffer}
         self._state_home = {}  # parameter -> (FlatParameters, offset, numel) of its slice of the flat state
         self._scratch = ScratchPool()
+        self._thread_scratch = [self._scratch]  # one pool per thread of a parallel step
         self._check_group(self.defaults, "")
         groups = list(params)
         if not groups:
@@ -136,12 +141,40 @@ class Optimizer:
                 loss = closure()
         for group in self.param_groups:
             chunks, updated = self._chunks(group)
-            for chunk in chunks:
-                for block in chunk.blocks():
-                    self._update(block, group)
+            self._update_chunks(chunks, group)
             for param in updated:
                 param._version_counter[0] += 1
         return loss
+
+    def _update_chunks(self, chunks, group):
+        """Run `_update` on every chunk's blocks, spread over the engine's threads when there are enough.
+
+        Blocks are independent (every rule is elementwise), so consecutive runs of them go
+        to different threads, each with its own scratch arrays (engine/threads.py). Threads
+        get bigger blocks: measured on a 2-core Xeon (25M-parameter Adam step), 128 KiB
+        blocks gained nothing from a second thread (each NumPy call is too short to amortise
+        the GIL hand-over), 512 KiB blocks went from 90 ms to 54 ms.
+        """
+        workers = threads.get_num_threads() if chunks and chunks[0].xp is numpy else 1
+        if workers > 1:
+            blocks = [block for chunk in chunks for block in chunk.blocks(THREADED_BLOCK_BYTES)]
+            workers = min(workers, len(blocks) // MIN_BLOCKS_PER_THREAD)
+        if workers <= 1:
+            for chunk in chunks:
+                for block in chunk.blocks(BLOCK_BYTES):
+                    self._update(block, group)
+            return
+        while len(self._thread_scratch) < workers:
+            self._thread_scratch.append(ScratchPool())
+        size = -(-len(blocks) // workers)
+        parts = [blocks[start:start + size] for start in range(0, len(blocks), size)]
+
+        def update_part(index, part):
+            scratch = self._thread_scratch[index]
+            for block in part:
+                self._update(block.with_scratch(scratch), group)
+
+        threads.run_in_parallel(update_part, parts)
 
     def _chunks(self, group):
         """The chunks of one group's step (NOTE [ Optimizer chunks ]), and the parameters they cover."""
