@@ -17,6 +17,10 @@ stale values: read a slice only for parameters whose `.grad` is their flat view
 (`FlatParameters.grad_is_flat`). Optimizers (engine/optim/) and the data-parallel
 reducer use `segment(param)` -> (offset, numel) to address slices.
 
+The ops that make the big gradients (linear, conv2d) go one step further: for the first
+contribution to a packed parameter's gradient they compute it straight into the flat
+slice (`claim_flat_gradient`), so no gradient is copied at all.
+
 Example::
 
     >>> model = distrain.nn.Linear(4, 3)
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 from ..errors import DistrainError
 from .backend import array_module
-from .nn.parameter import Parameter
+from .autograd.engine import accumulation
 from .tensor import _make
 
 
@@ -140,6 +144,23 @@ class FlatParameters:
                 f"{self.device})")
 
 
+def claim_flat_gradient(tensor):
+    """The flat gradient slot an op may write `tensor`'s gradient into directly, else None.
+
+    Only a packed parameter qualifies, only during a backward that accumulates into
+    `.grad` (not autograd.grad, not create_graph), only while its `.grad` is None (the
+    slot holds nothing that must be kept), without hooks (which must see the gradient
+    before it lands), and only once per backward: a second use of the same parameter
+    gets an ordinary array, and the engine adds the two (finish_leaf releases the claim).
+    """
+    flat_grad = tensor._flat_grad
+    if flat_grad is None or tensor._grad is not None or tensor._hooks or not accumulation.into_grad \
+            or tensor.__dict__.get("_flat_grad_claimed"):
+        return None
+    tensor._flat_grad_claimed = True
+    return flat_grad
+
+
 def pack_parameters(parameters):
     """Pack `parameters` (an iterable of Parameters) into one FlatParameters per (device, dtype).
 
@@ -148,6 +169,8 @@ def pack_parameters(parameters):
     again after moving a model to another device or dtype. Returns the buffers in the
     order their first parameter appears.
     """
+    from .nn.parameter import Parameter  # nn imports the ops, which import this module
+
     groups = {}
     seen = set()
     for parameter in parameters:

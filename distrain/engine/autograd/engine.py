@@ -17,6 +17,7 @@ into a flat gradient buffer.
 from __future__ import annotations
 
 import heapq
+import threading
 
 from ...errors import AutogradError, DTypeError
 from . import grad_mode
@@ -98,7 +99,9 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
                 finish_leaf(target, buffers.pop(key), create_graph, capture_keys, captured)
 
     previous_mode = grad_mode.state.enabled
+    previous_accumulating = accumulation.into_grad
     grad_mode.state.enabled = create_graph
+    accumulation.into_grad = capture is None and not create_graph
     try:
         for edge, grad in zip(root_edges, root_grads):
             deliver(edge[0], edge[1], grad, False)
@@ -128,7 +131,18 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
                 deliver(edge[0], edge[1], grad, owned)
     finally:
         grad_mode.state.enabled = previous_mode
+        accumulation.into_grad = previous_accumulating
     return captured
+
+
+class _Accumulation(threading.local):
+    """Whether the backward running on this thread accumulates into `.grad` (not autograd.grad,
+    not create_graph): only then may an op write a leaf's gradient into its flat slot."""
+
+    into_grad = False
+
+
+accumulation = _Accumulation()
 
 
 def _accumulate(current, grad, owned, create_graph):
@@ -179,9 +193,11 @@ def finish_leaf(leaf, slot, create_graph, capture_keys, captured):
     elif existing is None:
         flat_grad = leaf._flat_grad
         if flat_grad is not None:  # NOTE [ Flat gradients ] in engine/flat.py
-            flat_grad._data[...] = grad._data
+            if grad is not flat_grad:  # unless the op already wrote it there (claim_flat_gradient)
+                flat_grad._data[...] = grad._data
             flat_grad._version_counter[0] += 1
             leaf._grad = flat_grad
+            leaf._flat_grad_claimed = False
         else:
             leaf._grad = grad._detached_alias() if owned else grad._detached_copy()
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ...errors import ShapeError
 from ..backend import array_module
+from ..flat import claim_flat_gradient
 from .core import Tensor, grad_state, record, reference_grads, wrap
 
 
@@ -236,10 +237,18 @@ def _conv2d_backward(node, grad):
     grad_rows = grad._data.transpose(1, 0, 2, 3).reshape(out_channels, -1)  # free in the conv's own layout
     grad_x = grad_w = grad_b = None
     if bias_edge is not None:
-        grad_b = wrap(grad_rows.sum(axis=1))
+        grad_b = claim_flat_gradient(bias)  # straight into a packed bias's gradient slot when possible
+        if grad_b is None:
+            grad_b = wrap(grad_rows.sum(axis=1))
+        else:
+            grad_rows.sum(axis=1, out=grad_b._data)
     if groups == 1:
         if weight_edge is not None:
-            grad_w = wrap((grad_rows @ cols.T).reshape(w.shape))
+            grad_w = claim_flat_gradient(weight)
+            if grad_w is None:
+                grad_w = wrap((grad_rows @ cols.T).reshape(w.shape))
+            else:
+                xp.matmul(grad_rows, cols.T, out=grad_w._data.reshape(out_channels, -1))
         if x_edge is not None:
             grad_x = wrap(_col2im(w.reshape(out_channels, -1).T @ grad_rows, geometry))
     else:

@@ -7,6 +7,8 @@ dimensions that broadcasting added. Only the gradients that are needed are compu
 from __future__ import annotations
 
 from ...errors import ShapeError
+from ..backend import array_module
+from ..flat import claim_flat_gradient
 from .core import Tensor, as_tensor_like, binary_operands, grad_state, record, sum_to_shape, wrap
 
 
@@ -121,7 +123,7 @@ def linear(input, weight, bias=None):
     result = wrap(out)
     if grad_state.enabled and (input._requires_grad or weight._requires_grad
                                or (bias is not None and bias._requires_grad)):
-        record("Linear", _linear_backward, (input, weight, bias), (result,), saved=(input, weight))
+        record("Linear", _linear_backward, (input, weight, bias), (result,), saved=(input, weight), args=bias)
     return result
 
 
@@ -135,7 +137,16 @@ def _linear_backward(node, grad):
         rows = grad.reshape(-1, grad.shape[-1]) if grad.ndim != 2 else grad
         if w_edge is not None:
             x_rows = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
-            grad_w = matmul(rows.t(), x_rows)
+            grad_w = claim_flat_gradient(w)  # compute straight into a packed weight's gradient slot
+            if grad_w is None:
+                grad_w = matmul(rows.t(), x_rows)
+            else:
+                array_module(x._data).matmul(rows._data.T, x_rows._data, out=grad_w._data)
         if b_edge is not None:
-            grad_b = rows.sum(0)
+            bias = node.args
+            grad_b = claim_flat_gradient(bias) if bias is not None else None
+            if grad_b is None:
+                grad_b = rows.sum(0)
+            else:
+                rows._data.sum(axis=0, out=grad_b._data)
     return grad_x, grad_w, grad_b
