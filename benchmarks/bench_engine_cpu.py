@@ -22,7 +22,6 @@ The small net measures per-op engine overhead (Python, graph bookkeeping, alloca
 MLP measures whether that overhead stays negligible next to real arithmetic. How the
 harness alternates the contenders and sets threads: see benchmarks/harness.py.
 """
-import argparse
 import itertools
 import os
 import sys
@@ -213,16 +212,7 @@ def matmul_setup():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="threads for NumPy's BLAS and for torch (default: all cores, %(default)s)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="time budget per case (default %(default)s)")
-    parser.add_argument("--json", metavar="PATH", help="append one JSON line per case to PATH")
-    parser.add_argument("--record", action="store_true",
-                        help="append to benchmarks/results/<date>_<cpu>_<cores>c.jsonl")
-    args = parser.parse_args(argv)
-    harness.limit_threads_before_import(args.threads)  # before anything imports numpy
-
+    args = harness.command_line(__doc__, argv)  # sets the thread limit before anything imports numpy
     cases = [
         harness.Case("two_layer_net", two_layer_net_setup, target=0.75,
                      note="N=64 D_in=1000 H=100 D_out=10, fwd+bwd+SGD"),
@@ -231,8 +221,7 @@ def main(argv=None):
         harness.Case("matmul_f32_1024", matmul_setup, flops=2 * MATMUL_SIZE**3,
                      note="float32 1024x1024 @ 1024x1024, no autograd: the BLAS rate"),
     ]
-    json_path = args.json or (harness.default_results_path(RESULTS_DIR) if args.record else None)
-    harness.run_cases(cases, args.threads, args.seconds, json_path)
+    harness.run_selected(cases, args, RESULTS_DIR)
 
 
 if __name__ == "__main__":

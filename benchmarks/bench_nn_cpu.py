@@ -28,7 +28,6 @@ zero_grad, forward, loss, backward, optimizer.step):
 
 How the harness alternates contenders and sets threads: benchmarks/harness.py.
 """
-import argparse
 import itertools
 import os
 import sys
@@ -191,17 +190,7 @@ def _optimizer_step(optimizer):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="threads for NumPy's BLAS and for torch (default: all cores, %(default)s)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="time budget per case (default %(default)s)")
-    parser.add_argument("--only", help="run only the cases whose name contains this text")
-    parser.add_argument("--json", metavar="PATH", help="append one JSON line per case to PATH")
-    parser.add_argument("--record", action="store_true",
-                        help="append to benchmarks/results/<date>_<cpu>_<cores>c.jsonl")
-    args = parser.parse_args(argv)
-    harness.limit_threads_before_import(args.threads)  # before anything imports numpy
-
+    args = harness.command_line(__doc__, argv)  # sets the thread limit before anything imports numpy
     cases = [
         harness.Case("cnn_step", cnn_setup, target=1.5, flops=cnn_flops(),
                      note="conv3-32,pool,conv32-64,pool,linear; batch 64x3x32x32; CE; SGD momentum"),
@@ -220,10 +209,7 @@ def main(argv=None):
         harness.Case("adam_25M_10k_tensors_vs_torch", lambda: adam_step_setup(False, tensors=10_000),
                      note="Adam step, 25.2M params in 10,000 tensors; distrain packed vs torch.optim.Adam"),
     ]
-    if args.only:
-        cases = [case for case in cases if args.only in case.name]
-    json_path = args.json or (harness.default_results_path(RESULTS_DIR) if args.record else None)
-    harness.run_cases(cases, args.threads, args.seconds, json_path)
+    harness.run_selected(cases, args, RESULTS_DIR)
 
 
 if __name__ == "__main__":

@@ -217,6 +217,31 @@ def format_row(result: dict) -> str:
             + f"{result['ratio']:8.3f}{floor_ratio:>11}{target:>8}  {verdict}")
 
 
+def command_line(description: str, argv=None):
+    """The options every benchmark script takes; sets the thread limit before numpy loads."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads for NumPy's BLAS and for torch (default: all cores, %(default)s)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time budget per case (default %(default)s)")
+    parser.add_argument("--only", help="run only the cases whose name contains this text")
+    parser.add_argument("--json", metavar="PATH", help="append one JSON line per case to PATH")
+    parser.add_argument("--record", action="store_true",
+                        help="append to benchmarks/results/<date>_<cpu>_<cores>c.jsonl")
+    args = parser.parse_args(argv)
+    limit_threads_before_import(args.threads)
+    return args
+
+
+def run_selected(cases: list, args, results_dir: str) -> list:
+    """run_cases for the cases `args.only` selects, recording where --json/--record say."""
+    if args.only:
+        cases = [case for case in cases if args.only in case.name]
+    json_path = args.json or (default_results_path(results_dir) if args.record else None)
+    return run_cases(cases, args.threads, args.seconds, json_path)
+
+
 def run_cases(cases: list, threads: int, seconds: float, json_path: str | None = None) -> list:
     """Time every case, print the table and the JSON lines, append them to json_path."""
     machine = machine_info(threads, apply_thread_limits(threads))

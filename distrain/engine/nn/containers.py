@@ -6,30 +6,8 @@ from collections import OrderedDict
 from .module import Module
 
 
-class Sequential(Module):
-    """Run modules one after another: Sequential(Linear(4, 8), ReLU(), Linear(8, 2)).
-
-    Also built from an OrderedDict of names to modules, which names the children.
-    Supports len(), indexing (an int gives a module, a slice a new Sequential), iteration,
-    append/insert/extend.
-    """
-
-    def __init__(self, *modules):
-        super().__init__()
-        if len(modules) == 1 and isinstance(modules[0], (OrderedDict, dict)):
-            for name, module in modules[0].items():
-                self.add_module(name, module)
-        else:
-            for index, module in enumerate(modules):
-                if not isinstance(module, Module):
-                    raise TypeError(f"Sequential: argument {index} is a {type(module).__name__}, not a Module "
-                                    "(did you forget the parentheses, e.g. nn.ReLU() rather than nn.ReLU?)")
-                self.add_module(str(index), module)
-
-    def forward(self, input):
-        for module in self._modules.values():
-            input = module(input)
-        return input
+class _NumberedModules(Module):
+    """What Sequential and ModuleList share: children named "0", "1", ... kept in order."""
 
     def _index(self, index):
         count = len(self._modules)
@@ -39,12 +17,11 @@ class Sequential(Module):
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return type(self)(OrderedDict(list(self._modules.items())[index]))
+            return type(self)(list(self._modules.values())[index])
         return list(self._modules.values())[self._index(index)]
 
     def __setitem__(self, index, module):
-        key = list(self._modules)[self._index(index)]
-        self.add_module(key, module)
+        self.add_module(list(self._modules)[self._index(index)], module)
 
     def __delitem__(self, index):
         keys = list(self._modules)
@@ -72,12 +49,43 @@ class Sequential(Module):
         modules = list(self._modules.values())
         modules.insert(index if index >= 0 else len(modules) + index, module)
         self._modules = {}
-        for i, m in enumerate(modules):
-            self.add_module(str(i), m)
-        return self
+        return self.extend(modules)
 
 
-class ModuleList(Module):
+class Sequential(_NumberedModules):
+    """Run modules one after another: Sequential(Linear(4, 8), ReLU(), Linear(8, 2)).
+
+    Also built from an OrderedDict of names to modules, which names the children.
+    Supports len(), indexing (an int gives a module, a slice a new Sequential), iteration,
+    append/insert/extend.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (OrderedDict, dict)):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            if len(modules) == 1 and isinstance(modules[0], list):  # a slice of another Sequential
+                modules = modules[0]
+            for index, module in enumerate(modules):
+                if not isinstance(module, Module):
+                    raise TypeError(f"Sequential: argument {index} is a {type(module).__name__}, not a Module "
+                                    "(did you forget the parentheses, e.g. nn.ReLU() rather than nn.ReLU?)")
+                self.add_module(str(index), module)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):  # keeps the children's names, as PyTorch does
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return super().__getitem__(index)
+
+    def forward(self, input):
+        for module in self._modules.values():
+            input = module(input)
+        return input
+
+
+class ModuleList(_NumberedModules):
     """A list of modules whose parameters the parent sees (a plain list would hide them)."""
 
     def __init__(self, modules=None):
@@ -85,42 +93,7 @@ class ModuleList(Module):
         if modules is not None:
             self.extend(modules)
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return type(self)(list(self._modules.values())[index])
-        return list(self._modules.values())[Sequential._index(self, index)]
-
-    def __setitem__(self, index, module):
-        self.add_module(str(Sequential._index(self, index)), module)
-
-    def __delitem__(self, index):
-        modules = list(self._modules.values())
-        del modules[index]
-        self._modules = {}
-        self.extend(modules)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __iadd__(self, modules):
-        return self.extend(modules)
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
-
-    def insert(self, index, module):
-        modules = list(self._modules.values())
-        modules.insert(index, module)
-        self._modules = {}
         return self.extend(modules)
 
     def forward(self, *args, **kwargs):

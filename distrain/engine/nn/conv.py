@@ -5,7 +5,7 @@ import math
 
 from ..ops.conv import _resolve_padding, conv2d, pair
 from . import init
-from .linear import _empty_parameter
+from .linear import register_weight_and_bias
 from .module import Module
 
 
@@ -45,11 +45,7 @@ class Conv2d(Module):
             _resolve_padding(padding, self.stride, self.dilation, self.kernel_size)  # validate now, not at forward
         self.groups = groups
         self.padding_mode = padding_mode
-        self.weight = _empty_parameter((out_channels, in_channels // groups) + self.kernel_size, device, dtype)
-        if bias:
-            self.bias = _empty_parameter((out_channels,), device, dtype)
-        else:
-            self.register_parameter("bias", None)
+        register_weight_and_bias(self, (out_channels, in_channels // groups) + self.kernel_size, bias, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -14,6 +14,18 @@ def _empty_parameter(shape, device, dtype):
     return Parameter(factories.empty(*shape, device=device, dtype=dtype))
 
 
+def register_weight_and_bias(module, weight_shape, bias, device, dtype):
+    """Give a layer `weight` of weight_shape and, if `bias`, a bias of weight_shape[0] (else bias=None).
+
+    Both are left uninitialised: the layer's reset_parameters fills them.
+    """
+    module.weight = _empty_parameter(weight_shape, device, dtype)
+    if bias:
+        module.bias = _empty_parameter(weight_shape[:1], device, dtype)
+    else:
+        module.register_parameter("bias", None)
+
+
 class Linear(Module):
     """y = x W^T + b, with W of shape (out_features, in_features).
 
@@ -33,11 +45,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = _empty_parameter((out_features, in_features), device, dtype)
-        if bias:
-            self.bias = _empty_parameter((out_features,), device, dtype)
-        else:
-            self.register_parameter("bias", None)
+        register_weight_and_bias(self, (out_features, in_features), bias, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -13,6 +13,16 @@ from .conv import _geometry, pair, sliding_windows
 from .core import grad_state, record, reference_grads, wrap
 
 
+def _pool_arguments(op_name, kernel_size, stride, padding):
+    """(kernel, stride, padding) pairs; stride defaults to the kernel, padding at most half of it."""
+    kernel = pair(kernel_size, "kernel_size", op_name)
+    stride = pair(kernel if stride is None or stride == [] else stride, "stride", op_name)
+    padding = pair(padding, "padding", op_name)
+    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        raise ValueError(f"{op_name}: padding {padding} must be at most half the kernel size {kernel}")
+    return kernel, stride, padding
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max over each window; the gradient goes to the window's first maximum, as in PyTorch.
 
@@ -21,12 +31,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     won; the backward adds the gradient to the winning tap's pixels, one strided add per
     tap. `_max_pool2d_reference` (windows + gather) is what create_graph differentiates.
     """
-    kernel = pair(kernel_size, "kernel_size", "max_pool2d")
-    stride = pair(kernel if stride is None or stride == [] else stride, "stride", "max_pool2d")
-    padding = pair(padding, "padding", "max_pool2d")
+    kernel, stride, padding = _pool_arguments("max_pool2d", kernel_size, stride, padding)
     dilation = pair(dilation, "dilation", "max_pool2d")
-    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
-        raise ValueError(f"max_pool2d: padding {padding} must be at most half the kernel size {kernel}")
     unbatched = input.ndim == 3
     if unbatched:
         input = input.unsqueeze(0)
@@ -136,11 +142,7 @@ def _flat_input_indices(window_arg, shape, kernel, stride, padding, dilation, un
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
-    kernel = pair(kernel_size, "kernel_size", "avg_pool2d")
-    stride = pair(kernel if stride is None or stride == [] else stride, "stride", "avg_pool2d")
-    padding = pair(padding, "padding", "avg_pool2d")
-    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
-        raise ValueError(f"avg_pool2d: padding {padding} must be at most half the kernel size {kernel}")
+    kernel, stride, padding = _pool_arguments("avg_pool2d", kernel_size, stride, padding)
     unbatched = input.ndim == 3
     if unbatched:
         input = input.unsqueeze(0)
