@@ -17,6 +17,10 @@ stale values: read a slice only for parameters whose `.grad` is their flat view
 (`FlatParameters.grad_is_flat`). Optimizers (engine/optim/) and the data-parallel
 reducer use `segment(param)` -> (offset, numel) to address slices.
 
+The price of fixed gradient memory (PyTorch's DDP pays it too with gradient_as_bucket_view):
+a `.grad` tensor kept across `zero_grad()` is the same slice the next backward writes,
+so it shows the new gradient. `.grad.clone()` what you want to keep.
+
 The ops that make the big gradients (linear, conv2d) go one step further: for the first
 contribution to a packed parameter's gradient they compute it straight into the flat
 slice (`claim_flat_gradient`), so no gradient is copied at all.
@@ -151,13 +155,18 @@ def claim_flat_gradient(tensor):
     `.grad` (not autograd.grad, not create_graph), only while its `.grad` is None (the
     slot holds nothing that must be kept), without hooks (which must see the gradient
     before it lands), and only once per backward: a second use of the same parameter
-    gets an ordinary array, and the engine adds the two (finish_leaf releases the claim).
+    gets an ordinary array, and the engine adds the two. The claim belongs to the running
+    backward (a finished one's claim is void, so an exception cannot leave it stuck), and
+    a nested backward finishing first keeps its gradient out of the claimed slot.
     """
     flat_grad = tensor._flat_grad
-    if flat_grad is None or tensor._grad is not None or tensor._hooks or not accumulation.into_grad \
-            or tensor.__dict__.get("_flat_grad_claimed"):
+    run = accumulation.run
+    if flat_grad is None or tensor._grad is not None or tensor._hooks or run is None:
         return None
-    tensor._flat_grad_claimed = True
+    claim = tensor.__dict__.get("_flat_grad_claim")
+    if claim is not None and not claim.finished:  # taken in this backward already, or by one still running
+        return None
+    tensor._flat_grad_claim = run
     return flat_grad
 
 

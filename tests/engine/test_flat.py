@@ -139,3 +139,42 @@ def test_packed_cnn_training_matches_torch():
             opt.step()
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+class RecomputeInBackward(distrain.autograd.Function):
+    """Reentrant checkpointing: forward without a graph, backward recomputes and runs a nested backward."""
+
+    @staticmethod
+    def forward(ctx, fn, x):
+        ctx.fn = fn
+        ctx.save_for_backward(x)
+        with distrain.no_grad():
+            return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        x = x.detach().requires_grad_()
+        with distrain.enable_grad():
+            out = ctx.fn(x)
+        distrain.autograd.backward(out, grad)
+        return None, x.grad
+
+
+def test_a_nested_backward_through_a_packed_parameter_keeps_both_contributions():
+    rng = np.random.default_rng(0)
+    weight, x = rng.standard_normal((4, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    grads = []
+    for packed in (True, False):
+        w = nn.Parameter(distrain.tensor(weight))
+        if packed:
+            pack_parameters([w])
+        h = nn.functional.linear(distrain.tensor(x), w)
+        h = RecomputeInBackward.apply(lambda t: nn.functional.linear(t, w).tanh(), h)
+        nn.functional.linear(h, w).square().sum().backward()
+        grads.append(w.grad.numpy().copy())
+    tw = torch.tensor(weight, requires_grad=True)
+    th = torch.nn.functional.linear(torch.tensor(x), tw)
+    torch.nn.functional.linear(torch.nn.functional.linear(th, tw).tanh(), tw).square().sum().backward()
+    np.testing.assert_allclose(grads[0], tw.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[1], tw.grad.numpy(), rtol=1e-5, atol=1e-5)

@@ -429,3 +429,27 @@ def test_function_returning_its_input(rng):
     (y * y).sum().backward()
     (yt * yt).sum().backward()
     close(x.grad, xt.grad)
+
+
+def test_a_function_returning_none_for_a_used_input_does_not_drop_its_other_gradients():
+    """The None edge is done with nothing on it; the linear path's gradient still arrives (torch's rule)."""
+
+    def run(lib):
+        class NoGradient(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * 2
+
+            @staticmethod
+            def backward(ctx, grad):
+                return None
+
+        weight = lib.tensor([[1.0, -2.0], [0.5, 3.0]], requires_grad=True)
+        x = lib.tensor([[1.0, 2.0], [3.0, -1.0]])
+        hidden = x.mm(weight)
+        (hidden.sum() + NoGradient.apply(hidden).sum() + NoGradient.apply(weight).sum()).backward()
+        return weight.grad.numpy()
+
+    import torch
+
+    np.testing.assert_array_equal(run(distrain), run(torch))

@@ -98,10 +98,32 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
             else:
                 finish_leaf(target, buffers.pop(key), create_graph, capture_keys, captured)
 
+    def deliver_nothing(target):
+        """A formula returned None for an input that needs a gradient: that edge is done,
+        with nothing on it. A target whose every edge delivered nothing has no gradient
+        and passes the nothing on, so targets below it still complete."""
+        pending = [target]
+        while pending:
+            target = pending.pop()
+            key = id(target)
+            remaining = dependencies[key] - 1
+            dependencies[key] = remaining
+            if remaining:
+                continue
+            if key in buffers:
+                if type(target) is Node:
+                    push(ready, (-target.seq, key, target))
+                else:
+                    finish_leaf(target, buffers.pop(key), create_graph, capture_keys, captured)
+            elif type(target) is Node:
+                if not retain_graph:
+                    target.release()
+                pending.extend(edge[0] for edge in target.next_edges if edge is not None)
+
     previous_mode = grad_mode.state.enabled
-    previous_accumulating = accumulation.into_grad
+    previous_run = accumulation.run
     grad_mode.state.enabled = create_graph
-    accumulation.into_grad = capture is None and not create_graph
+    accumulation.run = _BackwardRun() if capture is None and not create_graph else None
     try:
         for edge, grad in zip(root_edges, root_grads):
             deliver(edge[0], edge[1], grad, False)
@@ -124,22 +146,37 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
             if not retain_graph:
                 node.release()
             for edge, grad in zip(node.next_edges, input_grads):
-                if edge is None or grad is None:
+                if edge is None:
+                    continue
+                if grad is None:
+                    deliver_nothing(edge[0])
                     continue
                 # NOTE [ Gradient ownership ]: fresh arrays only, never a formula's own input
                 owned = grad._data.base is None and not _is_one_of(grad, grads_in)
                 deliver(edge[0], edge[1], grad, owned)
     finally:
         grad_mode.state.enabled = previous_mode
-        accumulation.into_grad = previous_accumulating
+        if accumulation.run is not None:
+            accumulation.run.finished = True
+        accumulation.run = previous_run
     return captured
 
 
-class _Accumulation(threading.local):
-    """Whether the backward running on this thread accumulates into `.grad` (not autograd.grad,
-    not create_graph): only then may an op write a leaf's gradient into its flat slot."""
+class _BackwardRun:
+    """One backward that accumulates into `.grad`: what a flat-gradient claim belongs to."""
 
-    into_grad = False
+    __slots__ = ("finished",)
+
+    def __init__(self):
+        self.finished = False
+
+
+class _Accumulation(threading.local):
+    """The backward running on this thread, when it accumulates into `.grad` (not autograd.grad,
+    not create_graph): only then may an op write a leaf's gradient into its flat slot
+    (flat.claim_flat_gradient). Nested backwards (a checkpointing Function's) get their own."""
+
+    run = None
 
 
 accumulation = _Accumulation()
@@ -192,12 +229,19 @@ def finish_leaf(leaf, slot, create_graph, capture_keys, captured):
         leaf._grad = grad if existing is None else existing + grad
     elif existing is None:
         flat_grad = leaf._flat_grad
-        if flat_grad is not None:  # NOTE [ Flat gradients ] in engine/flat.py
+        claim = leaf.__dict__.get("_flat_grad_claim") if flat_grad is not None else None
+        if flat_grad is not None and (claim is None or claim.finished or claim is accumulation.run):
+            # NOTE [ Flat gradients ] in engine/flat.py
             if grad is not flat_grad:  # unless the op already wrote it there (claim_flat_gradient)
                 flat_grad._data[...] = grad._data
             flat_grad._version_counter[0] += 1
             leaf._grad = flat_grad
-            leaf._flat_grad_claimed = False
+            leaf._flat_grad_claim = None
+        elif flat_grad is not None:
+            # Another backward still running (this one is nested in it, or on another thread)
+            # holds its pending gradient in the slot: keep ours elsewhere; that backward adds
+            # its part into this .grad when it finishes.
+            leaf._grad = grad._detached_copy()
         else:
             leaf._grad = grad._detached_alias() if owned else grad._detached_copy()
     else:

@@ -22,12 +22,11 @@ from .core import Tensor, grad_state, record, reference_grads, wrap
 
 def pair(value, name, op_name):
     """An int or a pair of ints as a pair (kernel_size=3 means (3, 3))."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(isinstance(v, int) for v in value):
         raise ValueError(f"{op_name}: {name} must be an int or a pair of ints, got {value!r}")
-    return value
+    return tuple(value)
 
 
 def output_size(size, kernel, stride, padding, dilation, ceil_mode=False):
@@ -44,6 +43,10 @@ def _geometry(shape, kernel, stride, padding, dilation, ceil_mode, op_name):
     if len(shape) != 4:
         raise ShapeError(f"{op_name}: expected a 4-D input (N, C, H, W), got shape {tuple(shape)}")
     _, _, height, width = shape
+    if min(stride) <= 0 or min(dilation) <= 0 or min(kernel) <= 0:
+        raise ValueError(f"{op_name}: kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
+    if min(padding) < 0:
+        raise ValueError(f"{op_name}: padding must be non-negative, got {padding}")
     out = tuple(output_size(n, k, s, p, d, ceil_mode)
                 for n, k, s, p, d in zip((height, width), kernel, stride, padding, dilation))
     if out[0] <= 0 or out[1] <= 0:
@@ -51,11 +54,6 @@ def _geometry(shape, kernel, stride, padding, dilation, ceil_mode, op_name):
             f"{op_name}: input of spatial size {height}x{width} (padding {padding}) is smaller than the "
             f"kernel {kernel} with dilation {dilation}: the output would be {out[0]}x{out[1]}"
         )
-    for k, p, name in zip(kernel, padding, ("height", "width")):
-        if p < 0:
-            raise ValueError(f"{op_name}: padding must be non-negative, got {padding}")
-    if min(stride) <= 0 or min(dilation) <= 0 or min(kernel) <= 0:
-        raise ValueError(f"{op_name}: kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
     # bottom/right padding that ceil_mode needs beyond the symmetric padding
     extra = tuple(max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p))
                   for o, s, d, k, n, p in zip(out, stride, dilation, kernel, (height, width), padding))

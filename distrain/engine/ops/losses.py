@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ...errors import ShapeError
 from ..backend import array_module
-from .core import Tensor, as_tensor_like, wrap
+from .core import Tensor, as_tensor_like, grad_state, record, reference_grads, wrap
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -78,6 +78,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     if safe_target.size and (int(safe_target.min()) < 0 or int(safe_target.max()) >= n_classes):
         raise ShapeError(f"nll_loss: target class values must be in [0, {n_classes}) (or ignore_index "
                          f"{ignore_index}), got range [{int(target_data.min())}, {int(target_data.max())}]")
+    check_class_weight(weight, n_classes, "nll_loss")
     picked = input.gather(class_axis, wrap(xp.expand_dims(safe_target, class_axis))).squeeze(class_axis)
     sample_weight = valid.astype(input._data.dtype)
     if weight is not None:
@@ -88,7 +89,17 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
         return loss
     if reduction == "sum":
         return loss.sum()
-    return loss.sum() / sample_weight.sum()  # PyTorch divides by the total weight of counted samples
+    total_weight = float(sample_weight._data.sum())
+    if total_weight == 0:  # every target ignored: the loss is nan, its gradient zero (as in PyTorch)
+        return loss.sum() * 0.0 + float("nan")
+    return loss.sum() / total_weight  # PyTorch divides by the total weight of counted samples
+
+
+def check_class_weight(weight, n_classes, op_name):
+    """A class-weight vector must have one entry per class."""
+    if weight is not None and tuple(weight.shape) != (n_classes,):
+        raise ShapeError(f"{op_name}: weight must have one entry per class, shape ({n_classes},), "
+                         f"got {tuple(weight.shape)}")
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
@@ -107,13 +118,43 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
-    """BCE on probabilities in [0, 1]; each log is clamped at -100 like PyTorch's."""
+    """BCE on probabilities in [0, 1]; each log is clamped at -100 like PyTorch's.
+
+    One op, with PyTorch's backward (x - y) / max(x (1 - x), 1e-12): differentiating the
+    clamped logs instead gives 0 * inf = nan for a confident, correct prediction (x = 1).
+    Under create_graph the clamped-log definition is differentiated.
+    """
     target = _same_shape(input, target, "binary_cross_entropy")
     data = input._data
     if data.size and (float(data.min()) < 0 or float(data.max()) > 1):
         raise ValueError("binary_cross_entropy: input must hold probabilities in [0, 1]; for logits use "
                          "binary_cross_entropy_with_logits (numerically stable)")
-    loss = -(target * input.log().clamp(min=-100) + (1.0 - target) * (1.0 - input).log().clamp(min=-100))
+    xp = array_module(data)
+    with xp.errstate(divide="ignore"):
+        log_x = xp.maximum(xp.log(data), -100.0)
+        log_one_minus_x = xp.maximum(xp.log1p(-data), -100.0)
+    y = target._data
+    loss = wrap(-(y * log_x + (1.0 - y) * log_one_minus_x).astype(data.dtype, copy=False))
+    if grad_state.enabled and (input._requires_grad or target._requires_grad):
+        record("BinaryCrossEntropy", _binary_cross_entropy_backward, (input, target), (loss,),
+               saved=(input, target), args=(log_x, log_one_minus_x))
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, _legacy_reduction(size_average, reduce, reduction), "binary_cross_entropy")
+
+
+def _binary_cross_entropy_backward(node, grad):
+    x, y = node.saved_tensors
+    if grad_state.enabled:  # create_graph: the clamped-log definition, differentiated
+        return reference_grads(
+            lambda x, y: -(y * x.log().clamp(min=-100) + (1.0 - y) * (1.0 - x).log().clamp(min=-100)), (x, y), grad)
+    x_edge, y_edge = node.next_edges
+    xp = array_module(x._data)
+    grad_x = grad_y = None
+    if x_edge is not None:
+        denominator = xp.maximum((1.0 - x._data) * x._data, 1e-12)
+        grad_x = wrap(((x._data - y._data) / denominator * grad._data).astype(x._data.dtype, copy=False))
+    if y_edge is not None:
+        log_x, log_one_minus_x = node.args
+        grad_y = wrap(((log_one_minus_x - log_x) * grad._data).astype(x._data.dtype, copy=False))
+    return grad_x, grad_y

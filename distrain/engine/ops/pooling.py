@@ -188,6 +188,8 @@ def adaptive_avg_pool2d(input, output_size):
     if isinstance(output_size, (tuple, list)):  # None keeps that dimension's input size
         output_size = tuple(size if o is None else o for o, size in zip(output_size, (height, width)))
     out_h, out_w = pair(output_size, "output_size", "adaptive_avg_pool2d")
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {(out_h, out_w)}")
     if (out_h, out_w) == (1, 1):
         out = input.mean(dim=(-2, -1), keepdim=True)
     elif height % out_h == 0 and width % out_w == 0:

@@ -60,13 +60,23 @@ def _reshape_backward(node, grad):
 
 
 def view(input, *shape):
-    """Like reshape, but never copies: fails when the strides cannot describe the new shape."""
+    """Like reshape, but never copies: fails when the strides cannot describe the new shape.
+
+    One exception: distrain's channel-major conv activations (see the comment below) are
+    copied, so that PyTorch's `x.view(x.size(0), -1)` after a convolution works.
+    """
     data = input._data
     shape = _resolve_shape("view", _sizes(shape), data.shape, data.size)
     xp = array_module(data)
     try:
         out = xp.reshape(data, shape, copy=False) if xp.__name__ == "numpy" else _view_or_fail(data, shape)
     except ValueError:
+        if _channel_major(data):
+            # NOTE [ Convolution layout ] (ops/conv.py): conv, and the ops after it, keep
+            # activations channel-major in memory, where PyTorch's would be contiguous and
+            # `x.view(N, -1)` (every CNN tutorial's flatten) works. So view copies here,
+            # like reshape, rather than fail on a layout the user never chose.
+            return reshape(input, shape)
         raise ShapeError(
             f"view: a tensor of shape {tuple(data.shape)} with strides {data.strides} cannot be viewed as {shape} "
             "without copying; use .reshape() (or .contiguous().view())"
@@ -75,6 +85,13 @@ def view(input, *shape):
     if grad_state.enabled and input._requires_grad:
         record("View", _reshape_backward, (input,), (result,), args=data.shape)
     return result
+
+
+def _channel_major(data):
+    """True for an (N, C, H, W) array laid out as contiguous (C, N, H, W) memory: distrain's conv layout."""
+    if data.ndim != 4 or data.strides[1] <= data.strides[0]:
+        return False
+    return data.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
 def _view_or_fail(data, shape):

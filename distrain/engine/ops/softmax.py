@@ -69,6 +69,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     class_axis = 0 if logits.ndim == 1 else 1
     n_classes = logits.shape[class_axis]
     target_data = target._data if isinstance(target, Tensor) else xp.asarray(target)
+    from .losses import check_class_weight
+
+    check_class_weight(weight, n_classes, "cross_entropy")
     weight_data = None if weight is None else weight._data
     log_probs = _log_softmax_array(logits, class_axis)
 
