@@ -115,7 +115,7 @@ def load(f, map_location=None, weights_only=True):
     """Read a checkpoint written by `save` from `f`, a path or a binary file object.
 
     Args:
-        f: a path, or a file object with `readinto` (e.g. `open(path, "rb")`, `io.BytesIO`),
+        f: a path, or a binary file object (e.g. `open(path, "rb")`, `io.BytesIO`),
             read from its current position and left just past the checkpoint.
         map_location: where tensors and arrays go. None puts each back on the device it was
             saved from; "cpu" or a `distrain.device` puts all of them there; a dict such as
@@ -236,6 +236,8 @@ class _Encoder:
 
 def _write_atomically(path, chunks):
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot save checkpoint {path}: directory {directory} does not exist; create it first")
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "xb") as file:
@@ -286,7 +288,15 @@ def _read_verified(file, name):
                            f"{FORMAT_VERSION}; upgrade distrain to load it")
     if file_length < _align(_FRAME_SIZE + header_length) + _FRAME_SIZE:
         raise _error(name, f"has an impossible preamble: header of {header_length} bytes in a {file_length}-byte file")
-    raw = numpy.empty(file_length + ALIGNMENT, numpy.uint8)
+    size_on_disk = _size_of(file)
+    if size_on_disk is not None and size_on_disk < file_length:
+        raise _error(name, f"is truncated: expected {file_length} bytes, found {size_on_disk}; "
+                           "the save that wrote it was interrupted — use the previous checkpoint")
+    try:
+        raw = numpy.empty(file_length + ALIGNMENT, numpy.uint8)
+    except MemoryError:
+        raise _error(name, f"claims to be {file_length} bytes long, more than this machine can allocate; "
+                           "the file is damaged or not a distrain checkpoint") from None
     start = -raw.ctypes.data % ALIGNMENT  # so every array, at a multiple of 64 in the file, is 64-byte aligned
     buffer = raw[start:start + file_length]
     buffer[:_FRAME_SIZE] = numpy.frombuffer(preamble, numpy.uint8)
@@ -306,11 +316,27 @@ def _read_verified(file, name):
     return buffer, header_length
 
 
+def _size_of(file):
+    """Bytes from the current position to the end, for a real file; None when it cannot tell."""
+    try:
+        return os.fstat(file.fileno()).st_size - file.tell() + _FRAME_SIZE
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def _read_into(file, view):
-    """Fill `view` from `file` until it is full or the file ends; the number of bytes read."""
+    """Fill `view` from `file` until it is full or the file ends; the number of bytes read.
+
+    Uses `readinto` when the file has it (no copy), else `read` (any file-like object)."""
     filled = 0
+    readinto = getattr(file, "readinto", None)
     while filled < len(view):
-        count = file.readinto(view[filled:])
+        if readinto is not None:
+            count = readinto(view[filled:])
+        else:
+            chunk = file.read(len(view) - filled)
+            count = len(chunk) if chunk else 0
+            view[filled:filled + count] = chunk
         if not count:
             break
         filled += count

@@ -584,3 +584,34 @@ def test_a_saver_killed_at_random_moments_always_leaves_a_loadable_checkpoint(tm
     assert all(re.fullmatch(r"\.ckpt\.dt\.\d+\.[0-9a-f]{8}\.tmp", name) for name in leftovers), leftovers
     assert leftovers, "no kill landed during a save, so the test proved nothing"
     assert last_counter > 0, "no save ever completed between kills"
+
+
+def test_saving_into_a_missing_directory_names_the_directory(tmp_path):
+    target = tmp_path / "missing" / "ckpt.dt"
+    with pytest.raises(FileNotFoundError, match="directory .*missing does not exist"):
+        distrain.save({"a": 1}, target)
+
+
+def test_a_file_object_with_only_read_loads():
+    buffer = io.BytesIO()
+    distrain.save({"w": np.arange(5.0)}, buffer)
+
+    class ReadOnly:
+        def __init__(self, data):
+            self._inner = io.BytesIO(data)
+
+        def read(self, size=-1):
+            return self._inner.read(size)
+
+    np.testing.assert_array_equal(distrain.load(ReadOnly(buffer.getvalue()))["w"], np.arange(5.0))
+
+
+def test_a_preamble_claiming_a_huge_file_is_a_checkpoint_error_not_an_allocation(tmp_path):
+    path = tmp_path / "ckpt.dt"
+    distrain.save({"w": np.arange(5.0)}, path)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<Q", data, 20, 1 << 60)  # file length field
+    struct.pack_into("<I", data, 28, zlib.crc32(bytes(data[:28])))  # keep the preamble's own checksum valid
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="truncated"):
+        distrain.load(path)
