@@ -11,6 +11,7 @@ from .engine import Size, Tensor
 from .engine import autograd
 from .engine import nn
 from .engine import optim
+from . import data
 from .engine.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .engine.backend import Device as device
 from .engine.legacy_types import legacy_types as _legacy_types
@@ -28,7 +29,7 @@ from .engine.threads import get_num_threads, set_num_threads
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .checkpoint import load, save
 from .errors import (AutogradError, CheckpointError, DeviceError, DistrainError, DTypeError, OptimizerError, ShapeError,
-                     StateDictError)
+                     ShardError, StateDictError)
 
 globals().update(_legacy_types("cpu"))  # distrain.FloatTensor, LongTensor, ... (old PyTorch spellings)
 bool = bool_  # distrain.bool, like torch.bool (shadows the builtin only inside this module's namespace)

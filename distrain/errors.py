@@ -44,3 +44,8 @@ class OptimizerError(DistrainError, ValueError):
 
 class OptimizerTypeError(DistrainError, TypeError):
     """Something that is not a floating-point leaf Tensor was given to an optimizer as a parameter."""
+
+
+class ShardError(DistrainError, RuntimeError):
+    """A shard dataset that cannot be written or read: no samples, an existing dataset in the way,
+    a missing, truncated or damaged shard file, or an index.json that disagrees with its files."""

@@ -11,12 +11,9 @@ from .loader import DataLoader, WorkerError
 from .sampler import BatchSampler, DistributedSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler
 from .worker import WorkerInfo, get_worker_info
 
-__all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "DistributedSampler", "IterableDataset",
-           "RandomSampler", "Sampler", "SequentialSampler", "Subset", "SubsetRandomSampler", "TensorDataset",
-           "WorkerError", "WorkerInfo", "default_collate", "get_worker_info", "random_split"]
+from .shards import ShardDataset, write_shards
 
-try:  # the shard format (shards.py) is optional while it is being written
-    from .shards import ShardDataset, write_shards  # noqa: F401
-    __all__ += ["ShardDataset", "write_shards"]
-except ImportError:
-    pass
+__all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "DistributedSampler", "IterableDataset",
+           "RandomSampler", "Sampler", "SequentialSampler", "ShardDataset", "Subset", "SubsetRandomSampler",
+           "TensorDataset", "WorkerError", "WorkerInfo", "default_collate", "get_worker_info", "random_split",
+           "write_shards"]
