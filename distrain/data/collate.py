@@ -73,6 +73,22 @@ def arrays_to_tensors(tree):
     return tree
 
 
+def convert_sample(sample):
+    """No batching (batch_size=None): one sample with its arrays and NumPy scalars as Tensors
+    (Python numbers and strings stay as they are), like torch's default_convert."""
+    if isinstance(sample, numpy.generic):
+        return _make(numpy.asarray(sample))
+    if isinstance(sample, numpy.ndarray):
+        return _make(sample)
+    if isinstance(sample, dict):
+        return {key: convert_sample(value) for key, value in sample.items()}
+    if isinstance(sample, tuple) and hasattr(sample, "_fields"):
+        return type(sample)(*(convert_sample(value) for value in sample))
+    if isinstance(sample, (tuple, list)):
+        return type(sample)(convert_sample(value) for value in sample)
+    return sample
+
+
 def default_collate(batch):
     """Stack a list of samples into a batch of distrain Tensors (see the module docstring)."""
     return arrays_to_tensors(collate_arrays(batch))

@@ -14,7 +14,7 @@ import math
 
 import numpy
 
-from ..engine.tensor import Tensor
+from ..engine.tensor import Tensor, _make
 
 
 class Dataset:
@@ -57,12 +57,14 @@ class TensorDataset(Dataset):
         if not tensors:
             raise ValueError("TensorDataset needs at least one tensor")
         self.tensors = tuple(_as_array(t) for t in tensors)
+        self._gives_tensors = tuple(isinstance(t, Tensor) for t in tensors)  # rows come back as they went in
         lengths = [len(t) for t in self.tensors]
         if len(set(lengths)) != 1:
             raise ValueError(f"TensorDataset: all tensors must have the same first dimension, got sizes {lengths}")
 
     def __getitem__(self, index):
-        return tuple(t[index] for t in self.tensors)
+        return tuple(_make(numpy.asarray(t[index])) if as_tensor else t[index]
+                     for t, as_tensor in zip(self.tensors, self._gives_tensors))
 
     def __len__(self):
         return len(self.tensors[0])
@@ -134,7 +136,7 @@ def random_split(dataset, lengths, generator=None):
 
     total = len(dataset)
     lengths = list(lengths)
-    if all(0 <= length <= 1 for length in lengths) and math.isclose(sum(lengths), 1) and sum(lengths) != total:
+    if math.isclose(sum(lengths), 1) and sum(lengths) <= 1:  # fractions (PyTorch's rule)
         counts = [int(math.floor(total * fraction)) for fraction in lengths]
         for i in range(total - sum(counts)):  # spread the remainder round-robin, as PyTorch does
             counts[i % len(counts)] += 1

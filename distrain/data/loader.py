@@ -16,7 +16,8 @@ them in batch order (a reorder buffer), so the sequence never depends on num_wor
 slot is lent to the user with the batch it holds and returns to the ring when the next
 batch is requested: CPU batches are views of shared memory, valid until then (copy a
 batch, e.g. `x.clone()`, to keep it longer). "too_small" makes the main process replace
-that slot by a bigger segment and resend the task (same seed, same batch). A new epoch of
+that slot by a bigger segment and resend the task to the same worker, which has kept the
+batch (a stream could not produce it twice) and now writes it. A new epoch of
 persistent workers first drains the batches still in flight from an abandoned one.
 
 Nothing waits forever: the main process polls the result queue every POLL_SECONDS and
@@ -41,11 +42,11 @@ import numpy
 from ..engine import backend
 from ..engine.random import Generator, default_generator
 from ..errors import DistrainError
-from .collate import default_collate, join_arrays, split_arrays
+from .collate import convert_sample, default_collate, join_arrays
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
 from .shared_slots import SlotRing, read_arrays
-from .worker import SampleError, batch_randomness, batch_seed, fetch_batch, fetch_stream_batch, worker_loop, _END
+from .worker import END, Fetcher, SampleError, batch_randomness, batch_seed, worker_loop
 
 POLL_SECONDS = 0.2
 JOIN_SECONDS = 5.0
@@ -105,6 +106,8 @@ class DataLoader:
             raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and drop_last")
         if sampler is not None and shuffle:
             raise ValueError("sampler option is mutually exclusive with shuffle")
+        if batch_size is None and drop_last:
+            raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with drop_last")
         self.generator = Generator(seed=seed) if seed is not None else generator
         if batch_sampler is not None:
             batch_size, drop_last = None, False
@@ -124,8 +127,10 @@ class DataLoader:
         self.worker_init_fn = worker_init_fn
         self.multiprocessing_context = multiprocessing_context
         self.auto_collation = batch_sampler is not None or (self.is_stream and batch_size is not None)
-        self.collate_fn = collate_fn or (default_collate if self.auto_collation else _convert_sample)
-        self.use_get_batch = collate_fn is None and self.auto_collation and hasattr(dataset, "get_batch")
+        self.collate_fn = collate_fn or (default_collate if self.auto_collation else convert_sample)
+        self.fetcher = Fetcher(dataset, self.is_stream, self.auto_collation, self.collate_fn,
+                               collate_fn is None and self.auto_collation and hasattr(dataset, "get_batch"),
+                               batch_size, drop_last)
         self.device = backend.Device(device) if device is not None else None
         self.pin_memory = pin_memory
         self._workers_iterator = None
@@ -139,7 +144,7 @@ class DataLoader:
         """The epoch's batches of indices (a single index when not batching)."""
         if self.is_stream:
             return itertools.repeat(None)
-        return iter(self.batch_sampler) if self.batch_sampler is not None else ([i] for i in self.sampler)
+        return iter(self.batch_sampler) if self.batch_sampler is not None else iter(self.sampler)
 
     def _new_base_seed(self):
         return int((self.generator or default_generator()).integers(0, 2 ** 62, (), numpy.int64))
@@ -163,13 +168,6 @@ class DataLoader:
         return to_device(batch, self.device)
 
 
-def _convert_sample(sample):
-    """No batching (batch_size=None): one sample, arrays as Tensors (torch's default_convert)."""
-    from .collate import arrays_to_tensors
-
-    return arrays_to_tensors(sample if not isinstance(sample, numpy.generic) else numpy.asarray(sample))
-
-
 class _SingleProcessIterator:
     """num_workers=0: fetch each batch in this process when asked for it."""
 
@@ -191,12 +189,12 @@ class _SingleProcessIterator:
         indices = next(self.batches)
         with batch_randomness(batch_seed(self.base_seed, self.batch_index)):
             if self.stream is not None:
-                batch = fetch_stream_batch(self.stream, loader.batch_size, loader.collate_fn)
-                if batch is _END:
+                batch = loader.fetcher.next_from(self.stream)
+                if batch is END:
                     raise StopIteration
             else:
                 try:
-                    batch = fetch_batch(loader.dataset, indices, loader.collate_fn, loader.use_get_batch)
+                    batch = loader.fetcher.fetch(indices)
                 except SampleError as error:
                     raise error.__cause__.with_traceback(error.__cause__.__traceback__) from None
         self.batch_index += 1
@@ -222,9 +220,8 @@ class _WorkerPoolIterator:
         for worker_id in range(loader.num_workers):
             process = context.Process(
                 target=worker_loop, daemon=True, name=f"distrain-loader-worker-{worker_id}",
-                args=(worker_id, loader.num_workers, loader.dataset, loader.is_stream, self.task_queues[worker_id],
-                      self.result_queue, loader.collate_fn, loader.use_get_batch, loader.batch_size, self.base_seed,
-                      loader.worker_init_fn, os.getpid()))
+                args=(worker_id, loader.num_workers, loader.fetcher, self.task_queues[worker_id], self.result_queue,
+                      loader.worker_init_fn, os.getpid(), self.base_seed))
             process.start()
             self.workers.append(process)
         self._finalizer = weakref.finalize(self, _shut_down, self.workers, self.task_queues, self.result_queue,
@@ -257,8 +254,8 @@ class _WorkerPoolIterator:
             if self.loader.is_stream and len(self.ended_workers) == self.loader.num_workers:
                 self.exhausted = True
                 return
-            indices = next(self.batches, _END)
-            if indices is _END:
+            indices = next(self.batches, END)
+            if indices is END:
                 self.exhausted = True
                 return
             worker_id = next(self.worker_cycle)
@@ -269,7 +266,7 @@ class _WorkerPoolIterator:
 
     def _send(self, batch_index, indices, worker_id, slot):
         self.pending[batch_index] = (indices, worker_id, slot)
-        self.task_queues[worker_id].put((self.epoch, batch_index, indices, slot, self.ring.name(slot)))
+        self.task_queues[worker_id].put((self.epoch, self.base_seed, batch_index, indices, slot, self.ring.name(slot)))
 
     # -- iteration --------------------------------------------------------------------------
     def __iter__(self):
@@ -285,8 +282,8 @@ class _WorkerPoolIterator:
             if not self.loader.persistent_workers:
                 self.close()
             raise
-        except BaseException:  # an error, Ctrl-C: stop the workers, free the shared memory
-            self.close()
+        except BaseException:  # an error, Ctrl-C: stop the workers at once, free the shared memory
+            self.close(graceful=False)
             raise
 
     def _next_batch(self):
@@ -303,8 +300,11 @@ class _WorkerPoolIterator:
                 self.next_yield += 1
                 continue
             self._receive()
-        slot, (skeleton, layout) = self.ready.pop(self.next_yield)
+        slot, payload = self.ready.pop(self.next_yield)
         self.next_yield += 1
+        if slot is None:
+            raise payload
+        skeleton, layout = payload
         self.lent_slot = slot
         batch = join_arrays(skeleton, read_arrays(self.ring.buffer(slot), layout))
         return self.loader._to_device(batch)
@@ -324,11 +324,18 @@ class _WorkerPoolIterator:
                     raise WorkerError(f"DataLoader timed out after {timeout} s waiting for batch {self.next_yield} "
                                       f"from worker {self.pending[min(self.pending)][1]}; raise timeout= or look for "
                                       "a slow or stuck dataset __getitem__")
-        kind, epoch = message[0], message[1]
+        kind = message[0]
         if kind == "error":
-            _, _, worker_id, sample_index, text = message
+            _, epoch, batch_index, worker_id, sample_index, text = message
             where = f" while fetching sample {sample_index}" if sample_index is not None else ""
-            raise WorkerError(f"DataLoader worker {worker_id} raised an exception{where}. Its traceback:\n{text}")
+            error = WorkerError(f"DataLoader worker {worker_id} raised an exception{where}. Its traceback:\n{text}")
+            if batch_index is None:  # worker_init_fn failed: nothing can follow
+                raise error
+            # raised in batch order, when its turn comes, like every batch (as PyTorch does)
+            _, _, slot = self.pending.pop(batch_index)
+            self.free_slots.append(slot)
+            self.ready[batch_index] = (None, error)
+            return
         _, epoch, batch_index, slot, payload = message
         if kind == "ok":
             del self.pending[batch_index]
@@ -353,10 +360,18 @@ class _WorkerPoolIterator:
                                   "if it was killed for memory (SIGKILL), lower num_workers, prefetch_factor or "
                                   "batch_size")
 
-    def close(self):
-        """Stop the workers and free the shared memory (also done at exit and on garbage collection)."""
+    def close(self, graceful=True):
+        """Stop the workers and free the shared memory (also done at exit and on garbage collection).
+
+        After an error the workers are not waited for (they may be stuck, e.g. on a queue lock
+        that a killed sibling held): they are killed.
+        """
         if not self.closed:
             self.closed = True
+            if not graceful:
+                for process in self.workers:
+                    if process.is_alive():
+                        process.kill()
             self._finalizer()
 
 

@@ -91,48 +91,68 @@ class SampleError(Exception):
         self.index = index
 
 
-def fetch_batch(dataset, indices, collate_fn, use_get_batch):
-    """The collated batch of samples `indices` of a map-style dataset."""
-    if use_get_batch:  # the dataset collates a whole batch itself (TensorDataset, ShardDataset)
-        return arrays_to_tensors(dataset.get_batch(indices))
-    samples = []
-    for index in indices:
+@dataclass
+class Fetcher:
+    """How one batch is made from a dataset: the same in the main process and in every worker.
+
+    auto_collation: samples are grouped into batches (batch_size or batch_sampler given);
+    otherwise each "batch" is one sample, converted by collate_fn.
+    """
+
+    dataset: object
+    is_stream: bool
+    auto_collation: bool
+    collate_fn: object
+    use_get_batch: bool
+    batch_size: object
+    drop_last: bool
+
+    def fetch(self, indices):
+        """The batch of a map-style dataset for `indices` (a list, or one index without batching)."""
+        if not self.auto_collation:
+            return self.collate_fn(self._sample(indices))
+        if self.use_get_batch:  # the dataset collates a whole batch itself (TensorDataset, ShardDataset)
+            return arrays_to_tensors(self.dataset.get_batch(indices))
+        return self.collate_fn([self._sample(index) for index in indices])
+
+    def _sample(self, index):
         try:
-            samples.append(dataset[index])
+            return self.dataset[index]
         except Exception as error:
             raise SampleError(index) from error
-    return collate_fn(samples)
+
+    def next_from(self, stream):
+        """The next batch of an IterableDataset's stream, or END when it is exhausted."""
+        if not self.auto_collation:
+            sample = next(stream, END)
+            return sample if sample is END else self.collate_fn(sample)
+        samples = []
+        for sample in stream:
+            samples.append(sample)
+            if len(samples) == self.batch_size:
+                break
+        if not samples or (self.drop_last and len(samples) < self.batch_size):
+            return END
+        return self.collate_fn(samples)
 
 
-def fetch_stream_batch(stream, batch_size, collate_fn):
-    """The next batch of an IterableDataset's stream (batch_size None: one sample), or None at its end."""
-    if batch_size is None:
-        return next(stream, _END)
-    samples = []
-    for sample in stream:
-        samples.append(sample)
-        if len(samples) == batch_size:
-            break
-    return collate_fn(samples) if samples else _END
+END = object()
 
 
-_END = object()
-
-
-def worker_loop(worker_id, num_workers, dataset, is_stream, index_queue, result_queue, collate_fn, use_get_batch,
-                batch_size, base_seed, worker_init_fn, parent_pid):
+def worker_loop(worker_id, num_workers, fetcher, index_queue, result_queue, worker_init_fn, parent_pid, first_seed):
     """The body of one worker process; returns when told to stop or when its parent is gone."""
     global _worker_info
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops us
-    _worker_info = WorkerInfo(worker_id, num_workers, base_seed + worker_id, dataset)
-    seed_everything(base_seed + worker_id)
+    _worker_info = WorkerInfo(worker_id, num_workers, first_seed + worker_id, fetcher.dataset)
+    seed_everything(first_seed + worker_id)
     attachments = SlotAttachments()
+    held = {}  # (epoch, batch_index) -> (skeleton, arrays) of batches waiting for a bigger slot
+    stream, stream_epoch = None, None
     try:
         if worker_init_fn is not None:
             worker_init_fn(worker_id)
-        stream = iter(dataset) if is_stream else None
     except Exception:
-        result_queue.put(("error", None, worker_id, None, traceback.format_exc()))
+        result_queue.put(("error", None, None, worker_id, None, traceback.format_exc()))
         return
     try:
         while True:
@@ -144,28 +164,35 @@ def worker_loop(worker_id, num_workers, dataset, is_stream, index_queue, result_
                 continue
             if task is None:
                 return
-            epoch, batch_index, indices, slot, slot_name = task
-            seed_everything(batch_seed(base_seed, batch_index))
+            epoch, base_seed, batch_index, indices, slot, slot_name = task
             try:
-                if is_stream:
-                    batch = fetch_stream_batch(stream, batch_size, collate_fn)
-                    if batch is _END:
-                        result_queue.put(("end", epoch, batch_index, slot, worker_id))
-                        continue
+                if (epoch, batch_index) in held:  # the resend of a batch that did not fit its slot
+                    skeleton, arrays = held.pop((epoch, batch_index))
                 else:
-                    batch = fetch_batch(dataset, indices, collate_fn, use_get_batch)
-                arrays = []
-                skeleton = split_arrays(batch, arrays)
+                    seed_everything(batch_seed(base_seed, batch_index))
+                    if fetcher.is_stream:
+                        if stream_epoch != epoch:  # every epoch reads the stream from its start
+                            stream, stream_epoch = iter(fetcher.dataset), epoch
+                        batch = fetcher.next_from(stream)
+                        if batch is END:
+                            result_queue.put(("end", epoch, batch_index, slot, worker_id))
+                            continue
+                    else:
+                        batch = fetcher.fetch(indices)
+                    arrays = []
+                    skeleton = split_arrays(batch, arrays)
                 layout = write_arrays(attachments.buffer(slot, slot_name), arrays)
             except SlotTooSmall as too_small:
+                # Keep the batch (a stream cannot produce it again) until the bigger slot is named.
+                held[(epoch, batch_index)] = (skeleton, arrays)
                 result_queue.put(("too_small", epoch, batch_index, slot, too_small.needed))
                 continue
             except SampleError as error:
-                result_queue.put(("error", epoch, worker_id, error.index,
+                result_queue.put(("error", epoch, batch_index, worker_id, error.index,
                                   "".join(traceback.format_exception(error.__cause__))))
                 continue
             except Exception:
-                result_queue.put(("error", epoch, worker_id, None, traceback.format_exc()))
+                result_queue.put(("error", epoch, batch_index, worker_id, None, traceback.format_exc()))
                 continue
             result_queue.put(("ok", epoch, batch_index, slot, (skeleton, layout)))
     finally:
