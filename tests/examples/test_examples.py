@@ -51,3 +51,13 @@ def test_transfer_learning_trains_only_the_new_head(tmp_path):
     assert backbone_unchanged
     saved = distrain.load(checkpoint)
     assert saved["step"] == 150 and set(saved) == {"model", "optimizer", "step"}
+
+
+def test_train_digits_learns_and_does_not_depend_on_the_worker_count(tmp_path, capsys):
+    example = load_example("train_digits")
+    data = str(tmp_path / "digits")
+    accuracy = example.main(["--data", data, "--epochs", "5", "--workers", "2"])
+    assert accuracy > 0.9
+    one_epoch = [example.main(["--data", data, "--epochs", "1", "--workers", workers]) for workers in ("0", "2")]
+    assert one_epoch[0] == one_epoch[1]
+    assert "epoch 4: mean loss" in capsys.readouterr().out
