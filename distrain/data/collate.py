@@ -113,6 +113,8 @@ def split_arrays(tree, arrays):
         arrays.append(tree.detach()._data if not tree.is_cuda else tree.detach().cpu()._data)
         return ArrayRef(len(arrays) - 1, True)
     if isinstance(tree, numpy.ndarray):
+        if tree.dtype.hasobject:  # pointers into this process's heap: it travels pickled, in the skeleton
+            return tree
         arrays.append(tree)
         return ArrayRef(len(arrays) - 1, False)
     if isinstance(tree, dict):

@@ -90,8 +90,12 @@ class Subset(Dataset):
         return len(self.indices)
 
     def __getattr__(self, name):
-        if name == "get_batch" and hasattr(self.__dict__.get("dataset"), "get_batch"):
-            return lambda indices: self.dataset.get_batch(numpy.asarray(self.indices)[numpy.asarray(indices)])
+        """get_batch and prepare_for_workers pass through to the dataset when it has them."""
+        dataset = self.__dict__.get("dataset")
+        if name == "get_batch" and hasattr(dataset, "get_batch"):
+            return lambda indices: dataset.get_batch(numpy.asarray(self.indices)[numpy.asarray(indices)])
+        if name == "prepare_for_workers" and hasattr(dataset, "prepare_for_workers"):
+            return dataset.prepare_for_workers
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
 

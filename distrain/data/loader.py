@@ -5,11 +5,12 @@ The main process owns everything shared: a ring of shared-memory slots (shared_s
 one task queue per worker and one result queue. It keeps up to num_workers *
 prefetch_factor batches in flight:
 
-  main -> worker w   (epoch, batch_index, indices, slot, slot_name)   or None: stop
+  main -> worker w   (epoch, base_seed, batch_index, indices, slot, slot_name)   or None: stop
   worker -> main     ("ok", epoch, batch_index, slot, (skeleton, layout))
                      ("too_small", epoch, batch_index, slot, bytes_needed)
                      ("end", epoch, batch_index, slot, worker_id)      its stream is exhausted
-                     ("error", epoch, worker_id, sample_index, traceback)
+                     ("error", epoch, batch_index, worker_id, sample_index, traceback)
+                                                   (batch_index None: worker_init_fn failed)
 
 Batches go to workers round-robin and come back in any order; the main process yields
 them in batch order (a reorder buffer), so the sequence never depends on num_workers. A
@@ -22,7 +23,9 @@ persistent workers first drains the batches still in flight from an abandoned on
 
 Nothing waits forever: the main process polls the result queue every POLL_SECONDS and
 checks that every worker is alive; a dead worker (killed by a signal, or exited) raises
-WorkerError naming it and how it died; `timeout` bounds the wait for one batch. Workers
+WorkerError naming it and how it died; `timeout` bounds the wait for one batch. An
+exception fetching one batch is raised in that batch's turn and the epoch can go on.
+Arrays of Python objects (dtype=object) travel pickled with the skeleton, never as bytes. Workers
 ignore SIGINT and exit when their parent disappears. Shutdown (end of the epoch, an
 exception or Ctrl-C in the loop, garbage collection, interpreter exit) sends every worker
 None, joins it with a timeout, kills what is left, and unlinks every slot.
@@ -54,7 +57,13 @@ DEFAULT_SLOT_BYTES = 1 << 20  # grown on demand (a batch that does not fit is re
 
 
 class WorkerError(DistrainError, RuntimeError):
-    """A loader worker failed: an exception in dataset/collate code, or the process died."""
+    """A loader worker failed: an exception in dataset/collate code, or the process died.
+
+    `recoverable` is True when only one batch failed (an exception fetching it): the loop
+    may catch the error and ask for the next batch, as with num_workers=0.
+    """
+
+    recoverable = False
 
 
 class DataLoader:
@@ -217,15 +226,19 @@ class _WorkerPoolIterator:
         self.result_queue = context.Queue()
         self.base_seed = loader._new_base_seed()
         self.workers = []
+        # registered before any worker starts, so a failed start still frees the slots
+        self._finalizer = weakref.finalize(self, _shut_down, self.workers, self.task_queues, self.result_queue,
+                                           self.ring, os.getpid())
+        prepare = getattr(loader.dataset, "prepare_for_workers", None)
+        if prepare is not None:  # e.g. ShardDataset checks its shards here once, not once per worker
+            prepare()
         for worker_id in range(loader.num_workers):
             process = context.Process(
                 target=worker_loop, daemon=True, name=f"distrain-loader-worker-{worker_id}",
                 args=(worker_id, loader.num_workers, loader.fetcher, self.task_queues[worker_id], self.result_queue,
                       loader.worker_init_fn, os.getpid(), self.base_seed))
-            process.start()
             self.workers.append(process)
-        self._finalizer = weakref.finalize(self, _shut_down, self.workers, self.task_queues, self.result_queue,
-                                           self.ring)
+            process.start()
         self.epoch = -1
         self.start_epoch()
 
@@ -282,8 +295,9 @@ class _WorkerPoolIterator:
             if not self.loader.persistent_workers:
                 self.close()
             raise
-        except BaseException:  # an error, Ctrl-C: stop the workers at once, free the shared memory
-            self.close(graceful=False)
+        except BaseException as error:  # Ctrl-C, a dead worker, a timeout: stop the workers at once
+            if not getattr(error, "recoverable", False):
+                self.close(graceful=False)
             raise
 
     def _next_batch(self):
@@ -302,8 +316,12 @@ class _WorkerPoolIterator:
             self._receive()
         slot, payload = self.ready.pop(self.next_yield)
         self.next_yield += 1
-        if slot is None:
-            raise payload
+        if slot is None:  # a batch whose fetching failed: raise its error now, in order
+            error, payload = payload, None
+            try:
+                raise error
+            finally:
+                del error  # no frame -> traceback -> frame cycle: the iterator can be freed at once
         skeleton, layout = payload
         self.lent_slot = slot
         batch = join_arrays(skeleton, read_arrays(self.ring.buffer(slot), layout))
@@ -331,6 +349,7 @@ class _WorkerPoolIterator:
             error = WorkerError(f"DataLoader worker {worker_id} raised an exception{where}. Its traceback:\n{text}")
             if batch_index is None:  # worker_init_fn failed: nothing can follow
                 raise error
+            error.recoverable = True  # only this batch failed: the loop may catch it and go on
             # raised in batch order, when its turn comes, like every batch (as PyTorch does)
             _, _, slot = self.pending.pop(batch_index)
             self.free_slots.append(slot)
@@ -375,16 +394,20 @@ class _WorkerPoolIterator:
             self._finalizer()
 
 
-def _shut_down(workers, task_queues, result_queue, ring):
+def _shut_down(workers, task_queues, result_queue, ring, owner_pid):
     """See NOTE [ Loader worker protocol ]: stop, join with a timeout, kill the rest, unlink slots."""
+    if os.getpid() != owner_pid:  # a forked worker inherited this finalizer: the pool is not its to stop
+        return
     for task_queue, process in zip(task_queues, workers):
-        if process.is_alive():
+        if process.pid is not None and process.is_alive():
             try:
                 task_queue.put(None)
             except (OSError, ValueError):
                 pass
     deadline = time.monotonic() + JOIN_SECONDS
     for process in workers:
+        if process.pid is None:  # never started (the start failed)
+            continue
         process.join(max(deadline - time.monotonic(), 0))
         if process.is_alive():
             process.kill()

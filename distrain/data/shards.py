@@ -420,6 +420,17 @@ class ShardDataset(Dataset):
         batch = self._pack(batch)
         return batch if self.batch_transform is None else self.batch_transform(batch)
 
+    def prepare_for_workers(self):
+        """Check every shard now (verify="lazy"), once, in the process that starts loader workers.
+
+        Workers are forked from it and inherit what was checked; otherwise every worker of
+        every epoch would read and checksum the shards it touches again.
+        """
+        if self.verify == "lazy":
+            for shard in range(len(self._files)):
+                if shard not in self._verified:
+                    self._shard_arrays(shard)
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_opened"] = None  # memory maps are not sent: the receiving process opens its own

@@ -116,6 +116,9 @@ def test_worker_exception_reraises_with_its_traceback_and_sample(num_workers):
         assert "sample 7" in message
         assert f"worker {6 // 2 % num_workers}" in message  # batch 3 ([6, 7]) went to this worker
         assert seen == list(range(6)), "batches before the failing one arrive in order"
+        assert caught.value.recoverable and not iterator.closed
+        seen.extend(int(v) for batch in iterator for v in batch.numpy()[:, 0])  # the epoch goes on, as in torch
+        assert seen == list(range(6)) + [8, 9, 10, 11]
         assert iterator.closed
         assert wait_until_gone([w.pid for w in iterator.workers]) == []
     finally:
@@ -278,15 +281,20 @@ def test_an_exception_in_the_training_loop_frees_everything():
 
 @pytest.mark.timeout(60)
 def test_a_worker_error_frees_everything():
+    """An uncaught worker error ends the loop; the iterator goes with it, and so do workers and slots."""
     before = segments()
-    iterator = iter(DataLoader(Numbers(10, fail_at=5), batch_size=2, num_workers=2))
+
+    def train():
+        for _ in DataLoader(Numbers(10, fail_at=5), batch_size=2, num_workers=2):
+            pass
+
+    raised = False
     try:
-        with pytest.raises(WorkerError):
-            for _ in iterator:
-                pass
-        assert segments() - before == set(), "freed when the error is raised, without waiting for collection"
-    finally:
-        kill_workers(iterator)
+        train()
+    except WorkerError:
+        raised = True  # leaving the except block drops the traceback, the loop's frame and its iterator
+    assert raised
+    assert segments() - before == set(), "freed when the error is handled, without waiting for the gc"
 
 
 @pytest.mark.timeout(60)
@@ -420,3 +428,55 @@ def test_workers_exit_when_the_main_process_is_killed(tmp_path):
         assert segments(process.pid) == set()
     finally:
         _kill_group(process)
+
+
+class FailsAtTwo(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        if index == 2:
+            raise ValueError("sample 2 is unreadable")
+        return np.float32(index)
+
+
+@pytest.mark.timeout(60)
+def test_a_caught_sample_error_lets_the_epoch_go_on_like_num_workers_0():
+    before = segments()
+    seen = []
+    iterator = iter(DataLoader(FailsAtTwo(), batch_size=2, num_workers=2))
+    try:
+        while True:
+            try:
+                seen.append(next(iterator).numpy().tolist())
+            except StopIteration:
+                break
+            except WorkerError as error:
+                assert error.recoverable and "sample 2 is unreadable" in str(error)
+                seen.append("error")
+    finally:
+        iterator.close()
+    assert seen == [[0.0, 1.0], "error", [4.0, 5.0], [6.0, 7.0]]
+    assert segments() == before
+
+
+@pytest.mark.timeout(60)
+def test_object_arrays_travel_pickled_instead_of_as_pointers():
+    def to_strings(batch):
+        return np.array([str(float(x)) for x in batch], dtype=object)
+
+    batches = list(DataLoader(FailsAtTwo(), batch_size=2, sampler=[0, 1, 3, 4], collate_fn=to_strings, num_workers=2))
+    assert [b.tolist() for b in batches] == [["0.0", "1.0"], ["3.0", "4.0"]]
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_worker_start_leaves_no_shared_memory():
+    import pickle
+
+    before = segments()
+    loader = DataLoader(FailsAtTwo(), batch_size=2, num_workers=2, multiprocessing_context="spawn",
+                        collate_fn=lambda batch: batch)  # a lambda cannot be sent to a spawned process
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        iter(loader)
+    gc.collect()
+    assert segments() == before

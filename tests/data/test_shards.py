@@ -462,3 +462,14 @@ def test_transform_and_batch_transform_together_are_refused(tmp_path):
     path = write_shards(tmp_path / "ds", {"x": np.zeros((4, 2))}, samples_per_shard=2)
     with pytest.raises(ValueError, match="not both"):
         ShardDataset(path, transform=lambda s: s, batch_transform=lambda b: b)
+
+
+def test_loader_workers_inherit_the_shard_checks_instead_of_repeating_them(tmp_path):
+    from distrain.data import DataLoader
+
+    path = write_shards(tmp_path / "ds", {"x": np.arange(100.0)}, samples_per_shard=10)
+    dataset = ShardDataset(path)
+    assert dataset._verified == set()
+    total = sum(float(b["x"].sum()) for b in DataLoader(dataset, batch_size=7, num_workers=2))
+    assert total == float(np.arange(100.0).sum())
+    assert dataset._verified == set(range(10))  # checked once, in the process that started the workers
