@@ -61,6 +61,7 @@ import zlib
 import msgpack
 import numpy
 
+from .durable import fsync_directory
 from .engine import backend
 from .engine.factories import as_tensor
 from .engine.tensor import Tensor
@@ -251,13 +252,7 @@ def _write_atomically(path, chunks):
         except FileNotFoundError:
             pass
         raise
-    # The rename lives in the directory: without this fsync a power cut could forget it.
-    if os.name == "posix":
-        descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    fsync_directory(directory)  # the rename lives in the directory: without this a power cut could forget it
 
 
 # -- loading -------------------------------------------------------------------------------------------

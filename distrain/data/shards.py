@@ -54,6 +54,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy
 
+from ..durable import fsync_directory
 from ..errors import DTypeError, ShapeError, ShardError
 from .dataset import Dataset
 
@@ -127,12 +128,12 @@ def write_shards(path, data, samples_per_shard=1024, overwrite=False):
                  "num_samples": sum(shard["num_samples"] for shard in shards),
                  "samples_per_shard": samples_per_shard, "fields": fields, "shards": shards}
         _write_file(os.path.join(temporary, INDEX_NAME), [_index_text(index).encode()])
-        _fsync_directory(temporary)
+        fsync_directory(temporary)
         _commit(temporary, target, overwrite)
     except BaseException:  # KeyboardInterrupt too: never leave a temporary directory from a failure
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    _fsync_directory(parent)  # the rename lives in the parent: without this a power cut could forget it
+    fsync_directory(parent)  # the rename lives in the parent: without this a power cut could forget it
     return os.fspath(path)
 
 
@@ -288,15 +289,6 @@ def _write_file(path, chunks):
         file.writelines(chunks)
         file.flush()
         os.fsync(file.fileno())
-
-
-def _fsync_directory(path):
-    if os.name == "posix":
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 # -- reading -------------------------------------------------------------------------------------------
