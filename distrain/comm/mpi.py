@@ -1,0 +1,159 @@
+"""The MPI communicator (mpi4py): collectives on NumPy buffers in place, non-blocking with timeouts.
+
+Each collective is started non-blocking (Iallreduce, Ibcast, ...) and finished by
+`Handle.wait`, which polls `Test()` rather than blocking in `Wait()`: polling is what
+lets a wait give up after `timeout` seconds with an error instead of hanging forever when
+a rank never arrives (shared/DESIGN.md: nothing waits without a timeout), and each `Test`
+also gives MPI a chance to progress the operation.
+
+CuPy arrays are staged through host memory (copy down, reduce, copy back in `wait`):
+correct with any MPI; a CUDA-aware MPI or NCCL is the fast path for GPUs.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+
+import numpy
+
+from .base import Communicator, CommunicatorError, Handle, check_op
+
+DEFAULT_TIMEOUT = 300.0
+
+
+def _mpi():
+    from mpi4py import MPI  # initialises MPI (thread level "multiple" by mpi4py's default)
+
+    return MPI
+
+
+class MPIHandle(Handle):
+    """An MPI request; `wait` finishes it within the communicator's timeout."""
+
+    def __init__(self, communicator, request, what, finish=None):
+        self.communicator = communicator
+        self.request = request
+        self.what = what
+        self.finish = finish
+        self.done = False
+
+    def is_completed(self):
+        if not self.done and self.request.Test():
+            self._complete()
+        return self.done
+
+    def wait(self, timeout=None):
+        if self.done:
+            return
+        timeout = self.communicator.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        pause = 1e-6
+        while not self.request.Test():
+            if time.monotonic() > deadline:
+                raise CommunicatorError(
+                    f"rank {self.communicator.rank}: {self.what} did not complete within {timeout:g} s; some of "
+                    f"the {self.communicator.size} ranks did not join it (a crashed or stuck rank, or ranks "
+                    "calling collectives in different orders, e.g. uneven data)")
+            time.sleep(pause)
+            pause = min(pause * 2, 1e-3)
+        self._complete()
+
+    def _complete(self):
+        self.done = True
+        if self.finish is not None:
+            self.finish()
+
+
+class MPICommunicator(Communicator):
+    """Collectives over MPI_COMM_WORLD (a duplicate of it, so user MPI traffic never mixes in)."""
+
+    name = "mpi"
+
+    def __init__(self, timeout=DEFAULT_TIMEOUT):
+        MPI = _mpi()
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD.Dup()
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.local_comm = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank = self.local_comm.Get_rank()
+        self.local_size = self.local_comm.Get_size()
+        self.timeout = float(timeout)
+        self._ops = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+        self._closed = False
+
+    # -- arrays -----------------------------------------------------------------------------
+    def _host_buffer(self, array, what):
+        """(a contiguous NumPy buffer to communicate, a function copying the result back into `array`)."""
+        if isinstance(array, numpy.ndarray):
+            if not array.flags.c_contiguous:
+                raise ValueError(f"{what}: the array must be C-contiguous for an in-place collective "
+                                 f"(shape {array.shape}, strides {array.strides}); pass .copy() or a contiguous slice")
+            return array, None
+        # CuPy: finish the producing kernels, then stage through host memory
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+        host = cupy.asnumpy(array)
+        return host, lambda: array.set(host)
+
+    def allreduce_async(self, array, op="sum"):
+        check_op(op)
+        buffer, copy_back = self._host_buffer(array, "allreduce")
+        if op == "mean" and buffer.dtype.kind not in "fc":
+            raise TypeError(f"allreduce op 'mean' needs a floating-point array, got {buffer.dtype}")
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, op=self._ops[op])
+
+        def finish():
+            if op == "mean":
+                numpy.divide(buffer, self.size, out=buffer)
+            if copy_back is not None:
+                copy_back()
+
+        return MPIHandle(self, request, f"allreduce({op}) of {buffer.nbytes} bytes", finish)
+
+    def broadcast(self, array, root=0):
+        self._check_root(root)
+        buffer, copy_back = self._host_buffer(array, "broadcast")
+        MPIHandle(self, self.comm.Ibcast(buffer, root=root), f"broadcast from rank {root}", copy_back).wait()
+        return array
+
+    def allgather(self, array):
+        buffer, _ = self._host_buffer(numpy.ascontiguousarray(array) if isinstance(array, numpy.ndarray) else array,
+                                      "allgather")
+        out = numpy.empty((self.size,) + buffer.shape, dtype=buffer.dtype)
+        MPIHandle(self, self.comm.Iallgather(buffer, out), f"allgather of {buffer.nbytes} bytes").wait()
+        if not isinstance(array, numpy.ndarray):
+            import cupy
+
+            return cupy.asarray(out)
+        return out
+
+    def allgather_object(self, value):
+        payload = numpy.frombuffer(pickle.dumps(value), dtype=numpy.uint8)
+        sizes = self.allgather(numpy.array([payload.size], dtype=numpy.int64))[:, 0]
+        out = numpy.empty(int(sizes.sum()), dtype=numpy.uint8)
+        offsets = numpy.concatenate([[0], numpy.cumsum(sizes)[:-1]])
+        request = self.comm.Iallgatherv(payload, [out, (sizes.tolist(), offsets.tolist()), self.MPI.BYTE])
+        MPIHandle(self, request, "allgather of Python objects").wait()
+        return [pickle.loads(out[start:start + size].tobytes()) for start, size in zip(offsets, sizes)]
+
+    def barrier(self):
+        MPIHandle(self, self.comm.Ibarrier(), "barrier").wait()
+
+    def _check_root(self, root):
+        if not 0 <= root < self.size:
+            raise ValueError(f"root rank {root} does not exist: ranks are 0..{self.size - 1}")
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            self.local_comm.Free()
+            self.comm.Free()
+
+
+def under_mpi_launcher(environ=os.environ):
+    """True when an MPI launcher (mpirun/mpiexec of Open MPI or MPICH, srun with PMI) started this process."""
+    return any(name in environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK",
+                                            "MPI_LOCALNRANKS", "HYDI_CONTROL_FD"))
