@@ -12,6 +12,7 @@ from .engine import autograd
 from .engine import nn
 from .engine import optim
 from . import data
+from . import distributed
 from .engine.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .engine.backend import Device as device
 from .engine.legacy_types import legacy_types as _legacy_types

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "mpi_collectives_script.py")
+DDP_SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_script.py")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -22,8 +23,8 @@ def mpiexec():
     return found
 
 
-def run_ranks(count, *args, timeout=90):
-    command = [mpiexec(), "-n", str(count), sys.executable, SCRIPT, str(count), *args]
+def run_ranks(count, *args, timeout=90, script=SCRIPT):
+    command = [mpiexec(), "-n", str(count), sys.executable, script, str(count), *args]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -43,6 +44,15 @@ def test_every_collective_matches_numpy_on_every_rank(ranks):
     code, output = run_ranks(ranks)
     assert code == 0, output
     # ranks share the pipe, so their lines may interleave: find each rank's report anywhere
+    assert sorted(int(r) for r in re.findall(r"rank (\d+) ok", output)) == list(range(ranks)), output
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+def test_ddp_on_n_ranks_equals_one_process_on_the_whole_batch(ranks):
+    """Also: rank 0's weights are broadcast, unused parameters do not hang, no_sync, mismatched models."""
+    code, output = run_ranks(ranks, script=DDP_SCRIPT, timeout=150)
+    assert code == 0, output
     assert sorted(int(r) for r in re.findall(r"rank (\d+) ok", output)) == list(range(ranks)), output
 
 

@@ -154,12 +154,32 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
                 # NOTE [ Gradient ownership ]: fresh arrays only, never a formula's own input
                 owned = grad._data.base is None and not _is_one_of(grad, grads_in)
                 deliver(edge[0], edge[1], grad, owned)
+        if capture is None and _end_callbacks.pending:
+            callbacks, _end_callbacks.pending = _end_callbacks.pending, []
+            for callback in callbacks:
+                callback()
     finally:
         grad_mode.state.enabled = previous_mode
         if accumulation.run is not None:
             accumulation.run.finished = True
         accumulation.run = previous_run
     return captured
+
+
+class _EndCallbacks(threading.local):
+    pending = ()
+
+
+_end_callbacks = _EndCallbacks()
+
+
+def queue_callback(callback):
+    """Run `callback()` once, when the next backward that accumulates into `.grad` (on this
+    thread) has finished its walk: every leaf gradient is in place. The data-parallel
+    reducer waits for its last allreduces here."""
+    if not _end_callbacks.pending:
+        _end_callbacks.pending = []
+    _end_callbacks.pending.append(callback)
 
 
 class _BackwardRun:
