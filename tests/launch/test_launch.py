@@ -1,0 +1,96 @@
+"""`python -m distrain.launch`: rank discovery and command lines (pure functions), and real runs under mpiexec."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from distrain.launch import discover_ranks, mpiexec_command, rank_environment
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}, (3, 8, 1)),
+    ({"PMI_RANK": "2", "PMI_SIZE": "4", "MPI_LOCALRANKID": "0"}, (2, 4, 0)),
+    ({"SLURM_PROCID": "5", "SLURM_NTASKS": "6", "SLURM_LOCALID": "1"}, (5, 6, 1)),
+    ({"RANK": "1", "WORLD_SIZE": "2"}, (1, 2, 1)),
+    ({}, (0, 1, 0)),
+])
+def test_ranks_come_from_the_launchers_environment(environ, expected):
+    assert discover_ranks(environ) == expected
+
+
+def test_rank_environment_uses_pytorchs_names_and_distrains():
+    assert rank_environment(1, 4, 1) == {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "DISTRAIN_RANK": "1",
+                                         "DISTRAIN_WORLD_SIZE": "4", "DISTRAIN_LOCAL_RANK": "1"}
+
+
+def test_mpiexec_command_is_an_argv_list_with_the_script_arguments_untouched():
+    command = mpiexec_command("/x/mpiexec", 3, ["train.py", "--lr", "0.1 0.2"], python="/py")
+    assert command == ["/x/mpiexec", "-n", "3", "-prepend-rank", "/py", "-m", "distrain.launch", "train.py", "--lr",
+                       "0.1 0.2"]
+    assert "-prepend-rank" not in mpiexec_command("m", 2, [], quiet=True)
+
+
+def launch(tmp_path, body, ranks, *arguments, timeout=120):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(body))
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "distrain.launch", "-n", str(ranks), str(script), *arguments],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
+    start = time.monotonic()
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    return process.returncode, output, time.monotonic() - start
+
+
+@pytest.mark.timeout(150)
+def test_each_rank_runs_the_script_as_main_with_its_arguments_and_rank_variables(tmp_path):
+    code, output, _ = launch(tmp_path, """
+        import os, sys
+        if __name__ == "__main__":
+            line = " ".join(["report", os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["DISTRAIN_LOCAL_RANK"],
+                             *sys.argv[1:]])
+            print(line, flush=True)
+    """, 3, "--epochs", "2")
+    assert code == 0, output
+    reports = sorted(re.findall(r"report (\d) 3 (\d) --epochs 2", output))
+    assert [rank for rank, _ in reports] == ["0", "1", "2"], output
+    assert re.search(r"\[\d\] report", output), "output lines carry their rank"
+
+
+@pytest.mark.timeout(150)
+def test_a_failing_rank_stops_the_job_quickly_and_is_named(tmp_path):
+    code, output, seconds = launch(tmp_path, """
+        import os, time
+        import distrain.distributed as dist
+        comm = dist.init()
+        if comm.rank == 1:
+            raise ValueError("rank one cannot go on")
+        comm.barrier()  # the others would wait here forever without the abort
+        time.sleep(60)
+    """, 2)
+    assert code != 0
+    assert "rank 1 failed" in output and "ValueError: rank one cannot go on" in output, output
+    assert seconds < 30
+
+
+@pytest.mark.timeout(150)
+def test_the_default_job_trains_data_parallel(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "distrain.launch", "-n", "2"], capture_output=True, text=True,
+                            env=env, timeout=120, start_new_session=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    accuracy = float(re.search(r"accuracy: ([0-9.]+)", result.stdout).group(1))
+    losses = [float(v) for v in re.findall(r"mean loss ([0-9.]+) over 2 rank", result.stdout)]
+    assert len(losses) == 3 and losses[-1] < losses[0] and accuracy > 0.8, result.stdout
