@@ -18,6 +18,15 @@ The reducer is the one place where the engine and the communicators meet (shared
   average over ranks, and `optimizer.step()` runs as in a single process.
 
 `no_sync()` skips the reduction (gradient accumulation over several backwards).
+
+NOTE [ MPI progress ]
+MPICH (the mpi extra's) does not advance a non-blocking collective by itself: measured on a
+2-core VM with 2 ranks, a 25 MiB Iallreduce overlapped with 5 ms of compute that never
+calls into MPI hid 6% of the allreduce; testing the request between compute chunks hid 50%.
+MPICH's own progress thread (MPIR_CVAR_ASYNC_PROGRESS=1) hid all of it but made the
+allreduce itself 4.7x slower on 2 cores. So the reducer tests every request in flight
+each time a gradient lands: each backward step gives MPI a turn, at the cost of one
+MPI_Test per request.
 """
 from __future__ import annotations
 
@@ -126,6 +135,8 @@ class DistributedDataParallel(Module):
     def _gradient_ready(self, parameter):
         if not self._armed:
             return
+        for handle in self._handles:  # NOTE [ MPI progress ]: let MPI move the allreduces in flight
+            handle.is_completed()
         bucket = self._bucket_of[id(parameter)]
         bucket["waiting"] -= 1
         if bucket["waiting"] == 0:
