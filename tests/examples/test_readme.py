@@ -2,6 +2,8 @@
 import os
 import re
 
+import distrain
+
 README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
 
 
@@ -11,6 +13,9 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
         blocks = re.findall(r"```python\n(.*?)```", readme.read(), flags=re.S)
     assert len(blocks) >= 2
     namespace = {}  # one session, as a reader running the tour top to bottom
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)
+    try:
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), namespace)
+    finally:
+        distrain.distributed.shutdown()  # the tour joins a (local) process group; leave it for other tests
     assert (tmp_path / "ckpt.dt").exists()
