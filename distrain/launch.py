@@ -26,7 +26,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import traceback
+
+ABORT_GRACE_SECONDS = 0.5
 
 # (rank, size, local rank) variables of each launcher, most specific first
 _LAUNCHER_VARIABLES = [
@@ -77,6 +80,7 @@ def _abort_job_on_error(rank):
     def hook(kind, value, trace):
         sys.stderr.write(f"distrain.launch: rank {rank} failed:\n" + "".join(traceback.format_exception(kind, value, trace)))
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_SECONDS)  # let the launcher forward the traceback before Abort tears the job down
         try:
             from mpi4py import MPI
 
@@ -93,6 +97,10 @@ def run_as_rank(script_argv):
     os.environ.update(rank_environment(rank, size, local_rank))
     if size > 1:
         _abort_job_on_error(rank)
+        # one write per line, so a launcher's rank prefix ("[r] ") lands once per line, not per print() piece
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(line_buffering=True, write_through=False)
     if not script_argv:
         from .default_job import main as default_job
 

@@ -94,3 +94,55 @@ def test_the_default_job_trains_data_parallel(tmp_path):
     accuracy = float(re.search(r"accuracy: ([0-9.]+)", result.stdout).group(1))
     losses = [float(v) for v in re.findall(r"mean loss ([0-9.]+) over 2 rank", result.stdout)]
     assert len(losses) == 3 and losses[-1] < losses[0] and accuracy > 0.8, result.stdout
+
+
+def run_example(arguments, cwd, timeout=240):
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "distrain.launch", "-n", "2", *arguments], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=cwd, start_new_session=True)
+
+
+@pytest.mark.timeout(300)
+def test_ddp_digits_example_trains_on_two_ranks(tmp_path):
+    result = run_example([os.path.join(REPO, "examples", "ddp_digits.py"), "--data", str(tmp_path / "digits"),
+                          "--epochs", "4"], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    accuracy = float(re.search(r"test accuracy: ([0-9.]+) \(2 ranks\)", result.stdout).group(1))
+    assert accuracy > 0.9, result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_custom_loop_example_keeps_ranks_in_step_and_learns_the_weights(tmp_path):
+    result = run_example([os.path.join(REPO, "examples", "custom_loop.py")], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    learned = [float(v) for v in re.search(r"learned\S*\s+\[([^\]]+)\]", result.stdout).group(1).split(",")]
+    assert learned == pytest.approx([2.0, -3.0, 0.5], abs=0.01), result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_the_mpirun_launcher_script_runs_an_example(tmp_path):
+    launcher = os.path.join(REPO, "launchers", "mpirun.sh")
+    env = dict(os.environ, PYTHONPATH=REPO, PYTHON=sys.executable,
+               MPIEXEC=os.path.join(os.path.dirname(sys.executable), "mpiexec"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    result = subprocess.run(["bash", launcher, "2", os.path.join(REPO, "examples", "custom_loop.py")],
+                            capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path, start_new_session=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "learned" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["mpirun.sh", "slurm.sbatch", "single_node_multi_gpu.sh"])
+def test_launcher_scripts_are_valid_bash_and_explain_their_usage(name):
+    path = os.path.join(REPO, "launchers", name)
+    assert subprocess.run(["bash", "-n", path], capture_output=True).returncode == 0
+    with open(path) as script:
+        text = script.read()
+    assert "python -m distrain.launch" in text or "-m distrain.launch" in text
+    assert text.splitlines()[1].startswith("# ")  # a comment saying what it is for, right after the shebang
+
+
+def test_single_gpu_launcher_without_gpus_says_so(tmp_path):
+    env = dict(os.environ, PATH="/usr/bin:/bin", NUM_GPUS="0")
+    result = subprocess.run(["bash", os.path.join(REPO, "launchers", "single_node_multi_gpu.sh"), "x.py"],
+                            capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 1 and "no GPU found" in result.stderr
