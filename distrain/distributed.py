@@ -44,6 +44,20 @@ def get_world_size() -> int:
     return get_communicator().size
 
 
+def broadcast_parameters(params, root_rank=0):
+    """Every rank takes root_rank's values (Horovod's name); see distrain.parallel."""
+    from .parallel import broadcast_parameters as broadcast
+
+    broadcast(params, root_rank)
+
+
+def DistributedOptimizer(optimizer, named_parameters, **options):
+    """Average gradients over ranks during backward, then step (Horovod's name); see distrain.parallel."""
+    from .parallel import DistributedOptimizer as wrapped
+
+    return wrapped(optimizer, named_parameters, **options)
+
+
 def shutdown():
     """Leave the process group (idempotent)."""
     global _communicator

@@ -17,7 +17,9 @@ The reducer is the one place where the engine and the communicators meet (shared
   then every allreduce is waited for: after `loss.backward()` every `.grad` holds the
   average over ranks, and `optimizer.step()` runs as in a single process.
 
-`no_sync()` skips the reduction (gradient accumulation over several backwards).
+`no_sync()` skips the reduction (gradient accumulation over several backwards). For a
+custom loop the same reducer comes Horovod-style: `DistributedOptimizer(optimizer,
+named_parameters)` plus `broadcast_parameters(state_dict)`.
 
 NOTE [ MPI progress ]
 MPICH (the mpi extra's) does not advance a non-blocking collective by itself: measured on a
@@ -39,69 +41,41 @@ from .engine.nn.module import Module
 from .errors import DistrainError
 
 
-class DistributedDataParallel(Module):
-    """Wrap `module` so that backward averages its gradients over all ranks of `comm`.
+def check_same_parameters_everywhere(comm, named, who):
+    """Every rank raises, naming the first differing parameter, unless all ranks hold the same list."""
+    signature = [(name, tuple(p.shape), str(p.dtype)) for name, p in named]
+    for rank, theirs in enumerate(comm.allgather_object(signature)):
+        if theirs == signature:
+            continue
+        for index in range(max(len(theirs), len(signature))):
+            mine = signature[index] if index < len(signature) else None
+            other = theirs[index] if index < len(theirs) else None
+            if mine != other:
+                raise DistrainError(
+                    f"{who}: rank {comm.rank} and rank {rank} hold different models: parameter {index} is {mine} "
+                    f"here and {other} on rank {rank} (name, shape, dtype). Every rank must build the same model")
 
-    Example (run under `mpirun -n 4 python train.py`)::
 
-        distrain.distributed.init()
-        model = DistributedDataParallel(Net())
-        optimizer = distrain.optim.SGD(model.parameters(), lr=0.1)
-        for x, y in loader:                       # each rank its own share (DistributedSampler)
-            optimizer.zero_grad()
-            loss_fn(model(x), y).backward()       # gradients averaged over ranks here
-            optimizer.step()
+class GradientReducer:
+    """Averages the gradients of `parameters` over `comm`'s ranks while backward runs.
+
+    The mechanism of DistributedDataParallel and DistributedOptimizer alike: `arm()` before
+    a backward, and `finish()` after it (DDP: at the end of backward; DistributedOptimizer:
+    in step()). See the module docstring.
     """
 
-    def __init__(self, module, comm=None, bucket_cap_mb=25, broadcast_buffers=True, gradient_compression=None,
-                 find_unused_parameters=False):
-        super().__init__()
-        if gradient_compression is not None:
-            raise ValueError(f"gradient_compression={gradient_compression!r} is not supported yet; use None")
-        if comm is None:
-            from . import distributed
-
-            comm = distributed.get_communicator()
-        self.module = module
-        object.__setattr__(self, "comm", comm)
-        self.broadcast_buffers = broadcast_buffers
-        self.find_unused_parameters = find_unused_parameters
-        self._sync = True
-        named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
-        self._check_same_parameters_everywhere(named)
-        flats = pack_parameters(p for _, p in named)
-        for flat in flats:
-            comm.broadcast(flat.data, root=0)
-        self._broadcast_buffers()
-        self._buckets = self._make_buckets(flats, int(bucket_cap_mb * 2 ** 20))
+    def __init__(self, comm, parameters, bucket_cap_bytes):
+        self.comm = comm
+        flats = pack_parameters(parameters)
+        self.flats = flats
+        self.buckets = self._make_buckets(flats, bucket_cap_bytes)
         self._bucket_of = {}
-        for bucket in self._buckets:
+        for bucket in self.buckets:
             for parameter in bucket["params"]:
                 self._bucket_of[id(parameter)] = bucket
                 parameter.register_post_accumulate_grad_hook(self._gradient_ready)
         self._handles = []
-        self._armed = False
-
-    # -- construction ------------------------------------------------------------------------
-    def _check_same_parameters_everywhere(self, named):
-        signature = [(name, tuple(p.shape), str(p.dtype)) for name, p in named]
-        everyone = self.comm.allgather_object(signature)
-        for rank, theirs in enumerate(everyone):
-            if theirs == signature:
-                continue
-            for index in range(max(len(theirs), len(signature))):
-                mine = signature[index] if index < len(signature) else None
-                other = theirs[index] if index < len(theirs) else None
-                if mine != other:
-                    raise DistrainError(
-                        f"DistributedDataParallel: rank {self.comm.rank} and rank {rank} hold different models: "
-                        f"parameter {index} is {mine} here and {other} on rank {rank} (name, shape, dtype). Every "
-                        "rank must build the same model before wrapping it")
-
-    def _broadcast_buffers(self):
-        for buffer in self.module.buffers():
-            if buffer._data.flags.c_contiguous:
-                self.comm.broadcast(buffer._data, root=0)
+        self.armed = False
 
     @staticmethod
     def _make_buckets(flats, cap_bytes):
@@ -118,22 +92,20 @@ class DistributedDataParallel(Module):
                 current["params"].append(parameter)
         return buckets
 
-    # -- a training step ---------------------------------------------------------------------
-    def forward(self, *args, **kwargs):
-        if self._sync and is_grad_enabled():
-            if self.broadcast_buffers:
-                self._broadcast_buffers()
-            for bucket in self._buckets:
-                bucket["waiting"] = len(bucket["params"])
-                bucket["launched"] = False
-            self._handles = []
-            if not self._armed:
-                self._armed = True
-                queue_callback(self._finish_backward)
-        return self.module(*args, **kwargs)
+    def broadcast_from(self, root=0):
+        for flat in self.flats:
+            self.comm.broadcast(flat.data, root=root)
+
+    def arm(self):
+        """The next backward's gradients are to be reduced."""
+        for bucket in self.buckets:
+            bucket["waiting"] = len(bucket["params"])
+            bucket["launched"] = False
+        self._handles = []
+        self.armed = True
 
     def _gradient_ready(self, parameter):
-        if not self._armed:
+        if not self.armed:
             return
         for handle in self._handles:  # NOTE [ MPI progress ]: let MPI move the allreduces in flight
             handle.is_completed()
@@ -161,14 +133,75 @@ class DistributedDataParallel(Module):
             view[...] = parameter._grad._data.reshape(-1)
         parameter._grad = parameter._flat_grad
 
-    def _finish_backward(self):
-        self._armed = False
-        for bucket in self._buckets:
+    def finish(self):
+        """Reduce what has not been (unused parameters' zeros), then wait for every allreduce."""
+        if not self.armed:
+            return
+        self.armed = False
+        for bucket in self.buckets:
             if not bucket["launched"]:
                 self._launch(bucket)
         handles, self._handles = self._handles, []
         for handle in handles:
             handle.wait()
+
+
+def _communicator(comm):
+    if comm is not None:
+        return comm
+    from . import distributed
+
+    return distributed.get_communicator()
+
+
+class DistributedDataParallel(Module):
+    """Wrap `module` so that backward averages its gradients over all ranks of `comm`.
+
+    Example (run under `mpirun -n 4 python train.py`)::
+
+        distrain.distributed.init()
+        model = DistributedDataParallel(Net())
+        optimizer = distrain.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in loader:                       # each rank its own share (DistributedSampler)
+            optimizer.zero_grad()
+            loss_fn(model(x), y).backward()       # gradients averaged over ranks here
+            optimizer.step()
+    """
+
+    def __init__(self, module, comm=None, bucket_cap_mb=25, broadcast_buffers=True, gradient_compression=None,
+                 find_unused_parameters=False):
+        super().__init__()
+        if gradient_compression is not None:
+            raise ValueError(f"gradient_compression={gradient_compression!r} is not supported yet; use None")
+        comm = _communicator(comm)
+        self.module = module
+        object.__setattr__(self, "comm", comm)
+        self.broadcast_buffers = broadcast_buffers
+        self.find_unused_parameters = find_unused_parameters  # unused parameters are always handled (as zeros)
+        self._sync = True
+        named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        check_same_parameters_everywhere(comm, named, "DistributedDataParallel")
+        object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20)))
+        self._reducer.broadcast_from(0)
+        self._broadcast_buffers()
+
+    @property
+    def _buckets(self):
+        return self._reducer.buckets
+
+    def _broadcast_buffers(self):
+        for buffer in self.module.buffers():
+            if buffer._data.flags.c_contiguous:
+                self.comm.broadcast(buffer._data, root=0)
+
+    def forward(self, *args, **kwargs):
+        if self._sync and is_grad_enabled():
+            if self.broadcast_buffers:
+                self._broadcast_buffers()
+            if not self._reducer.armed:
+                self._reducer.arm()
+                queue_callback(self._reducer.finish)
+        return self.module(*args, **kwargs)
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -186,4 +219,60 @@ class DistributedDataParallel(Module):
             return getattr(self.__dict__["_modules"]["module"], name)
 
 
-__all__ = ["DistributedDataParallel"]
+class DistributedOptimizer:
+    """Horovod-style data parallelism for a custom loop: wrap the optimizer, keep the model as it is.
+
+    Gradients are averaged over ranks as backward produces them (the same reducer as
+    DistributedDataParallel); `step()` waits for the last allreduces, then runs the wrapped
+    optimizer. Everything else is delegated to it. Call `broadcast_parameters` first so
+    that every rank starts from rank 0's weights.
+
+    Example::
+
+        broadcast_parameters(model.state_dict(), root_rank=0)
+        optimizer = DistributedOptimizer(distrain.optim.SGD(model.parameters(), lr=0.1), model.named_parameters())
+    """
+
+    def __init__(self, optimizer, named_parameters, comm=None, bucket_cap_mb=25):
+        comm = _communicator(comm)
+        named = [(name, p) for name, p in named_parameters if p.requires_grad]
+        check_same_parameters_everywhere(comm, named, "DistributedOptimizer")
+        self.optimizer = optimizer
+        self.comm = comm
+        self._reducer = GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20))
+        self._reducer.arm()
+
+    def synchronize(self):
+        """Wait until every gradient is averaged (step() does this itself)."""
+        self._reducer.finish()
+
+    def step(self, closure=None):
+        self.synchronize()
+        result = self.optimizer.step(closure)
+        self._reducer.arm()  # the next backward's gradients
+        return result
+
+    def zero_grad(self, set_to_none=True):
+        self.optimizer.zero_grad(set_to_none)
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["optimizer"], name)
+
+
+def broadcast_parameters(params, root_rank=0, comm=None):
+    """Overwrite every rank's values with root_rank's: a state_dict, named parameters, or tensors."""
+    comm = _communicator(comm)
+    items = params.items() if hasattr(params, "items") else params
+    for item in items:
+        tensor = item[1] if isinstance(item, tuple) else item
+        data = tensor._data
+        if data.flags.c_contiguous:
+            comm.broadcast(data, root=root_rank)
+        else:
+            staged = data.copy()
+            comm.broadcast(staged, root=root_rank)
+            data[...] = staged
+        tensor._version_counter[0] += 1
+
+
+__all__ = ["DistributedDataParallel", "DistributedOptimizer", "GradientReducer", "broadcast_parameters"]

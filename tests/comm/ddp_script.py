@@ -83,5 +83,21 @@ try:
 except distrain.DistrainError as error:
     assert "hold different models" in str(error) and "weight" in str(error), error
 
+# Horovod style: the same training with broadcast_parameters + DistributedOptimizer on an unwrapped model
+plain = build().double()
+if rank == 1:
+    for p in plain.parameters():
+        p.data = p.data * 3.0
+dist.broadcast_parameters(plain.state_dict(), root_rank=0)
+horovod = dist.DistributedOptimizer(distrain.optim.SGD(plain.parameters(), lr=0.1, momentum=0.9),
+                                    plain.named_parameters(), bucket_cap_mb=0.0005)
+for x, y in steps:
+    mine = slice(rank * BATCH, (rank + 1) * BATCH)
+    horovod.zero_grad()
+    nn.functional.cross_entropy(plain(distrain.tensor(x[mine])), distrain.tensor(y[mine])).backward()
+    horovod.step()
+for (name, ours), theirs in zip(plain.named_parameters(), reference.parameters()):
+    np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
 dist.shutdown()
 print(f"rank {rank} ok", flush=True)

@@ -50,7 +50,8 @@ def test_every_collective_matches_numpy_on_every_rank(ranks):
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("ranks", [2, 3, 4])
 def test_ddp_on_n_ranks_equals_one_process_on_the_whole_batch(ranks):
-    """Also: rank 0's weights are broadcast, unused parameters do not hang, no_sync, mismatched models."""
+    """Also: rank 0's weights are broadcast, unused parameters do not hang, no_sync, mismatched models, and the
+    Horovod-style broadcast_parameters + DistributedOptimizer give the same training."""
     code, output = run_ranks(ranks, script=DDP_SCRIPT, timeout=150)
     assert code == 0, output
     assert sorted(int(r) for r in re.findall(r"rank (\d+) ok", output)) == list(range(ranks)), output
