@@ -131,7 +131,6 @@ def ceiling_epoch(images_path, labels_path):
 def throughput(args, paths):
     import torch
 
-    import distrain
     from distrain.data import DataLoader, ShardDataset
 
     shards, images_path, labels_path = paths
@@ -160,13 +159,10 @@ def throughput(args, paths):
         for name in names:
             seconds, count = runs[name]()
             rates[name].append(count / seconds)
-    del distrain
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def training(args, paths):
-    import numpy as np
-
     import distrain
     from distrain.data import DataLoader, ShardDataset
 

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -112,12 +111,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.repeats, args.record)
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    command = [mpiexec, "-n", str(args.ranks), sys.executable, os.path.abspath(__file__), "--worker",
-               "--repeats", str(args.repeats)] + (["--record"] if args.record else [])
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run(command, env=env, timeout=1500).returncode
-
+    return harness.run_under_mpiexec(__file__, args.ranks, ["--repeats", str(args.repeats)]
+                                     + (["--record"] if args.record else []), timeout=1500)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -242,6 +242,17 @@ def run_selected(cases: list, args, results_dir: str) -> list:
     return run_cases(cases, args.threads, args.seconds, json_path)
 
 
+def run_under_mpiexec(script: str, ranks: int, arguments: list, timeout: float) -> int:
+    """Run `ranks` copies of `python script --worker arguments...` under the mpi extra's mpiexec.
+
+    One BLAS thread per rank (the ranks already fill the cores); returns mpiexec's exit code.
+    """
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    command = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(script), "--worker", *arguments]
+    env = dict(os.environ, **{variable: "1" for variable in BLAS_THREAD_VARIABLES})
+    return subprocess.run(command, env=env, timeout=timeout).returncode
+
+
 def run_cases(cases: list, threads: int, seconds: float, json_path: str | None = None) -> list:
     """Time every case, print the table and the JSON lines, append them to json_path."""
     machine = machine_info(threads, apply_thread_limits(threads))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .comm import create_communicator
 from .comm.mpi import DEFAULT_TIMEOUT, under_mpi_launcher
+from .parallel import DistributedOptimizer, broadcast_parameters  # Horovod's names, here too  # noqa: F401
 
 _communicator = None
 
@@ -42,20 +43,6 @@ def get_rank() -> int:
 
 def get_world_size() -> int:
     return get_communicator().size
-
-
-def broadcast_parameters(params, root_rank=0):
-    """Every rank takes root_rank's values (Horovod's name); see distrain.parallel."""
-    from .parallel import broadcast_parameters as broadcast
-
-    broadcast(params, root_rank)
-
-
-def DistributedOptimizer(optimizer, named_parameters, **options):
-    """Average gradients over ranks during backward, then step (Horovod's name); see distrain.parallel."""
-    from .parallel import DistributedOptimizer as wrapped
-
-    return wrapped(optimizer, named_parameters, **options)
 
 
 def shutdown():

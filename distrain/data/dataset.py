@@ -80,6 +80,7 @@ class Subset(Dataset):
     def __init__(self, dataset, indices):
         self.dataset = dataset
         self.indices = list(indices)
+        self._index_array = numpy.asarray(self.indices, dtype=numpy.int64)  # for get_batch, once, not per batch
 
     def __getitem__(self, index):
         if isinstance(index, list):
@@ -93,7 +94,7 @@ class Subset(Dataset):
         """get_batch and prepare_for_workers pass through to the dataset when it has them."""
         dataset = self.__dict__.get("dataset")
         if name == "get_batch" and hasattr(dataset, "get_batch"):
-            return lambda indices: dataset.get_batch(numpy.asarray(self.indices)[numpy.asarray(indices)])
+            return lambda indices: dataset.get_batch(self.__dict__["_index_array"][numpy.asarray(indices)])
         if name == "prepare_for_workers" and hasattr(dataset, "prepare_for_workers"):
             return dataset.prepare_for_workers
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")

@@ -171,6 +171,20 @@ class Tensor:
                                  f"convert it first, e.g. grad.to({self.dtype})")
         self._grad = value
 
+    def _reset_grad(self, set_to_none):
+        """What zero_grad does to one tensor (Module and Optimizer alike): `.grad = None`, or
+        zeros written into the same gradient tensor (so a flat-buffer view stays that view)."""
+        grad = self._grad
+        if grad is None:
+            return
+        if set_to_none:
+            self._grad = None
+            return
+        if grad.grad_fn is not None:
+            grad.detach_()
+        grad._data.fill(0)
+        grad._version_counter[0] += 1
+
     @property
     def is_leaf(self) -> bool:
         return self.grad_fn is None

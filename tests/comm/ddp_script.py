@@ -4,8 +4,6 @@ Checks, after 4 SGD-momentum steps of a small MLP (with an unused parameter and 
 BatchNorm buffer), that every rank's parameters equal a single-process run on the whole
 batch (computed on every rank from the same seed). Prints "rank R ok".
 """
-import sys
-
 import numpy as np
 
 import distrain

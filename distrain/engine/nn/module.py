@@ -258,15 +258,7 @@ class Module:
     def zero_grad(self, set_to_none=True):
         """Reset parameter gradients: to None (default; skipped by optimizers) or to zero in place."""
         for parameter in self.parameters():
-            if parameter._grad is None:
-                continue
-            if set_to_none:
-                parameter._grad = None
-            else:
-                if parameter._grad.grad_fn is not None:
-                    parameter._grad = parameter._grad.detach()
-                parameter._grad._data[...] = 0
-                parameter._grad._version_counter[0] += 1
+            parameter._reset_grad(set_to_none)
 
     def pack_parameters(self):
         """Pack this module's parameters into flat buffers (engine/flat.py); returns the buffers."""

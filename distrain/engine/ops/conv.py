@@ -17,7 +17,7 @@ from __future__ import annotations
 from ...errors import ShapeError
 from ..backend import array_module
 from ..flat import claim_flat_gradient
-from .core import Tensor, grad_state, record, reference_grads, wrap
+from .core import grad_state, record, reference_grads, wrap
 
 
 def pair(value, name, op_name):
@@ -302,4 +302,4 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     return windows.permute(0, 1, 4, 5, 2, 3).reshape(n, c * k_h * k_w, out_h * out_w)
 
 
-__all__ = ["conv2d", "fold_windows", "output_size", "pair", "sliding_windows", "unfold", "Tensor"]
+__all__ = ["conv2d", "fold_windows", "output_size", "pair", "sliding_windows", "unfold"]

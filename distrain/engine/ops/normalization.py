@@ -18,11 +18,6 @@ from ..backend import array_module
 from .core import grad_state, record, reference_grads, wrap
 
 
-def _reduce_axes_and_shape(ndim, channel_axis):
-    axes = tuple(a for a in range(ndim) if a != channel_axis)
-    return axes
-
-
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """Normalise (N, C, *) per channel C with batch statistics (training) or running ones (eval).
 
@@ -38,7 +33,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if tensor is not None and tuple(tensor.shape) != (channels,):
             raise ShapeError(f"batch_norm: {name} must have shape ({channels},) for input {tuple(data.shape)} "
                              f"(C={channels}), got {tuple(tensor.shape)}")
-    axes = _reduce_axes_and_shape(data.ndim, 1)
+    axes = (0,) + tuple(range(2, data.ndim))  # every axis but the channels
     count = data.size // channels
     stat_shape = (1, channels) + (1,) * (data.ndim - 2)
     xp = array_module(data)

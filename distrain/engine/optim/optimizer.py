@@ -116,16 +116,7 @@ class Optimizer:
         """Forget the gradients: `.grad = None` (default), or fill them with zeros in place."""
         for group in self.param_groups:
             for param in group["params"]:
-                grad = param._grad
-                if grad is None:
-                    continue
-                if set_to_none:
-                    param._grad = None
-                else:
-                    if grad.grad_fn is not None:
-                        grad.detach_()
-                    grad._data.fill(0)
-                    grad._version_counter[0] += 1
+                param._reset_grad(set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that requires grad and has a `.grad`; others are skipped.
