@@ -4,14 +4,21 @@
     rank, size = distrain.distributed.get_rank(), distrain.distributed.get_world_size()
 
 `init(backend=...)` picks a communicator (distrain.comm): "local" (one process), "mpi"
-(under mpirun/mpiexec/srun), or "auto". Every wait inside a collective gives up after
+(under mpirun/mpiexec/srun), "nccl" (one GPU per rank), "ps" (a ZeroMQ parameter
+server), or "auto" (see `choose_backend`). Every wait inside a collective gives up after
 `timeout` seconds with an error instead of hanging.
 """
 from __future__ import annotations
 
+import os
+
 from .comm import create_communicator
 from .comm.mpi import DEFAULT_TIMEOUT, under_mpi_launcher
-from .parallel import DistributedOptimizer, broadcast_parameters  # Horovod's names, here too  # noqa: F401
+from .engine.backend import cuda_device_count
+from .parallel import (  # Horovod's names, here too  # noqa: F401
+    DistributedOptimizer,
+    broadcast_parameters,
+)
 
 _communicator = None
 
@@ -22,9 +29,27 @@ def init(backend="auto", timeout=DEFAULT_TIMEOUT):
     if _communicator is not None:
         raise RuntimeError(f"distrain.distributed is already initialised ({_communicator!r}); call shutdown() first")
     if backend == "auto":
-        backend = "mpi" if under_mpi_launcher() else "local"
-    _communicator = create_communicator(backend, **({"timeout": timeout} if backend == "mpi" else {}))
+        backend = choose_backend()
+    _communicator = create_communicator(backend, timeout=timeout)
     return _communicator
+
+
+def choose_backend(environ=os.environ):
+    """What init("auto") uses: the launcher's --backend, else nccl for several ranks with GPUs and
+    cupy, mpi under an MPI launcher, ps when a parameter server is given, else local."""
+    from .comm.ps.protocol import ADDRESS_ENVIRONMENT_VARIABLE
+    from .launch import discover_ranks
+
+    if environ.get("DISTRAIN_BACKEND"):
+        return environ["DISTRAIN_BACKEND"]
+    _, size, _ = discover_ranks(environ)
+    if size > 1 and (under_mpi_launcher(environ) or ADDRESS_ENVIRONMENT_VARIABLE in environ) and cuda_device_count():
+        return "nccl"
+    if under_mpi_launcher(environ):
+        return "mpi"
+    if ADDRESS_ENVIRONMENT_VARIABLE in environ:
+        return "ps"
+    return "local"
 
 
 def is_initialized() -> bool:

@@ -1,16 +1,23 @@
 """`python -m distrain.launch`: run a training script on every rank.
 
-Two ways to use it:
+Three ways to use it:
 
-    mpirun -n 4 python -m distrain.launch train.py --epochs 3     # under an MPI launcher (or srun)
-    python -m distrain.launch -n 4 train.py --epochs 3            # it starts mpiexec for you
+    mpirun -n 4 python -m distrain.launch train.py --epochs 3          # under an MPI launcher (or srun)
+    python -m distrain.launch -n 4 train.py --epochs 3                 # it starts mpiexec for you
+    python -m distrain.launch -n 4 --backend ps train.py --epochs 3    # no MPI: it starts the ranks itself
 
 Under a launcher, each process discovers its rank, world size and local rank from the
-launcher's environment (Open MPI, MPICH/PMI, Slurm), exports them as RANK, WORLD_SIZE,
-LOCAL_RANK (and DISTRAIN_RANK, ...), installs an exception hook that aborts the whole job
-when this rank fails (otherwise the other ranks would wait in a collective forever), and
-runs the script as `__main__` with its arguments. With `-n N` it runs the `mpiexec` that
-the `mpi` extra's MPICH wheel installs, with every output line prefixed by its rank.
+launcher's environment (Open MPI, MPICH/PMI, Slurm, or RANK/WORLD_SIZE as torchrun sets
+them), exports them as RANK, WORLD_SIZE, LOCAL_RANK (and DISTRAIN_RANK, ...), selects GPU
+`local_rank` when there are GPUs, installs an exception hook that ends the whole job when
+this rank fails (otherwise the other ranks would wait in a collective forever), and runs
+the script as `__main__` with its arguments.
+
+With `-n N` and the mpi backend it runs the `mpiexec` that the `mpi` extra's MPICH wheel
+installs; with `--backend ps` or `nccl` it starts the N ranks itself around a rendezvous
+server (spawn.py). Either way every output line carries its rank's "[r] " prefix
+(`--no-prefix` drops it, `--rank0-only` silences the standard output of every rank but
+0), a failing rank stops the job, and Ctrl-C stops every rank.
 Without a script it runs the default job: a small data-parallel training run that prints
 its loss and accuracy.
 
@@ -20,6 +27,7 @@ formatted into a shell string.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import runpy
 import shutil
@@ -57,11 +65,13 @@ def rank_environment(rank, size, local_rank):
     return {**{k: str(v) for k, v in values.items()}, **{f"DISTRAIN_{k}": str(v) for k, v in values.items()}}
 
 
-def mpiexec_command(mpiexec, count, script_argv, python=sys.executable, quiet=False):
+def mpiexec_command(mpiexec, count, script_argv, python=sys.executable, prefix=True, rank0_only=False):
     """The argv that starts `count` ranks of `python -m distrain.launch script_argv...` under MPICH's mpiexec."""
     command = [mpiexec, "-n", str(count)]
-    if not quiet:
+    if prefix:
         command.append("-prepend-rank")  # "[r] " before every output line
+    if rank0_only:
+        command += ["-genv", "DISTRAIN_RANK0_ONLY", "1"]
     return command + [python, "-m", "distrain.launch", *script_argv]
 
 
@@ -69,34 +79,80 @@ def find_mpiexec():
     here = os.path.dirname(sys.executable)
     found = shutil.which("mpiexec", path=here + os.pathsep + os.environ.get("PATH", ""))
     if found is None:
-        raise SystemExit("distrain.launch -n: mpiexec not found; pip install 'distrain[mpi]' (the mpich wheel brings it) "
-                         "or start the ranks yourself with mpirun")
+        raise SystemExit("distrain.launch -n: mpiexec not found; pip install 'distrain[mpi]' (the mpich wheel brings it), "
+                         "start the ranks yourself with mpirun, or use --backend ps (no MPI needed)")
     return found
 
 
-def _abort_job_on_error(rank):
-    """An uncaught exception on this rank prints its traceback and aborts every rank (MPI Abort)."""
+def _abort_job_on_error(rank, use_mpi):
+    """An uncaught exception on this rank prints its traceback and ends the job.
+
+    Under MPI that is MPI Abort (which stops every rank); under distrain's own launcher it is
+    exiting at once with code 1, which the launcher sees and stops the other ranks for
+    (a plain exit could block in atexit handlers waiting on ranks that wait on us).
+    """
 
     def hook(kind, value, trace):
         sys.stderr.write(f"distrain.launch: rank {rank} failed:\n" + "".join(traceback.format_exception(kind, value, trace)))
         sys.stderr.flush()
-        time.sleep(ABORT_GRACE_SECONDS)  # let the launcher forward the traceback before Abort tears the job down
-        try:
-            from mpi4py import MPI
+        if use_mpi:
+            time.sleep(ABORT_GRACE_SECONDS)  # let mpiexec forward the traceback before Abort tears the job down
+            try:
+                from mpi4py import MPI
 
-            MPI.COMM_WORLD.Abort(1)
-        except ImportError:
-            os._exit(1)
+                MPI.COMM_WORLD.Abort(1)
+            except ImportError:
+                pass
+        os._exit(1)
 
     sys.excepthook = hook
 
 
+def _exit_when_orphaned(launcher_pid):
+    """A rank whose launcher died (kill -9) exits within a second instead of living on."""
+
+    def watch():
+        while os.getppid() == launcher_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    import threading
+
+    threading.Thread(target=watch, name="distrain-orphan-watch", daemon=True).start()
+
+
+def _silence_stdout():
+    """--rank0-only on a rank other than 0: standard output (Python's and C's) goes nowhere; stderr stays."""
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def _select_gpu(local_rank):
+    """Make GPU local_rank (modulo the count) current before the script allocates anything on a GPU."""
+    if importlib.util.find_spec("cupy") is None:  # the common CPU case costs no import
+        return
+    from .engine.backend import cuda_device_count, cupy_module
+
+    count = cuda_device_count()
+    if count:
+        cupy_module().cuda.Device(local_rank % count).use()
+
+
 def run_as_rank(script_argv):
     """Inside one rank: export the rank variables, guard against hangs, run the script or the default job."""
+    from .comm.mpi import under_mpi_launcher
+
     rank, size, local_rank = discover_ranks()
     os.environ.update(rank_environment(rank, size, local_rank))
+    if os.environ.get("DISTRAIN_LAUNCHER_PID"):
+        _exit_when_orphaned(int(os.environ["DISTRAIN_LAUNCHER_PID"]))
+    if os.environ.get("DISTRAIN_RANK0_ONLY") and rank != 0:
+        _silence_stdout()
+    _select_gpu(local_rank)
     if size > 1:
-        _abort_job_on_error(rank)
+        _abort_job_on_error(rank, use_mpi=under_mpi_launcher())
         # one write per line, so a launcher's rank prefix ("[r] ") lands once per line, not per print() piece
         for stream in (sys.stdout, sys.stderr):
             if hasattr(stream, "reconfigure"):
@@ -115,18 +171,29 @@ def run_as_rank(script_argv):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m distrain.launch", description=__doc__.split("\n\n")[0],
-                                     usage="python -m distrain.launch [-n N] [--quiet] [script.py [args ...]]")
-    parser.add_argument("-n", "--nproc", type=int, help="start N ranks with mpiexec (omit under mpirun/srun)")
-    parser.add_argument("--backend", default="mpi", choices=["mpi"], help="how ranks talk (default mpi)")
-    parser.add_argument("--quiet", action="store_true", help="no rank prefix on output lines")
+    parser = argparse.ArgumentParser(
+        prog="python -m distrain.launch", description=__doc__.split("\n\n")[0],
+        usage="python -m distrain.launch [-n N] [--backend mpi|ps|nccl] [--no-prefix] [--rank0-only] [script.py [args ...]]")
+    parser.add_argument("-n", "--nproc", type=int, help="start N ranks on this machine (omit under mpirun/srun)")
+    parser.add_argument("--backend", default="mpi", choices=["mpi", "ps", "nccl"],
+                        help="with -n: mpi runs mpiexec; ps (ZeroMQ parameter server) and nccl (one GPU per rank) "
+                             "start the ranks around a rendezvous server (default mpi)")
+    parser.add_argument("--no-prefix", action="store_true", help="no \"[rank] \" prefix on output lines")
+    parser.add_argument("--rank0-only", action="store_true",
+                        help="show only rank 0's standard output (every rank's stderr still shows)")
     parser.add_argument("script_argv", nargs=argparse.REMAINDER, help="the script and its arguments")
     args = parser.parse_args(argv)
     if args.nproc is None:
         return run_as_rank(args.script_argv)
     if args.nproc < 1:
         parser.error(f"-n must be at least 1, got {args.nproc}")
-    command = mpiexec_command(find_mpiexec(), args.nproc, args.script_argv, quiet=args.quiet)
+    if args.backend != "mpi":
+        from .spawn import run_workers
+
+        return run_workers(args.nproc, args.backend, args.script_argv, prefix=not args.no_prefix,
+                           rank0_only=args.rank0_only)
+    command = mpiexec_command(find_mpiexec(), args.nproc, args.script_argv, prefix=not args.no_prefix,
+                              rank0_only=args.rank0_only)
     process = subprocess.Popen(command, start_new_session=True)
     try:
         code = process.wait()

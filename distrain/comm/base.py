@@ -14,9 +14,13 @@ Which backend when (`create_communicator(name)`):
   mpi      CPU training on one or many machines under  mpi4py and an MPI (`pip install
            mpirun/srun; GPUs without NCCL (staged      'distrain[mpi]'` brings MPICH and
            through host memory)                        mpiexec)
+  nccl     one GPU per rank, on one or many machines   cupy with NCCL (`distrain[gpu]`), and
+           (the fastest for GPUs)                      MPI or the launcher's rendezvous
+  ps       machines without MPI; elastic clusters      nothing beyond the core (pyzmq): a
+           where a central server is simpler than      parameter server that the launcher
+           MPI; no MPI on the machines                 starts, or `python -m
+                                                       distrain.comm.ps.server`
   =======  ==========================================  =====================================
-
-Further backends (nccl, ps) plug into the same registry.
 """
 from __future__ import annotations
 
@@ -102,7 +106,9 @@ def check_op(op):
 
 
 _BACKENDS = {"local": ("distrain.comm.local", "LocalCommunicator", None),
-             "mpi": ("distrain.comm.mpi", "MPICommunicator", "pip install 'distrain[mpi]' (mpi4py and MPICH)")}
+             "mpi": ("distrain.comm.mpi", "MPICommunicator", "pip install 'distrain[mpi]' (mpi4py and MPICH)"),
+             "nccl": ("distrain.comm.nccl", "NCCLCommunicator", "pip install 'distrain[gpu]' (CuPy with NCCL)"),
+             "ps": ("distrain.comm.ps.client", "PSCommunicator", None)}
 
 
 def create_communicator(name, **options):

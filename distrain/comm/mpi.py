@@ -23,7 +23,9 @@ DEFAULT_TIMEOUT = 300.0
 
 
 def _mpi():
-    from mpi4py import MPI  # initialises MPI (thread level "multiple" by mpi4py's default)
+    from mpi4py import (
+        MPI,  # initialises MPI (thread level "multiple" by mpi4py's default)
+    )
 
     return MPI
 

@@ -34,7 +34,7 @@ def test_mpiexec_command_is_an_argv_list_with_the_script_arguments_untouched():
     command = mpiexec_command("/x/mpiexec", 3, ["train.py", "--lr", "0.1 0.2"], python="/py")
     assert command == ["/x/mpiexec", "-n", "3", "-prepend-rank", "/py", "-m", "distrain.launch", "train.py", "--lr",
                        "0.1 0.2"]
-    assert "-prepend-rank" not in mpiexec_command("m", 2, [], quiet=True)
+    assert "-prepend-rank" not in mpiexec_command("m", 2, [], prefix=False)
 
 
 def launch(tmp_path, body, ranks, *arguments, timeout=120):

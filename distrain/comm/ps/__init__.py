@@ -1,0 +1,1 @@
+"""The ZeroMQ parameter-server backend: protocol (wire format), server, client (the Communicator)."""

@@ -1,0 +1,311 @@
+"""The parameter server: sums the ranks' gradients and hands every rank the result.
+
+In a parameter-server job the ranks do not talk to each other: each sends its bucket of
+gradients to this server, which adds the buckets up once all `world_size` have arrived
+and sends the sum back to each (the "summation service" of BytePS). Every rank then
+applies the same averaged gradient with its own optimizer, so the parameters stay equal
+on all ranks, exactly as under MPI. The same server answers broadcast, allgather and
+barrier, and keeps a small key-value store that the launcher's ranks use as their
+rendezvous (e.g. to share the NCCL unique id).
+
+    python -m distrain.comm.ps.server --world-size 4 --bind tcp://0.0.0.0:5555 --secret-file ~/.distrain/secret
+
+Robustness (shared/DESIGN.md):
+- It binds to 127.0.0.1 unless told otherwise, and refuses to listen beyond loopback
+  without a secret (protocol.py: every message then carries an HMAC).
+- A message that fails authentication is dropped unanswered; a malformed one from an
+  authentic peer gets an error reply; neither ever stops the server.
+- Ranks whose calls disagree (different ops, dtypes, shapes or roots for the same
+  collective) all get an error naming both calls, instead of a wrong result.
+- A collective that some ranks never join fails after the ranks' timeout, and the ranks
+  that did join are told which ranks never arrived.
+
+Sums are deterministic: contributions are added in rank order (rank 0 + rank 1 + ...)
+whatever order they arrive in, so a rerun gives bit-identical results.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+import threading
+import time
+
+import numpy
+import zmq
+
+from . import protocol
+from .protocol import ProtocolError
+
+log = logging.getLogger("distrain.ps")
+
+POLL_MILLISECONDS = 200
+_REDUCE = {"sum": numpy.add, "max": numpy.maximum, "min": numpy.minimum}
+
+
+class _Collective:
+    """One collective (by index) while its ranks arrive."""
+
+    def __init__(self, header, now):
+        self.op = header["op"]
+        self.signature = {k: header[k] for k in ("dtype", "shape", "reduce", "root") if k in header}
+        self.started = now
+        self.callers = {}  # rank -> (identity, seq, timeout)
+        self.payloads = {}  # rank -> array, until it is folded into `total`
+        self.total = None
+        self.folded = 0  # ranks 0..folded-1 are in `total`
+
+    def describe(self):
+        details = ", ".join(f"{k}={v}" for k, v in self.signature.items())
+        return f"{self.op}({details})" if details else self.op
+
+    def fold_in_rank_order(self):
+        """Add every contribution whose turn has come (deterministic: always rank 0 + rank 1 + ...)."""
+        reduce = _REDUCE[self.signature["reduce"]]
+        while self.folded in self.payloads:
+            part = self.payloads.pop(self.folded)
+            if self.total is None:
+                # float16 is summed in float32 and rounded once, like NCCL's half-precision sums
+                wide = numpy.float32 if part.dtype == numpy.float16 else part.dtype
+                self.total = part.astype(wide, copy=True)
+            else:
+                reduce(self.total, part, out=self.total, casting="unsafe")
+            self.folded += 1
+
+
+class ParameterServer:
+    """Serves one job of `world_size` ranks at `bind` (see the module docstring).
+
+    `start()` runs it in a background thread (the launcher's way), `serve()` in the
+    calling thread (the command line's way); `address` is where ranks connect.
+    """
+
+    def __init__(self, world_size, bind="tcp://127.0.0.1:0", secret=None, timeout=None, context=None):
+        if int(world_size) < 1:
+            raise ValueError(f"world_size must be at least 1, got {world_size}")
+        self.world_size = int(world_size)
+        self.secret = protocol.load_secret(secret)
+        if self.secret is None and not protocol.is_loopback(bind):
+            raise ValueError(f"refusing to serve on {bind} without authentication: anyone who can reach it could "
+                             f"inject gradients. Set {protocol.SECRET_ENVIRONMENT_VARIABLE} (or --secret-file) on the "
+                             "server and every rank, or bind to tcp://127.0.0.1")
+        self.timeout = timeout  # None: each collective uses its ranks' own timeout (from their hello)
+        self.context = context or zmq.Context.instance()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 1000)
+        self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.socket.bind(bind[:-2] + ":*" if bind.endswith(":0") else bind)
+        self.address = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.session = secrets.token_bytes(16)
+        self.ranks = {}  # rank -> {"identity", "next_seq", "timeout", "left"}
+        self.collectives = {}  # index -> _Collective
+        self.failed = {}  # index -> why, so that ranks arriving after a failure hear it at once
+        self.store = {}
+        self.store_waiters = {}  # key -> [(rank, identity, seq, deadline)]
+        self.refused = 0  # messages dropped or answered with an error (for monitoring and tests)
+        self._stop = threading.Event()
+        self._thread = None
+
+    # -- running ----------------------------------------------------------------------------
+    def start(self):
+        """Serve in a daemon thread; returns self (use `close()` to stop)."""
+        self._thread = threading.Thread(target=self.serve, name="distrain-parameter-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve(self, until_all_left=False):
+        """Answer messages until close() (or, with until_all_left, until every rank joined and said bye)."""
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if poller.poll(POLL_MILLISECONDS):
+                    while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        self._handle(self.socket.recv_multipart(copy=False))
+                self._expire(time.monotonic())
+                if until_all_left and len(self.ranks) == self.world_size and all(
+                        info["left"] for info in self.ranks.values()):
+                    return
+        finally:
+            self.socket.close()
+
+    def close(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- one message ------------------------------------------------------------------------
+    def _handle(self, frames):
+        identity, message = frames[0].bytes, frames[1:]
+        try:
+            header, payload = protocol.unpack(message, self.secret)
+        except ProtocolError as error:
+            self.refused += 1
+            log.warning("parameter server: dropped a message: %s", error)
+            return
+        seq = header.get("seq") if isinstance(header.get("seq"), int) else None
+        try:
+            op = protocol.check_request(header, self.world_size)
+            self._check_sender(op, header, identity)
+            getattr(self, "_on_" + op)(header, payload, identity)
+        except ProtocolError as error:
+            self.refused += 1
+            log.warning("parameter server: refused a message: %s", error)
+            self._reply(identity, {"op": header.get("op"), "seq": seq, "error": str(error)})
+
+    def _check_sender(self, op, header, identity):
+        rank = header["rank"]
+        info = self.ranks.get(rank)
+        if op == "hello":
+            if info is not None and info["identity"] != identity and not info["left"]:
+                raise ProtocolError(f"rank {rank} has already joined from another process: two processes were "
+                                    "given the same RANK")
+            return
+        if info is None or info["identity"] != identity:
+            raise ProtocolError(f"rank {rank} sent {op} before joining (hello)")
+        if header["session"] != self.session:
+            raise ProtocolError(f"rank {rank}: {op} belongs to another server session")
+        if header["seq"] != info["next_seq"]:
+            raise ProtocolError(f"rank {rank}: message number {header['seq']} out of order "
+                                f"(expected {info['next_seq']}): a replayed or lost message")
+        info["next_seq"] += 1
+
+    def _reply(self, identity, header, payload=b""):
+        try:
+            self.socket.send_multipart([identity] + protocol.pack(header, payload, self.secret), copy=False)
+        except zmq.ZMQError as error:  # the peer is gone (ROUTER_MANDATORY): nothing to tell it
+            log.warning("parameter server: could not answer a peer: %s", error)
+
+    # -- requests ---------------------------------------------------------------------------
+    def _on_hello(self, header, payload, identity):
+        rank = header["rank"]
+        if header["version"] != protocol.PROTOCOL_VERSION:
+            raise ProtocolError(f"rank {rank} speaks protocol version {header['version']}, this server "
+                                f"{protocol.PROTOCOL_VERSION}: run the same distrain everywhere")
+        if header["world_size"] != self.world_size:
+            raise ProtocolError(f"rank {rank} expects a world of {header['world_size']} ranks, but this server "
+                                f"serves {self.world_size}: start every rank and the server with the same size")
+        self.ranks[rank] = {"identity": identity, "next_seq": header["seq"] + 1, "timeout": header["timeout"],
+                            "left": False}
+        self._reply(identity, {"op": "hello", "seq": header["seq"], "session": self.session,
+                               "world_size": self.world_size})
+
+    def _on_bye(self, header, payload, identity):
+        self.ranks[header["rank"]]["left"] = True
+        self._reply(identity, {"op": "bye", "seq": header["seq"]})
+
+    def _on_store_set(self, header, payload, identity):
+        key = header["key"]
+        self.store[key] = bytes(payload)
+        self._reply(identity, {"op": "store_set", "seq": header["seq"]})
+        for rank, waiter, seq, _ in self.store_waiters.pop(key, []):
+            self._reply(waiter, {"op": "store_get", "seq": seq}, self.store[key])
+
+    def _on_store_get(self, header, payload, identity):
+        key = header["key"]
+        if key in self.store:
+            self._reply(identity, {"op": "store_get", "seq": header["seq"]}, self.store[key])
+            return
+        deadline = time.monotonic() + self._timeout_of(header["rank"])
+        self.store_waiters.setdefault(key, []).append((header["rank"], identity, header["seq"], deadline))
+
+    def _timeout_of(self, rank):
+        return self.timeout if self.timeout is not None else self.ranks[rank]["timeout"]
+
+    def _on_collective(self, header, payload, identity):
+        index, rank = header["index"], header["rank"]
+        if index in self.failed:
+            raise ProtocolError(self.failed[index])
+        collective = self.collectives.get(index)
+        if collective is None:
+            collective = self.collectives[index] = _Collective(header, time.monotonic())
+        elif collective.op != header["op"] or collective.signature != _Collective(header, 0).signature:
+            theirs = _Collective(header, 0).describe()
+            first = min(collective.callers)
+            self._fail(index, f"collective #{index}: rank {rank} called {theirs} but rank {first} called "
+                       f"{collective.describe()}; every rank must make the same collective calls in the same order",
+                       extra=[(rank, identity, header["seq"])])
+            return
+        if rank in collective.callers:
+            raise ProtocolError(f"rank {rank} joined collective #{index} twice")
+        collective.callers[rank] = (identity, header["seq"])
+        if header["op"] in ("allreduce", "allgather") or (header["op"] == "broadcast" and rank == header["root"]):
+            collective.payloads[rank] = protocol.payload_array(header, payload)
+            if header["op"] == "allreduce":
+                collective.fold_in_rank_order()
+        if len(collective.callers) == self.world_size:
+            del self.collectives[index]
+            self._complete(collective)
+
+    _on_allreduce = _on_broadcast = _on_allgather = _on_barrier = _on_collective
+
+    def _complete(self, collective):
+        if collective.op == "allreduce":
+            dtype = numpy.dtype(collective.signature["dtype"])
+            result = collective.total if collective.total.dtype == dtype else collective.total.astype(dtype)
+        elif collective.op == "allgather":
+            result = numpy.concatenate([collective.payloads[r].reshape(-1) for r in range(self.world_size)])
+        elif collective.op == "broadcast":
+            result = collective.payloads[collective.signature["root"]]
+        else:
+            result = None
+        result = b"" if result is None or result.size == 0 else numpy.ascontiguousarray(result)
+        for rank, (identity, seq) in collective.callers.items():
+            skip = collective.op == "broadcast" and rank == collective.signature["root"]
+            self._reply(identity, {"op": collective.op, "seq": seq}, b"" if skip else result)
+
+    def _fail(self, index, message, extra=()):
+        collective = self.collectives.pop(index)
+        self.failed[index] = message
+        self.refused += 1
+        log.warning("parameter server: %s", message)
+        callers = [(rank, identity, seq) for rank, (identity, seq) in collective.callers.items()] + list(extra)
+        for rank, identity, seq in callers:
+            self._reply(identity, {"op": collective.op, "seq": seq, "error": message})
+
+    def _expire(self, now):
+        for index, collective in list(self.collectives.items()):
+            limit = min(self._timeout_of(rank) for rank in collective.callers)
+            if now - collective.started > limit:
+                missing = sorted(set(range(self.world_size)) - set(collective.callers))
+                self._fail(index, f"collective #{index} {collective.describe()} timed out after {limit:g} s: "
+                           f"rank(s) {missing} never joined it (joined: {sorted(collective.callers)}); a rank "
+                           "crashed, hangs, or ran out of data early (use DistributedSampler so that every rank "
+                           "gets the same number of batches)")
+        for key, waiters in list(self.store_waiters.items()):
+            for waiter in [w for w in waiters if now > w[3]]:
+                waiters.remove(waiter)
+                self._reply(waiter[1], {"op": "store_get", "seq": waiter[2],
+                                        "error": f"no rank set rendezvous key {key!r} in time"})
+            if not waiters:
+                del self.store_waiters[key]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m distrain.comm.ps.server",
+                                     description="Run a distrain parameter server for one job.")
+    parser.add_argument("--world-size", type=int, required=True, help="how many ranks the job has")
+    parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                        help="ZeroMQ address to listen on (default tcp://127.0.0.1:5555; beyond loopback needs a secret)")
+    parser.add_argument("--secret-file", help=f"file holding the shared secret (else ${protocol.SECRET_ENVIRONMENT_VARIABLE})")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds a collective may wait for its ranks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    secret = protocol.read_secret_file(args.secret_file) if args.secret_file else None
+    try:
+        server = ParameterServer(args.world_size, args.bind, secret=secret, timeout=args.timeout)
+    except (ValueError, zmq.ZMQError) as error:
+        parser.exit(2, f"distrain parameter server: {error}\n")
+    log.info("serving %d ranks at %s%s", server.world_size, server.address,
+             " (authenticated)" if server.secret else "")
+    print(server.address, flush=True)
+    server.serve(until_all_left=True)
+    log.info("every rank has left; %d message(s) refused", server.refused)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

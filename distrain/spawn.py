@@ -1,0 +1,156 @@
+"""Start N ranks of a script on this machine without MPI (`python -m distrain.launch -n N --backend ps|nccl`).
+
+The launcher does what mpiexec would do for the MPI backend:
+
+- it starts a rendezvous server (comm/ps/server.py) on 127.0.0.1 before any rank: the
+  ps backend's ranks sum their gradients through it, the nccl backend's ranks use its
+  key-value store to share rank 0's NCCL unique id;
+- it starts the ranks as `python -m distrain.launch script.py args...` with RANK,
+  WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, DISTRAIN_BACKEND and DISTRAIN_PS_ADDRESS set,
+  each in its own process group (so that stopping a rank stops what it started);
+- it copies every output line of every rank to its own stdout/stderr behind a "[rank] "
+  prefix, one whole line at a time (lines of different ranks never interleave);
+- when a rank exits with an error, it stops the others (SIGTERM, then SIGKILL after
+  `grace` seconds) and exits with that rank's code, naming the rank and its exit code or
+  signal: the ranks still waiting in a collective for the dead one never hang;
+- Ctrl-C (or SIGTERM to the launcher, as Slurm sends) forwards SIGINT to every rank,
+  waits `grace` seconds, kills what is left and exits with 130.
+
+Ranks that lose their launcher (kill -9) notice within a second and exit (launch.py).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from .comm.ps import protocol
+from .comm.ps.server import ParameterServer
+
+GRACE_SECONDS = 3.0
+POLL_SECONDS = 0.05
+
+
+def worker_environment(base, rank, size, backend, address, rank0_only=False):
+    """The environment of rank `rank`: the base one plus the rank's variables."""
+    env = dict(base)
+    env.update({"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(size),
+                "DISTRAIN_BACKEND": backend, protocol.ADDRESS_ENVIRONMENT_VARIABLE: address,
+                "DISTRAIN_LAUNCHER_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"})
+    if rank0_only:
+        env["DISTRAIN_RANK0_ONLY"] = "1"
+    return env
+
+
+def describe_exit(code):
+    """'exit code 3' or 'signal SIGKILL' for a Popen return code."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+class _LineCopier(threading.Thread):
+    """Copies one rank's pipe to our stream, line by line, each behind the rank's prefix."""
+
+    def __init__(self, pipe, stream, prefix, lock):
+        super().__init__(daemon=True)
+        self.pipe, self.stream, self.prefix, self.lock = pipe, stream, prefix, lock
+
+    def run(self):
+        target = getattr(self.stream, "buffer", self.stream)
+        for line in iter(self.pipe.readline, b""):
+            if not line.endswith(b"\n"):
+                line += b"\n"
+            with self.lock:
+                target.write(self.prefix + line)
+                target.flush()
+        self.pipe.close()
+
+
+class _Stop(Exception):
+    """SIGTERM reached the launcher: stop the job as for Ctrl-C."""
+
+
+def _raise_stop(signum, frame):
+    raise _Stop()
+
+
+def stop_ranks(processes, first_signal, grace):
+    """Send `first_signal` to every live rank's process group; SIGKILL what is left after `grace` seconds."""
+    for process in processes:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, first_signal)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(p.poll() is None for p in processes):
+        time.sleep(POLL_SECONDS)
+    for process in processes:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+
+
+def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grace=GRACE_SECONDS,
+                python=sys.executable):
+    """Run `count` ranks of `script_argv` (module docstring); returns the launcher's exit code."""
+    server = ParameterServer(count).start()
+    lock = threading.Lock()
+    processes, copiers = [], []
+    previous_handler = signal.signal(signal.SIGTERM, _raise_stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        for rank in range(count):
+            process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv],
+                                       env=worker_environment(os.environ, rank, count, backend, server.address, rank0_only),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            processes.append(process)
+            label = f"[{rank}] ".encode() if prefix else b""
+            for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
+                copier = _LineCopier(pipe, stream, label, lock)
+                copier.start()
+                copiers.append(copier)
+        failure = _watch(processes, grace)
+        for copier in copiers:  # the failing rank's traceback comes out before the verdict
+            copier.join(timeout=grace)
+        if failure is None:
+            return 0
+        rank, code, others = failure
+        stopped = f"; stopped rank(s) {others}" if others else ""
+        sys.stderr.write(f"distrain.launch: rank {rank} failed with {describe_exit(code)}{stopped}\n")
+        return code if code > 0 else 128 - code
+    except (KeyboardInterrupt, _Stop):
+        stop_ranks(processes, signal.SIGINT, grace)
+        sys.stderr.write(f"distrain.launch: interrupted; stopped all {count} ranks\n")
+        return 130
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+        stop_ranks(processes, signal.SIGKILL, 0)  # nothing outlives the launcher
+        for copier in copiers:
+            copier.join(timeout=grace)
+        server.close()
+
+
+def _watch(processes, grace):
+    """Wait for every rank: None when all succeed, else (failed rank, its code, the ranks stopped for it)."""
+    while True:
+        codes = [p.poll() for p in processes]
+        failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+        if failed:
+            rank, code = failed[0]
+            others = [r for r, c in enumerate(codes) if c is None]
+            stop_ranks(processes, signal.SIGTERM, grace)
+            return rank, code, others
+        if all(code == 0 for code in codes):
+            return None
+        time.sleep(POLL_SECONDS)
