@@ -242,13 +242,19 @@ def run_selected(cases: list, args, results_dir: str) -> list:
     return run_cases(cases, args.threads, args.seconds, json_path)
 
 
-def run_under_mpiexec(script: str, ranks: int, arguments: list, timeout: float) -> int:
-    """Run `ranks` copies of `python script --worker arguments...` under the mpi extra's mpiexec.
+def run_under_mpiexec(script: str, ranks: int, arguments: list, timeout: float, backend: str = "mpi") -> int:
+    """Run `ranks` copies of `python script --worker arguments...`: under the mpi extra's mpiexec,
+    or (backend "ps") under `python -m distrain.launch -n ranks --backend ps`.
 
-    One BLAS thread per rank (the ranks already fill the cores); returns mpiexec's exit code.
+    One BLAS thread per rank (the ranks already fill the cores); returns the launcher's exit code.
     """
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    command = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(script), "--worker", *arguments]
+    script_argv = [os.path.abspath(script), "--worker", *arguments]
+    if backend == "mpi":
+        command = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", str(ranks), sys.executable,
+                   *script_argv]
+    else:
+        command = [sys.executable, "-m", "distrain.launch", "-n", str(ranks), "--backend", backend, "--no-prefix",
+                   *script_argv]
     env = dict(os.environ, **{variable: "1" for variable in BLAS_THREAD_VARIABLES})
     return subprocess.run(command, env=env, timeout=timeout).returncode
 

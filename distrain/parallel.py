@@ -17,6 +17,12 @@ The reducer is the one place where the engine and the communicators meet (shared
   then every allreduce is waited for: after `loss.backward()` every `.grad` holds the
   average over ranks, and `optimizer.step()` runs as in a single process.
 
+With gradient_compression="fp16" each bucket travels as float16 (half the bytes): the
+bucket is scaled by 1/world_size and rounded into a float16 buffer of its own (the one
+copy compression needs), summed across ranks, and written back into the flat gradient
+when it arrives. Scaling before the sum, as PyTorch's fp16_compress_hook does, keeps a
+sum of large gradients from overflowing float16's 65504.
+
 `no_sync()` skips the reduction (gradient accumulation over several backwards). For a
 custom loop the same reducer comes Horovod-style: `DistributedOptimizer(optimizer,
 named_parameters)` plus `broadcast_parameters(state_dict)`.
@@ -26,9 +32,16 @@ MPICH (the mpi extra's) does not advance a non-blocking collective by itself: me
 2-core VM with 2 ranks, a 25 MiB Iallreduce overlapped with 5 ms of compute that never
 calls into MPI hid 6% of the allreduce; testing the request between compute chunks hid 50%.
 MPICH's own progress thread (MPIR_CVAR_ASYNC_PROGRESS=1) hid all of it but made the
-allreduce itself 4.7x slower on 2 cores. So the reducer tests every request in flight
-each time a gradient lands: each backward step gives MPI a turn, at the cost of one
-MPI_Test per request.
+allreduce itself 4.7x slower on 2 cores. So the MPI communicator runs its own progress
+thread (comm/mpi.py, ProgressThread): it tests the oldest request in flight every 50 us,
+sleeping in between, and only while requests are in flight. With 100 MB of buckets in
+flight and the CPU otherwise idle for one backward's time (the GPU case), 84% of the
+allreduce finished behind it, against 16% when requests are only tested from the
+reducer's hooks (benchmarks/bench_overlap.py). When backward itself fills every core, as
+with 2 CPU ranks on 2 cores, little can hide either way: the copies and sums of the
+allreduce need a core too. The reducer still calls is_completed() on the requests in
+flight as each gradient lands; with the progress thread that is a flag check, and with
+progress="test" ($DISTRAIN_MPI_PROGRESS=test) it is what drives MPI.
 """
 from __future__ import annotations
 
@@ -64,11 +77,21 @@ class GradientReducer:
     in step()). See the module docstring.
     """
 
-    def __init__(self, comm, parameters, bucket_cap_bytes):
+    COMPRESSIONS = (None, "fp16")
+
+    def __init__(self, comm, parameters, bucket_cap_bytes, compression=None):
+        if compression not in self.COMPRESSIONS:
+            raise ValueError(f"gradient_compression must be one of {self.COMPRESSIONS}, got {compression!r}")
         self.comm = comm
         flats = pack_parameters(parameters)
         self.flats = flats
         self.buckets = self._make_buckets(flats, bucket_cap_bytes)
+        self.compression = compression
+        for bucket in self.buckets:
+            wire = None
+            if compression == "fp16" and bucket["flat"].grad.dtype.itemsize > 2:
+                wire = bucket["flat"].array_module.empty(bucket["end"] - bucket["start"], dtype="float16")
+            bucket["wire"] = wire
         self._bucket_of = {}
         for bucket in self.buckets:
             for parameter in bucket["params"]:
@@ -107,7 +130,7 @@ class GradientReducer:
     def _gradient_ready(self, parameter):
         if not self.armed:
             return
-        for handle in self._handles:  # NOTE [ MPI progress ]: let MPI move the allreduces in flight
+        for handle, _, _ in self._handles:  # NOTE [ MPI progress ]: let MPI move the allreduces in flight
             handle.is_completed()
         bucket = self._bucket_of[id(parameter)]
         bucket["waiting"] -= 1
@@ -120,7 +143,14 @@ class GradientReducer:
             if not FlatParameters.grad_is_flat(parameter):
                 self._adopt_gradient(parameter, flat)
         bucket["launched"] = True
-        self._handles.append(self.comm.allreduce_async(flat.grad[bucket["start"]:bucket["end"]], "mean"))
+        gradient = flat.grad[bucket["start"]:bucket["end"]]
+        wire = bucket["wire"]
+        if wire is None:
+            self._handles.append((self.comm.allreduce_async(gradient, "mean"), None, None))
+            return
+        xp = flat.array_module
+        xp.multiply(gradient, 1.0 / self.comm.size, out=wire, casting="same_kind")
+        self._handles.append((self.comm.allreduce_async(wire, "sum"), wire, gradient))
 
     @staticmethod
     def _adopt_gradient(parameter, flat):
@@ -142,8 +172,10 @@ class GradientReducer:
             if not bucket["launched"]:
                 self._launch(bucket)
         handles, self._handles = self._handles, []
-        for handle in handles:
+        for handle, wire, gradient in handles:
             handle.wait()
+            if wire is not None:
+                gradient[...] = wire  # back from float16 into the flat gradient
 
 
 def _communicator(comm):
@@ -171,8 +203,6 @@ class DistributedDataParallel(Module):
     def __init__(self, module, comm=None, bucket_cap_mb=25, broadcast_buffers=True, gradient_compression=None,
                  find_unused_parameters=False):
         super().__init__()
-        if gradient_compression is not None:
-            raise ValueError(f"gradient_compression={gradient_compression!r} is not supported yet; use None")
         comm = _communicator(comm)
         self.module = module
         object.__setattr__(self, "comm", comm)
@@ -181,7 +211,8 @@ class DistributedDataParallel(Module):
         self._sync = True
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         check_same_parameters_everywhere(comm, named, "DistributedDataParallel")
-        object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20)))
+        object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
+                                                             gradient_compression))
         self._reducer.broadcast_from(0)
         self._broadcast_buffers()
 
@@ -233,13 +264,14 @@ class DistributedOptimizer:
         optimizer = DistributedOptimizer(distrain.optim.SGD(model.parameters(), lr=0.1), model.named_parameters())
     """
 
-    def __init__(self, optimizer, named_parameters, comm=None, bucket_cap_mb=25):
+    def __init__(self, optimizer, named_parameters, comm=None, bucket_cap_mb=25, gradient_compression=None):
         comm = _communicator(comm)
         named = [(name, p) for name, p in named_parameters if p.requires_grad]
         check_same_parameters_everywhere(comm, named, "DistributedOptimizer")
         self.optimizer = optimizer
         self.comm = comm
-        self._reducer = GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20))
+        self._reducer = GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
+                                        gradient_compression)
         self._reducer.arm()
 
     def synchronize(self):

@@ -11,8 +11,10 @@ correct with any MPI; a CUDA-aware MPI or NCCL is the fast path for GPUs.
 """
 from __future__ import annotations
 
+import collections
 import os
 import pickle
+import threading
 import time
 
 import numpy
@@ -30,18 +32,76 @@ def _mpi():
     return MPI
 
 
-class MPIHandle(Handle):
-    """An MPI request; `wait` finishes it within the communicator's timeout."""
+class ProgressThread(threading.Thread):
+    """Drives MPI's progress engine while non-blocking collectives are in flight (NOTE [ MPI progress ]).
 
-    def __init__(self, communicator, request, what, finish=None):
+    MPICH moves a non-blocking collective only inside MPI calls. This thread makes those
+    calls: it tests the oldest request in flight every `interval` seconds (MPICH's progress
+    engine is global, so testing one request advances them all) and sets each request's
+    flag when it completes. It alone tests the requests it watches (MPI forbids two threads
+    completing one request); handles wait on the flags. Between requests it sleeps on an
+    event and costs nothing.
+    """
+
+    def __init__(self, interval):
+        super().__init__(name="distrain-mpi-progress", daemon=True)
+        self.interval = interval
+        self.pending = collections.deque()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopped = False
+
+    def watch(self, request):
+        flag = threading.Event()
+        with self.lock:
+            self.pending.append((request, flag))
+            self.wake.set()
+        return flag
+
+    def run(self):
+        while True:
+            self.wake.wait()
+            if self.stopped:
+                return
+            with self.lock:
+                head = self.pending[0] if self.pending else None
+                if head is None:
+                    self.wake.clear()
+                    continue
+            request, flag = head
+            if request.Test():
+                flag.set()
+                with self.lock:
+                    self.pending.popleft()
+                continue
+            time.sleep(self.interval)
+
+    def stop(self):
+        self.stopped = True
+        self.wake.set()
+        self.join(timeout=5)
+
+
+class MPIHandle(Handle):
+    """An MPI request; `wait` finishes it within the communicator's timeout.
+
+    Without a progress thread the handle tests its request itself; with one, the thread
+    does and the handle watches the flag it sets.
+    """
+
+    def __init__(self, communicator, request, what, finish=None, progress=None):
         self.communicator = communicator
         self.request = request
         self.what = what
         self.finish = finish
         self.done = False
+        self.flag = progress.watch(request) if progress is not None else None
+
+    def _test(self):
+        return self.flag.is_set() if self.flag is not None else self.request.Test()
 
     def is_completed(self):
-        if not self.done and self.request.Test():
+        if not self.done and self._test():
             self._complete()
         return self.done
 
@@ -51,7 +111,11 @@ class MPIHandle(Handle):
         timeout = self.communicator.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         pause = 1e-6
-        while not self.request.Test():
+        while not self._test():
+            if self.flag is not None:
+                self.flag.wait(max(0.0, deadline - time.monotonic()))
+                if self.flag.is_set():
+                    break
             if time.monotonic() > deadline:
                 raise CommunicatorError(
                     f"rank {self.communicator.rank}: {self.what} did not complete within {timeout:g} s; some of "
@@ -71,8 +135,9 @@ class MPICommunicator(Communicator):
     """Collectives over MPI_COMM_WORLD (a duplicate of it, so user MPI traffic never mixes in)."""
 
     name = "mpi"
+    PROGRESS_MODES = ("thread", "test")
 
-    def __init__(self, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, timeout=DEFAULT_TIMEOUT, progress=None, progress_interval=50e-6):
         MPI = _mpi()
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD.Dup()
@@ -84,6 +149,19 @@ class MPICommunicator(Communicator):
         self.timeout = float(timeout)
         self._ops = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
         self._closed = False
+        progress = progress or os.environ.get("DISTRAIN_MPI_PROGRESS", "thread")
+        if progress not in self.PROGRESS_MODES:
+            raise ValueError(f"MPI progress must be one of {self.PROGRESS_MODES}, got {progress!r} "
+                             "(argument progress= or $DISTRAIN_MPI_PROGRESS)")
+        self.progress = progress
+        self._progress_thread = None
+        if progress == "thread":
+            if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+                raise CommunicatorError(f"rank {self.rank}: MPI was initialised without MPI_THREAD_MULTIPLE, which the "
+                                        "progress thread needs; leave mpi4py.rc.thread_level at 'multiple' or use "
+                                        "progress='test'")
+            self._progress_thread = ProgressThread(progress_interval)
+            self._progress_thread.start()
 
     # -- arrays -----------------------------------------------------------------------------
     def _host_buffer(self, array, what):
@@ -113,7 +191,7 @@ class MPICommunicator(Communicator):
             if copy_back is not None:
                 copy_back()
 
-        return MPIHandle(self, request, f"allreduce({op}) of {buffer.nbytes} bytes", finish)
+        return MPIHandle(self, request, f"allreduce({op}) of {buffer.nbytes} bytes", finish, self._progress_thread)
 
     def broadcast(self, array, root=0):
         self._check_root(root)
@@ -151,6 +229,8 @@ class MPICommunicator(Communicator):
     def close(self):
         if not self._closed:
             self._closed = True
+            if self._progress_thread is not None:
+                self._progress_thread.stop()
             self.local_comm.Free()
             self.comm.Free()
 

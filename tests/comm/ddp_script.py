@@ -97,5 +97,29 @@ for x, y in steps:
 for (name, ours), theirs in zip(plain.named_parameters(), reference.parameters()):
     np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
+# gradient_compression="fp16": each bucket travels as float16, scaled by 1/size before the sum. The result is
+# the mean to float16 precision, holds only float16-representable values, and is the same on every rank.
+compressed = build()  # float32
+compressed_model = DistributedDataParallel(compressed, bucket_cap_mb=0.0005, gradient_compression="fp16")
+x, y = steps[0]
+mine = slice(rank * BATCH, (rank + 1) * BATCH)
+nn.functional.cross_entropy(compressed_model(distrain.tensor(x[mine].astype(np.float32))),
+                            distrain.tensor(y[mine])).backward()
+alone = build()
+nn.functional.cross_entropy(alone(distrain.tensor(x[mine].astype(np.float32))), distrain.tensor(y[mine])).backward()
+for (name, ours), mine_only in zip(compressed.named_parameters(), alone.parameters()):
+    mine_grad = np.zeros(tuple(mine_only.shape)) if mine_only.grad is None else mine_only.grad.numpy()  # unused: 0
+    every = comm.allgather(mine_grad.astype(np.float64))
+    got = ours.grad.numpy()
+    np.testing.assert_allclose(got, every.mean(axis=0), rtol=0, atol=2.0 ** -9 * np.abs(every).max() + 1e-7,
+                               err_msg=name)
+    assert np.array_equal(got, got.astype(np.float16).astype(np.float32)), f"{name}: not float16 on the wire"
+    assert (comm.allgather(got) == got).all(), f"{name}: ranks disagree"
+try:
+    DistributedDataParallel(build(), gradient_compression="int8")
+    raise AssertionError("an unknown compression was accepted")
+except ValueError as error:
+    assert "gradient_compression" in str(error) and "int8" in str(error), error
+
 dist.shutdown()
 print(f"rank {rank} ok", flush=True)
