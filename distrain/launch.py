@@ -181,6 +181,12 @@ def main(argv=None):
     parser.add_argument("--no-prefix", action="store_true", help="no \"[rank] \" prefix on output lines")
     parser.add_argument("--rank0-only", action="store_true",
                         help="show only rank 0's standard output (every rank's stderr still shows)")
+    several = parser.add_argument_group("several machines without MPI (ps, nccl): one launcher per machine")
+    several.add_argument("--nnodes", type=int, default=1, help="how many machines (default 1)")
+    several.add_argument("--node-rank", type=int, default=0, help="this machine's number, 0..nnodes-1")
+    several.add_argument("--server", help="tcp://HOST:PORT of node 0's rendezvous server (node 0 listens there)")
+    several.add_argument("--secret-file", help="the shared secret (chmod 600) the server needs beyond loopback "
+                                               "(else $DISTRAIN_PS_SECRET)")
     parser.add_argument("script_argv", nargs=argparse.REMAINDER, help="the script and its arguments")
     args = parser.parse_args(argv)
     if args.nproc is None:
@@ -188,10 +194,19 @@ def main(argv=None):
     if args.nproc < 1:
         parser.error(f"-n must be at least 1, got {args.nproc}")
     if args.backend != "mpi":
+        from .comm.ps.protocol import read_secret_file
         from .spawn import run_workers
 
-        return run_workers(args.nproc, args.backend, args.script_argv, prefix=not args.no_prefix,
-                           rank0_only=args.rank0_only)
+        try:
+            return run_workers(args.nproc, args.backend, args.script_argv, prefix=not args.no_prefix,
+                               rank0_only=args.rank0_only, nnodes=args.nnodes, node_rank=args.node_rank,
+                               server=args.server,
+                               secret=read_secret_file(args.secret_file) if args.secret_file else None)
+        except (ValueError, OSError) as error:
+            parser.error(str(error))
+    if args.nnodes != 1:
+        parser.error("--nnodes is for --backend ps or nccl; with MPI, mpirun starts the ranks on several machines "
+                     "(launchers/mpirun.sh)")
     command = mpiexec_command(find_mpiexec(), args.nproc, args.script_argv, prefix=not args.no_prefix,
                               rank0_only=args.rank0_only)
     process = subprocess.Popen(command, start_new_session=True)

@@ -17,6 +17,12 @@ The launcher does what mpiexec would do for the MPI backend:
   waits `grace` seconds, kills what is left and exits with 130.
 
 Ranks that lose their launcher (kill -9) notice within a second and exit (launch.py).
+
+Several machines (`--nnodes M --node-rank K --server tcp://HOST:PORT`, one launcher per
+machine, as torchrun): each launcher starts its N local ranks as global ranks K*N..K*N+N-1
+of a world of M*N; the launcher of node 0 serves the rendezvous at PORT on every
+interface, which needs the shared secret ($DISTRAIN_PS_SECRET, or --secret-file), and the
+others connect to it. launchers/ps_cluster.sh does this over ssh.
 """
 from __future__ import annotations
 
@@ -34,10 +40,13 @@ GRACE_SECONDS = 3.0
 POLL_SECONDS = 0.05
 
 
-def worker_environment(base, rank, size, backend, address, rank0_only=False):
+def worker_environment(base, rank, size, backend, address, rank0_only=False, local_rank=None, local_size=None):
     """The environment of rank `rank`: the base one plus the rank's variables."""
     env = dict(base)
-    env.update({"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(size),
+    local_rank = rank if local_rank is None else local_rank
+    local_size = size if local_size is None else local_size
+    env.update({"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(local_rank),
+                "LOCAL_WORLD_SIZE": str(local_size),
                 "DISTRAIN_BACKEND": backend, protocol.ADDRESS_ENVIRONMENT_VARIABLE: address,
                 "DISTRAIN_LAUNCHER_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"})
     if rank0_only:
@@ -101,17 +110,39 @@ def stop_ranks(processes, first_signal, grace):
             process.wait()
 
 
+def server_bind_address(server):
+    """Where node 0 listens for `server` ("tcp://HOST:PORT"): every interface, unless HOST is loopback."""
+    if protocol.is_loopback(server):
+        return server
+    scheme, _, rest = server.partition("://")
+    return f"{scheme}://*:{rest.rsplit(':', 1)[1]}"
+
+
 def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grace=GRACE_SECONDS,
-                python=sys.executable):
+                python=sys.executable, nnodes=1, node_rank=0, server=None, secret=None):
     """Run `count` ranks of `script_argv` (module docstring); returns the launcher's exit code."""
-    server = ParameterServer(count).start()
+    world = count * nnodes
+    if not 0 <= node_rank < nnodes:
+        raise ValueError(f"--node-rank {node_rank} is outside 0..{nnodes - 1} (--nnodes {nnodes})")
+    if nnodes > 1 and not server:
+        raise ValueError("several nodes need --server tcp://HOST:PORT: the address of node 0, where the "
+                         "rendezvous server runs")
+    environment = dict(os.environ)
+    if secret is not None:
+        environment[protocol.SECRET_ENVIRONMENT_VARIABLE] = secret
+    rendezvous = None
+    if node_rank == 0:
+        rendezvous = ParameterServer(world, server_bind_address(server) if server else "tcp://127.0.0.1:0",
+                                     secret=environment.get(protocol.SECRET_ENVIRONMENT_VARIABLE)).start()
+    address = server or rendezvous.address
     lock = threading.Lock()
     processes, copiers = [], []
     previous_handler = signal.signal(signal.SIGTERM, _raise_stop) if threading.current_thread() is threading.main_thread() else None
     try:
-        for rank in range(count):
-            process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv],
-                                       env=worker_environment(os.environ, rank, count, backend, server.address, rank0_only),
+        for local_rank in range(count):
+            rank = node_rank * count + local_rank
+            env = worker_environment(environment, rank, world, backend, address, rank0_only, local_rank, count)
+            process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
             processes.append(process)
             label = f"[{rank}] ".encode() if prefix else b""
@@ -130,7 +161,7 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
         return code if code > 0 else 128 - code
     except (KeyboardInterrupt, _Stop):
         stop_ranks(processes, signal.SIGINT, grace)
-        sys.stderr.write(f"distrain.launch: interrupted; stopped all {count} ranks\n")
+        sys.stderr.write(f"distrain.launch: interrupted; stopped all {count} ranks of this node\n")
         return 130
     finally:
         if previous_handler is not None:
@@ -138,7 +169,8 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
         stop_ranks(processes, signal.SIGKILL, 0)  # nothing outlives the launcher
         for copier in copiers:
             copier.join(timeout=grace)
-        server.close()
+        if rendezvous is not None:
+            rendezvous.close()
 
 
 def _watch(processes, grace):

@@ -131,7 +131,7 @@ def test_the_mpirun_launcher_script_runs_an_example(tmp_path):
     assert "learned" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["mpirun.sh", "slurm.sbatch", "single_node_multi_gpu.sh"])
+@pytest.mark.parametrize("name", ["mpirun.sh", "slurm.sbatch", "single_node_multi_gpu.sh", "ps_cluster.sh"])
 def test_launcher_scripts_are_valid_bash_and_explain_their_usage(name):
     path = os.path.join(REPO, "launchers", name)
     assert subprocess.run(["bash", "-n", path], capture_output=True).returncode == 0

@@ -1,0 +1,91 @@
+"""Several machines without MPI: one launcher per node around node 0's authenticated rendezvous server.
+
+Run on one machine: "ssh" is a stand-in that runs the command locally, and the nodes are
+two launchers on 127.0.0.1, each starting 2 ranks of a world of 4.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = textwrap.dedent("""
+    import os
+    import numpy as np
+    import distrain.distributed as dist
+    comm = dist.init(timeout=30)
+    value = np.array([float(comm.rank + 1)])
+    comm.allreduce(value)
+    print("rank", comm.rank, "of", comm.size, "local", os.environ["LOCAL_RANK"], "backend", comm.name,
+          "secret", bool(os.environ.get("DISTRAIN_PS_SECRET")), "sum", value[0], flush=True)
+    dist.shutdown()
+""")
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run(command, env, cwd, timeout=120):
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    return process.returncode, output
+
+
+def check_world_of_four(output):
+    reports = re.findall(r"rank (\d) of 4 local (\d) backend ps secret (\w+) sum ([0-9.]+)", output)
+    assert sorted(int(rank) for rank, *_ in reports) == [0, 1, 2, 3], output
+    for rank, local, secret, total in reports:
+        assert int(local) == int(rank) % 2 and secret == "True" and float(total) == 1 + 2 + 3 + 4, output
+
+
+@pytest.mark.timeout(150)
+def test_ps_cluster_script_starts_one_launcher_per_host_with_a_shared_secret(tmp_path):
+    fake_ssh = tmp_path / "bin" / "ssh"
+    fake_ssh.parent.mkdir()
+    fake_ssh.write_text('#!/usr/bin/env bash\nshift\nexec bash -c "$1"\n')  # "ssh HOST COMMAND": run COMMAND here
+    fake_ssh.chmod(0o755)
+    (tmp_path / "script.py").write_text(SCRIPT)
+    secret_file = tmp_path / "secret" / "ps_secret"
+    env = dict(os.environ, PATH=f"{fake_ssh.parent}{os.pathsep}{os.environ['PATH']}", HOSTS="127.0.0.1 127.0.0.1",
+               PORT=str(free_port()), SECRET_FILE=str(secret_file), PYTHON=sys.executable, PYTHONPATH=REPO)
+    code, output = run(["bash", os.path.join(REPO, "launchers", "ps_cluster.sh"), "2", "script.py"], env, tmp_path)
+    assert code == 0, output
+    check_world_of_four(output)
+    assert secret_file.stat().st_mode & 0o777 == 0o600  # created private on first use
+
+
+@pytest.mark.timeout(150)
+def test_a_node_beyond_loopback_needs_the_secret(tmp_path):
+    (tmp_path / "script.py").write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("DISTRAIN_PS_SECRET", None)
+    code, output = run([sys.executable, "-m", "distrain.launch", "-n", "1", "--backend", "ps", "--nnodes", "2",
+                        "--server", f"tcp://192.0.2.1:{free_port()}", "script.py"], env, tmp_path, timeout=60)
+    assert code == 2 and "without authentication" in output and "DISTRAIN_PS_SECRET" in output, output
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--nnodes", "2"], "need --server"),
+    (["--nnodes", "2", "--node-rank", "2", "--server", "tcp://127.0.0.1:1"], "--node-rank 2 is outside 0..1"),
+    (["--nnodes", "2", "--backend", "mpi"], "--nnodes is for --backend ps or nccl"),
+])
+def test_bad_node_options_are_usage_errors(tmp_path, arguments, message):
+    arguments = (["--backend", "ps"] if "--backend" not in arguments else []) + arguments
+    code, output = run([sys.executable, "-m", "distrain.launch", "-n", "1", *arguments, "x.py"],
+                       dict(os.environ, PYTHONPATH=REPO), tmp_path, timeout=60)
+    assert code == 2 and message in output, output
