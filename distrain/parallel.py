@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy
+
 from .engine.autograd.engine import queue_callback
 from .engine.autograd.grad_mode import is_grad_enabled
 from .engine.flat import FlatParameters, pack_parameters
@@ -123,7 +125,7 @@ class GradientReducer:
         """The next backward's gradients are to be reduced."""
         for bucket in self.buckets:
             bucket["waiting"] = len(bucket["params"])
-            bucket["launched"] = False
+        self._next_bucket = 0
         self._handles = []
         self.armed = True
 
@@ -134,15 +136,25 @@ class GradientReducer:
             handle.is_completed()
         bucket = self._bucket_of[id(parameter)]
         bucket["waiting"] -= 1
-        if bucket["waiting"] == 0:
-            self._launch(bucket)
+        self._launch_ready_buckets()
+
+    def _launch_ready_buckets(self):
+        """Start the allreduces of the ready buckets, always in bucket order.
+
+        Every rank must issue its collectives in the same order (MPI matches them by order,
+        and a mismatch mixes up buckets or hangs). Gradients may become ready in another
+        order on some rank (a different branch finishing first), so a bucket waits for the
+        ones before it; in the usual case, reverse parameter order, nothing waits.
+        """
+        while self._next_bucket < len(self.buckets) and self.buckets[self._next_bucket]["waiting"] == 0:
+            self._launch(self.buckets[self._next_bucket])
+            self._next_bucket += 1
 
     def _launch(self, bucket):
         flat = bucket["flat"]
         for parameter in bucket["params"]:
             if not FlatParameters.grad_is_flat(parameter):
                 self._adopt_gradient(parameter, flat)
-        bucket["launched"] = True
         gradient = flat.grad[bucket["start"]:bucket["end"]]
         wire = bucket["wire"]
         if wire is None:
@@ -163,14 +175,25 @@ class GradientReducer:
             view[...] = parameter._grad._data.reshape(-1)
         parameter._grad = parameter._flat_grad
 
+    def shadow(self):
+        """A joined rank's part of one reduction: zeros for every bucket, as the active ranks reduce theirs."""
+        handles = []
+        for bucket in self.buckets:
+            wire = bucket["wire"]
+            flat = bucket["flat"]
+            zeros = flat.array_module.zeros(bucket["end"] - bucket["start"],
+                                            dtype=flat.grad.dtype if wire is None else wire.dtype)
+            handles.append(self.comm.allreduce_async(zeros, "mean" if wire is None else "sum"))
+        for handle in handles:
+            handle.wait()
+
     def finish(self):
         """Reduce what has not been (unused parameters' zeros), then wait for every allreduce."""
         if not self.armed:
             return
         self.armed = False
-        for bucket in self.buckets:
-            if not bucket["launched"]:
-                self._launch(bucket)
+        for bucket in self.buckets[self._next_bucket:]:
+            self._launch(bucket)  # unused parameters' buckets (their zeros), in order
         handles, self._handles = self._handles, []
         for handle, wire, gradient in handles:
             handle.wait()
@@ -209,6 +232,7 @@ class DistributedDataParallel(Module):
         self.broadcast_buffers = broadcast_buffers
         self.find_unused_parameters = find_unused_parameters  # unused parameters are always handled (as zeros)
         self._sync = True
+        self._joining = False
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         check_same_parameters_everywhere(comm, named, "DistributedDataParallel")
         object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
@@ -220,19 +244,76 @@ class DistributedDataParallel(Module):
     def _buckets(self):
         return self._reducer.buckets
 
-    def _broadcast_buffers(self):
+    def _broadcast_buffers(self, root=0):
         for buffer in self.module.buffers():
             if buffer._data.flags.c_contiguous:
-                self.comm.broadcast(buffer._data, root=0)
+                self.comm.broadcast(buffer._data, root=root)
 
     def forward(self, *args, **kwargs):
-        if self._sync and is_grad_enabled():
+        will_sync = self._sync and is_grad_enabled()
+        if self._joining:
+            self._announce_forward(will_sync)
+        if will_sync:
             if self.broadcast_buffers:
                 self._broadcast_buffers()
             if not self._reducer.armed:
                 self._reducer.arm()
                 queue_callback(self._reducer.finish)
         return self.module(*args, **kwargs)
+
+    def _announce_forward(self, will_sync):
+        """Inside join(): tell the ranks that ran out of data that a forward runs, and whether it reduces."""
+        flags = numpy.array([1, int(will_sync)], dtype=numpy.int64)
+        self.comm.allreduce(flags, "sum")
+        self._forwards_in_join += 1
+
+    @contextlib.contextmanager
+    def join(self, enable=True):
+        """Train on uneven inputs: a rank that runs out of batches waits here for the others without hanging them.
+
+        Every rank wraps its loop::
+
+            with model.join():
+                for x, y in loader:             # some ranks have fewer batches than others
+                    ...forward, backward, step...
+
+        Inside, each forward first tells the other ranks it is still running (one small
+        allreduce). A rank whose loop has ended stays in join() and takes part in the
+        others' reductions with zero gradients, until every rank has ended. As in
+        PyTorch, the sum is still divided by the whole world size, so an iteration that
+        only some ranks join is weighted by the share of ranks that had data.
+
+        The simpler alternative is to give every rank the same number of batches:
+        DistributedSampler does so by default (it pads with repeated samples).
+        When every rank has ended, the parameters and buffers of the rank that ran the
+        most iterations (the lowest such rank) are broadcast to all, since the ranks that
+        stopped early skipped the later optimizer steps. Optimizer state (momentum) is not
+        synchronised, as in PyTorch. One forward per backward inside join().
+        """
+        if not enable:
+            yield self
+            return
+        self._joining = True
+        self._forwards_in_join = 0
+        try:
+            yield self
+        except BaseException:
+            self._joining = False
+            raise
+        while True:  # this rank is out of data: shadow the others' reductions until everyone is
+            flags = numpy.zeros(2, dtype=numpy.int64)
+            self.comm.allreduce(flags, "sum")
+            running, reducing = int(flags[0]), int(flags[1])
+            if running == 0:
+                break
+            if reducing:
+                if self.broadcast_buffers:
+                    self._broadcast_buffers()
+                self._reducer.shadow()
+        self._joining = False
+        counts = self.comm.allgather(numpy.array([self._forwards_in_join], dtype=numpy.int64))[:, 0]
+        self._reducer.broadcast_from(int(numpy.argmax(counts)))  # the rank that took every step
+        self._broadcast_buffers(root=int(numpy.argmax(counts)))
 
     @contextlib.contextmanager
     def no_sync(self):

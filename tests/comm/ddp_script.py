@@ -97,6 +97,31 @@ for x, y in steps:
 for (name, ours), theirs in zip(plain.named_parameters(), reference.parameters()):
     np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
+# join(): rank r has r + 1 batches. Each iteration's gradient is the sum over the ranks that still have data,
+# divided by the whole world size (PyTorch's rule); nothing hangs when the ranks run out at different times.
+uneven = [[(rng.standard_normal((BATCH, 5)), rng.integers(0, 3, BATCH)) for _ in range(r + 1)] for r in range(size)]
+joined_reference = build().double()
+joined_reference_opt = distrain.optim.SGD(joined_reference.parameters(), lr=0.1, momentum=0.9)
+for i in range(size):
+    joined_reference_opt.zero_grad()
+    for r in range(size):
+        if i < len(uneven[r]):
+            x, y = uneven[r][i]
+            (nn.functional.cross_entropy(joined_reference(distrain.tensor(x)), distrain.tensor(y)) / size).backward()
+    joined_reference_opt.step()
+joining = DistributedDataParallel(build().double(), bucket_cap_mb=0.0005)
+joining_opt = distrain.optim.SGD(joining.parameters(), lr=0.1, momentum=0.9)
+with joining.join():
+    for x, y in uneven[rank]:
+        joining_opt.zero_grad()
+        nn.functional.cross_entropy(joining(distrain.tensor(x)), distrain.tensor(y)).backward()
+        joining_opt.step()
+for (name, ours), theirs in zip(joining.module.named_parameters(), joined_reference.parameters()):
+    if name.startswith("unused"):
+        continue  # momentum keeps zero-gradient parameters still in both; nothing to compare
+    np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+comm.barrier()  # every rank left join() and is in step
+
 # gradient_compression="fp16": each bucket travels as float16, scaled by 1/size before the sum. The result is
 # the mean to float16 precision, holds only float16-representable values, and is the same on every rank.
 compressed = build()  # float32
