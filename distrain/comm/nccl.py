@@ -34,9 +34,12 @@ UNIQUE_ID_KEY = "distrain/nccl-unique-id"
 
 
 def _cupy():
-    import cupy
-    from cupy.cuda import nccl
-
+    try:
+        import cupy
+        from cupy.cuda import nccl
+    except ImportError as error:
+        raise ImportError(f"the 'nccl' communicator needs CuPy built with NCCL ({error}): "
+                          "pip install 'distrain[gpu]'; or use backend 'mpi' or 'ps'", name=error.name) from None
     return cupy, nccl
 
 
