@@ -59,15 +59,33 @@ def discover_ranks(environ=os.environ):
     return 0, 1, 0
 
 
-def rank_environment(rank, size, local_rank):
+# how many ranks share this machine, per launcher (Slurm's only when --ntasks-per-node was given)
+_LOCAL_SIZE_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE",
+                         "LOCAL_WORLD_SIZE")
+
+
+def discover_local_size(environ=os.environ):
+    """The number of ranks on this machine, when the launcher says; else None."""
+    for name in _LOCAL_SIZE_VARIABLES:
+        if environ.get(name, "").isdigit():
+            return int(environ[name])
+    return None
+
+
+def rank_environment(rank, size, local_rank, local_size=None):
     """The variables a rank exports for the script (PyTorch's names and distrain's)."""
     values = {"RANK": rank, "WORLD_SIZE": size, "LOCAL_RANK": local_rank}
+    if local_size is not None:
+        values["LOCAL_WORLD_SIZE"] = local_size
     return {**{k: str(v) for k, v in values.items()}, **{f"DISTRAIN_{k}": str(v) for k, v in values.items()}}
 
 
-def mpiexec_command(mpiexec, count, script_argv, python=sys.executable, prefix=True, rank0_only=False):
+def mpiexec_command(mpiexec, count, script_argv, python=sys.executable, prefix=True, rank0_only=False,
+                    launcher_pid=None):
     """The argv that starts `count` ranks of `python -m distrain.launch script_argv...` under MPICH's mpiexec."""
     command = [mpiexec, "-n", str(count)]
+    if launcher_pid is not None:  # ranks exit if the launcher is killed (mpiexec would run on without it)
+        command += ["-genv", "DISTRAIN_LAUNCHER_PID", str(launcher_pid)]
     if prefix:
         command.append("-prepend-rank")  # "[r] " before every output line
     if rank0_only:
@@ -108,12 +126,36 @@ def _abort_job_on_error(rank, use_mpi):
     sys.excepthook = hook
 
 
+def _process_is_alive(pid):
+    """True while `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
 def _exit_when_orphaned(launcher_pid):
-    """A rank whose launcher died (kill -9) exits within a second instead of living on."""
+    """A rank whose launcher died (kill -9) exits within a second instead of living on.
+
+    It watches the launcher's pid rather than its own parent: under mpiexec the parent is
+    MPICH's proxy, and a program the rank starts inherits the variable with another parent.
+    """
 
     def watch():
-        while os.getppid() == launcher_pid:
+        while _process_is_alive(launcher_pid):
             time.sleep(0.5)
+        try:
+            sys.stderr.write(f"distrain.launch: the launcher (pid {launcher_pid}) is gone; this rank exits\n")
+            sys.stderr.flush()
+        except OSError:  # the launcher read our stderr through a pipe, now broken
+            pass
         os._exit(1)
 
     import threading
@@ -145,9 +187,12 @@ def run_as_rank(script_argv):
     from .comm.mpi import under_mpi_launcher
 
     rank, size, local_rank = discover_ranks()
-    os.environ.update(rank_environment(rank, size, local_rank))
+    os.environ.update(rank_environment(rank, size, local_rank, discover_local_size()))
     if os.environ.get("DISTRAIN_LAUNCHER_PID"):
         _exit_when_orphaned(int(os.environ["DISTRAIN_LAUNCHER_PID"]))
+        # the launcher stops ranks with SIGINT: make it raise KeyboardInterrupt (so `finally` blocks run) even if
+        # this process inherited SIGINT ignored (a launcher started with nohup or `&`)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("DISTRAIN_RANK0_ONLY") and rank != 0:
         _silence_stdout()
     _select_gpu(local_rank)
@@ -207,22 +252,22 @@ def main(argv=None):
     if args.nnodes != 1:
         parser.error("--nnodes is for --backend ps or nccl; with MPI, mpirun starts the ranks on several machines "
                      "(launchers/mpirun.sh)")
+    from .spawn import MPIEXEC_GRACE_SECONDS, describe_exit, interrupt_on_sigterm, stop_ranks
+
     command = mpiexec_command(find_mpiexec(), args.nproc, args.script_argv, prefix=not args.no_prefix,
-                              rank0_only=args.rank0_only)
+                              rank0_only=args.rank0_only, launcher_pid=os.getpid())
     process = subprocess.Popen(command, start_new_session=True)
     try:
-        code = process.wait()
-    except KeyboardInterrupt:  # Ctrl-C: stop every rank, then leave
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            code = process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        with interrupt_on_sigterm():
             code = process.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop every rank, then leave
+        stop_ranks([process], signal.SIGINT, MPIEXEC_GRACE_SECONDS)
+        sys.stderr.write(f"distrain.launch: interrupted; stopped all {args.nproc} ranks\n")
+        return 130
     if code != 0:
-        sys.stderr.write(f"distrain.launch: the job failed (mpiexec exit code {code}); the failing rank's "
+        sys.stderr.write(f"distrain.launch: the job failed (mpiexec {describe_exit(code)}); the failing rank's "
                          "traceback is above\n")
-    return code
+    return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ others connect to it. launchers/ps_cluster.sh does this over ssh.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,6 +38,7 @@ from .comm.ps import protocol
 from .comm.ps.server import ParameterServer
 
 GRACE_SECONDS = 3.0
+MPIEXEC_GRACE_SECONDS = 10.0  # mpiexec forwards SIGINT to its ranks and waits for them itself
 POLL_SECONDS = 0.05
 
 
@@ -82,12 +84,21 @@ class _LineCopier(threading.Thread):
         self.pipe.close()
 
 
-class _Stop(Exception):
-    """SIGTERM reached the launcher: stop the job as for Ctrl-C."""
+@contextlib.contextmanager
+def interrupt_on_sigterm():
+    """Inside, SIGTERM (kill, a scheduler's stop, `timeout`) raises KeyboardInterrupt as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
-def _raise_stop(signum, frame):
-    raise _Stop()
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_ranks(processes, first_signal, grace):
@@ -135,42 +146,47 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
         rendezvous = ParameterServer(world, server_bind_address(server) if server else "tcp://127.0.0.1:0",
                                      secret=environment.get(protocol.SECRET_ENVIRONMENT_VARIABLE)).start()
     address = server or rendezvous.address
-    lock = threading.Lock()
     processes, copiers = [], []
-    previous_handler = signal.signal(signal.SIGTERM, _raise_stop) if threading.current_thread() is threading.main_thread() else None
     try:
-        for local_rank in range(count):
-            rank = node_rank * count + local_rank
-            env = worker_environment(environment, rank, world, backend, address, rank0_only, local_rank, count)
-            process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-            processes.append(process)
-            label = f"[{rank}] ".encode() if prefix else b""
-            for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
-                copier = _LineCopier(pipe, stream, label, lock)
-                copier.start()
-                copiers.append(copier)
-        failure = _watch(processes, grace)
-        for copier in copiers:  # the failing rank's traceback comes out before the verdict
-            copier.join(timeout=grace)
-        if failure is None:
-            return 0
-        rank, code, others = failure
-        stopped = f"; stopped rank(s) {others}" if others else ""
-        sys.stderr.write(f"distrain.launch: rank {rank} failed with {describe_exit(code)}{stopped}\n")
-        return code if code > 0 else 128 - code
-    except (KeyboardInterrupt, _Stop):
+        with interrupt_on_sigterm():
+            return _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python,
+                                    environment, backend, address, rank0_only, prefix, grace)
+    except KeyboardInterrupt:
         stop_ranks(processes, signal.SIGINT, grace)
         sys.stderr.write(f"distrain.launch: interrupted; stopped all {count} ranks of this node\n")
         return 130
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
         stop_ranks(processes, signal.SIGKILL, 0)  # nothing outlives the launcher
         for copier in copiers:
             copier.join(timeout=grace)
         if rendezvous is not None:
             rendezvous.close()
+
+
+def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python, environment, backend,
+                     address, rank0_only, prefix, grace):
+    """Start this node's ranks (into `processes`, their output copiers into `copiers`) and wait for them."""
+    lock = threading.Lock()
+    for local_rank in range(count):
+        rank = node_rank * count + local_rank
+        env = worker_environment(environment, rank, world, backend, address, rank0_only, local_rank, count)
+        process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        processes.append(process)
+        label = f"[{rank}] ".encode() if prefix else b""
+        for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
+            copier = _LineCopier(pipe, stream, label, lock)
+            copier.start()
+            copiers.append(copier)
+    failure = _watch(processes, grace)
+    for copier in copiers:  # the failing rank's traceback comes out before the verdict
+        copier.join(timeout=grace)
+    if failure is None:
+        return 0
+    rank, code, others = failure
+    stopped = f"; stopped rank(s) {others}" if others else ""
+    sys.stderr.write(f"distrain.launch: rank {node_rank * count + rank} failed with {describe_exit(code)}{stopped}\n")
+    return code if code > 0 else 128 - code
 
 
 def _watch(processes, grace):
