@@ -25,6 +25,10 @@ Which backend when (`create_communicator(name)`):
 from __future__ import annotations
 
 import importlib
+import pickle
+import time
+
+import numpy
 
 from ..errors import DistrainError
 
@@ -43,6 +47,60 @@ class Handle:
 
     def is_completed(self) -> bool:
         raise NotImplementedError
+
+
+class PollingHandle(Handle):
+    """A collective finished by polling `_test()`; `wait` gives up after the communicator's timeout.
+
+    Polling (rather than one blocking wait) is what lets a wait end in an error naming the
+    problem instead of hanging forever when a rank never arrives (shared/DESIGN.md).
+    Subclasses say how to test (`_test`), may wait more cleverly than sleeping between
+    tests (`_pause`), and may clean up before the timeout error (`_on_timeout`).
+    `finish`, if given, runs once, in the waiting thread, when the collective completes.
+    """
+
+    def __init__(self, communicator, what, finish=None):
+        self.communicator = communicator
+        self.what = what
+        self.finish = finish
+        self.done = False
+
+    def _test(self) -> bool:
+        raise NotImplementedError
+
+    def _pause(self, seconds):
+        time.sleep(seconds)
+
+    def _on_timeout(self):
+        """Called before the timeout error is raised (e.g. to abort a communicator stuck on the device)."""
+
+    def is_completed(self):
+        if not self.done and self._test():
+            self._complete()
+        return self.done
+
+    def wait(self, timeout=None):
+        if self.done:
+            return
+        timeout = self.communicator.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        pause = 1e-6
+        while not self._test():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._on_timeout()
+                raise CommunicatorError(
+                    f"rank {self.communicator.rank}: {self.what} did not complete within {timeout:g} s; some of "
+                    f"the {self.communicator.size} ranks did not join it (a crashed or stuck rank, or ranks "
+                    "calling collectives in different orders, e.g. uneven data)")
+            self._pause(min(pause, remaining))
+            pause = min(pause * 2, 1e-3)
+        self._complete()
+
+    def _complete(self):
+        self.done = True
+        if self.finish is not None:
+            self.finish()
 
 
 class DoneHandle(Handle):
@@ -85,8 +143,17 @@ class Communicator:
         raise NotImplementedError
 
     def allgather_object(self, value):
-        """Every rank's small picklable `value`, as a list indexed by rank."""
-        raise NotImplementedError
+        """Every rank's small picklable `value`, as a list indexed by rank.
+
+        Pickled here and unpickled only by the job's other ranks (never by a server): two
+        allgathers, of the sizes and of the payloads padded to the largest.
+        """
+        payload = numpy.frombuffer(pickle.dumps(value), dtype=numpy.uint8)
+        sizes = numpy.asarray(self.allgather(numpy.array([payload.size], dtype=numpy.int64)))[:, 0]
+        padded = numpy.zeros(int(sizes.max()), dtype=numpy.uint8)
+        padded[:payload.size] = payload
+        gathered = numpy.asarray(self.allgather(padded))
+        return [pickle.loads(gathered[r, :sizes[r]].tobytes()) for r in range(self.size)]
 
     def barrier(self):
         """Return once every rank has called barrier()."""

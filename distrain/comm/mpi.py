@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import collections
 import os
-import pickle
 import threading
 import time
 
 import numpy
 
-from .base import Communicator, CommunicatorError, Handle, check_op
+from .base import Communicator, CommunicatorError, PollingHandle, check_op
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -82,53 +81,26 @@ class ProgressThread(threading.Thread):
         self.join(timeout=5)
 
 
-class MPIHandle(Handle):
+class MPIHandle(PollingHandle):
     """An MPI request; `wait` finishes it within the communicator's timeout.
 
     Without a progress thread the handle tests its request itself; with one, the thread
-    does and the handle watches the flag it sets.
+    does and the handle waits on the flag it sets.
     """
 
     def __init__(self, communicator, request, what, finish=None, progress=None):
-        self.communicator = communicator
+        super().__init__(communicator, what, finish)
         self.request = request
-        self.what = what
-        self.finish = finish
-        self.done = False
         self.flag = progress.watch(request) if progress is not None else None
 
     def _test(self):
         return self.flag.is_set() if self.flag is not None else self.request.Test()
 
-    def is_completed(self):
-        if not self.done and self._test():
-            self._complete()
-        return self.done
-
-    def wait(self, timeout=None):
-        if self.done:
-            return
-        timeout = self.communicator.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        pause = 1e-6
-        while not self._test():
-            if self.flag is not None:
-                self.flag.wait(max(0.0, deadline - time.monotonic()))
-                if self.flag.is_set():
-                    break
-            if time.monotonic() > deadline:
-                raise CommunicatorError(
-                    f"rank {self.communicator.rank}: {self.what} did not complete within {timeout:g} s; some of "
-                    f"the {self.communicator.size} ranks did not join it (a crashed or stuck rank, or ranks "
-                    "calling collectives in different orders, e.g. uneven data)")
-            time.sleep(pause)
-            pause = min(pause * 2, 1e-3)
-        self._complete()
-
-    def _complete(self):
-        self.done = True
-        if self.finish is not None:
-            self.finish()
+    def _pause(self, seconds):
+        if self.flag is not None:
+            self.flag.wait(max(seconds, 0.05))  # woken at once when the progress thread sees completion
+        else:
+            time.sleep(seconds)
 
 
 class MPICommunicator(Communicator):
@@ -209,15 +181,6 @@ class MPICommunicator(Communicator):
 
             return cupy.asarray(out)
         return out
-
-    def allgather_object(self, value):
-        payload = numpy.frombuffer(pickle.dumps(value), dtype=numpy.uint8)
-        sizes = self.allgather(numpy.array([payload.size], dtype=numpy.int64))[:, 0]
-        out = numpy.empty(int(sizes.sum()), dtype=numpy.uint8)
-        offsets = numpy.concatenate([[0], numpy.cumsum(sizes)[:-1]])
-        request = self.comm.Iallgatherv(payload, [out, (sizes.tolist(), offsets.tolist()), self.MPI.BYTE])
-        MPIHandle(self, request, "allgather of Python objects").wait()
-        return [pickle.loads(out[start:start + size].tobytes()) for start, size in zip(offsets, sizes)]
 
     def barrier(self):
         MPIHandle(self, self.comm.Ibarrier(), "barrier").wait()

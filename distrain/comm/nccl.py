@@ -22,12 +22,10 @@ NumPy arrays are accepted for convenience (copied to the GPU and back); Python o
 from __future__ import annotations
 
 import os
-import pickle
-import time
 
 import numpy
 
-from .base import Communicator, CommunicatorError, Handle, check_op
+from .base import Communicator, CommunicatorError, PollingHandle, check_op
 from .mpi import DEFAULT_TIMEOUT, under_mpi_launcher
 
 UNIQUE_ID_KEY = "distrain/nccl-unique-id"
@@ -63,41 +61,22 @@ def _decode_unique_id(raw):
     return body if kind == b"B" else tuple(numpy.frombuffer(body, dtype=numpy.int8).tolist())
 
 
-class NCCLHandle(Handle):
+class NCCLHandle(PollingHandle):
+    """A collective on the communication stream, complete when its event is."""
+
     def __init__(self, communicator, event, what, finish=None):
-        self.communicator = communicator
+        super().__init__(communicator, f"NCCL {what}", finish)
         self.event = event
-        self.what = what
-        self.finish = finish
-        self.done = False
 
-    def is_completed(self):
-        if not self.done and self.event.done:
-            self._complete()
-        return self.done
+    def _test(self):
+        return self.event.done
 
-    def wait(self, timeout=None):
-        if self.done:
-            return
-        timeout = self.communicator.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        pause = 1e-6
-        while not self.event.done:
-            if time.monotonic() > deadline:
-                self.communicator.abort()
-                raise CommunicatorError(
-                    f"rank {self.communicator.rank}: NCCL {self.what} did not complete within {timeout:g} s; some of "
-                    f"the {self.communicator.size} ranks did not join it (a crashed or stuck rank, or ranks calling "
-                    "collectives in different orders, e.g. uneven data). The communicator was aborted")
-            time.sleep(pause)
-            pause = min(pause * 2, 1e-3)
-        self._complete()
+    def _on_timeout(self):
+        self.communicator.abort()  # NCCL would spin on the device forever
 
     def _complete(self):
-        self.done = True
-        self.communicator.cupy.cuda.get_current_stream().wait_event(self.event)
-        if self.finish is not None:
-            self.finish()
+        self.communicator.cupy.cuda.get_current_stream().wait_event(self.event)  # the compute stream sees the result
+        super()._complete()
 
 
 class NCCLCommunicator(Communicator):
@@ -233,14 +212,6 @@ class NCCLCommunicator(Communicator):
         self._start(lambda stream: self.comm.allGather(buffer.data.ptr, out.data.ptr, buffer.size, kind, stream),
                     f"allgather of {buffer.nbytes} bytes").wait()
         return out.get() if on_host else out
-
-    def allgather_object(self, value):
-        payload = numpy.frombuffer(pickle.dumps(value), dtype=numpy.uint8)
-        sizes = self.allgather(numpy.array([payload.size], dtype=numpy.int64))[:, 0]
-        padded = numpy.zeros(int(sizes.max()), dtype=numpy.uint8)
-        padded[:payload.size] = payload
-        gathered = self.allgather(padded)
-        return [pickle.loads(gathered[r, :sizes[r]].tobytes()) for r in range(self.size)]
 
     def barrier(self):
         self.allreduce(self.cupy.zeros(1, dtype=self.cupy.float32))

@@ -14,7 +14,6 @@ for the NCCL backend); `PSCommunicator` turns it into the Communicator interface
 from __future__ import annotations
 
 import os
-import pickle
 import time
 
 import numpy
@@ -240,15 +239,6 @@ class PSCommunicator(Communicator):
 
             return cupy.asarray(out)
         return out
-
-    def allgather_object(self, value):
-        # pickled here and unpickled by the other ranks only: the server never unpickles anything
-        payload = numpy.frombuffer(pickle.dumps(value), dtype=numpy.uint8)
-        sizes = self.allgather(numpy.array([payload.size], dtype=numpy.int64))[:, 0]
-        padded = numpy.zeros(int(sizes.max()), dtype=numpy.uint8)
-        padded[:payload.size] = payload
-        gathered = self.allgather(padded)
-        return [pickle.loads(gathered[r, :sizes[r]].tobytes()) for r in range(self.size)]
 
     def barrier(self):
         self._collective("barrier", {}, b"", "barrier").wait()
