@@ -166,6 +166,38 @@ class Communicator:
         return f"<{type(self).__name__} rank {self.rank} of {self.size}>"
 
 
+def host_staging(array, what):
+    """(a C-contiguous NumPy array holding `array`'s values, a function writing a result back into `array` or None).
+
+    For communicators that move host memory (mpi, ps): a NumPy array is used in place; a
+    CuPy array is staged through the host after its producing kernels finish (handing MPI
+    a buffer that a kernel is still writing gives silently wrong sums).
+    """
+    if isinstance(array, numpy.ndarray):
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{what}: the array must be C-contiguous for an in-place collective "
+                             f"(shape {array.shape}, strides {array.strides}); pass .copy() or a contiguous slice")
+        if not array.dtype.isnative:
+            raise ValueError(f"{what}: the array's byte order is not this machine's ({array.dtype.str}); "
+                             f"convert it with .astype({array.dtype.newbyteorder('=').name!r})")
+        return array, None
+    if type(array).__module__.split(".")[0] != "cupy":
+        raise TypeError(f"{what} needs a numpy or cupy array, got {type(array).__name__}; "
+                        "wrap numbers in numpy.array(...) (the result is written into it)")
+    import cupy
+
+    cupy.cuda.get_current_stream().synchronize()
+    host = cupy.asnumpy(array)
+    return host, lambda: array.set(host)
+
+
+def contiguous_copy_if_needed(array):
+    """`array` itself when it is C-contiguous, else a C-contiguous copy (0-d arrays stay 0-d)."""
+    if isinstance(array, numpy.ndarray) and not array.flags.c_contiguous:
+        return array.copy(order="C")
+    return array
+
+
 def check_op(op):
     if op not in REDUCE_OPS:
         raise ValueError(f"reduction op must be one of {REDUCE_OPS}, got {op!r}")

@@ -18,7 +18,14 @@ import time
 
 import numpy
 
-from .base import Communicator, CommunicatorError, PollingHandle, check_op
+from .base import (
+    Communicator,
+    CommunicatorError,
+    PollingHandle,
+    check_op,
+    contiguous_copy_if_needed,
+    host_staging,
+)
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -136,23 +143,9 @@ class MPICommunicator(Communicator):
             self._progress_thread.start()
 
     # -- arrays -----------------------------------------------------------------------------
-    def _host_buffer(self, array, what):
-        """(a contiguous NumPy buffer to communicate, a function copying the result back into `array`)."""
-        if isinstance(array, numpy.ndarray):
-            if not array.flags.c_contiguous:
-                raise ValueError(f"{what}: the array must be C-contiguous for an in-place collective "
-                                 f"(shape {array.shape}, strides {array.strides}); pass .copy() or a contiguous slice")
-            return array, None
-        # CuPy: finish the producing kernels, then stage through host memory
-        import cupy
-
-        cupy.cuda.get_current_stream().synchronize()
-        host = cupy.asnumpy(array)
-        return host, lambda: array.set(host)
-
     def allreduce_async(self, array, op="sum"):
         check_op(op)
-        buffer, copy_back = self._host_buffer(array, "allreduce")
+        buffer, copy_back = host_staging(array, "allreduce")
         if op == "mean" and buffer.dtype.kind not in "fc":
             raise TypeError(f"allreduce op 'mean' needs a floating-point array, got {buffer.dtype}")
         request = self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, op=self._ops[op])
@@ -167,13 +160,12 @@ class MPICommunicator(Communicator):
 
     def broadcast(self, array, root=0):
         self._check_root(root)
-        buffer, copy_back = self._host_buffer(array, "broadcast")
+        buffer, copy_back = host_staging(array, "broadcast")
         MPIHandle(self, self.comm.Ibcast(buffer, root=root), f"broadcast from rank {root}", copy_back).wait()
         return array
 
     def allgather(self, array):
-        buffer, _ = self._host_buffer(numpy.ascontiguousarray(array) if isinstance(array, numpy.ndarray) else array,
-                                      "allgather")
+        buffer, _ = host_staging(contiguous_copy_if_needed(array), "allgather")
         out = numpy.empty((self.size,) + buffer.shape, dtype=buffer.dtype)
         MPIHandle(self, self.comm.Iallgather(buffer, out), f"allgather of {buffer.nbytes} bytes").wait()
         if not isinstance(array, numpy.ndarray):

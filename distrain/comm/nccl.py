@@ -25,7 +25,13 @@ import os
 
 import numpy
 
-from .base import Communicator, CommunicatorError, PollingHandle, check_op
+from .base import (
+    Communicator,
+    CommunicatorError,
+    PollingHandle,
+    check_op,
+    contiguous_copy_if_needed,
+)
 from .mpi import DEFAULT_TIMEOUT, under_mpi_launcher
 
 UNIQUE_ID_KEY = "distrain/nccl-unique-id"
@@ -206,7 +212,7 @@ class NCCLCommunicator(Communicator):
 
     def allgather(self, array):
         on_host = isinstance(array, numpy.ndarray)
-        buffer, _ = self._device_buffer(numpy.ascontiguousarray(array) if on_host else array, "allgather")
+        buffer, _ = self._device_buffer(contiguous_copy_if_needed(array), "allgather")
         out = self.cupy.empty((self.size,) + buffer.shape, dtype=buffer.dtype)
         kind = nccl_dtype(self.nccl, buffer.dtype)
         self._start(lambda stream: self.comm.allGather(buffer.data.ptr, out.data.ptr, buffer.size, kind, stream),

@@ -22,8 +22,8 @@ from distrain.comm.base import CommunicatorError, create_communicator
 def data(rank, dtype, shape, salt=0):
     rng = np.random.default_rng((salt, rank))
     if np.dtype(dtype).kind in "iu":
-        return rng.integers(-1000, 1000, size=shape).astype(dtype)
-    return (rng.standard_normal(shape) * 10).astype(dtype)
+        return np.asarray(rng.integers(-1000, 1000, size=shape)).astype(dtype)
+    return np.asarray(rng.standard_normal(shape) * 10).astype(dtype)  # an array even for shape ()
 
 
 def reduce_in_rank_order(parts, op):

@@ -62,12 +62,12 @@ def run_ranks(address, world_size, body, ranks=None, timeout=10.0, secret=None, 
     def rank_main(rank):
         try:
             communicator = PSCommunicator(address, rank, world_size, secret=secret, timeout=timeout)
-        except BaseException as error:  # reported to the test, which fails on it
+        except BaseException as error:  # noqa: BLE001 (handed to the test, which fails on it)
             errors[rank] = error
             return
         try:
             results[rank] = body(communicator)
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001
             errors[rank] = error
         finally:
             communicator.close()
@@ -88,7 +88,7 @@ def run_ok(address, world_size, body, **options):
     """run_ranks, failing the test if any rank raised."""
     results, errors = run_ranks(address, world_size, body, **options)
     if errors:
-        rank, error = sorted(errors.items())[0]
+        rank, error = min(errors.items())
         raise AssertionError(f"rank {rank} failed: {error!r}") from error
     return results
 
@@ -132,21 +132,38 @@ def raw_dealer(address):
         context.term()
 
 
+def connection_of(error):
+    """The ServerConnection whose constructor raised `error` (from the traceback's frames), or None."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        candidate = traceback.tb_frame.f_locals.get("self")
+        if isinstance(candidate, ServerConnection):
+            return candidate
+        traceback = traceback.tb_next
+    return None
+
+
+def release(connection):
+    if connection is not None:
+        if not connection.socket.closed:
+            connection.socket.close(linger=0)
+        if not connection.context.closed:
+            connection.context.term()
+
+
 def failed_join(match, **arguments):
     """PSCommunicator(**arguments) must fail to join with a CommunicatorError matching `match`; its message.
 
-    A failed join currently leaks its ZeroMQ socket and context (a distrain bug, exposed on its own by
-    test_a_failed_join_closes_its_socket_and_context); they are collected here with their ResourceWarning
-    ignored, so that each caller reports only its own finding.
+    A failed join currently leaves its ZeroMQ socket and context open (a distrain bug, exposed on its own by
+    test_a_failed_join_closes_its_socket_and_context); they are closed here so that the garbage collector
+    does not hang on them later, and each caller reports only its own finding.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        message = None
-        try:
-            PSCommunicator(**arguments).close()
-        except CommunicatorError as error:
-            message = str(error)
-        gc.collect()
+    message = None
+    try:
+        PSCommunicator(**arguments).close()
+    except CommunicatorError as error:
+        message = str(error)
+        release(connection_of(error))
     assert message is not None, f"joining with {arguments} succeeded"
     assert re.search(match, message), message
     return message
@@ -196,7 +213,7 @@ def test_is_loopback(address, expected):
     assert protocol.is_loopback(address) is expected
 
 
-def test_secrets_must_be_long_and_files_private(tmp_path, monkeypatch):
+def test_secrets_must_be_long_and_files_private(tmp_path):
     with pytest.raises(ValueError, match="at least 16 bytes"):
         protocol.load_secret("too-short")
     assert protocol.load_secret(SECRET.decode()) == SECRET
@@ -311,6 +328,7 @@ def test_float32_sum_is_added_in_rank_order_whatever_the_arrival_order():
         results = []
         for delays in ((0.4, 0.2, 0.0), (0.0, 0.3, 0.15)):  # last-to-first, then a mixed order
             mine = everyone[comm.rank].copy()
+            comm.barrier()  # start together, so that the delays alone set the arrival order
             time.sleep(delays[comm.rank])
             arrived.append(comm.rank)
             comm.allreduce(mine)
@@ -324,7 +342,7 @@ def test_float32_sum_is_added_in_rank_order_whatever_the_arrival_order():
         for result in results[rank]:
             assert np.array_equal(result.view(np.uint32), in_rank_order.view(np.uint32))
 
-    halves = [part.astype(np.float16) for part in everyone]
+    halves = [(rng.standard_normal(5000) * 10.0 ** rng.uniform(-4, 4, 5000)).astype(np.float16) for _ in range(size)]
     with serving(size) as server:
         results = run_ok(server.address, size,
                          lambda comm: (time.sleep(0.2 * (size - 1 - comm.rank)),
@@ -397,7 +415,7 @@ def test_broadcast_from_every_root_and_allgather(dtype):
                 assert comm.broadcast(mine, root=root) is mine
                 broadcasts[root, shape] = mine
         gathers = {}
-        for shape in SHAPES:
+        for shape in SHAPES[1:]:  # 0-d arrays: test_allgather_of_0d_arrays_stacks_them_into_a_vector
             mine = data(comm.rank, dtype if dtype != "bool" else "int8", shape).astype(dtype)
             gathers[shape] = comm.allgather(mine)
         transposed = data(comm.rank, "float64", (3, 4)).T  # not C-contiguous: allgather copies it
@@ -414,11 +432,22 @@ def test_broadcast_from_every_root_and_allgather(dtype):
         for (root, shape), got in broadcasts.items():
             assert got.dtype == np.dtype(dtype) and got.shape == shape
             assert np.array_equal(got, expected(root, shape, salt=root)), (root, shape)
-        for shape in SHAPES:
+        for shape in SHAPES[1:]:
             got = gathers[shape]
             assert got.dtype == np.dtype(dtype) and got.shape == (size, *shape)
             assert np.array_equal(got, np.stack([expected(r, shape) for r in range(size)]))
         assert np.array_equal(gathers["transposed"], np.stack([data(r, "float64", (3, 4)).T for r in range(size)]))
+
+
+def test_allgather_of_0d_arrays_stacks_them_into_a_vector():
+    def body(comm):
+        return comm.allgather(np.array(comm.rank * 1.5))
+
+    with serving(3) as server:
+        results = run_ok(server.address, 3, body)
+    for gathered in results.values():
+        assert gathered.shape == (3,), f"allgather of 0-d arrays gave shape {gathered.shape}, not (size,)"
+        assert gathered.tolist() == [0.0, 1.5, 3.0]
 
 
 def test_allgather_object_and_barrier():
@@ -447,17 +476,23 @@ def test_rendezvous_store_waits_for_the_key():
 
     def body(comm):
         connection = comm.connection
+        comm.barrier()
+        start = time.monotonic()
         if comm.rank == 0:
             time.sleep(0.3)  # rank 1 asks first and must wait
             connection.store_set("nccl-unique-id", value)
             connection.store_set("overwritten", b"old")
             connection.store_set("overwritten", b"new")
+        got = connection.store_get("nccl-unique-id")
+        waited = time.monotonic() - start
         comm.barrier()
-        return connection.store_get("nccl-unique-id"), connection.store_get("overwritten")
+        return got, connection.store_get("overwritten"), waited
 
     with serving(2) as server:
         results = run_ok(server.address, 2, body)
-    assert results == {0: (value, b"new"), 1: (value, b"new")}
+    for got, overwritten, waited in results.values():
+        assert got == value and overwritten == b"new"
+        assert waited >= 0.25, "store_get answered before the key was set"
 
 
 def test_a_single_rank_world_and_the_environment(monkeypatch):
@@ -471,7 +506,7 @@ def test_a_single_rank_world_and_the_environment(monkeypatch):
             array = np.arange(5.0)
             comm.allreduce(array, "mean")
             assert array.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
-            assert comm.allgather(np.int64(3).reshape(())).tolist() == [3]
+            assert comm.allgather(np.array([3], dtype=np.int64)).tolist() == [[3]]
         finally:
             comm.close()
             comm.close()  # idempotent
@@ -512,26 +547,31 @@ def test_bad_calls_raise_before_sending_and_do_not_desynchronise_the_ranks():
     assert all(mine.tolist() == [3.0, 4.0] for mine in results.values())
 
 
-def test_an_unsupported_dtype_is_refused_by_the_server_and_the_ranks_go_on():
+@pytest.mark.parametrize("refused_call, match", [
+    (lambda comm: comm.allreduce(np.zeros(3, dtype=np.int16)), "int16"),
+    (lambda comm: comm.connection.store_set("", b"x"), "key must be"),
+    (lambda comm: comm.connection.store_get("k" * 300), "key must be"),
+], ids=["unsupported dtype", "empty key", "long key"])
+def test_a_request_the_server_refuses_leaves_the_rank_able_to_go_on(refused_call, match):
     def body(comm):
-        with pytest.raises(CommunicatorError, match="int16"):
-            comm.allreduce(np.zeros(3, dtype=np.int16))
+        with pytest.raises(CommunicatorError, match=match):
+            refused_call(comm)
         mine = np.full(2, comm.rank + 1, dtype=np.int64)
         comm.allreduce(mine)
+        comm.connection.store_set(f"after-{comm.rank}", b"ok")
         return mine
 
     with serving(2) as server:
         results = run_ok(server.address, 2, body)
-        assert server.refused == 2
+        assert server.refused == 2 and server.store == {"after-0": b"ok", "after-1": b"ok"}
     assert all(mine.tolist() == [3, 3] for mine in results.values())
 
 
-@pytest.mark.parametrize("byte_order", [">", "<"])
-def test_arrays_in_either_byte_order_reduce_to_their_values(byte_order):
+def test_native_byte_order_arrays_reduce_to_their_values():
     def body(comm):
-        reduced = np.arange(4, dtype=byte_order + "f4") * (comm.rank + 1)
+        reduced = (np.arange(4.0) * (comm.rank + 1)).astype("=f4")
         comm.allreduce(reduced)
-        gathered = comm.allgather(np.arange(3, dtype=byte_order + "i4") + comm.rank)
+        gathered = comm.allgather((np.arange(3) + comm.rank).astype("=i4"))
         return reduced, gathered
 
     with serving(2) as server:
@@ -539,6 +579,27 @@ def test_arrays_in_either_byte_order_reduce_to_their_values(byte_order):
     for reduced, gathered in results.values():
         assert reduced.tolist() == [0.0, 3.0, 6.0, 9.0]
         assert gathered.tolist() == [[0, 1, 2], [1, 2, 3]]
+
+
+def test_a_foreign_byte_order_is_refused_naming_the_fix_instead_of_summing_garbage():
+    foreign = ">f4" if np.little_endian else "<f4"
+
+    def body(comm):
+        try:
+            comm.allreduce(np.arange(4.0).astype(foreign))
+        except ValueError as error:
+            message = str(error)
+        else:
+            message = None
+        ours = np.arange(4.0) * (comm.rank + 1)
+        comm.allreduce(ours)  # the refusal used no collective: the ranks stay in step
+        return message, ours
+
+    with serving(2) as server:
+        results = run_ok(server.address, 2, body)
+    for message, ours in results.values():
+        assert message is not None and "byte order" in message and ".astype('float32')" in message
+        assert ours.tolist() == [0.0, 3.0, 6.0, 9.0]
 
 
 # -- mismatches and timeouts ----------------------------------------------------------------------
@@ -549,7 +610,7 @@ def test_arrays_in_either_byte_order_reduce_to_their_values(byte_order):
     (lambda comm: comm.allreduce(np.zeros(4, dtype=np.float32), "max"), "reduce=max"),
     (lambda comm: comm.broadcast(np.zeros(4, dtype=np.float32)), "broadcast"),
     (lambda comm: comm.barrier(), "barrier"),
-])
+], ids=["shape", "dtype", "reduce", "broadcast", "barrier"])
 def test_mismatched_collectives_fail_on_every_rank_naming_both_calls(theirs, described):
     def body(comm):
         start = time.monotonic()
@@ -566,7 +627,6 @@ def test_mismatched_collectives_fail_on_every_rank_naming_both_calls(theirs, des
 
     with serving(2) as server:
         results = run_ok(server.address, 2, body, timeout=20.0)
-        check_server_still_serves(server)
     for message, elapsed, mine in results.values():
         assert "collective #0" in message and "rank 0" in message and "rank 1" in message, message
         assert "allreduce(dtype=float32, shape=[4], reduce=sum)" in message and described in message, message
@@ -616,7 +676,7 @@ def test_a_rank_that_never_joins_is_named_after_the_timeout():
         assert "rank(s) [2] never joined" in message and "timed out after 1 s" in message, message
         assert 0.8 < elapsed < 2.5, elapsed
     message, elapsed, _ = results[2]
-    assert "never joined" in message and elapsed < 0.5, (message, elapsed)
+    assert "never joined" in message and elapsed < 1.0, (message, elapsed)
     assert all(result[2].tolist() == [6.0] * 3 for result in results.values())
 
 
@@ -638,8 +698,6 @@ def test_store_get_of_a_key_no_one_sets_times_out_naming_the_key():
         with pytest.raises(CommunicatorError, match="'never-set'"):
             comm.connection.store_get("never-set")
         elapsed = time.monotonic() - start
-        with pytest.raises(CommunicatorError, match="key must be"):
-            comm.connection.store_set("", b"x")
         comm.connection.store_set("k", b"v")
         return elapsed, comm.connection.store_get("k")
 
@@ -678,7 +736,7 @@ def test_clients_without_the_secret_get_no_service(monkeypatch):
         for secret in (None, b"the-wrong-secret-0123456789"):
             refused = server.refused
             start = time.monotonic()
-            failed_join("did not answer joining", address=server.address, rank=0, world_size=2, secret=secret,
+            failed_join("did not answer (contacting the server|joining)", address=server.address, rank=0, world_size=2, secret=secret,
                         timeout=1.0)
             assert time.monotonic() - start < 3.0
             assert server.refused == refused + 1
@@ -692,16 +750,53 @@ def test_a_client_with_a_secret_refuses_an_unauthenticated_server():
 
 
 def test_a_failed_join_closes_its_socket_and_context():
+    # left open, the context is destroyed by the garbage collector, whose Context.term() can then wait forever
+    # on the socket of the same cycle: a process that catches a failed join may hang at a later gc.collect()
     with serving(2) as server:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ResourceWarning)
-            try:
-                PSCommunicator(server.address, 0, 3, timeout=2.0)  # the server serves 2: the join fails
-            except CommunicatorError:
-                pass
-            gc.collect()
+        connection = None
+        try:
+            PSCommunicator(server.address, 0, 3, timeout=2.0)  # the server serves 2: the join fails
+        except CommunicatorError as error:
+            connection = connection_of(error)
+        assert connection is not None
+        try:
+            assert connection.socket.closed and connection.context.closed, \
+                "a ServerConnection that failed to join left its ZeroMQ socket and context open"
+        finally:
+            release(connection)
+
+
+def _close_unstarted(server):
+    unstarted = ParameterServer(1)
+    unstarted.close()
+
+
+def _bind_taken_address(server):
+    with pytest.raises(zmq.ZMQError, match="in use"):
+        ParameterServer(1, bind=server.address)
+
+
+@pytest.mark.parametrize("case", [_close_unstarted, _bind_taken_address], ids=["closed unstarted", "bind fails"])
+def test_a_server_leaves_no_socket_open(case):
+    with serving(1) as server, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        case(server)
+        gc.collect()  # the server's socket belongs to zmq.Context.instance(): collecting it cannot hang
     leaks = [str(warning.message) for warning in caught if issubclass(warning.category, ResourceWarning)]
     assert not leaks, leaks
+
+
+def test_closing_after_the_server_is_gone_returns_quietly(monkeypatch):
+    monkeypatch.setattr(client, "SERVER_GRACE_SECONDS", 0.2)
+    with serving(1) as server:
+        comm = PSCommunicator(server.address, 0, 1, timeout=0.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(CommunicatorError, match="did not answer"):
+            comm.barrier()
+    finally:
+        comm.close()
+    assert time.monotonic() - start < 3.0
 
 
 def test_world_size_mismatch_names_both_sizes():
@@ -748,18 +843,27 @@ def test_a_replayed_message_is_refused_and_the_ranks_go_on(monkeypatch):
             comm.close()
 
 
-def test_a_hello_recorded_in_one_session_cannot_take_a_rank_in_another(monkeypatch):
+def test_a_hello_and_join_recorded_in_one_session_cannot_take_a_rank_in_another(monkeypatch):
     # protocol.py: "a recorded message cannot be replayed into this or another session"
     recorded = record_requests(monkeypatch)
     with serving(1, secret=SECRET) as old_server:
         PSCommunicator(old_server.address, 0, 1, secret=SECRET, timeout=5).close()
     hello = next(frames for header, frames in recorded if header["op"] == "hello")
-    with serving(1, secret=SECRET) as server:
-        with raw_dealer(server.address) as recorder:
-            recorder.send_multipart(hello)
-            time.sleep(0.5)
-            comm = PSCommunicator(server.address, 0, 1, secret=SECRET, timeout=2)
-            comm.close()
+    join = next(frames for header, frames in recorded if header["op"] == "join")
+    with serving(1, secret=SECRET) as server, raw_dealer(server.address) as recorder:
+        recorder.send_multipart(hello)
+        assert recorder.poll(3000), "the replayed hello got no answer"
+        recorder.recv_multipart()  # a session token, useless without the secret
+        recorder.send_multipart(join)
+        wait_until(lambda: server.refused == 1, what="refusal of the replayed join")
+        answer, _ = protocol.unpack(recorder.recv_multipart(), SECRET)
+        assert "another server session" in answer["error"], answer
+        assert server.ranks == {}
+        try:
+            PSCommunicator(server.address, 0, 1, secret=SECRET, timeout=2).close()
+        except CommunicatorError as error:
+            release(connection_of(error))
+            pytest.fail(f"a hello replayed from an earlier session took the real rank's place: {error}")
 
 
 GARBAGE = {
@@ -778,11 +882,11 @@ GARBAGE = {
                                      "version": 1}), b"", b""],
     "a bool rank": [msgpack.packb({"op": "hello", "rank": True, "seq": 0, "world_size": 2, "timeout": 1.0,
                                    "version": 1}), b"", b""],
-    "a string timeout": [msgpack.packb({"op": "hello", "rank": 0, "seq": 0, "world_size": 2, "timeout": "1",
+    "a string timeout": [msgpack.packb({"op": "join", "rank": 0, "seq": 0, "world_size": 2, "timeout": "1",
                                         "version": 1}), b"", b""],
-    "the wrong version": [msgpack.packb({"op": "hello", "rank": 0, "seq": 0, "world_size": 2, "timeout": 1.0,
+    "the wrong version": [msgpack.packb({"op": "join", "rank": 0, "seq": 0, "world_size": 2, "timeout": 1.0,
                                          "version": 99}), b"", b""],
-    "the wrong world size": [msgpack.packb({"op": "hello", "rank": 0, "seq": 0, "world_size": 5, "timeout": 1.0,
+    "the wrong world size": [msgpack.packb({"op": "join", "rank": 0, "seq": 0, "world_size": 5, "timeout": 1.0,
                                             "version": 1}), b"", b""],
     "a rank outside the world": [msgpack.packb({"op": "hello", "rank": 9, "seq": 0, "world_size": 2,
                                                 "timeout": 1.0, "version": 1}), b"", b""],

@@ -19,7 +19,14 @@ import time
 import numpy
 import zmq
 
-from ..base import Communicator, CommunicatorError, Handle, check_op
+from ..base import (
+    Communicator,
+    CommunicatorError,
+    Handle,
+    check_op,
+    contiguous_copy_if_needed,
+    host_staging,
+)
 from . import protocol
 from .protocol import ProtocolError
 
@@ -93,9 +100,17 @@ class ServerConnection:
         self.seq = 0
         self.session = None
         self.in_flight = {}  # seq -> PSHandle
-        answer, _ = self.request({"op": "hello", "world_size": world_size, "timeout": self.timeout,
-                                  "version": protocol.PROTOCOL_VERSION}, what="joining").wait()
-        self.session = answer["session"]
+        try:  # hello asks for the server's session token; join, which carries it, takes this rank's place
+            answer, _ = self.request({"op": "hello"}, what="contacting the server").wait()
+            if not isinstance(answer.get("session"), bytes):
+                raise CommunicatorError(f"rank {rank}: the server at {address} sent no session token")
+            self.session = answer["session"]
+            self.request({"op": "join", "world_size": world_size, "timeout": self.timeout,
+                          "version": protocol.PROTOCOL_VERSION}, what="joining").wait()
+        except BaseException:
+            self.session = None
+            self._close_socket()
+            raise
 
     def request(self, header, payload=b"", what=None, finish=None):
         """Send one request; the returned handle completes when its answer arrives."""
@@ -141,8 +156,11 @@ class ServerConnection:
         except CommunicatorError:
             pass  # the server is gone already: nothing left to tell it
         finally:
-            self.socket.close(linger=0)
-            self.context.term()
+            self._close_socket()
+
+    def _close_socket(self):
+        self.socket.close(linger=0)
+        self.context.term()
 
 
 def environment_rank():
@@ -181,26 +199,12 @@ class PSCommunicator(Communicator):
         return self.connection.request(header, payload, what=f"{what} (collective #{header['index']})", finish=finish)
 
     @staticmethod
-    def _host(array, what):
-        """(C-contiguous NumPy array holding `array`'s values, a function writing a result back, or None)."""
-        if isinstance(array, numpy.ndarray):
-            if not array.flags.c_contiguous:
-                raise ValueError(f"{what}: the array must be C-contiguous for an in-place collective "
-                                 f"(shape {array.shape}, strides {array.strides}); pass .copy() or a contiguous slice")
-            return array, None
-        import cupy  # a device array: finish the kernels that produce it, then stage through the host
-
-        cupy.cuda.get_current_stream().synchronize()
-        host = cupy.asnumpy(array)
-        return host, lambda: array.set(host)
-
-    @staticmethod
     def _fields(array):
         return {"dtype": array.dtype.name, "shape": list(array.shape)}
 
     def allreduce_async(self, array, op="sum"):
         check_op(op)
-        host, copy_back = self._host(array, "allreduce")
+        host, copy_back = host_staging(array, "allreduce")
         if op == "mean" and host.dtype.kind not in "fc":
             raise TypeError(f"allreduce op 'mean' needs a floating-point array, got {host.dtype}")
 
@@ -217,7 +221,7 @@ class PSCommunicator(Communicator):
     def broadcast(self, array, root=0):
         if not 0 <= root < self.size:
             raise ValueError(f"root rank {root} does not exist: ranks are 0..{self.size - 1}")
-        host, copy_back = self._host(array, "broadcast")
+        host, copy_back = host_staging(array, "broadcast")
 
         def finish(header, payload):
             if self.rank != root:
@@ -230,7 +234,7 @@ class PSCommunicator(Communicator):
         return array
 
     def allgather(self, array):
-        host, _ = self._host(numpy.ascontiguousarray(array) if isinstance(array, numpy.ndarray) else array, "allgather")
+        host, _ = host_staging(contiguous_copy_if_needed(array), "allgather")
         _, payload = self._collective("allgather", self._fields(host), host, f"allgather of {host.nbytes} bytes").wait()
         shape = [self.size, *host.shape]
         out = protocol.payload_array({"dtype": host.dtype.name, "shape": shape, "op": "allgather"}, payload).copy()

@@ -11,7 +11,10 @@ schema before anything acts on it, so a malformed or hostile message is refused 
 `ProtocolError` instead of crashing the server. With a secret, a message whose MAC does
 not verify is refused before its header is even decoded; the header carries the rank,
 the server's session token and a per-rank message number ("seq", which must count up
-by one), so a recorded message cannot be replayed into this or another session. A
+by one), so a recorded message cannot be replayed into this or another session. Only
+the first message, "hello", has no session: it only asks for the server's session token
+(random per server) and claims nothing; a rank takes its place with "join", which carries
+the token, so a join recorded in one session is refused in any other. A
 collective also carries its "index", the count of collectives this rank has started:
 the server matches the ranks' calls by index and checks that they agree.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 import struct
 from urllib.parse import urlparse
@@ -40,7 +44,8 @@ ADDRESS_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_ADDRESS"
 
 # what a client may ask, and the header fields each request must carry (beyond op, rank, seq, session)
 REQUESTS = {
-    "hello": {"world_size": int, "timeout": float, "version": int},
+    "hello": {},
+    "join": {"world_size": int, "timeout": float, "version": int},
     "allreduce": {"index": int, "dtype": str, "shape": list, "reduce": str},
     "broadcast": {"index": int, "dtype": str, "shape": list, "root": int},
     "allgather": {"index": int, "dtype": str, "shape": list},
@@ -130,22 +135,42 @@ def unpack(frames, secret=None):
     return header, payload
 
 
-def check_request(header, world_size):
-    """Validate a request header against its op's schema (before the server acts on any field)."""
-    op = header.get("op")
-    if op not in REQUESTS:
-        raise ProtocolError(f"unknown op {op!r}; expected one of {sorted(REQUESTS)}")
-    fields = {"rank": int, "seq": int, **REQUESTS[op]}
-    if op != "hello":
-        fields["session"] = bytes
+def _check_fields(op, header, fields):
     for name, kind in fields.items():
         value = header.get(name)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = header[name] = float(value)
         if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
             raise ProtocolError(f"{op}: field {name!r} must be {kind.__name__}, got {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise ProtocolError(f"{op}: field {name!r} must be finite, got {value!r}")
+
+
+def check_envelope(header, world_size):
+    """The fields that say who sent a request and its number (op, rank, seq, session); returns the op.
+
+    Checked before the sender's message number is counted, the rest (check_request) after,
+    so that a refused request still uses up its number, as its sender counted it.
+    """
+    op = header.get("op")
+    if not isinstance(op, str) or op not in REQUESTS:
+        raise ProtocolError(f"unknown op {op!r}; expected one of {sorted(REQUESTS)}")
+    _check_fields(op, header, {"rank": int, "seq": int} if op == "hello" else
+                  {"rank": int, "seq": int, "session": bytes})
     if not 0 <= header["rank"] < world_size:
         raise ProtocolError(f"{op}: rank {header['rank']} is outside 0..{world_size - 1}")
+    return op
+
+
+def check_request(header, world_size):
+    """Validate a request header against its op's schema (before the server acts on any field)."""
+    op = check_envelope(header, world_size)
+    fields = REQUESTS[op]
+    _check_fields(op, header, fields)
+    if op == "join" and header["timeout"] <= 0:
+        raise ProtocolError(f"join: timeout must be positive, got {header['timeout']}")
+    if "root" in fields and not 0 <= header["root"] < world_size:
+        raise ProtocolError(f"{op}: root rank {header['root']} is outside 0..{world_size - 1}")
     if "dtype" in fields:
         if header["dtype"] not in ALLOWED_DTYPES:
             raise ProtocolError(f"{op}: dtype {header['dtype']!r} not one of {sorted(ALLOWED_DTYPES)}")
@@ -164,8 +189,11 @@ def payload_array(header, payload):
     """The payload as an array of the header's dtype and shape; ProtocolError if the sizes disagree."""
     dtype = numpy.dtype(header["dtype"])
     shape = tuple(header["shape"])
-    expected = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: a hostile shape cannot wrap around
     if len(payload) != expected:
         raise ProtocolError(f"{header['op']}: payload has {len(payload)} bytes, but {header['dtype']} {list(shape)} "
                             f"needs {expected}")
-    return numpy.frombuffer(payload, dtype=dtype).reshape(shape) if expected else numpy.zeros(shape, dtype)
+    try:
+        return numpy.frombuffer(payload, dtype=dtype).reshape(shape) if expected else numpy.zeros(shape, dtype)
+    except (ValueError, OverflowError) as error:  # an empty shape numpy cannot represent
+        raise ProtocolError(f"{header['op']}: shape {list(shape)}: {error}") from None

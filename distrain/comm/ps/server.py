@@ -97,7 +97,11 @@ class ParameterServer:
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.socket.bind(bind[:-2] + ":*" if bind.endswith(":0") else bind)
+        try:
+            self.socket.bind(bind[:-2] + ":*" if bind.endswith(":0") else bind)
+        except zmq.ZMQError:
+            self.socket.close(linger=0)
+            raise
         self.address = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.session = secrets.token_bytes(16)
         self.ranks = {}  # rank -> {"identity", "next_seq", "timeout", "left"}
@@ -136,6 +140,8 @@ class ParameterServer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        elif not self.socket.closed:  # never started: serve() did not get to close it
+            self.socket.close(linger=0)
 
     # -- one message ------------------------------------------------------------------------
     def _handle(self, frames):
@@ -148,26 +154,36 @@ class ParameterServer:
             return
         seq = header.get("seq") if isinstance(header.get("seq"), int) else None
         try:
-            op = protocol.check_request(header, self.world_size)
-            self._check_sender(op, header, identity)
+            op = protocol.check_envelope(header, self.world_size)
+            if op == "join":
+                protocol.check_request(header, self.world_size)
+            self._check_sender(op, header, identity)  # counts the message, even if the rest is refused
+            protocol.check_request(header, self.world_size)
             getattr(self, "_on_" + op)(header, payload, identity)
         except ProtocolError as error:
             self.refused += 1
             log.warning("parameter server: refused a message: %s", error)
             self._reply(identity, {"op": header.get("op"), "seq": seq, "error": str(error)})
+        except Exception as error:  # a bug here must cost one request, never the server of a whole job
+            self.refused += 1
+            log.exception("parameter server: internal error on a message")
+            self._reply(identity, {"op": str(header.get("op")), "seq": seq,
+                                   "error": f"internal server error: {type(error).__name__}: {error}"})
 
     def _check_sender(self, op, header, identity):
         rank = header["rank"]
         info = self.ranks.get(rank)
         if op == "hello":
+            return  # asks for the session token, claims nothing
+        if header["session"] != self.session:
+            raise ProtocolError(f"rank {rank}: {op} belongs to another server session")
+        if op == "join":
             if info is not None and info["identity"] != identity and not info["left"]:
                 raise ProtocolError(f"rank {rank} has already joined from another process: two processes were "
                                     "given the same RANK")
             return
         if info is None or info["identity"] != identity:
-            raise ProtocolError(f"rank {rank} sent {op} before joining (hello)")
-        if header["session"] != self.session:
-            raise ProtocolError(f"rank {rank}: {op} belongs to another server session")
+            raise ProtocolError(f"rank {rank} sent {op} before joining")
         if header["seq"] != info["next_seq"]:
             raise ProtocolError(f"rank {rank}: message number {header['seq']} out of order "
                                 f"(expected {info['next_seq']}): a replayed or lost message")
@@ -181,6 +197,9 @@ class ParameterServer:
 
     # -- requests ---------------------------------------------------------------------------
     def _on_hello(self, header, payload, identity):
+        self._reply(identity, {"op": "hello", "seq": header["seq"], "session": self.session})
+
+    def _on_join(self, header, payload, identity):
         rank = header["rank"]
         if header["version"] != protocol.PROTOCOL_VERSION:
             raise ProtocolError(f"rank {rank} speaks protocol version {header['version']}, this server "
@@ -190,8 +209,7 @@ class ParameterServer:
                                 f"serves {self.world_size}: start every rank and the server with the same size")
         self.ranks[rank] = {"identity": identity, "next_seq": header["seq"] + 1, "timeout": header["timeout"],
                             "left": False}
-        self._reply(identity, {"op": "hello", "seq": header["seq"], "session": self.session,
-                               "world_size": self.world_size})
+        self._reply(identity, {"op": "join", "seq": header["seq"], "world_size": self.world_size})
 
     def _on_bye(self, header, payload, identity):
         self.ranks[header["rank"]]["left"] = True
@@ -219,6 +237,9 @@ class ParameterServer:
         index, rank = header["index"], header["rank"]
         if index in self.failed:
             raise ProtocolError(self.failed[index])
+        contributes = header["op"] in ("allreduce", "allgather") or (header["op"] == "broadcast"
+                                                                     and rank == header["root"])
+        array = protocol.payload_array(header, payload) if contributes else None  # refused before it counts
         collective = self.collectives.get(index)
         if collective is None:
             collective = self.collectives[index] = _Collective(header, time.monotonic())
@@ -232,8 +253,8 @@ class ParameterServer:
         if rank in collective.callers:
             raise ProtocolError(f"rank {rank} joined collective #{index} twice")
         collective.callers[rank] = (identity, header["seq"])
-        if header["op"] in ("allreduce", "allgather") or (header["op"] == "broadcast" and rank == header["root"]):
-            collective.payloads[rank] = protocol.payload_array(header, payload)
+        if contributes:
+            collective.payloads[rank] = array
             if header["op"] == "allreduce":
                 collective.fold_in_rank_order()
         if len(collective.callers) == self.world_size:
@@ -294,10 +315,10 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=None, help="seconds a collective may wait for its ranks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    secret = protocol.read_secret_file(args.secret_file) if args.secret_file else None
     try:
+        secret = protocol.read_secret_file(args.secret_file) if args.secret_file else None
         server = ParameterServer(args.world_size, args.bind, secret=secret, timeout=args.timeout)
-    except (ValueError, zmq.ZMQError) as error:
+    except (ValueError, OSError, zmq.ZMQError) as error:
         parser.exit(2, f"distrain parameter server: {error}\n")
     log.info("serving %d ranks at %s%s", server.world_size, server.address,
              " (authenticated)" if server.secret else "")
