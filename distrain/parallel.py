@@ -251,21 +251,27 @@ class DistributedDataParallel(Module):
 
     def forward(self, *args, **kwargs):
         will_sync = self._sync and is_grad_enabled()
-        if self._joining:
-            self._announce_forward(will_sync)
         if will_sync:
+            root = self._announce_forward() if self._joining else 0
             if self.broadcast_buffers:
-                self._broadcast_buffers()
+                self._broadcast_buffers(root)
             if not self._reducer.armed:
                 self._reducer.arm()
                 queue_callback(self._reducer.finish)
         return self.module(*args, **kwargs)
 
-    def _announce_forward(self, will_sync):
-        """Inside join(): tell the ranks that ran out of data that a forward runs, and whether it reduces."""
-        flags = numpy.array([1, int(will_sync)], dtype=numpy.int64)
+    def _announce_forward(self):
+        """Inside join(): tell the ranks that ran out of data that a reducing forward runs.
+
+        The flags hold one slot per rank; the sum says which ranks still train. Buffers
+        come from the lowest of those (rank 0 may have stopped, its BatchNorm statistics
+        gone stale). Returns that rank.
+        """
+        flags = numpy.zeros(self.comm.size, dtype=numpy.int64)
+        flags[self.comm.rank] = 1
         self.comm.allreduce(flags, "sum")
         self._forwards_in_join += 1
+        return int(numpy.flatnonzero(flags)[0])
 
     @contextlib.contextmanager
     def join(self, enable=True):
@@ -277,9 +283,11 @@ class DistributedDataParallel(Module):
                 for x, y in loader:             # some ranks have fewer batches than others
                     ...forward, backward, step...
 
-        Inside, each forward first tells the other ranks it is still running (one small
-        allreduce). A rank whose loop has ended stays in join() and takes part in the
-        others' reductions with zero gradients, until every rank has ended. As in
+        Inside, each forward that will reduce (not under no_grad or no_sync) first tells
+        the other ranks it is still running (one small allreduce). A rank whose loop has
+        ended stays in join() and takes part in the others' reductions with zero
+        gradients, until every rank has ended; the BatchNorm buffers come from the lowest
+        rank still training. As in
         PyTorch, the sum is still divided by the whole world size, so an iteration that
         only some ranks join is weighted by the share of ranks that had data.
 
@@ -300,17 +308,18 @@ class DistributedDataParallel(Module):
         except BaseException:
             self._joining = False
             raise
-        while True:  # this rank is out of data: shadow the others' reductions until everyone is
-            flags = numpy.zeros(2, dtype=numpy.int64)
-            self.comm.allreduce(flags, "sum")
-            running, reducing = int(flags[0]), int(flags[1])
-            if running == 0:
-                break
-            if reducing:
+        try:
+            while True:  # this rank is out of data: shadow the others' reductions until everyone is
+                flags = numpy.zeros(self.comm.size, dtype=numpy.int64)
+                self.comm.allreduce(flags, "sum")
+                running = numpy.flatnonzero(flags)
+                if running.size == 0:
+                    break
                 if self.broadcast_buffers:
-                    self._broadcast_buffers()
+                    self._broadcast_buffers(int(running[0]))
                 self._reducer.shadow()
-        self._joining = False
+        finally:
+            self._joining = False
         counts = self.comm.allgather(numpy.array([self._forwards_in_join], dtype=numpy.int64))[:, 0]
         self._reducer.broadcast_from(int(numpy.argmax(counts)))  # the rank that took every step
         self._broadcast_buffers(root=int(numpy.argmax(counts)))

@@ -56,15 +56,21 @@ def nccl_dtype(nccl, dtype):
 
 
 def _encode_unique_id(unique_id):
-    """Bytes for the unique id, whichever form this CuPy returns (bytes, or a tuple of signed chars)."""
+    """Bytes for the unique id, whichever form this CuPy returns: bytes (newer CuPy), or a tuple of C
+    chars, which are signed on x86 (-128..127) and unsigned on ARM (0..255)."""
     if isinstance(unique_id, bytes):
         return b"B" + unique_id
-    return b"T" + numpy.array(unique_id, dtype=numpy.int8).tobytes()
+    kind = b"S" if min(unique_id) < 0 else b"U"
+    return kind + bytes(value & 0xFF for value in unique_id)
 
 
 def _decode_unique_id(raw):
     kind, body = raw[:1], raw[1:]
-    return body if kind == b"B" else tuple(numpy.frombuffer(body, dtype=numpy.int8).tolist())
+    if kind == b"B":
+        return body
+    if kind == b"U":
+        return tuple(body)
+    return tuple(numpy.frombuffer(body, dtype=numpy.int8).tolist())
 
 
 class NCCLHandle(PollingHandle):

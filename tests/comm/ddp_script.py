@@ -122,6 +122,27 @@ for (name, ours), theirs in zip(joining.module.named_parameters(), joined_refere
     np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 comm.barrier()  # every rank left join() and is in step
 
+# join() with BatchNorm: each forward takes the buffers of the lowest rank still training (rank 0 stops first
+# here), so the running statistics follow the chain B_i = update(B_(i-1), batch of rank i at iteration i - 1).
+def bn_model():
+    distrain.manual_seed(1)
+    return nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4)).double()
+
+
+chain = bn_model()
+for i in range(1, size):
+    chain(distrain.tensor(uneven[i][i - 1][0]))
+chain(distrain.tensor(uneven[size - 1][size - 1][0]))  # the last iteration: the last rank alone
+bn = DistributedDataParallel(bn_model(), bucket_cap_mb=0.0005)
+bn_opt = distrain.optim.SGD(bn.parameters(), lr=0.0)  # weights still: only the statistics matter here
+with bn.join():
+    for x, _ in uneven[rank]:
+        bn_opt.zero_grad()
+        bn(distrain.tensor(x)).sum().backward()
+        bn_opt.step()
+np.testing.assert_allclose(bn.module[1].running_mean.numpy(), chain[1].running_mean.numpy(), rtol=1e-12)
+np.testing.assert_allclose(bn.module[1].running_var.numpy(), chain[1].running_var.numpy(), rtol=1e-12)
+
 # gradient_compression="fp16": each bucket travels as float16, scaled by 1/size before the sum. The result is
 # the mean to float16 precision, holds only float16-representable values, and is the same on every rank.
 compressed = build()  # float32

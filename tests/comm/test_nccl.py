@@ -24,7 +24,7 @@ def needs_cuda(test):
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.mark.parametrize("unique_id", [bytes(range(128)), tuple(range(-64, 64))])
+@pytest.mark.parametrize("unique_id", [bytes(range(128)), tuple(range(-64, 64)), tuple(range(100, 228))])
 def test_unique_id_survives_the_rendezvous_in_both_cupy_forms(unique_id):
     assert _decode_unique_id(_encode_unique_id(unique_id)) == unique_id
 

@@ -174,9 +174,9 @@ def record_requests(monkeypatch):
     recorded = []
     original = protocol.pack
 
-    def recording_pack(header, payload=b"", secret=None):
-        frames = original(header, payload, secret)
-        if "rank" in header:  # requests carry their rank; the server's answers do not
+    def recording_pack(header, payload=b"", secret=None, direction=protocol.REQUEST):
+        frames = original(header, payload, secret, direction)
+        if direction == protocol.REQUEST:
             recorded.append((dict(header), [bytes(frame) for frame in frames]))
         return frames
 
@@ -203,6 +203,11 @@ def test_pack_unpack_round_trip_and_authentication():
             protocol.unpack(forged, SECRET)
     with pytest.raises(ProtocolError, match="3 frames"):
         protocol.unpack(frames[:2], SECRET)
+    # the direction is signed: a rank's own request reflected back at it is not a valid reply, and vice versa
+    with pytest.raises(ProtocolError, match="authentication failed"):
+        protocol.unpack(frames, SECRET, protocol.REPLY)
+    with pytest.raises(ProtocolError, match="authentication failed"):
+        protocol.unpack(protocol.pack(header, array, SECRET, protocol.REPLY), SECRET)
 
 
 @pytest.mark.parametrize("address, expected", [
@@ -832,7 +837,7 @@ def test_a_replayed_message_is_refused_and_the_ranks_go_on(monkeypatch):
             with raw_dealer(server.address) as stranger:  # ... and from another peer
                 stranger.send_multipart(frames)
                 assert stranger.poll(3000), "the replay from a stranger got no answer"
-                answer, _ = protocol.unpack(stranger.recv_multipart(), SECRET)
+                answer, _ = protocol.unpack(stranger.recv_multipart(), SECRET, protocol.REPLY)
             assert "before joining" in answer["error"], answer
             assert server.refused == refused + 2
             array = np.arange(4.0)
@@ -856,7 +861,7 @@ def test_a_hello_and_join_recorded_in_one_session_cannot_take_a_rank_in_another(
         recorder.recv_multipart()  # a session token, useless without the secret
         recorder.send_multipart(join)
         wait_until(lambda: server.refused == 1, what="refusal of the replayed join")
-        answer, _ = protocol.unpack(recorder.recv_multipart(), SECRET)
+        answer, _ = protocol.unpack(recorder.recv_multipart(), SECRET, protocol.REPLY)
         assert "another server session" in answer["error"], answer
         assert server.ranks == {}
         try:

@@ -498,3 +498,29 @@ def test_select_gpu_uses_local_rank_modulo_the_gpu_count(monkeypatch):
     monkeypatch.setattr(backend, "cuda_device_count", lambda: 0)
     _select_gpu(3)  # cupy without a GPU: nothing to select
     assert chosen == [1]
+
+
+def test_ranks_ignore_an_outer_launchers_numbering():
+    """Inside an sbatch/srun or mpirun allocation the launcher's own SLURM_/PMI_/OMPI_ numbering must not reach
+    its ranks: they would read rank 0 of 1 from it instead of their RANK/WORLD_SIZE."""
+    from distrain.launch import discover_ranks
+    from distrain.spawn import worker_environment
+
+    outer = {"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0", "PMI_RANK": "0", "PMI_SIZE": "1",
+             "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "1", "SLURM_JOB_ID": "42", "HOME": "/home/x"}
+    env = worker_environment(outer, 3, 4, "ps", "tcp://127.0.0.1:1", local_rank=1, local_size=2)
+    assert discover_ranks(env) == (3, 4, 1)
+    assert env["SLURM_JOB_ID"] == "42" and env["HOME"] == "/home/x"  # the rest of the environment is kept
+
+
+@pytest.mark.timeout(90)
+def test_a_closed_output_pipe_does_not_hang_the_job(tmp_path):
+    """`launch ... | head -1`: the launcher keeps draining its ranks' output, so they finish instead of blocking."""
+    script = write_script(tmp_path, """
+        for i in range(20000):
+            print("line", i, "x" * 200)
+    """)
+    command = " ".join([sys.executable, "-m", "distrain.launch", "-n", "2", "--backend", "ps", str(script)])
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {command} | head -1"], capture_output=True, text=True,
+                            timeout=60, env=dict(os.environ, PYTHONPATH=REPO), start_new_session=True)
+    assert result.stdout.startswith("[") and "line" in result.stdout, result.stdout + result.stderr

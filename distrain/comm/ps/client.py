@@ -130,10 +130,12 @@ class ServerConnection:
         while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             frames = self.socket.recv_multipart(copy=False)
             try:
-                header, payload = protocol.unpack(frames, self.secret)
+                header, payload = protocol.unpack(frames, self.secret, protocol.REPLY)
             except ProtocolError as error:
                 raise CommunicatorError(f"rank {self.rank}: unreadable answer from the parameter server at "
                                         f"{self.address}: {error}") from None
+            if self.session is not None and header.get("session") != self.session:
+                continue  # an answer from another session (replayed): not ours
             handle = self.in_flight.pop(header.get("seq"), None)
             if handle is not None:
                 handle._answered(header, payload)

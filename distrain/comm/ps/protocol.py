@@ -4,7 +4,7 @@ Every message, in both directions, is three ZeroMQ frames::
 
     header   msgpack map: {"op": ..., "rank": ..., "seq": ..., "session": ..., "index": ..., "dtype": ..., ...}
     payload  the array's raw bytes (C order), or empty
-    mac      HMAC-SHA256(secret, len(header) | header | payload), or empty when there is no secret
+    mac      HMAC-SHA256(secret, direction | len(header) | header | payload), or empty without a secret
 
 Only the header is parsed (msgpack, never pickle), and it is checked against a fixed
 schema before anything acts on it, so a malformed or hostile message is refused with a
@@ -101,29 +101,32 @@ def is_loopback(address):
         return False  # "*", a host name or an interface: reachable from elsewhere
 
 
-def _mac(secret, header, payload):
-    digest = hmac.new(secret, struct.pack("<Q", len(header)), hashlib.sha256)
+REQUEST, REPLY = b"request", b"reply"  # the direction is part of every MAC: a request reflected back is no reply
+
+
+def _mac(secret, header, payload, direction):
+    digest = hmac.new(secret, direction + struct.pack("<Q", len(header)), hashlib.sha256)
     digest.update(header)
     digest.update(payload)
     return digest.digest()
 
 
-def pack(header, payload=b"", secret=None):
+def pack(header, payload=b"", secret=None, direction=REQUEST):
     """The three frames of a message (payload: bytes, or a C-contiguous array sent without a copy)."""
     encoded = msgpack.packb(header, use_bin_type=True)
     if isinstance(payload, numpy.ndarray):
         payload = payload.reshape(-1).view(numpy.uint8).data if payload.size else b""
-    mac = _mac(secret, encoded, payload) if secret is not None else b""
+    mac = _mac(secret, encoded, payload, direction) if secret is not None else b""
     return [encoded, payload, mac]
 
 
-def unpack(frames, secret=None):
+def unpack(frames, secret=None, direction=REQUEST):
     """(header dict, payload buffer) of a received message; ProtocolError if it is malformed or not authentic."""
     if len(frames) != 3:
         raise ProtocolError(f"expected 3 frames (header, payload, mac), got {len(frames)}")
     header_bytes, payload, mac = (frame.buffer if hasattr(frame, "buffer") else frame for frame in frames)
     if secret is not None:
-        if not hmac.compare_digest(bytes(mac), _mac(secret, bytes(header_bytes), payload)):
+        if not hmac.compare_digest(bytes(mac), _mac(secret, bytes(header_bytes), payload, direction)):
             raise ProtocolError("message authentication failed (wrong or missing secret)")
     try:
         header = msgpack.unpackb(bytes(header_bytes), raw=False, strict_map_key=True,

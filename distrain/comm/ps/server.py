@@ -191,7 +191,9 @@ class ParameterServer:
 
     def _reply(self, identity, header, payload=b""):
         try:
-            self.socket.send_multipart([identity] + protocol.pack(header, payload, self.secret), copy=False)
+            header = {**header, "session": self.session}  # replies name their session; the client checks it
+            self.socket.send_multipart([identity] + protocol.pack(header, payload, self.secret, protocol.REPLY),
+                                       copy=False)
         except zmq.ZMQError as error:  # the peer is gone (ROUTER_MANDATORY): nothing to tell it
             log.warning("parameter server: could not answer a peer: %s", error)
 
