@@ -14,8 +14,6 @@ alternating round by round, the synchronisation of one 100 MB gradient buffer:
 
 No backward runs here: this is the communication cost that overlap has to hide.
 """
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -85,25 +83,14 @@ def worker(repeats, record):
             print(f"{name:12s} {value:8.2f} ms")
         print(f"distrain / ceiling {result['distrain_over_ceiling']:.3f}   distrain / torch gloo "
               f"{result['distrain_over_torch_gloo']:.3f}")
-        print(json.dumps(result))
-        if record:
-            with open(harness.default_results_path(RESULTS_DIR), "a") as results:
-                results.write(json.dumps(result) + "\n")
+        harness.emit_result(result, RESULTS_DIR, record)
     torch_dist.destroy_process_group()
     dist.shutdown()
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--record", action="store_true")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        return worker(args.repeats, args.record)
-    return harness.run_under_mpiexec(__file__, args.ranks, ["--repeats", str(args.repeats)]
-                                     + (["--record"] if args.record else []), timeout=900)
+    return harness.multi_rank_main(__file__, worker, argv, __doc__, repeats=15, timeout=900)
+
 
 if __name__ == "__main__":
     sys.exit(main())

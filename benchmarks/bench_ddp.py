@@ -9,8 +9,6 @@ process without synchronisation, so the cost of synchronisation is visible:
 overhead = (data-parallel step - single step). Rounds alternate between the frameworks.
 Target: distrain's data-parallel step <= 1.0x PyTorch DDP's. One BLAS thread per rank.
 """
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -94,25 +92,14 @@ def worker(repeats, record):
             print(f"{result['name']:22s} distrain DDP {result['distrain_ddp_ms']:8.2f} ms (single "
                   f"{result['distrain_single_ms']:.2f})   torch DDP {result['torch_ddp_ms']:8.2f} ms (single "
                   f"{result['torch_single_ms']:.2f})   ratio {result['ratio']:.3f}")
-            print(json.dumps(result))
-            if record:
-                with open(harness.default_results_path(RESULTS_DIR), "a") as out:
-                    out.write(json.dumps(result) + "\n")
+            harness.emit_result(result, RESULTS_DIR, record)
     torch_dist.destroy_process_group()
     dist.shutdown()
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--record", action="store_true")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        return worker(args.repeats, args.record)
-    return harness.run_under_mpiexec(__file__, args.ranks, ["--repeats", str(args.repeats)]
-                                     + (["--record"] if args.record else []), timeout=1500)
+    return harness.multi_rank_main(__file__, worker, argv, __doc__, repeats=20, timeout=1500)
+
 
 if __name__ == "__main__":
     sys.exit(main())

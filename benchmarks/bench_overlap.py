@@ -22,8 +22,6 @@ distrain/parallel.py); the parameter server's transfers run on ZeroMQ's I/O thre
 2-core machine the ranks' compute and the communication share the same two cores, so
 little can hide there: read the figure against the machine.
 """
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -112,25 +110,12 @@ def worker(repeats, record):
               f"hidden {hidden:.0%} of the sync")
         print(f"behind {backward_ms:.0f} ms of idle CPU: {idle_left_ms:.1f} ms of the sync left, "
               f"hidden {hidden_idle:.0%}")
-        print(json.dumps(result))
-        if record:
-            with open(harness.default_results_path(RESULTS_DIR), "a") as out:
-                out.write(json.dumps(result) + "\n")
+        harness.emit_result(result, RESULTS_DIR, record)
     dist.shutdown()
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", default="mpi", choices=["mpi", "ps"])
-    parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--record", action="store_true")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        return worker(args.repeats, args.record)
-    return harness.run_under_mpiexec(__file__, args.ranks, ["--repeats", str(args.repeats)]
-                                     + (["--record"] if args.record else []), timeout=1500, backend=args.backend)
+    return harness.multi_rank_main(__file__, worker, argv, __doc__, repeats=20, timeout=1500, backends=("mpi", "ps"))
 
 
 if __name__ == "__main__":

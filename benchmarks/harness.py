@@ -259,6 +259,34 @@ def run_under_mpiexec(script: str, ranks: int, arguments: list, timeout: float, 
     return subprocess.run(command, env=env, timeout=timeout).returncode
 
 
+def emit_result(result: dict, results_dir: str, record: bool) -> None:
+    """Print one result as a JSON line and, with record, append it to today's results file."""
+    print(json.dumps(result))
+    if record:
+        with open(default_results_path(results_dir), "a") as out:
+            out.write(json.dumps(result) + "\n")
+
+
+def multi_rank_main(script: str, worker, argv, description: str, repeats: int, timeout: float,
+                    backends: tuple = ("mpi",)) -> int:
+    """The command line of a benchmark that runs as several ranks: parse, then either be one rank
+    (`--worker`, calling worker(repeats, record)) or start the ranks (run_under_mpiexec)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if len(backends) > 1:
+        parser.add_argument("--backend", default=backends[0], choices=list(backends))
+    parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--record", action="store_true")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.repeats, args.record)
+    return run_under_mpiexec(script, args.ranks, ["--repeats", str(args.repeats)] + (["--record"] if args.record else []),
+                             timeout=timeout, backend=getattr(args, "backend", backends[0]))
+
+
 def run_cases(cases: list, threads: int, seconds: float, json_path: str | None = None) -> list:
     """Time every case, print the table and the JSON lines, append them to json_path."""
     machine = machine_info(threads, apply_thread_limits(threads))
