@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 
 from .comm import create_communicator
-from .comm.mpi import DEFAULT_TIMEOUT, under_mpi_launcher
+from .comm.base import DEFAULT_TIMEOUT
+from .comm.ranks import discover_ranks, under_mpi_launcher
 from .engine.backend import cuda_device_count
 from .parallel import (  # Horovod's names, here too  # noqa: F401
     DistributedOptimizer,
@@ -38,7 +39,6 @@ def choose_backend(environ=os.environ):
     """What init("auto") uses: the launcher's --backend, else nccl for several ranks with GPUs and
     cupy, mpi under an MPI launcher, ps when a parameter server is given, else local."""
     from .comm.ps.protocol import ADDRESS_ENVIRONMENT_VARIABLE
-    from .launch import discover_ranks
 
     if environ.get("DISTRAIN_BACKEND"):
         return environ["DISTRAIN_BACKEND"]

@@ -37,40 +37,9 @@ import sys
 import time
 import traceback
 
+from .comm.ranks import discover_local_size, discover_ranks, under_mpi_launcher
+
 ABORT_GRACE_SECONDS = 0.5
-
-# (rank, size, local rank) variables of each launcher, most specific first
-_LAUNCHER_VARIABLES = [
-    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),  # Open MPI
-    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),  # MPICH (hydra)
-    ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK"),
-    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),  # srun
-    ("RANK", "WORLD_SIZE", "LOCAL_RANK"),  # already exported (torchrun style)
-]
-
-
-def discover_ranks(environ=os.environ):
-    """(rank, world size, local rank) from the launcher's environment; (0, 1, 0) when there is none."""
-    for rank_name, size_name, local_name in _LAUNCHER_VARIABLES:
-        if rank_name in environ and size_name in environ:
-            rank, size = int(environ[rank_name]), int(environ[size_name])
-            local = int(environ.get(local_name, rank))
-            return rank, size, local
-    return 0, 1, 0
-
-
-# how many ranks share this machine, per launcher (Slurm's only when --ntasks-per-node was given)
-_LOCAL_SIZE_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE",
-                         "LOCAL_WORLD_SIZE")
-
-
-def discover_local_size(environ=os.environ):
-    """The number of ranks on this machine, when the launcher says; else None."""
-    for name in _LOCAL_SIZE_VARIABLES:
-        if environ.get(name, "").isdigit():
-            return int(environ[name])
-    return None
-
 
 def rank_environment(rank, size, local_rank, local_size=None):
     """The variables a rank exports for the script (PyTorch's names and distrain's)."""
@@ -184,8 +153,6 @@ def _select_gpu(local_rank):
 
 def run_as_rank(script_argv):
     """Inside one rank: export the rank variables, guard against hangs, run the script or the default job."""
-    from .comm.mpi import under_mpi_launcher
-
     rank, size, local_rank = discover_ranks()
     os.environ.update(rank_environment(rank, size, local_rank, discover_local_size()))
     if os.environ.get("DISTRAIN_LAUNCHER_PID"):
@@ -252,7 +219,12 @@ def main(argv=None):
     if args.nnodes != 1:
         parser.error("--nnodes is for --backend ps or nccl; with MPI, mpirun starts the ranks on several machines "
                      "(launchers/mpirun.sh)")
-    from .spawn import MPIEXEC_GRACE_SECONDS, describe_exit, interrupt_on_sigterm, stop_ranks
+    from .spawn import (
+        MPIEXEC_GRACE_SECONDS,
+        describe_exit,
+        interrupt_on_sigterm,
+        stop_ranks,
+    )
 
     command = mpiexec_command(find_mpiexec(), args.nproc, args.script_argv, prefix=not args.no_prefix,
                               rank0_only=args.rank0_only, launcher_pid=os.getpid())

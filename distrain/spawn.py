@@ -36,21 +36,16 @@ import time
 
 from .comm.ps import protocol
 from .comm.ps.server import ParameterServer
+from .comm.ranks import OUTER_LAUNCHER_PREFIXES
 
 GRACE_SECONDS = 3.0
 MPIEXEC_GRACE_SECONDS = 10.0  # mpiexec forwards SIGINT to its ranks and waits for them itself
 POLL_SECONDS = 0.05
 
 
-# variables by which an outer launcher (mpirun, srun) numbers *this launcher*; ranks must not inherit them,
-# or they would read their rank from them (launch.discover_ranks tries them first) or think they run under MPI
-_OUTER_LAUNCHER_PREFIXES = ("OMPI_COMM_WORLD_", "PMI_", "PMIX_", "HYDI_", "MPI_LOCALRANKID", "MPI_LOCALNRANKS",
-                            "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")
-
-
 def worker_environment(base, rank, size, backend, address, rank0_only=False, local_rank=None, local_size=None):
     """The environment of rank `rank`: the base one, less an outer launcher's numbering, plus the rank's variables."""
-    env = {name: value for name, value in base.items() if not name.startswith(_OUTER_LAUNCHER_PREFIXES)}
+    env = {name: value for name, value in base.items() if not name.startswith(OUTER_LAUNCHER_PREFIXES)}
     local_rank = rank if local_rank is None else local_rank
     local_size = size if local_size is None else local_size
     env.update({"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(local_rank),

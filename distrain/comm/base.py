@@ -33,6 +33,7 @@ import numpy
 from ..errors import DistrainError
 
 REDUCE_OPS = ("sum", "mean", "max", "min")
+DEFAULT_TIMEOUT = 300.0  # seconds any wait on other ranks may take before it fails naming them
 
 
 class CommunicatorError(DistrainError, RuntimeError):
@@ -196,6 +197,27 @@ def contiguous_copy_if_needed(array):
     if isinstance(array, numpy.ndarray) and not array.flags.c_contiguous:
         return array.copy(order="C")
     return array
+
+
+def launched_rank_or_fail(backend):
+    """(rank, world size, local rank, local size) from the launcher's environment (ranks.py), for a backend
+    that cannot ask MPI; a clear error when no launcher set them."""
+    from .ranks import discover_local_size, launched_ranks
+
+    found = launched_ranks()
+    if found is None:
+        raise ValueError(f"the {backend!r} backend needs this process's rank: start it with "
+                         f"`python -m distrain.launch -n N --backend {backend} script.py` (or another launcher that "
+                         "sets RANK and WORLD_SIZE), or pass rank= and world_size=")
+    rank, size, local_rank = found
+    local_size = discover_local_size()
+    return rank, size, local_rank, size if local_size is None else local_size
+
+
+def check_root(communicator, root):
+    if not 0 <= root < communicator.size:
+        raise ValueError(f"root rank {root} does not exist: ranks are 0..{communicator.size - 1}")
+    return root
 
 
 def check_op(op):

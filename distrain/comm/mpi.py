@@ -19,15 +19,15 @@ import time
 import numpy
 
 from .base import (
+    DEFAULT_TIMEOUT,
     Communicator,
     CommunicatorError,
     PollingHandle,
     check_op,
+    check_root,
     contiguous_copy_if_needed,
     host_staging,
 )
-
-DEFAULT_TIMEOUT = 300.0
 
 
 def _mpi():
@@ -159,7 +159,7 @@ class MPICommunicator(Communicator):
         return MPIHandle(self, request, f"allreduce({op}) of {buffer.nbytes} bytes", finish, self._progress_thread)
 
     def broadcast(self, array, root=0):
-        self._check_root(root)
+        check_root(self, root)
         buffer, copy_back = host_staging(array, "broadcast")
         MPIHandle(self, self.comm.Ibcast(buffer, root=root), f"broadcast from rank {root}", copy_back).wait()
         return array
@@ -177,10 +177,6 @@ class MPICommunicator(Communicator):
     def barrier(self):
         MPIHandle(self, self.comm.Ibarrier(), "barrier").wait()
 
-    def _check_root(self, root):
-        if not 0 <= root < self.size:
-            raise ValueError(f"root rank {root} does not exist: ranks are 0..{self.size - 1}")
-
     def close(self):
         if not self._closed:
             self._closed = True
@@ -188,9 +184,3 @@ class MPICommunicator(Communicator):
                 self._progress_thread.stop()
             self.local_comm.Free()
             self.comm.Free()
-
-
-def under_mpi_launcher(environ=os.environ):
-    """True when an MPI launcher (mpirun/mpiexec of Open MPI or MPICH, srun with PMI) started this process."""
-    return any(name in environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK",
-                                            "MPI_LOCALNRANKS", "HYDI_CONTROL_FD"))

@@ -26,13 +26,16 @@ import os
 import numpy
 
 from .base import (
+    DEFAULT_TIMEOUT,
     Communicator,
     CommunicatorError,
     PollingHandle,
     check_op,
+    check_root,
     contiguous_copy_if_needed,
+    launched_rank_or_fail,
 )
-from .mpi import DEFAULT_TIMEOUT, under_mpi_launcher
+from .ranks import under_mpi_launcher
 
 UNIQUE_ID_KEY = "distrain/nccl-unique-id"
 
@@ -111,9 +114,7 @@ class NCCLCommunicator(Communicator):
                                                                  local.Get_rank(), local.Get_size())
                 local.Free()
             else:
-                from .ps.client import environment_rank
-
-                rank, world_size, local_rank, self.local_size = environment_rank()
+                rank, world_size, local_rank, self.local_size = launched_rank_or_fail("nccl")
         else:
             local_rank = rank if local_rank is None else local_rank
             self.local_size = world_size
@@ -206,8 +207,7 @@ class NCCLCommunicator(Communicator):
         return handle
 
     def broadcast(self, array, root=0):
-        if not 0 <= root < self.size:
-            raise ValueError(f"root rank {root} does not exist: ranks are 0..{self.size - 1}")
+        check_root(self, root)
         buffer, copy_back = self._device_buffer(array, "broadcast")
         kind = nccl_dtype(self.nccl, buffer.dtype)
         handle = self._start(lambda stream: self.comm.bcast(buffer.data.ptr, buffer.size, kind, root, stream),

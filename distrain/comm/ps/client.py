@@ -20,17 +20,19 @@ import numpy
 import zmq
 
 from ..base import (
+    DEFAULT_TIMEOUT,
     Communicator,
     CommunicatorError,
     Handle,
     check_op,
+    check_root,
     contiguous_copy_if_needed,
     host_staging,
+    launched_rank_or_fail,
 )
 from . import protocol
 from .protocol import ProtocolError
 
-DEFAULT_TIMEOUT = 300.0
 SERVER_GRACE_SECONDS = 5.0  # extra wait for the server's "rank k never joined" answer before blaming the server
 
 
@@ -165,16 +167,6 @@ class ServerConnection:
         self.context.term()
 
 
-def environment_rank():
-    """(rank, world size, local rank, local size) from the launcher's variables (RANK, WORLD_SIZE, ...)."""
-    try:
-        rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    except KeyError as missing:
-        raise ValueError(f"the parameter-server backend needs {missing.args[0]} in the environment (the launcher sets it: "
-                         "python -m distrain.launch -n N --backend ps script.py), or pass rank= and world_size=") from None
-    return (rank, size, int(os.environ.get("LOCAL_RANK", rank)), int(os.environ.get("LOCAL_WORLD_SIZE", size)))
-
-
 class PSCommunicator(Communicator):
     """Collectives through a parameter server at `address` (default $DISTRAIN_PS_ADDRESS)."""
 
@@ -187,7 +179,7 @@ class PSCommunicator(Communicator):
                              f"{protocol.ADDRESS_ENVIRONMENT_VARIABLE} or pass address= (the launcher does it for you: "
                              "python -m distrain.launch -n N --backend ps script.py)")
         if rank is None or world_size is None:
-            rank, world_size, self.local_rank, self.local_size = environment_rank()
+            rank, world_size, self.local_rank, self.local_size = launched_rank_or_fail("ps")
         else:
             self.local_rank, self.local_size = rank, world_size
         self.connection = ServerConnection(address, rank, world_size, secret, timeout)
@@ -221,8 +213,7 @@ class PSCommunicator(Communicator):
         return self._collective("allreduce", fields, host, f"allreduce({op}) of {host.nbytes} bytes", finish)
 
     def broadcast(self, array, root=0):
-        if not 0 <= root < self.size:
-            raise ValueError(f"root rank {root} does not exist: ranks are 0..{self.size - 1}")
+        check_root(self, root)
         host, copy_back = host_staging(array, "broadcast")
 
         def finish(header, payload):
