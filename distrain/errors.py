@@ -34,6 +34,15 @@ class CheckpointError(DistrainError, RuntimeError):
     """A checkpoint file that cannot be loaded: empty, truncated, damaged, or another format."""
 
 
+class CheckpointWriteError(CheckpointError, OSError):
+    """The operating system refused a checkpoint write (disk full, no permission, I/O error).
+
+    Also an OSError with the original `errno`, so `except OSError` around a save keeps working."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
 class StateDictError(DistrainError, RuntimeError):
     """A state_dict that does not fit the model or optimizer: missing, unexpected or mismatched entries."""
 
