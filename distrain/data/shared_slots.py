@@ -1,4 +1,4 @@
-"""The ring of shared-memory slots that carries batches from loader workers to the main process.
+"""The shared-memory slots that carry batches from loader workers to the main process.
 
 A slot is one POSIX shared-memory segment (multiprocessing.shared_memory). A worker
 writes a batch's arrays into the slot it was given, back to back at 64-byte-aligned
@@ -9,11 +9,26 @@ batch's non-array skeleton) through a queue; the main process builds NumPy array
 The main process creates, grows and unlinks every segment; workers only attach. A
 batch that does not fit its slot is reported back (`SlotTooSmall`) and the main process
 replaces that slot with a bigger segment and asks again (NOTE [ Loader worker protocol ]
-in loader.py). Segment names start with `distrain_<pid>_`, so a leaked one is
+in worker_pool.py). Segment names start with `distrain_<pid>_`, so a leaked one is
 recognisable in /dev/shm.
+
+NOTE [ Slot leases ]
+A batch handed to the user is a set of arrays viewing its slot, and they all have one
+base object, a `SlotLease`: the slot is lent for as long as the lease lives, i.e. as long
+as any array, Tensor or view of that batch is referenced. Only when the last one goes
+does the lease's `__del__` give the slot back, so a batch kept in a list is never
+overwritten. `__del__` can run in any thread, or inside the loader itself during a
+garbage collection, so it only appends the slot number to a deque; the main process
+moves returned slots to the free list before it takes one (`acquire`).
+
+When no slot is free the pool creates one: the loader never waits for the user to let go
+of a batch. Memory stays bounded: at most `lease_limit` slots are lent at once; a batch
+that arrives while that many are held is copied out of its slot into ordinary memory, and
+its slot is free again at once (keeping batches then costs what it costs without workers).
 """
 from __future__ import annotations
 
+import collections
 import os
 import secrets
 from multiprocessing import shared_memory
@@ -35,54 +50,121 @@ class SlotTooSmall(Exception):
         self.needed = needed
 
 
-class SlotRing:
-    """`count` shared-memory slots owned by this (the main) process."""
+class SlotLease:
+    """The base object of a lent batch's arrays; collecting it returns the slot (NOTE [ Slot leases ])."""
 
-    def __init__(self, count, size):
+    __slots__ = ("__array_interface__", "_memory", "_slot", "_returned")
+
+    def __init__(self, memory, slot, returned):
+        self._memory = memory  # keeps the segment mapped even after the pool unlinked it
+        self.__array_interface__ = memory.__array_interface__
+        self._slot = slot
+        self._returned = returned
+
+    def __del__(self):
+        self._returned.append(self._slot)  # deque.append: atomic, safe from any thread
+
+
+class SlotPool:
+    """The shared-memory slots of one set of loader workers, owned by this (the main) process.
+
+    Each slot is free, in a worker's hands (acquired, not yet lent), or lent to a batch.
+    """
+
+    def __init__(self, count, size, lease_limit):
         self._prefix = f"distrain_{os.getpid()}_{secrets.token_hex(4)}"
         self._generation = 0
-        self.segments = [self._create(max(size, ALIGNMENT)) for _ in range(count)]
+        self._initial_size = max(size, ALIGNMENT)
+        self.lease_limit = lease_limit
+        self._segments = []  # slot -> SharedMemory
+        self._memory = []  # slot -> uint8 array over the segment: what leases keep alive
+        self._free = []
+        self._returned = collections.deque()  # slots whose lease was collected (NOTE [ Slot leases ])
+        self._lent = 0
+        # Created now, before any worker is forked: this also starts multiprocessing's resource
+        # tracker, which the workers then share (one started after them would be one per worker).
+        self._free = [self._new_slot() for _ in range(count)][::-1]
+
+    def __len__(self):
+        return len(self._segments)
+
+    def name(self, slot):
+        return self._segments[slot].name
+
+    def size(self, slot):
+        return self._segments[slot].size
+
+    @property
+    def lent(self):
+        """How many slots batches still hold."""
+        self._reclaim()
+        return self._lent
+
+    def acquire(self):
+        """A free slot number, a new slot if every one is in use."""
+        self._reclaim()
+        return self._free.pop() if self._free else self._new_slot()
+
+    def release(self, slot):
+        """Give back a slot that was acquired but not lent (its batch failed, or was dropped unseen)."""
+        self._free.append(slot)
+
+    def lend(self, slot, layout):
+        """The arrays `layout` describes in `slot`, lent with the slot; copies if lease_limit slots are out."""
+        self._reclaim()
+        if self._lent >= self.lease_limit:
+            arrays = [array.copy() for array in read_arrays(self._memory[slot], layout)]
+            self._free.append(slot)
+            return arrays
+        self._lent += 1
+        return read_arrays(numpy.asarray(SlotLease(self._memory[slot], slot, self._returned)), layout)
+
+    def grow(self, slot, needed):
+        """Replace `slot` by a segment of at least `needed` bytes (1.5x, so growth is rare)."""
+        old = self._segments[slot]
+        self._replace(slot, _align(int(needed * 1.5)))
+        _release(old)
+
+    def close(self):
+        """Unlink every segment (idempotent); a lent batch keeps its memory until it is collected."""
+        segments, self._segments, self._memory, self._free = self._segments, [], [], []
+        for segment in segments:
+            _release(segment)
+
+    def _new_slot(self):
+        self._segments.append(None)
+        self._memory.append(None)
+        self._replace(len(self._segments) - 1, self._initial_size)
+        return len(self._segments) - 1
 
     def _create(self, size):
         self._generation += 1
         return shared_memory.SharedMemory(name=f"{self._prefix}_{self._generation}", create=True, size=size)
 
-    def __len__(self):
-        return len(self.segments)
+    def _replace(self, slot, size):
+        segment = self._create(size)
+        self._segments[slot] = segment
+        self._memory[slot] = numpy.frombuffer(segment.buf, numpy.uint8)
 
-    def name(self, slot):
-        return self.segments[slot].name
-
-    def size(self, slot):
-        return self.segments[slot].size
-
-    def buffer(self, slot):
-        return self.segments[slot].buf
-
-    def grow(self, slot, needed):
-        """Replace `slot` by a segment of at least `needed` bytes (1.5x, so growth is rare)."""
-        old = self.segments[slot]
-        self.segments[slot] = self._create(_align(int(needed * 1.5)))
-        _release(old)
-
-    def close(self):
-        """Unmap and unlink every segment (idempotent)."""
-        segments, self.segments = self.segments, []
-        for segment in segments:
-            _release(segment)
+    def _reclaim(self):
+        returned = self._returned
+        while returned:
+            slot = returned.popleft()
+            self._lent -= 1
+            if slot < len(self._segments):  # not a lease outliving close()
+                self._free.append(slot)
 
 
 def _release(segment):
-    """Unlink the segment's name now; unmap its memory only when no array views it any more.
+    """Unlink the segment's name now; unmap its memory only when nothing views it any more.
 
-    Arrays built on a slot (read_arrays) have the segment's mmap object as their base but
-    hold no buffer export on it, so SharedMemory.close() would unmap memory they still
-    point to (a crash on the next read). So the segment object lets go of its mmap instead
-    of closing it: the mmap is freed, and unmapped, with the last array that uses it.
+    The pool's uint8 array over the segment (and through it every lent batch) holds a
+    buffer export on the segment's memoryview, so SharedMemory.close() could not release
+    it. The segment object lets go of its memoryview and mmap instead: they are freed, and
+    the memory unmapped, with the last array that uses them.
     """
-    view, segment._buf, segment._mmap = segment._buf, None, None
-    if view is not None:
-        view.release()
+    segment._buf = segment._mmap = None
+    segment.close()  # only the file descriptor is left to close
     try:
         segment.unlink()
     except FileNotFoundError:

@@ -1,15 +1,18 @@
 """The loader worker process: fetch the samples of a batch, collate, write the batch into a slot.
 
 What runs inside each of a DataLoader's `num_workers` processes (NOTE [ Loader worker
-protocol ] in loader.py). `get_worker_info()` tells dataset code, from inside a worker,
+protocol ] in worker_pool.py). `get_worker_info()` tells dataset code, from inside a worker,
 which worker it is (None in the main process), as torch.utils.data.get_worker_info does.
 """
 from __future__ import annotations
 
+import ctypes
 import os
-import queue
 import random
 import signal
+import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -18,7 +21,8 @@ import numpy
 from .collate import arrays_to_tensors, split_arrays
 from .shared_slots import SlotAttachments, SlotTooSmall, write_arrays
 
-POLL_SECONDS = 0.5  # how often an idle worker checks that its parent is still alive
+PARENT_POLL_SECONDS = 0.2  # how often a worker's watchdog checks that its parent is still alive
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -139,10 +143,37 @@ class Fetcher:
 END = object()
 
 
-def worker_loop(worker_id, num_workers, fetcher, index_queue, result_queue, worker_init_fn, parent_pid, first_seed):
-    """The body of one worker process; returns when told to stop or when its parent is gone."""
+def exit_with_parent(parent_pid, death_signal):
+    """Make this process end when `parent_pid` does, even while it is stuck in dataset code.
+
+    Two guards, because a worker may be blocked anywhere, in Python or in C: on Linux the
+    kernel SIGKILLs us when our parent dies (prctl PR_SET_PDEATHSIG; `death_signal` is False
+    when the parent started us from a thread other than its main thread, since the kernel
+    sends the signal when that *thread* ends), and everywhere a daemon thread polls our
+    parent's pid and ends the process once we have been orphaned.
+    """
+    if death_signal and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="distrain-parent-watch", daemon=True).start()
+
+
+def worker_loop(worker_id, num_workers, fetcher, index_queue, result_queue, worker_init_fn, parent_pid, first_seed,
+                death_signal=False):
+    """The body of one worker process; returns when told to stop, ends when its parent is gone."""
     global _worker_info
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops us
+    exit_with_parent(parent_pid, death_signal)
     _worker_info = WorkerInfo(worker_id, num_workers, first_seed + worker_id, fetcher.dataset)
     seed_everything(first_seed + worker_id)
     attachments = SlotAttachments()
@@ -156,12 +187,7 @@ def worker_loop(worker_id, num_workers, fetcher, index_queue, result_queue, work
         return
     try:
         while True:
-            try:
-                task = index_queue.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                if os.getppid() != parent_pid:  # orphaned: the main process died without stopping us
-                    return
-                continue
+            task = index_queue.get()  # no timeout needed: exit_with_parent ends us if the main process dies
             if task is None:
                 return
             epoch, base_seed, batch_index, indices, slot, slot_name = task

@@ -307,10 +307,11 @@ def test_persistent_workers_over_three_epochs_with_one_abandoned():
     try:
         for epoch, (a, e) in enumerate(zip(ours, reference)):
             assert_same_batches(a, e, f"epoch {epoch}")
-        assert iter(loader) is iterator, "persistent workers keep one iterator (and its processes)"
+        assert iter(loader).pool is iterator.pool, "persistent workers: one pool of processes for every epoch"
+        assert next(iterator, None) is None, "an epoch superseded by a newer one is over"
         pids = [w.pid for w in iterator.workers]
         collect(loader)
-        assert [w.pid for w in iterator.workers] == pids
+        assert [w.pid for w in iter(loader).workers] == pids
         assert all(w.is_alive() for w in iterator.workers)
     finally:
         iterator.close()
@@ -350,7 +351,7 @@ def test_a_batch_larger_than_a_slot_comes_through():
     iterator = iter(loader)
     try:
         first = next(iterator)
-        assert max(iterator.ring.size(slot) for slot in range(len(iterator.ring))) >= 8 << 20
+        assert max(iterator.pool.slots.size(slot) for slot in range(len(iterator.pool.slots))) >= 8 << 20
         batches = collect([first]) + collect(iterator)
     finally:
         iterator.close()
@@ -383,9 +384,16 @@ def test_prefetch_factor(num_workers, prefetch_factor):
     iterator = iter(loader)
     try:
         first = collect([next(iterator)])
-        assert len(iterator.pending) + len(iterator.ready) <= num_workers * prefetch_factor
-        assert len(iterator.ring) == num_workers * prefetch_factor + 1
-        batches = first + collect(iterator)
+        pool = iterator.pool
+        # all but the batch just taken are still ahead: a loader that kept fewer in flight fails here
+        assert len(pool.in_flight) + len(pool.arrived) == num_workers * prefetch_factor - 1
+        assert len(pool.slots) == num_workers * prefetch_factor
+        batches, most_slots = first, 0
+        for batch in iterator:
+            batches += collect([batch])
+            most_slots = max(most_slots, len(pool.slots))
+        # batches that are let go of are reused: one more slot than in flight, for the batch in hand
+        assert most_slots == num_workers * prefetch_factor + 1
     finally:
         iterator.close()
     assert_same_batches(batches, torch_batches(dataset, batch_size=2))

@@ -3,13 +3,12 @@
 Every test that starts worker processes has a timeout and closes (or kills) what it started
 in a `finally`, so a broken loader fails a test instead of hanging the suite. Shared-memory
 slots are named `distrain_<main pid>_...` (shared_slots.py), so a leak is visible in /dev/shm.
+What outlives what (kept batches, dropped loaders, a killed main process) is in
+test_loader_lifetimes.py.
 """
 import gc
 import os
-import select
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -18,49 +17,8 @@ import pytest
 
 from distrain.data import DataLoader, Dataset, WorkerError
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHM = "/dev/shm"
-
-
-def segments(pid=None):
-    """This (or `pid`'s) process's distrain shared-memory segments."""
-    prefix = f"distrain_{os.getpid() if pid is None else pid}_"
-    return {name for name in os.listdir(SHM) if name.startswith(prefix)}
-
-
-def alive(pid):
-    """Whether process `pid` is running (a zombie waiting to be reaped counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_until_gone(pids, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
-        time.sleep(0.05)
-    return [pid for pid in pids if alive(pid)]
-
-
-def kill_workers(iterator):
-    """Last resort in a finally: close the iterator, SIGKILL any worker still running."""
-    try:
-        iterator.close()
-    finally:
-        for process in iterator.workers:
-            if process.is_alive():
-                process.kill()
-
-
-def kill_pids(pids):
-    """Last resort in a finally, for workers whose iterator the test let go of."""
-    for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
+from .processes import (REPO, alive, kill_group, kill_pids, kill_workers, read_until_started, segments, start_script,
+                        wait_until_gone, wait_until_no_segments)
 
 @pytest.fixture(autouse=True)
 def no_new_segments():
@@ -346,7 +304,7 @@ SCRIPT = textwrap.dedent("""
 
     iterator = iter(DataLoader(Slow(), batch_size=2, num_workers=2))
     next(iterator)
-    print("pids", *[w.pid for w in iterator.workers], flush=True)
+    print("pids:", *[w.pid for w in iterator.workers], flush=True)
     print("started", flush=True)
     for batch in iterator:
         if {sleep_in_loop}:
@@ -355,40 +313,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def _start(tmp_path, sleep_in_loop):
-    script = tmp_path / "slow_loader.py"
-    script.write_text(SCRIPT.format(repo=REPO, sleep_in_loop=sleep_in_loop))
-    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, cwd=str(tmp_path))
-
-
-def _read_until_started(process, seconds=30):
-    """The worker pids the script printed, once it prints "started"."""
-    deadline = time.monotonic() + seconds
-    pids, buffered = [], b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.1)
-        if ready:
-            chunk = os.read(process.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            buffered += chunk
-            for line in buffered.decode().splitlines():
-                if line.startswith("pids"):
-                    pids = [int(p) for p in line.split()[1:]]
-            if b"started\n" in buffered:
-                return pids
-    raise AssertionError(f"the loader script did not start: {buffered!r}")
-
-
-def _kill_group(process):
-    """Kill whatever the script left in its session (workers, resource tracker) and close its pipes."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(10)
-    process.stdout.close()
-    process.stderr.close()
+    return start_script(tmp_path / "slow_loader.py", SCRIPT.format(repo=REPO, sleep_in_loop=sleep_in_loop))
 
 
 @pytest.mark.timeout(60)
@@ -396,7 +321,7 @@ def _kill_group(process):
 def test_ctrl_c_stops_workers_and_frees_shared_memory(tmp_path, sleep_in_loop):
     process = _start(tmp_path, sleep_in_loop)
     try:
-        pids = _read_until_started(process)
+        pids = read_until_started(process)["pids"]
         assert len(pids) == 2 and all(alive(pid) for pid in pids)
         assert segments(process.pid), "the script's slots exist while it runs"
         time.sleep(0.3)
@@ -409,25 +334,22 @@ def test_ctrl_c_stops_workers_and_frees_shared_memory(tmp_path, sleep_in_loop):
         assert wait_until_gone(pids) == [], "workers outlived Ctrl-C"
         assert segments(process.pid) == set()
     finally:
-        _kill_group(process)
+        kill_group(process)
 
 
 @pytest.mark.timeout(60)
 def test_workers_exit_when_the_main_process_is_killed(tmp_path):
     process = _start(tmp_path, sleep_in_loop=False)
     try:
-        pids = _read_until_started(process)
+        pids = read_until_started(process)["pids"]
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
         assert wait_until_gone(pids, seconds=5) == [], "orphaned workers must notice and exit"
         # the main process could not unlink its slots; multiprocessing's resource tracker does,
         # once every process holding its pipe (the main and the workers) is gone
-        deadline = time.monotonic() + 5
-        while segments(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert segments(process.pid) == set()
+        assert wait_until_no_segments(process.pid) == set()
     finally:
-        _kill_group(process)
+        kill_group(process)
 
 
 class FailsAtTwo(Dataset):
