@@ -74,5 +74,8 @@ def shutdown():
     """Leave the process group (idempotent)."""
     global _communicator
     if _communicator is not None:
+        from .comm import liveness
+
+        liveness.detach(_communicator.liveness)
         _communicator.close()
         _communicator = None

@@ -27,6 +27,7 @@ formatted into a shell string.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import runpy
@@ -40,6 +41,7 @@ import traceback
 from .comm.ranks import discover_local_size, discover_ranks, under_mpi_launcher
 
 ABORT_GRACE_SECONDS = 0.5
+SUPERVISED_VARIABLE = "DISTRAIN_SUPERVISED"  # set in a rank that runs under a supervisor (supervision.py)
 
 def rank_environment(rank, size, local_rank, local_size=None):
     """The variables a rank exports for the script (PyTorch's names and distrain's)."""
@@ -71,28 +73,36 @@ def find_mpiexec():
     return found
 
 
-def _abort_job_on_error(rank, use_mpi):
+def _end_job_on_error(rank, use_mpi):
     """An uncaught exception on this rank prints its traceback and ends the job.
 
-    Under MPI that is MPI Abort (which stops every rank); under distrain's own launcher it is
-    exiting at once with code 1, which the launcher sees and stops the other ranks for
-    (a plain exit could block in atexit handlers waiting on ranks that wait on us).
+    It tells the other ranks first (the liveness side channel: they stop waiting for this
+    one), then exits at once with code 1, skipping atexit handlers that could block on
+    ranks that wait on us. Under MPI, a process that exits without MPI_Finalize makes
+    mpiexec stop the whole job; a rank that is not supervised (SUPERVISED_VARIABLE unset)
+    calls MPI Abort to be sure.
     """
 
     def hook(kind, value, trace):
         sys.stderr.write(f"distrain.launch: rank {rank} failed:\n" + "".join(traceback.format_exception(kind, value, trace)))
-        sys.stderr.flush()
-        if use_mpi:
-            time.sleep(ABORT_GRACE_SECONDS)  # let mpiexec forward the traceback before Abort tears the job down
-            try:
-                from mpi4py import MPI
-
-                MPI.COMM_WORLD.Abort(1)
-            except ImportError:
-                pass
-        os._exit(1)
+        _leave(1, f"raised {kind.__name__}: {value}"[:300], use_mpi)
 
     sys.excepthook = hook
+
+
+def _leave(code, how, use_mpi):
+    """End this rank now with `code`, after telling the other ranks `how` (no atexit handlers, no MPI_Finalize)."""
+    from .comm.liveness import say_goodbye
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    say_goodbye(how)
+    if use_mpi and not os.environ.get(SUPERVISED_VARIABLE) and "mpi4py" in sys.modules:
+        time.sleep(ABORT_GRACE_SECONDS)  # let mpiexec forward the traceback before Abort tears the job down
+        with contextlib.suppress(Exception):
+            sys.modules["mpi4py"].MPI.COMM_WORLD.Abort(code)
+    os._exit(code)
 
 
 def _process_is_alive(pid):
@@ -163,23 +173,64 @@ def run_as_rank(script_argv):
     if os.environ.get("DISTRAIN_RANK0_ONLY") and rank != 0:
         _silence_stdout()
     _select_gpu(local_rank)
+    use_mpi = under_mpi_launcher()
     if size > 1:
-        _abort_job_on_error(rank, use_mpi=under_mpi_launcher())
+        _end_job_on_error(rank, use_mpi)
         # one write per line, so a launcher's rank prefix ("[r] ") lands once per line, not per print() piece
         for stream in (sys.stdout, sys.stderr):
             if hasattr(stream, "reconfigure"):
                 stream.reconfigure(line_buffering=True, write_through=False)
-    if not script_argv:
-        from .default_job import main as default_job
+    try:
+        if not script_argv:
+            from .default_job import main as default_job
 
-        return default_job()
+            default_job()
+        else:
+            _run_script(rank, script_argv)
+    except SystemExit as stop:
+        code = _exit_code(stop.code)
+        if size > 1 and code != 0:  # a rank that quits with an error ends the job, as an exception does
+            if not isinstance(stop.code, int):
+                sys.stderr.write(f"{stop.code}\n")
+            _leave(code, f"exited with code {code} (sys.exit)", use_mpi)
+        _say_goodbye(size, "exited with code 0 (sys.exit)")
+        raise
+    _say_goodbye(size, "exited with code 0 (its script ended)")
+    return 0
+
+
+def _say_goodbye(size, how):
+    if size > 1:
+        from .comm.liveness import say_goodbye
+
+        say_goodbye(how)
+
+
+def _exit_code(code):
+    """The process exit code for SystemExit(code), as Python computes it (a message counts as 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    return 1
+
+
+def _run_script(rank, script_argv):
     script, *arguments = script_argv
     if not os.path.exists(script):
         raise SystemExit(f"distrain.launch: rank {rank}: no such script: {script}")
     sys.argv = [script, *arguments]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     runpy.run_path(script, run_name="__main__")
-    return 0
+
+
+def _supervise(script_argv):
+    """Under an MPI launcher: run this rank as a supervised child (supervision.py); returns the exit code."""
+    from .supervision import supervise_rank
+
+    rank, _, _ = discover_ranks()
+    environment = {**os.environ, SUPERVISED_VARIABLE: "1"}
+    return supervise_rank(rank, [sys.executable, "-m", "distrain.launch", *script_argv], environment)
 
 
 def main(argv=None):
@@ -202,6 +253,8 @@ def main(argv=None):
     parser.add_argument("script_argv", nargs=argparse.REMAINDER, help="the script and its arguments")
     args = parser.parse_args(argv)
     if args.nproc is None:
+        if under_mpi_launcher() and not os.environ.get(SUPERVISED_VARIABLE):
+            return _supervise(args.script_argv)
         return run_as_rank(args.script_argv)
     if args.nproc < 1:
         parser.error(f"-n must be at least 1, got {args.nproc}")
@@ -219,26 +272,39 @@ def main(argv=None):
     if args.nnodes != 1:
         parser.error("--nnodes is for --backend ps or nccl; with MPI, mpirun starts the ranks on several machines "
                      "(launchers/mpirun.sh)")
-    from .spawn import (
-        MPIEXEC_GRACE_SECONDS,
-        describe_exit,
-        interrupt_on_sigterm,
-        stop_ranks,
-    )
+    return _run_mpiexec(args)
+
+
+def _run_mpiexec(args):
+    """`-n N` with the mpi backend: run the ranks under mpiexec; exit with the failing rank's code (128+n for signals).
+
+    Each rank's supervisor (supervision.py) prints the line naming the failing rank and
+    leaves its exit code in a private file, since mpiexec's own code is the signal it used
+    to stop the other ranks, not the failing rank's.
+    """
+    import tempfile
+
+    from .spawn import MPIEXEC_GRACE_SECONDS, interrupt_on_sigterm, stop_ranks
+    from .supervision import VERDICT_VARIABLE, describe_ending, read_verdict
 
     command = mpiexec_command(find_mpiexec(), args.nproc, args.script_argv, prefix=not args.no_prefix,
                               rank0_only=args.rank0_only, launcher_pid=os.getpid())
-    process = subprocess.Popen(command, start_new_session=True)
-    try:
-        with interrupt_on_sigterm():
-            code = process.wait()
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop every rank, then leave
-        stop_ranks([process], signal.SIGINT, MPIEXEC_GRACE_SECONDS)
-        sys.stderr.write(f"distrain.launch: interrupted; stopped all {args.nproc} ranks\n")
-        return 130
+    with tempfile.TemporaryDirectory(prefix="distrain-job-") as private:  # mode 700
+        verdict_file = os.path.join(private, "verdict")
+        environment = {**os.environ, VERDICT_VARIABLE: verdict_file}
+        process = subprocess.Popen(command, env=environment, start_new_session=True)
+        try:
+            with interrupt_on_sigterm():
+                code = process.wait()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop every rank, then leave
+            stop_ranks([process], signal.SIGINT, MPIEXEC_GRACE_SECONDS)
+            sys.stderr.write(f"distrain.launch: interrupted; stopped all {args.nproc} ranks\n")
+            return 130
+        found = read_verdict(verdict_file)
+    if found is not None:
+        return found[0]  # its supervisor has printed the line naming the rank
     if code != 0:
-        sys.stderr.write(f"distrain.launch: the job failed (mpiexec {describe_exit(code)}); the failing rank's "
-                         "traceback is above\n")
+        sys.stderr.write(f"distrain.launch: the job failed: mpiexec {describe_ending(code)}\n")
     return code if code >= 0 else 128 - code
 
 

@@ -101,6 +101,9 @@ class GradientReducer:
                 parameter.register_post_accumulate_grad_hook(self._gradient_ready)
         self._handles = []
         self.armed = False
+        self.reduced = False  # this forward's gradients have been averaged: another backward would be local only
+        self.position = 0  # where this rank is in training (set by the owner); compared across ranks each reduction
+        self.owner, self.position_name = "GradientReducer", "steps"  # for the errors
 
     @staticmethod
     def _make_buckets(flats, cap_bytes):
@@ -128,14 +131,26 @@ class GradientReducer:
         self._next_bucket = 0
         self._handles = []
         self.armed = True
+        self.reduced = False
 
     def _gradient_ready(self, parameter):
         if not self.armed:
+            if self.reduced:
+                raise DistrainError(
+                    f"{self.owner}: rank {self.comm.rank}: a second backward reached the model's gradients after they "
+                    "were averaged across ranks for this forward; its gradients would stay local to this rank while "
+                    "the others' do not. Run one backward per forward (sum the losses first), or accumulate under "
+                    "no_sync()")
             return
         for handle, _, _ in self._handles:  # NOTE [ MPI progress ]: let MPI move the allreduces in flight
             handle.is_completed()
         bucket = self._bucket_of[id(parameter)]
         bucket["waiting"] -= 1
+        if bucket["waiting"] < 0:
+            raise DistrainError(
+                f"{self.owner}: rank {self.comm.rank}: a parameter's gradient arrived twice before its average was "
+                "taken (two backwards per step?): its bucket's allreduce is already under way. Call step() after "
+                "each backward, or sum the losses and run one backward")
         self._launch_ready_buckets()
 
     def _launch_ready_buckets(self):
@@ -184,8 +199,10 @@ class GradientReducer:
             zeros = flat.array_module.zeros(bucket["end"] - bucket["start"],
                                             dtype=flat.grad.dtype if wire is None else wire.dtype)
             handles.append(self.comm.allreduce_async(zeros, "mean" if wire is None else "sum"))
+        sequence = self._start_sequence_check(None)
         for handle in handles:
             handle.wait()
+        self._finish_sequence_check(sequence)
 
     def finish(self):
         """Reduce what has not been (unused parameters' zeros), then wait for every allreduce."""
@@ -194,11 +211,47 @@ class GradientReducer:
         self.armed = False
         for bucket in self.buckets[self._next_bucket:]:
             self._launch(bucket)  # unused parameters' buckets (their zeros), in order
+        sequence = self._start_sequence_check(self.position)
         handles, self._handles = self._handles, []
         for handle, wire, gradient in handles:
             handle.wait()
             if wire is not None:
                 gradient[...] = wire  # back from float16 into the flat gradient
+        self.reduced = True
+        self._finish_sequence_check(sequence)
+
+    # NOTE [ sequence check ]
+    # Ranks that disagree on when to reduce (one runs an extra forward, or no_sync on some
+    # ranks only) still pair up their bucket allreduces, which have the same sizes on every
+    # rank: MPI matches collectives by order, so the gradients of different steps would be
+    # averaged together, silently, for the rest of the run. So each reduction ends with one
+    # more tiny allreduce: the MAX of (position, -position), where the owner's position
+    # counts its forwards (DDP) or steps (DistributedOptimizer). All equal means max ==
+    # -max(-position); otherwise every rank learns it in the same collective, they gather
+    # the positions to name who is where, and all raise. A rank inside join() sends the
+    # smallest int64s, which leave the others' max and min alone. The cost is one 16-byte
+    # allreduce per step, started behind the buckets (benchmarks/bench_liveness.py).
+    _NEUTRAL = numpy.iinfo(numpy.int64).min
+
+    def _start_sequence_check(self, position):
+        values = numpy.full(2, self._NEUTRAL, dtype=numpy.int64)
+        if position is not None:
+            values[:] = (position, -position)
+        return values, position, self.comm.allreduce_async(values, "max")
+
+    def _finish_sequence_check(self, sequence):
+        values, position, handle = sequence
+        handle.wait()
+        if values[0] == self._NEUTRAL or values[0] == -values[1]:
+            return
+        here = numpy.array([self._NEUTRAL if position is None else position], dtype=numpy.int64)
+        positions = numpy.asarray(self.comm.allgather(here))[:, 0]
+        where = ", ".join(f"rank {rank} at {value}" for rank, value in enumerate(positions.tolist())
+                          if value != self._NEUTRAL)
+        raise DistrainError(
+            f"{self.owner}: the ranks are out of step: {where} {self.position_name} when their gradients were to be "
+            "averaged together (a forward or backward that only some ranks run, or no_sync() on some ranks only). "
+            "Every rank must run the same forwards and backwards; use join() for uneven data")
 
 
 def _communicator(comm):
@@ -237,6 +290,7 @@ class DistributedDataParallel(Module):
         check_same_parameters_everywhere(comm, named, "DistributedDataParallel")
         object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
                                                              gradient_compression))
+        self._reducer.owner, self._reducer.position_name = "DistributedDataParallel", "forwards"
         self._reducer.broadcast_from(0)
         self._broadcast_buffers()
 
@@ -251,6 +305,9 @@ class DistributedDataParallel(Module):
 
     def forward(self, *args, **kwargs):
         will_sync = self._sync and is_grad_enabled()
+        if is_grad_enabled():
+            self._reducer.position += 1  # NOTE [ sequence check ]: every rank must run the same forwards
+            self._reducer.reduced = False
         if will_sync:
             root = self._announce_forward() if self._joining else 0
             if self.broadcast_buffers:
@@ -362,6 +419,7 @@ class DistributedOptimizer:
         self.comm = comm
         self._reducer = GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
                                         gradient_compression)
+        self._reducer.owner, self._reducer.position_name = "DistributedOptimizer", "steps"
         self._reducer.arm()
 
     def synchronize(self):
@@ -369,6 +427,7 @@ class DistributedOptimizer:
         self._reducer.finish()
 
     def step(self, closure=None):
+        self._reducer.position += 1  # NOTE [ sequence check ]
         self.synchronize()
         result = self.optimizer.step(closure)
         self._reducer.arm()  # the next backward's gradients

@@ -9,10 +9,12 @@ The launcher does what mpiexec would do for the MPI backend:
   WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, DISTRAIN_BACKEND and DISTRAIN_PS_ADDRESS set,
   each in its own process group (so that stopping a rank stops what it started);
 - it copies every output line of every rank to its own stdout/stderr behind a "[rank] "
-  prefix, one whole line at a time (lines of different ranks never interleave);
+  prefix, one whole line (or carriage-return update) at a time (supervision.OutputRelay:
+  lines of different ranks never interleave);
 - when a rank exits with an error, it stops the others (SIGTERM, then SIGKILL after
-  `grace` seconds) and exits with that rank's code, naming the rank and its exit code or
-  signal: the ranks still waiting in a collective for the dead one never hang;
+  `grace` seconds) and exits with that rank's code (128+n for signal n), printing one line
+  that names the rank, its pid and host and how it ended: the ranks still waiting in a
+  collective for the dead one never hang;
 - Ctrl-C (or SIGTERM to the launcher, as Slurm sends) forwards SIGINT to every rank,
   waits `grace` seconds, kills what is left and exits with 130.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +40,7 @@ import time
 from .comm.ps import protocol
 from .comm.ps.server import ParameterServer
 from .comm.ranks import OUTER_LAUNCHER_PREFIXES
+from .supervision import OutputRelay, die_with_parent, exit_status, verdict
 
 GRACE_SECONDS = 3.0
 MPIEXEC_GRACE_SECONDS = 10.0  # mpiexec forwards SIGINT to its ranks and waits for them itself
@@ -55,39 +59,6 @@ def worker_environment(base, rank, size, backend, address, rank0_only=False, loc
     if rank0_only:
         env["DISTRAIN_RANK0_ONLY"] = "1"
     return env
-
-
-def describe_exit(code):
-    """'exit code 3' or 'signal SIGKILL' for a Popen return code."""
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
-
-
-class _LineCopier(threading.Thread):
-    """Copies one rank's pipe to our stream, line by line, each behind the rank's prefix."""
-
-    def __init__(self, pipe, stream, prefix, lock):
-        super().__init__(daemon=True)
-        self.pipe, self.stream, self.prefix, self.lock = pipe, stream, prefix, lock
-
-    def run(self):
-        target = getattr(self.stream, "buffer", self.stream)
-        for line in iter(self.pipe.readline, b""):
-            if target is None:
-                continue  # our output is gone (`| head`): keep draining, or the rank would block writing
-            if not line.endswith(b"\n"):
-                line += b"\n"
-            with self.lock:
-                try:
-                    target.write(self.prefix + line)
-                    target.flush()
-                except (BrokenPipeError, ValueError, OSError):
-                    target = None
-        self.pipe.close()
 
 
 @contextlib.contextmanager
@@ -145,12 +116,14 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
         raise ValueError("several nodes need --server tcp://HOST:PORT: the address of node 0, where the "
                          "rendezvous server runs")
     environment = dict(os.environ)
-    if secret is not None:
-        environment[protocol.SECRET_ENVIRONMENT_VARIABLE] = secret
+    # Every job is authenticated, loopback included: the given secret (several machines must share one), else a
+    # fresh one. The ranks get it in their environment (readable only by this user), never on a command line.
+    environment[protocol.SECRET_ENVIRONMENT_VARIABLE] = protocol.job_secret(secret, environment, nnodes)
+    environment.pop(protocol.SECRET_FILE_ENVIRONMENT_VARIABLE, None)
     rendezvous = None
     if node_rank == 0:
         rendezvous = ParameterServer(world, server_bind_address(server) if server else "tcp://127.0.0.1:0",
-                                     secret=environment.get(protocol.SECRET_ENVIRONMENT_VARIABLE)).start()
+                                     secret=environment[protocol.SECRET_ENVIRONMENT_VARIABLE]).start()
     address = server or rendezvous.address
     processes, copiers = [], []
     try:
@@ -173,26 +146,30 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
                      address, rank0_only, prefix, grace):
     """Start this node's ranks (into `processes`, their output copiers into `copiers`) and wait for them."""
     lock = threading.Lock()
+    relays = {}
     for local_rank in range(count):
         rank = node_rank * count + local_rank
         env = worker_environment(environment, rank, world, backend, address, rank0_only, local_rank, count)
         process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                   preexec_fn=die_with_parent)
         processes.append(process)
         label = f"[{rank}] ".encode() if prefix else b""
         for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
-            copier = _LineCopier(pipe, stream, label, lock)
-            copier.start()
-            copiers.append(copier)
+            relay = OutputRelay(pipe, stream, label, lock)
+            relay.start()
+            copiers.append(relay)
+        relays[local_rank] = relay  # the stderr one: it knows whether a traceback came out
     failure = _watch(processes, grace)
     for copier in copiers:  # the failing rank's traceback comes out before the verdict
         copier.join(timeout=grace)
     if failure is None:
         return 0
-    rank, code, others = failure
-    stopped = f"; stopped rank(s) {others}" if others else ""
-    sys.stderr.write(f"distrain.launch: rank {node_rank * count + rank} failed with {describe_exit(code)}{stopped}\n")
-    return code if code > 0 else 128 - code
+    local_rank, code, others = failure
+    stopped = f"; stopped rank(s) {[node_rank * count + r for r in others]}" if others else ""
+    sys.stderr.write(verdict(node_rank * count + local_rank, processes[local_rank].pid, socket.gethostname(), code,
+                             relays[local_rank].traceback_seen, stopped))
+    return exit_status(code)
 
 
 def _watch(processes, grace):

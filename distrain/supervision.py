@@ -1,0 +1,236 @@
+"""Watching a rank's process from outside: its output in whole lines, its exact ending, one verdict line.
+
+A process cannot report its own SIGKILL or `os._exit`, and an MPI launcher reports them
+poorly (MPICH's mpiexec says "exit code 9" for a SIGKILL and keeps waiting for the other
+ranks when one calls `sys.exit(2)` after MPI_Finalize). So each rank is run as a child of
+a small supervising process that sees exactly how it ended:
+
+- under `python -m distrain.launch -n N --backend ps|nccl`, the launcher itself (spawn.py);
+- under an MPI launcher (`python -m distrain.launch -n N`, or `mpirun -n N python -m
+  distrain.launch ...`), `supervise_rank`: mpiexec starts the supervisor, the supervisor
+  starts the rank, which inherits the MPI launcher's environment and descriptors and so
+  joins the job as usual.
+
+The supervisor copies the rank's output through `OutputRelay`: every piece that ends in
+a newline or a carriage return (tqdm's updates) goes out in one write(2), so lines of
+different ranks never interleave mid-line (mpiexec's "[r] " prefix then lands once per
+piece). When the rank ends badly the supervisor prints one line naming the rank, its pid
+and host, and how it ended (exit code n, or the signal), adding "its traceback is above"
+only when the rank printed one, and exits with the rank's code, 128+n for signal n, as a
+shell does. Under MPI it then exits without MPI_Finalize, which makes mpiexec stop every
+rank at once. A rank's shared-memory files (MPICH's, the data loader's) that a killed rank
+could not remove are removed by its supervisor (`SharedMemoryWatch`).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+TRACEBACK_START = b"Traceback (most recent call last):"
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+SHM_DIRECTORY = "/dev/shm/"
+SHM_SCAN_SECONDS = 1.0  # how often a supervisor looks at its rank's mappings, after the first SHM_EAGER_SECONDS
+SHM_EAGER_SECONDS, SHM_EAGER_SCAN_SECONDS = 10.0, 0.1  # MPI maps its segment at start: look often then
+VERDICT_VARIABLE = "DISTRAIN_VERDICT_FILE"
+_PIECE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r)")  # a line, or a carriage-return update
+
+
+def describe_ending(code):
+    """'exited with code 3' or 'was killed by signal SIGKILL' for a Popen return code."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"was killed by signal {name}"
+    return f"exited with code {code}"
+
+
+def exit_status(code):
+    """The launcher's exit code for a rank's Popen return code: the code, or 128+n for signal n (as a shell does)."""
+    return 128 - code if code < 0 else code
+
+
+def verdict(rank, pid, host, code, traceback_seen, extra=""):
+    """The one line that says which rank ended the job, and how."""
+    line = f"distrain.launch: rank {rank} (pid {pid} on {host}) {describe_ending(code)}"
+    if traceback_seen:
+        line += "; its traceback is above"
+    return line + extra + "\n"
+
+
+class OutputRelay(threading.Thread):
+    """Copies one pipe to `stream`, one whole line (or carriage-return update) per write, behind `prefix`.
+
+    Pieces end at b"\\n" or b"\\r"; a piece longer than `chunk` bytes goes out in parts, and
+    what is left when the pipe closes gets a newline. `lock`, when several relays share a
+    stream, keeps their writes apart. `traceback_seen` turns True once a Python traceback
+    passes through.
+    """
+
+    def __init__(self, pipe, stream, prefix=b"", lock=None, chunk=65536):
+        super().__init__(name="distrain-output-relay", daemon=True)
+        self.pipe = pipe
+        self.fd = stream.fileno() if hasattr(stream, "fileno") else None
+        self.stream = stream
+        self.prefix = prefix
+        self.lock = lock or threading.Lock()
+        self.chunk = chunk
+        self.traceback_seen = False
+        self.broken = False
+
+    def run(self):
+        pending = b""
+        read = self.pipe.raw.read if hasattr(self.pipe, "raw") else self.pipe.read
+        while True:
+            data = read(self.chunk)
+            if not data:
+                break
+            pending += data
+            end = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
+            for piece in _PIECE.findall(pending[:end]):
+                self._emit(piece)
+            pending = pending[end:]
+            while len(pending) >= self.chunk:
+                self._emit(pending[:self.chunk])
+                pending = pending[self.chunk:]
+        if pending:
+            self._emit(pending + b"\n")
+        self.pipe.close()
+
+    def _emit(self, piece):
+        if TRACEBACK_START in piece:
+            self.traceback_seen = True
+        if self.broken:
+            return  # our output is gone (`| head`): keep draining, or the rank would block writing
+        with self.lock:
+            try:
+                if self.fd is not None:
+                    data = self.prefix + piece
+                    while data:
+                        data = data[os.write(self.fd, data):]
+                else:
+                    self.stream.write((self.prefix + piece).decode(errors="replace"))
+                    self.stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self.broken = True
+
+
+class SharedMemoryWatch:
+    """Remembers the /dev/shm files a process has mapped, so that they can be removed after it is killed.
+
+    MPICH and the data loader unlink their shared memory when they end normally; a rank
+    killed by a signal or by `os._exit` cannot. Reading /proc/PID/maps once a second is
+    how its supervisor learns the names.
+    """
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.paths = set()
+        self.started = time.monotonic()
+        self.next_scan = 0.0
+
+    def scan(self):
+        now = time.monotonic()
+        if now < self.next_scan:
+            return
+        eager = now - self.started < SHM_EAGER_SECONDS
+        self.next_scan = now + (SHM_EAGER_SCAN_SECONDS if eager else SHM_SCAN_SECONDS)
+        try:
+            with open(f"/proc/{self.pid}/maps", encoding="utf-8", errors="replace") as maps:
+                for line in maps:
+                    path = line.rstrip("\n").split(None, 5)[-1] if line.count(" ") >= 5 else ""
+                    if path.startswith(SHM_DIRECTORY) and not path.endswith("(deleted)"):
+                        self.paths.add(path)
+        except OSError:
+            pass  # gone already, or no /proc (macOS)
+
+    def remove_leftovers(self):
+        """Unlink the files it saw that still exist; returns their names."""
+        removed = []
+        for path in sorted(self.paths):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                removed.append(path)
+        return removed
+
+
+def die_with_parent():
+    """Ask Linux to SIGKILL this process when the process that started it dies (a preexec_fn; no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def supervise_rank(rank, argv, environment):
+    """Run `argv` as rank `rank` under this process's watch (module docstring); returns our exit code."""
+    child = subprocess.Popen(argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False,
+                             preexec_fn=die_with_parent)
+    relays = [OutputRelay(child.stdout, sys.stdout), OutputRelay(child.stderr, sys.stderr)]
+    for relay in relays:
+        relay.start()
+    stopped_by = []
+
+    def forward(signum, frame):
+        stopped_by.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    shared_memory = SharedMemoryWatch(child.pid)
+    try:
+        while child.poll() is None:
+            shared_memory.scan()
+            time.sleep(0.02)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    code = child.returncode
+    for relay in relays:
+        relay.join(timeout=5)
+    if code != 0:
+        shared_memory.remove_leftovers()
+    if code != 0 and not stopped_by:  # stopped from outside (Ctrl-C, the job being torn down): not the culprit
+        line = verdict(rank, child.pid, socket.gethostname(), code, relays[1].traceback_seen)
+        sys.stderr.flush()
+        os.write(2, line.encode())
+        record_verdict(environment.get(VERDICT_VARIABLE), exit_status(code), line)
+    return exit_status(code)
+
+
+def record_verdict(path, code, line):
+    """Leave the first failing rank's exit code and line where the launcher that started mpiexec looks.
+
+    mpiexec's own exit code is not the failing rank's (it reports the signal it used to stop
+    the others), so `python -m distrain.launch -n N` reads this instead. The first rank to
+    write wins (O_EXCL); without the variable (a plain mpirun) nothing is written.
+    """
+    if not path:
+        return
+    with contextlib.suppress(OSError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(f"{code}\n{line}")
+
+
+def read_verdict(path):
+    """(exit code, line) that a failing rank's supervisor recorded, or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            code, line = handle.read().split("\n", 1)
+        return int(code), line
+    except (OSError, ValueError):
+        return None
+
+
+__all__ = ["OutputRelay", "SharedMemoryWatch", "describe_ending", "die_with_parent", "exit_status", "read_verdict",
+           "record_verdict", "supervise_rank", "verdict"]
