@@ -25,7 +25,6 @@ Which backend when (`create_communicator(name)`):
 from __future__ import annotations
 
 import importlib
-import pickle
 import time
 
 import numpy
@@ -34,6 +33,7 @@ from ..errors import DistrainError
 
 REDUCE_OPS = ("sum", "mean", "max", "min")
 DEFAULT_TIMEOUT = 300.0  # seconds any wait on other ranks may take before it fails naming them
+MAX_OBJECT_BYTES = 16 * 2 ** 20  # allgather_object is for small values (a model's parameter signature)
 
 
 class CommunicatorError(DistrainError, RuntimeError):
@@ -144,17 +144,31 @@ class Communicator:
         raise NotImplementedError
 
     def allgather_object(self, value):
-        """Every rank's small picklable `value`, as a list indexed by rank.
+        """Every rank's small plain `value`, as a list indexed by rank (on every backend, local included).
 
-        Pickled here and unpickled only by the job's other ranks (never by a server): two
-        allgathers, of the sizes and of the payloads padded to the largest.
+        Plain means None, bool, int, float, str, bytes, and lists, tuples and dicts with str
+        keys of them (NumPy scalars become Python numbers); anything else raises
+        `PlainValueError` naming it, before anything is sent. Values travel as msgpack
+        (plain_values.py), never pickle: the bytes come from other processes, which on a
+        parameter server means whoever joined as that rank, and unpickling runs the code
+        they name. Two allgathers: the sizes, then the values padded to the largest.
         """
-        payload = numpy.frombuffer(pickle.dumps(value), dtype=numpy.uint8)
+        from .plain_values import PlainValueError, decode, encode
+
+        payload = numpy.frombuffer(encode(value, f"rank {self.rank}'s allgather_object value"), dtype=numpy.uint8)
+        if payload.size > MAX_OBJECT_BYTES:
+            raise PlainValueError(f"rank {self.rank}: allgather_object value of {payload.size} bytes is over the "
+                                  f"{MAX_OBJECT_BYTES} byte limit for small values; send arrays with allgather")
         sizes = numpy.asarray(self.allgather(numpy.array([payload.size], dtype=numpy.int64)))[:, 0]
+        for rank, size in enumerate(sizes.tolist()):  # checked before allocating what the others announce
+            if not 0 <= size <= MAX_OBJECT_BYTES:
+                raise CommunicatorError(f"rank {self.rank}: rank {rank} announced an allgather_object value of "
+                                        f"{size} bytes (the limit is {MAX_OBJECT_BYTES}); is it a rank of this job "
+                                        "running the same distrain?")
         padded = numpy.zeros(int(sizes.max()), dtype=numpy.uint8)
         padded[:payload.size] = payload
         gathered = numpy.asarray(self.allgather(padded))
-        return [pickle.loads(gathered[r, :sizes[r]].tobytes()) for r in range(self.size)]
+        return [decode(gathered[r, :sizes[r]], f"rank {r}") for r in range(self.size)]
 
     def barrier(self):
         """Return once every rank has called barrier()."""

@@ -16,8 +16,8 @@ The NCCL unique id that lets the ranks find each other is made by rank 0 and han
 the others through MPI when the job runs under an MPI launcher, else through the
 launcher's rendezvous server (`python -m distrain.launch -n N --backend nccl`).
 
-NumPy arrays are accepted for convenience (copied to the GPU and back); Python objects
-(allgather_object) travel as pickled bytes in a device buffer.
+NumPy arrays are accepted for convenience (copied to the GPU and back); small Python values
+(allgather_object) travel as msgpack bytes in a device buffer, never pickle (plain_values.py).
 """
 from __future__ import annotations
 
@@ -74,6 +74,21 @@ def _decode_unique_id(raw):
     if kind == b"U":
         return tuple(body)
     return tuple(numpy.frombuffer(body, dtype=numpy.int8).tolist())
+
+
+def broadcast_bytes_over_mpi(mpi_comm, raw, limit=4096):
+    """Root's `raw` bytes on every rank (others pass None), through MPI buffer broadcasts of a length
+    then the bytes: mpi4py's lowercase bcast would pickle, and nothing from another rank is unpickled."""
+    length = numpy.array([-1 if raw is None else len(raw)], dtype=numpy.int64)
+    mpi_comm.Bcast(length, root=0)
+    if not 0 <= length[0] <= limit:
+        raise CommunicatorError(f"the NCCL unique id broadcast by rank 0 claims {length[0]} bytes (expected at most "
+                                f"{limit}); is every rank running the same distrain?")
+    buffer = numpy.empty(int(length[0]), dtype=numpy.uint8)
+    if raw is not None:
+        buffer[:] = numpy.frombuffer(raw, dtype=numpy.uint8)
+    mpi_comm.Bcast(buffer, root=0)
+    return buffer.tobytes()
 
 
 class NCCLHandle(PollingHandle):
@@ -133,7 +148,7 @@ class NCCLCommunicator(Communicator):
         """Rank 0's NCCL unique id, on every rank (through MPI, or the launcher's rendezvous server)."""
         raw = _encode_unique_id(self.nccl.get_unique_id()) if self.rank == 0 else None
         if mpi_comm is not None:
-            return _decode_unique_id(mpi_comm.bcast(raw, root=0))
+            return _decode_unique_id(broadcast_bytes_over_mpi(mpi_comm, raw))
         from .ps import protocol
         from .ps.client import ServerConnection
 
