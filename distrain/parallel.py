@@ -378,6 +378,9 @@ class DistributedDataParallel(Module):
         finally:
             self._joining = False
         counts = self.comm.allgather(numpy.array([self._forwards_in_join], dtype=numpy.int64))[:, 0]
+        # NOTE [ sequence check ]: ranks that ran out of data ran fewer forwards; from here on they are in step
+        position = numpy.array([self._reducer.position], dtype=numpy.int64)
+        self._reducer.position = int(self.comm.allreduce(position, "max")[0])
         self._reducer.broadcast_from(int(numpy.argmax(counts)))  # the rank that took every step
         self._broadcast_buffers(root=int(numpy.argmax(counts)))
 
