@@ -17,7 +17,7 @@ from __future__ import annotations
 from ...errors import ShapeError
 from ..backend import array_module
 from ..flat import claim_flat_gradient
-from .core import grad_state, record, reference_grads, wrap
+from .core import check_same_dtype, grad_state, record, reference_grads, wrap
 
 
 def pair(value, name, op_name):
@@ -146,6 +146,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         from .core import binary_operands
 
         binary_operands(input, weight, "conv2d")  # raises the device error
+    check_same_dtype("conv2d", ("input", "weight", "bias"), (input, weight, bias))
     out_channels, group_channels, k_h, k_w = w.shape
     n, channels = x.shape[:2]
     if groups <= 0 or out_channels % groups or group_channels * groups != channels:

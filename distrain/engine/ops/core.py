@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy
 
-from ...errors import DeviceError, ShapeError
+from ...errors import DeviceError, DTypeError, ShapeError
 from .. import backend, dtypes
 from ..autograd import grad_mode
 from ..autograd.graph import record
@@ -20,7 +20,7 @@ ndarray = numpy.ndarray
 FLOAT64 = numpy.dtype("float64")
 SCALAR_TYPES = (int, float, bool)
 
-__all__ = ["Tensor", "_make", "record", "grad_state", "wrap", "operand", "binary_operands", "sum_to_shape",
+__all__ = ["Tensor", "_make", "record", "grad_state", "wrap", "operand", "binary_operands", "check_same_dtype", "sum_to_shape",
            "shape_error", "normalize_dim", "normalize_dims", "as_tensor_like", "FLOAT64", "ndarray"]
 
 
@@ -80,6 +80,29 @@ def fix_float_dtype(out, a_data, b_data):
     if out.dtype is FLOAT64 and getattr(a_data, "dtype", None) is not FLOAT64 and getattr(b_data, "dtype", None) is not FLOAT64:
         return out.astype(dtypes.get_default_dtype())
     return out
+
+
+def check_same_dtype(op_name, names, tensors):
+    """PyTorch's rule for matrix products, linear and convolution: no implicit promotion.
+
+    NumPy would silently compute float32 weights times a float64 (or int64) input in
+    float64, doubling memory and hiding a data pipeline bug; PyTorch refuses ("expected
+    both to have the same dtype"), and so does distrain. `tensors` may hold None (an
+    absent bias). Elementwise ops keep PyTorch's type promotion and do not call this.
+    """
+    first = tensors[0]._data.dtype
+    for tensor in tensors[1:]:
+        if tensor is not None and tensor._data.dtype != first:
+            break
+    else:
+        return
+    present = [(name, tensor._data) for name, tensor in zip(names, tensors) if tensor is not None]
+    raise DTypeError(
+        f"{op_name}: expected {', '.join(name for name, _ in present)} to have the same dtype, but got "
+        + ", ".join(f"{name} {data.dtype} of shape {tuple(data.shape)}" for name, data in present)
+        + f". PyTorch refuses this too: convert one first, e.g. {names[0]}.to(distrain.{present[1][1].dtype}) "
+          "(a float32 model wants float32 input: x.float())"
+    )
 
 
 def shape_error(op_name, a_shape, b_shape, hint=""):

@@ -12,7 +12,7 @@ import numpy
 
 from .. import dtypes
 from ..backend import array_module
-from .core import Tensor, binary_operands, grad_state, record, shape_error, sum_to_shape, wrap
+from .core import Tensor, binary_operands, fix_float_dtype, grad_state, record, shape_error, sum_to_shape, wrap
 
 
 def _floating(data):
@@ -225,7 +225,7 @@ def _extremum(name, pick, mask_of_self):
             out = pick(array_module(a if hasattr(a, "shape") else b))(a, b)
         except ValueError:
             raise shape_error(name, getattr(a, "shape", ()), getattr(b, "shape", ()), " for broadcasting") from None
-        result = wrap(out)
+        result = wrap(fix_float_dtype(out, a, b))  # int64 with float32 is float32, as in PyTorch (NumPy: float64)
         if grad_state.enabled and (getattr(input, "_requires_grad", False) or getattr(other, "_requires_grad", False)):
             # The share of the gradient that goes to `input`: 1 where it won, 1/2 on ties (as in PyTorch).
             share_of_a = (mask_of_self(a, b) + (a == b) * 0.5).astype(out.dtype)

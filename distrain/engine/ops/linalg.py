@@ -9,7 +9,7 @@ from __future__ import annotations
 from ...errors import ShapeError
 from ..backend import array_module
 from ..flat import claim_flat_gradient
-from .core import Tensor, as_tensor_like, binary_operands, grad_state, record, sum_to_shape, wrap
+from .core import Tensor, as_tensor_like, binary_operands, check_same_dtype, grad_state, record, sum_to_shape, wrap
 
 
 def _check_inner(name, a_shape, b_shape):
@@ -22,12 +22,17 @@ def _check_inner(name, a_shape, b_shape):
 
 
 def matmul(input, other):
-    """Matrix product with NumPy/PyTorch rules: 1-D operands are vectors, leading dims broadcast."""
+    """Matrix product with NumPy/PyTorch rules: 1-D operands are vectors, leading dims broadcast.
+
+    Both operands must have the same dtype, as in PyTorch (DTypeError otherwise).
+    """
     if not isinstance(other, Tensor):
         other = as_tensor_like(other, input)
     elif not isinstance(input, Tensor):
         input = as_tensor_like(input, other)
     a, b = binary_operands(input, other, "matmul")
+    if a.dtype != b.dtype:
+        check_same_dtype("matmul", ("input", "other"), (input, other))
     if a.ndim < 2 or b.ndim < 2:
         return _matmul_with_vectors(input, other)
     if a.shape[-1] != b.shape[-2]:
@@ -78,6 +83,8 @@ def mm(input, mat2):
     a, b = input._data, getattr(mat2, "_data", mat2)
     if a.ndim != 2 or b.ndim != 2:
         raise ShapeError(f"mm: expected two 2-D matrices, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if isinstance(mat2, Tensor):
+        check_same_dtype("mm", ("input", "mat2"), (input, mat2))
     if a.shape[1] != b.shape[0]:
         _check_inner("mm", a.shape, b.shape)
     return matmul(input, mat2)
@@ -91,12 +98,14 @@ def bmm(input, mat2):
             f"{tuple(input.shape)} and {tuple(mat2.shape)}"
         )
     _check_inner("bmm", input.shape, mat2.shape)
+    check_same_dtype("bmm", ("input", "mat2"), (input, mat2))
     return matmul(input, mat2)
 
 
 def dot(input, other):
     if input.ndim != 1 or other.ndim != 1:
         raise ShapeError(f"dot: expected two 1-D tensors, got shapes {tuple(input.shape)} and {tuple(other.shape)}")
+    check_same_dtype("dot", ("input", "other"), (input, other))
     return matmul(input, other)
 
 
@@ -113,6 +122,7 @@ def linear(input, weight, bias=None):
         )
     if type(x) is not type(w):
         binary_operands(input, weight, "linear")  # raises the device error
+    check_same_dtype("linear", ("input", "weight", "bias"), (input, weight, bias))
     out = x @ w.T
     if bias is not None:
         b = bias._data

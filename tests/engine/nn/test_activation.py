@@ -126,7 +126,7 @@ def test_dropout_is_reproducible_with_manual_seed(device):
 
 def test_dropout_follows_train_and_eval_of_a_parent(device):
     model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.9))
-    x = to_distrain(np.ones((64, 4)), device)
+    x = to_distrain(np.ones((64, 4), np.float32), device)
     model.eval()
     assert not model[1].training
     np.testing.assert_allclose(to_numpy(model(x)), to_numpy(model[0](x)), rtol=1e-6)

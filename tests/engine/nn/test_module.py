@@ -130,13 +130,13 @@ def test_train_and_eval_propagate_like_torch():
 def test_requires_grad_false_freezes_parameters(device):
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).to(device)
     assert model[0].requires_grad_(False) is model[0]
-    x = to_distrain(np.ones((2, 3)), device, requires_grad=True)
+    x = to_distrain(np.ones((2, 3), np.float32), device, requires_grad=True)
     model(x).sum().backward()
     assert model[0].weight.grad is None and model[0].bias.grad is None
     assert not model[0].weight.requires_grad
     assert model[2].weight.grad is not None and x.grad is not None
     model.requires_grad_(False)
-    out = model(to_distrain(np.ones((2, 3)), device))
+    out = model(to_distrain(np.ones((2, 3), np.float32), device))
     assert not out.requires_grad
     model.requires_grad_()
     assert all(p.requires_grad for p in model.parameters())
@@ -144,18 +144,18 @@ def test_requires_grad_false_freezes_parameters(device):
 
 def test_zero_grad_to_none_and_to_zero(device):
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).to(device)
-    model(to_distrain(np.ones((2, 3)), device)).sum().backward()
+    model(to_distrain(np.ones((2, 3), np.float32), device)).sum().backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None for g in grads)
     model.zero_grad(set_to_none=False)
     for p in model.parameters():
         assert p.grad is not None and not np.any(to_numpy(p.grad))
     # the next backward accumulates into zero: the same values as a fresh backward
-    model(to_distrain(np.ones((2, 3)), device)).sum().backward()
+    model(to_distrain(np.ones((2, 3), np.float32), device)).sum().backward()
     after_zero = [to_numpy(p.grad).copy() for p in model.parameters()]
     model.zero_grad()  # default set_to_none=True, as in torch 2.x
     assert all(p.grad is None for p in model.parameters())
-    model(to_distrain(np.ones((2, 3)), device)).sum().backward()
+    model(to_distrain(np.ones((2, 3), np.float32), device)).sum().backward()
     for fresh, p in zip(after_zero, model.parameters()):
         np.testing.assert_array_equal(to_numpy(p.grad), fresh)
 
@@ -289,7 +289,7 @@ def test_forward_pre_and_post_hooks_and_remove(device):
     def observer(module, args, output):
         calls.append("observer")  # returns None: output unchanged
 
-    x = to_distrain(np.ones((4, 3)), device)
+    x = to_distrain(np.ones((4, 3), np.float32), device)
     plain = to_numpy(layer(x))
     handles = [layer.register_forward_pre_hook(pre), layer.register_forward_hook(post),
                layer.register_forward_hook(observer)]
