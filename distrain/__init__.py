@@ -13,7 +13,8 @@ from .engine import nn
 from .engine import optim
 from . import data
 from . import distributed
-from .engine.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .engine.autograd import (enable_grad, is_anomaly_check_nan_enabled, is_anomaly_enabled, is_grad_enabled, no_grad,
+                              set_grad_enabled)
 from .engine.backend import Device as device
 from .engine.legacy_types import legacy_types as _legacy_types
 from .engine.dtypes import (bool_, double, float16, float32, float64, get_default_dtype, half, int8, int16, int32,
@@ -22,7 +23,7 @@ from .engine.factories import (arange, as_tensor, empty, empty_like, eye, from_n
                                ones_like, rand, rand_like, randint, randint_like, randn, randn_like, randperm, tensor,
                                zeros, zeros_like)
 from .engine.ops import (abs, add, all, amax, amin, any, argmax, argmin, bmm, cat, chunk, clamp, clone, cos, div, dot,
-                         eq, erf, exp, expm1, flatten, flip, floor_divide, gather, ge, gt, index_select, le, log, log1p, log_softmax, logsumexp, lt,
+                         eq, erf, exp, expm1, flatten, flip, floor_divide, gather, ge, gt, index_select, isfinite, isinf, isnan, le, log, log1p, log_softmax, logsumexp, lt,
                          matmul, max, maximum, mean, min, minimum, mm, mul, narrow, ne, neg, permute, pow, prod, relu,
                          remainder, reshape, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, t, tanh,
                          transpose, unbind, unsqueeze, var, where)

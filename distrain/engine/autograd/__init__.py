@@ -6,7 +6,9 @@
 - `function.py`  user-defined ops (`Function` with ctx.save_for_backward)
 - `api.py`       `backward` and `grad`
 - `gradcheck.py` finite-difference checking
+- `anomaly_mode.py` detect_anomaly: the first backward op producing NaN/inf, with its forward stack
 """
+from .anomaly_mode import detect_anomaly, is_anomaly_check_nan_enabled, is_anomaly_enabled, set_detect_anomaly
 from .api import backward, grad
 from .function import Function, FunctionCtx
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
@@ -25,5 +27,6 @@ def Variable(tensor, requires_grad=False, volatile=False):
     return leaf
 
 
-__all__ = ["Function", "FunctionCtx", "Variable", "backward", "enable_grad", "grad", "gradcheck",
-           "is_grad_enabled", "no_grad", "set_grad_enabled"]
+__all__ = ["Function", "FunctionCtx", "Variable", "backward", "detect_anomaly", "enable_grad", "grad", "gradcheck",
+           "is_anomaly_check_nan_enabled", "is_anomaly_enabled", "is_grad_enabled", "no_grad", "set_detect_anomaly",
+           "set_grad_enabled"]

@@ -20,8 +20,10 @@ import heapq
 import threading
 
 from ...errors import AutogradError, DTypeError
-from . import grad_mode
+from . import anomaly_mode, grad_mode
 from .graph import Node
+
+anomaly_state = anomaly_mode.state  # read on every op: one attribute lookup when off
 
 
 def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capture=None):
@@ -142,7 +144,11 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
                         captured[index] = grad
             if node.released:
                 node.saved_tensors  # raises the "backward a second time" error
-            input_grads = node.backward_fn(node, grads_in[0] if node.n_outputs == 1 else tuple(grads_in))
+            grads_arg = grads_in[0] if node.n_outputs == 1 else tuple(grads_in)
+            if anomaly_state.enabled:
+                input_grads = anomaly_mode.run_backward_checked(node, grads_arg)
+            else:
+                input_grads = node.backward_fn(node, grads_arg)
             if not retain_graph:
                 node.release()
             for edge, grad in zip(node.next_edges, input_grads):

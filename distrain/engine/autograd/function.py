@@ -92,6 +92,7 @@ class Function:
         outputs_like = tuple((o._data.shape, o._data.dtype, array_module(o._data)) for o in differentiable)
         node = record(cls.__name__, _call_user_backward, tensor_args, differentiable, saved,
                       args=(cls, ctx, input_shapes, outputs_like))
+        node.name_suffix = "Backward"
         ctx.node = node
         for o in ctx.non_differentiable:
             o._requires_grad = False

@@ -23,7 +23,9 @@ from __future__ import annotations
 import itertools
 
 from ...errors import AutogradError
-from . import grad_mode
+from . import anomaly_mode, grad_mode
+
+anomaly_state = anomaly_mode.state  # read on every op: one attribute lookup when off
 
 _sequence = itertools.count()
 
@@ -42,6 +44,8 @@ class Node:
     n_outputs = 1
     output_hooks = None
     released = False
+    name_suffix = "Backward0"  # PyTorch's naming: DivBackward0; a user Function's node is MyFunctionBackward
+    forward_stack = None  # where the forward ran, recorded only in anomaly mode
 
     def __init__(self, name, backward_fn, next_edges):
         self.name = name
@@ -142,6 +146,8 @@ def record(name, backward_fn, inputs, outputs, saved=(), args=None):
         else:
             edges.append(None)
     node = Node(name, backward_fn, tuple(edges))
+    if anomaly_state.enabled:
+        node.forward_stack = anomaly_mode.forward_stack()
     if args is not None:
         node.args = args
     if len(outputs) != 1:

@@ -45,9 +45,9 @@ def _elementwise_test(name):
     return test
 
 
-_isnan = _elementwise_test("isnan")
-_isinf = _elementwise_test("isinf")
-_isfinite = _elementwise_test("isfinite")
+isnan = _elementwise_test("isnan")
+isinf = _elementwise_test("isinf")
+isfinite = _elementwise_test("isfinite")
 
 
 def _masked_fill(input, mask, value):
@@ -111,7 +111,7 @@ TENSOR_METHODS = {
     "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge,
     "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
     "__and__": logical_and, "__or__": logical_or, "__xor__": logical_xor, "__invert__": _logical_not,
-    "logical_not": _logical_not, "isnan": _isnan, "isinf": _isinf, "isfinite": _isfinite,
+    "logical_not": _logical_not, "isnan": isnan, "isinf": isinf, "isfinite": isfinite,
     # elementwise
     "exp": exp, "log": log, "log1p": log1p, "expm1": expm1, "sqrt": sqrt, "abs": abs, "sin": sin, "cos": cos, "sign": sign, "erf": erf,
     "relu": relu, "sigmoid": sigmoid, "tanh": tanh, "clamp": clamp, "clip": clamp,
