@@ -34,6 +34,7 @@ from ..errors import DistrainError
 REDUCE_OPS = ("sum", "mean", "max", "min")
 DEFAULT_TIMEOUT = 300.0  # seconds any wait on other ranks may take before it fails naming them
 MAX_OBJECT_BYTES = 16 * 2 ** 20  # allgather_object is for small values (a model's parameter signature)
+LOST_GRACE_SECONDS = 1.0  # how long a wait goes on after a peer is known lost (it may have done its part)
 
 
 class CommunicatorError(DistrainError, RuntimeError):
@@ -65,6 +66,8 @@ class PollingHandle(Handle):
         self.what = what
         self.finish = finish
         self.done = False
+        monitor = communicator.monitor
+        self.index = monitor.collective_started() if monitor is not None else None
 
     def _test(self) -> bool:
         raise NotImplementedError
@@ -86,22 +89,71 @@ class PollingHandle(Handle):
         timeout = self.communicator.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         pause = 1e-6
-        while not self._test():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._on_timeout()
-                raise CommunicatorError(
-                    f"rank {self.communicator.rank}: {self.what} did not complete within {timeout:g} s; some of "
-                    f"the {self.communicator.size} ranks did not join it (a crashed or stuck rank, or ranks "
-                    "calling collectives in different orders, e.g. uneven data)")
-            self._pause(min(pause, remaining))
-            pause = min(pause * 2, 1e-3)
+        with PeerWatch(self.communicator, self.what, self.index) as watch:
+            while not self._test():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._on_timeout()
+                    raise watch.timeout_error(timeout)
+                if watch.peer_lost():
+                    self._on_timeout()
+                    raise watch.lost_error()
+                self._pause(min(pause, remaining))
+                pause = min(pause * 2, 1e-3)
         self._complete()
 
     def _complete(self):
         self.done = True
         if self.finish is not None:
             self.finish()
+
+
+class PeerWatch:
+    """What every wait on other ranks watches besides its own collective: the liveness monitor.
+
+    Entered around a wait: it tells the monitor which collective this rank waits in (the
+    hub shows it to the other ranks), `peer_lost()` turns True once a peer has been lost for
+    LOST_GRACE_SECONDS (it may have done its part just before leaving), and the errors name
+    the lost rank, or on a timeout the ranks that did not arrive. Without a monitor (one
+    rank, or liveness off) it only words the timeout.
+    """
+
+    def __init__(self, communicator, what, index=None, monitor=None):
+        self.rank = communicator.rank
+        self.size = communicator.size
+        self.monitor = communicator.monitor if monitor is None else monitor
+        self.index = index
+        self.what = what if index is None else f"{what} (collective #{index})"
+        self.lost_since = None
+
+    def __enter__(self):
+        if self.monitor is not None:
+            self.monitor.wait_began(self.what)
+        return self
+
+    def __exit__(self, *exception):
+        if self.monitor is not None:
+            self.monitor.wait_ended()
+
+    def peer_lost(self):
+        if self.monitor is None or not self.monitor.lost:
+            return False
+        self.lost_since = self.lost_since or time.monotonic()
+        return time.monotonic() - self.lost_since > LOST_GRACE_SECONDS
+
+    def lost_error(self):
+        return CommunicatorError(f"rank {self.rank}: {self.what} cannot complete: {self.monitor.lost_peers_text()}. "
+                                 "The job cannot go on without it; that rank's output says why it ended")
+
+    def timeout_error(self, timeout, cause=None):
+        text = (f"rank {self.rank}: {self.what} did not complete within {timeout:g} s (the collective timeout: "
+                f"distrain.distributed.init(timeout=...)){'; ' + cause if cause else ''}")
+        if self.monitor is None or self.index is None:
+            return CommunicatorError(f"{text}; some of the {self.size} ranks did not join it (a crashed or stuck "
+                                     "rank, or ranks calling collectives in different orders, e.g. uneven data)")
+        return CommunicatorError(f"{text}; {self.monitor.missing_peers_text(self.index)} (a stuck rank, or ranks "
+                                 "calling collectives in different orders, e.g. uneven data: see "
+                                 "DistributedDataParallel.join)")
 
 
 class DoneHandle(Handle):
@@ -126,6 +178,12 @@ class Communicator:
     local_rank = 0
     local_size = 1
     name = "base"
+    liveness = None  # the liveness side channel (liveness.py) when create_communicator started one
+
+    @property
+    def monitor(self):
+        """This rank's liveness monitor, or None (one rank, or a communicator built without create_communicator)."""
+        return None if self.liveness is None else self.liveness.monitor
 
     def allreduce(self, array, op="sum"):
         """Combine `array` across ranks, in place; every rank ends with the result."""
@@ -246,8 +304,13 @@ _BACKENDS = {"local": ("distrain.comm.local", "LocalCommunicator", None),
              "ps": ("distrain.comm.ps.client", "PSCommunicator", None)}
 
 
-def create_communicator(name, **options):
-    """The communicator called `name` (see the table in this module's docstring)."""
+def create_communicator(name, liveness=True, **options):
+    """The communicator called `name` (see the table in this module's docstring).
+
+    With `liveness` (the default) and more than one rank, it also starts the liveness side
+    channel (liveness.py): a dead or departed peer then ends a wait within seconds, and a
+    collective timeout names the ranks that did not arrive. Starting it is a collective.
+    """
     if name not in _BACKENDS:
         raise ValueError(f"unknown communicator backend {name!r}; one of {sorted(_BACKENDS)}")
     module_name, class_name, install = _BACKENDS[name]
@@ -255,4 +318,13 @@ def create_communicator(name, **options):
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ImportError(f"the {name!r} communicator needs {error.name}: {install}") from error
-    return getattr(module, class_name)(**options)
+    communicator = getattr(module, class_name)(**options)
+    if liveness:
+        from . import liveness as side_channel
+
+        try:
+            communicator.liveness = side_channel.attach(communicator)
+        except BaseException:
+            communicator.close()
+            raise
+    return communicator
