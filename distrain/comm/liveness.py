@@ -26,8 +26,9 @@ job of more than one rank runs a small side channel beside its communicator:
 Security (shared/DESIGN.md): the hub is a server the job starts, so it authenticates
 every message (HMAC-SHA256 with a fresh per-job secret that rank 0 makes and hands to the
 other ranks through the communicator itself, never on a command line); messages are
-msgpack, never pickle, at most `MAX_MESSAGE_BYTES` (ZeroMQ drops anything larger before
-it is buffered) and refused unless authentic and numbered above the rank's last one.
+msgpack, never pickle, at most `HUB_MAX_MESSAGE_BYTES` (ZeroMQ drops anything larger
+before it is buffered), at most QUEUE_MESSAGES queued per connection, and refused unless
+authentic and numbered above the rank's last one.
 
 The cost on the training step: one attribute write per collective started and waited
 for; the threads wake twice a second (benchmarks/bench_liveness.py measures it).
@@ -38,6 +39,7 @@ import atexit
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 
@@ -53,7 +55,9 @@ DEFAULT_SILENCE_SECONDS = 5.0
 SILENCE_ENVIRONMENT_VARIABLE = "DISTRAIN_PEER_SILENCE"
 HOST_ENVIRONMENT_VARIABLE = "DISTRAIN_LIVENESS_HOST"  # where other machines reach rank 0's hub
 QUERY_SECONDS = 2.0
-MAX_MESSAGE_BYTES = 256 * 1024
+HUB_MAX_MESSAGE_BYTES = 16 * 1024  # a heartbeat is ~200 bytes: ZeroMQ drops larger frames before buffering them
+MONITOR_MAX_MESSAGE_BYTES = 8 * 2 ** 20  # the hub's table of every rank, for a timeout's message
+QUEUE_MESSAGES = 100  # per peer connection, each way
 BOOTSTRAP_BYTES = 1024
 _REQUEST, _REPLY = b"liveness-request", b"liveness-reply"  # never confused with parameter-server messages
 
@@ -96,11 +100,11 @@ def describe_peer(entry):
 class _Socket:
     """One ZeroMQ socket with authenticated msgpack messages: [body, mac]."""
 
-    def __init__(self, kind, secret):
+    def __init__(self, kind, secret, max_message_bytes):
         self.context = zmq.Context()
         self.socket = self.context.socket(kind)
-        for option, value in ((zmq.LINGER, 0), (zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES), (zmq.RCVHWM, 1000),
-                              (zmq.SNDHWM, 1000)):
+        for option, value in ((zmq.LINGER, 0), (zmq.MAXMSGSIZE, max_message_bytes), (zmq.RCVHWM, QUEUE_MESSAGES),
+                              (zmq.SNDHWM, QUEUE_MESSAGES)):
             self.socket.setsockopt(option, value)
         self.secret = secret
 
@@ -126,7 +130,7 @@ class Hub(threading.Thread):
         super().__init__(name="distrain-liveness-hub", daemon=True)
         self.size = size
         self.silence = silence
-        self.channel = _Socket(zmq.ROUTER, secret)
+        self.channel = _Socket(zmq.ROUTER, secret, HUB_MAX_MESSAGE_BYTES)
         self.channel.socket.bind(bind)
         self.address = self.channel.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.host = socket.gethostname()
@@ -232,7 +236,7 @@ class Monitor(threading.Thread):
         self.pid = os.getpid()
         self.host = socket.gethostname()
         self.hub_pid, self.hub_host = hub_rank_pid, hub_host
-        self.channel = _Socket(zmq.DEALER, secret)
+        self.channel = _Socket(zmq.DEALER, secret, MONITOR_MAX_MESSAGE_BYTES)
         self.channel.socket.connect(address)
         self.lock = threading.Lock()  # the socket is used by this thread, by query() and by goodbye()
         self.seq = 0
@@ -242,6 +246,8 @@ class Monitor(threading.Thread):
         self.heard_from_hub = None  # monotonic time of the last answer
         self.stopped = threading.Event()
         self.gone = False
+        self.started_at = time.monotonic()
+        self.warned = False
 
     # -- what the communicator tells it (cheap: attribute writes) ------------------------
     def collective_started(self):
@@ -272,8 +278,11 @@ class Monitor(threading.Thread):
                 "started": self.started, "waiting": waiting[0] if waiting else None,
                 "waiting_since": waiting[1] if waiting else None, **(extra or {})}
 
-    def _exchange(self, message, timeout):
-        """Send one message and return the hub's answer to it (None if none came within `timeout` seconds)."""
+    def _exchange(self, message, timeout, expect="lost"):
+        """Send one message and return the hub's answer to it (None if none came within `timeout` seconds).
+
+        An answer of another kind (a late one to an earlier message) is skipped.
+        """
         with self.lock:
             if self.channel.socket.closed:
                 return None
@@ -288,7 +297,7 @@ class Monitor(threading.Thread):
                 except ProtocolError:
                     continue
                 self.heard_from_hub = time.monotonic()
-                if answer.get("op") in ("lost", "table"):
+                if answer.get("op") == expect:
                     return answer
 
     def _take_lost(self, entries):
@@ -299,6 +308,11 @@ class Monitor(threading.Thread):
     def _check_hub(self):
         if self.rank == 0 or 0 in self.lost:
             return
+        if self.heard_from_hub is None and not self.warned and time.monotonic() - self.started_at > self.silence:
+            self.warned = True
+            sys.stderr.write(f"distrain: rank {self.rank} cannot reach rank 0's liveness hub at {self.address}: a dead "
+                             "peer will be noticed only by the collective timeout. If rank 0 is on another machine, "
+                             f"set ${HOST_ENVIRONMENT_VARIABLE} on it to an address this machine can reach\n")
         entry = {"rank": 0, "pid": self.hub_pid, "host": self.hub_host, "lost_at": time.time()}
         if self.hub_host == self.host and _pid_is_gone(self.hub_pid):
             entry["lost"] = "ended without a word (killed by a signal such as SIGKILL, or os._exit)"
@@ -310,7 +324,7 @@ class Monitor(threading.Thread):
 
     def query(self):
         """Every rank's state as the hub knows it (None if the hub does not answer)."""
-        answer = self._exchange({"op": "query"}, QUERY_SECONDS)
+        answer = self._exchange({"op": "query"}, QUERY_SECONDS, expect="table")
         return None if answer is None else answer.get("table")
 
     def goodbye(self, how):
@@ -374,12 +388,15 @@ class Liveness:
     def __init__(self, monitor, hub=None):
         self.monitor = monitor
         self.hub = hub
+        self.pid = os.getpid()
         atexit.register(self._at_exit)
 
     def _at_exit(self):
         self.close("exited")
 
     def close(self, how="closed its process group"):
+        if os.getpid() != self.pid:
+            return  # a forked child (a data-loader worker): the threads, sockets and locks are the parent's
         self.monitor.goodbye(how)
         self.monitor.stop()
         if self.hub is not None:
@@ -399,7 +416,14 @@ def say_goodbye(how):
 def _hub_bind_address(comm):
     if comm.local_size == comm.size:
         return "tcp://127.0.0.1:0", "127.0.0.1"
-    host = os.environ.get(HOST_ENVIRONMENT_VARIABLE) or socket.gethostbyname(socket.gethostname())
+    host = os.environ.get(HOST_ENVIRONMENT_VARIABLE)
+    if not host:
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError as error:
+            raise OSError(f"rank 0 cannot tell the other machines where its liveness hub listens: its host name "
+                          f"{socket.gethostname()!r} does not resolve ({error}); set ${HOST_ENVIRONMENT_VARIABLE} "
+                          "to an address of this machine that the others can reach") from None
     return "tcp://*:0", host
 
 
