@@ -40,9 +40,12 @@ SHAPES = [(), (0,), (7,), (3, 4)]
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch):
-    """No secret or address leaks in from the environment; a short client grace keeps failing tests quick."""
-    monkeypatch.delenv(protocol.SECRET_ENVIRONMENT_VARIABLE, raising=False)
+    """No secret or address leaks in from the environment: the secret of every server and rank is SECRET
+    unless a test says otherwise (every job is authenticated); a short client grace keeps failing tests quick."""
+    monkeypatch.setenv(protocol.SECRET_ENVIRONMENT_VARIABLE, SECRET.decode())
+    monkeypatch.delenv(protocol.SECRET_FILE_ENVIRONMENT_VARIABLE, raising=False)
     monkeypatch.delenv(protocol.ADDRESS_ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.delenv(protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE, raising=False)
     monkeypatch.setattr(client, "SERVER_GRACE_SECONDS", 1.0)
 
 
@@ -174,8 +177,8 @@ def record_requests(monkeypatch):
     recorded = []
     original = protocol.pack
 
-    def recording_pack(header, payload=b"", secret=None, direction=protocol.REQUEST):
-        frames = original(header, payload, secret, direction)
+    def recording_pack(header, payload=b"", secret=None, direction=protocol.REQUEST, digest=None):
+        frames = original(header, payload, secret, direction, digest)
         if direction == protocol.REQUEST:
             recorded.append((dict(header), [bytes(frame) for frame in frames]))
         return frames
@@ -197,10 +200,15 @@ def test_pack_unpack_round_trip_and_authentication():
     tampered_payload = frames[:1] + [frames[1][:-1] + bytes([frames[1][-1] ^ 1])] + frames[2:]
     tampered_header = [protocol.pack({**header, "rank": 0}, array, SECRET)[0], frames[1], frames[2]]
     for name, forged in (("payload", tampered_payload), ("header", tampered_header),
-                         ("no mac", frames[:2] + [b""]), ("other key", protocol.pack(header, array, b"x" * 32)),
-                         ("unsigned", protocol.pack(header, array))):
+                         ("no mac", frames[:2] + [b""]), ("other key", protocol.pack(header, array, b"x" * 32))):
         with pytest.raises(ProtocolError, match="authentication failed"):
             protocol.unpack(forged, SECRET)
+    with pytest.raises(ValueError, match="authenticated"):  # there is no unauthenticated mode, loopback included
+        protocol.pack(header, array)
+    with pytest.raises(ValueError, match="authenticated"):
+        protocol.unpack(frames)
+    # a payload's digest computed once (the server answering several ranks) signs the same as per message
+    assert protocol.pack(header, array, SECRET, digest=protocol.payload_digest(array))[2] == frames[2]
     with pytest.raises(ProtocolError, match="3 frames"):
         protocol.unpack(frames[:2], SECRET)
     # the direction is signed: a rank's own request reflected back at it is not a valid reply, and vice versa
@@ -224,6 +232,7 @@ def test_secrets_must_be_long_and_files_private(tmp_path):
     assert protocol.load_secret(SECRET.decode()) == SECRET
     assert protocol.load_secret(None, environ={}) is None
     assert protocol.load_secret(None, environ={protocol.SECRET_ENVIRONMENT_VARIABLE: "e" * 16}) == b"e" * 16
+    file_variable = protocol.SECRET_FILE_ENVIRONMENT_VARIABLE
 
     path = tmp_path / "secret"
     path.write_text("  s3cret-from-a-file-0123  \nsecond line\n")
@@ -231,8 +240,11 @@ def test_secrets_must_be_long_and_files_private(tmp_path):
         path.chmod(mode)
         with pytest.raises(PermissionError, match="chmod 600"):
             protocol.read_secret_file(str(path))
+        with pytest.raises(PermissionError, match="chmod 600"):
+            protocol.load_secret(None, environ={file_variable: str(path)})
     path.chmod(0o600)
     assert protocol.read_secret_file(str(path)) == "s3cret-from-a-file-0123"
+    assert protocol.load_secret(None, environ={file_variable: str(path)}) == b"s3cret-from-a-file-0123"
 
 
 @pytest.mark.parametrize("header, match", [
@@ -716,6 +728,7 @@ def test_store_get_of_a_key_no_one_sets_times_out_naming_the_key():
 
 @pytest.mark.parametrize("bind", ["tcp://0.0.0.0:0", "tcp://*:0"])
 def test_listening_beyond_loopback_needs_a_long_secret(bind, monkeypatch):
+    monkeypatch.delenv(protocol.SECRET_ENVIRONMENT_VARIABLE)
     with pytest.raises(ValueError, match=protocol.SECRET_ENVIRONMENT_VARIABLE):
         ParameterServer(1, bind)
     with pytest.raises(ValueError, match="at least 16 bytes"):
@@ -738,7 +751,7 @@ def test_listening_beyond_loopback_needs_a_long_secret(bind, monkeypatch):
 def test_clients_without_the_secret_get_no_service(monkeypatch):
     monkeypatch.setattr(client, "SERVER_GRACE_SECONDS", 0.2)
     with serving(2, secret=SECRET) as server:
-        for secret in (None, b"the-wrong-secret-0123456789"):
+        for secret in (b"the-wrong-secret-0123456789", b"0123456789abcdef-test-secreT"):
             refused = server.refused
             start = time.monotonic()
             failed_join("did not answer (contacting the server|joining)", address=server.address, rank=0, world_size=2, secret=secret,
@@ -749,9 +762,42 @@ def test_clients_without_the_secret_get_no_service(monkeypatch):
         check_server_still_serves(server, secret=SECRET)
 
 
-def test_a_client_with_a_secret_refuses_an_unauthenticated_server():
-    with serving(1) as server:
-        failed_join("unreadable answer", address=server.address, rank=0, world_size=1, secret=SECRET, timeout=2.0)
+def test_a_rank_without_a_secret_is_told_so_at_once(monkeypatch):
+    monkeypatch.delenv(protocol.SECRET_ENVIRONMENT_VARIABLE)
+    with serving(1, secret=SECRET) as server:
+        start = time.monotonic()
+        with pytest.raises(CommunicatorError, match=f"no secret.*{protocol.SECRET_FILE_ENVIRONMENT_VARIABLE}"):
+            PSCommunicator(server.address, 0, 1, timeout=5.0)
+        assert time.monotonic() - start < 1.0 and server.ranks == {}
+
+
+def test_a_rank_refuses_answers_signed_with_another_secret():
+    """A process squatting on the server's port without the secret cannot answer a rank (inject results)."""
+    context = zmq.Context()
+    impostor = context.socket(zmq.ROUTER)
+    impostor.setsockopt(zmq.LINGER, 0)
+    port = impostor.bind_to_random_port("tcp://127.0.0.1")
+    answered = threading.Event()
+
+    def answer_hello():
+        if impostor.poll(5000):
+            identity, *frames = impostor.recv_multipart()
+            hello = msgpack.unpackb(frames[0])
+            impostor.send_multipart([identity] + protocol.pack(
+                {"op": "hello", "seq": hello["seq"], "session": b"s" * 16, "max_message_bytes": 1 << 20}, b"",
+                b"not-the-job-secret-0123456789", protocol.REPLY))
+            answered.set()
+
+    thread = threading.Thread(target=answer_hello, daemon=True)
+    thread.start()
+    try:
+        failed_join("unreadable answer.*authentication failed", address=f"tcp://127.0.0.1:{port}", rank=0,
+                    world_size=1, secret=SECRET, timeout=2.0)
+        assert answered.is_set()
+    finally:
+        thread.join(5)
+        impostor.close(linger=0)
+        context.term()
 
 
 def test_a_failed_join_closes_its_socket_and_context():
@@ -908,16 +954,27 @@ GARBAGE = {
 }
 
 
+def signed(frames):
+    """`frames` as a peer holding the secret would send them (a header frame and a payload frame get a MAC)."""
+    if len(frames) != 3:
+        return frames
+    header, payload, _ = frames
+    return [header, payload, protocol._mac(SECRET, header, protocol.payload_digest(payload), protocol.REQUEST)]
+
+
+@pytest.mark.parametrize("sign", [False, True], ids=["unsigned", "signed with the secret"])
 @pytest.mark.parametrize("name", list(GARBAGE))
-def test_garbage_from_a_stranger_never_stops_the_server(name):
+def test_garbage_never_stops_the_server(name, sign):
     with serving(2) as server:
         with raw_dealer(server.address) as stranger:
-            stranger.send_multipart(GARBAGE[name])
+            stranger.send_multipart(signed(GARBAGE[name]) if sign else GARBAGE[name])
             wait_until(lambda: server.refused == 1 or not server._thread.is_alive(), what="refusal of the garbage")
             assert server._thread.is_alive(), f"the server thread died on {name}"
             assert server.ranks == {}
-            if stranger.poll(200):  # a malformed but unauthenticated-free message gets an error answer
-                answer, _ = protocol.unpack(stranger.recv_multipart())
+            if not sign or len(GARBAGE[name]) != 3:
+                assert not stranger.poll(200), "an unauthenticated message got an answer"
+            elif stranger.poll(200):  # an authentic but malformed message gets an error answer
+                answer, _ = protocol.unpack(stranger.recv_multipart(), SECRET, protocol.REPLY)
                 assert "error" in answer, answer
         check_server_still_serves(server)
 
@@ -969,7 +1026,7 @@ def test_a_malformed_request_from_a_joined_rank_is_refused_without_a_trace(name,
 
 # -- real processes ---------------------------------------------------------------------------------
 
-def start_ranks(address, world_size, *args, secret=None, timeout=30):
+def start_ranks(address, world_size, *args, secret=SECRET, timeout=30):
     environment = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                        DISTRAIN_PS_ADDRESS=address, WORLD_SIZE=str(world_size), PS_TEST_TIMEOUT=str(timeout),
                        OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -998,7 +1055,7 @@ def finish(processes, timeout):
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("world_size, secret", [(2, None), (3, SECRET), (4, None)])
+@pytest.mark.parametrize("world_size, secret", [(2, SECRET), (3, b"another-secret-of-this-job-0123"), (4, SECRET)])
 def test_every_collective_across_real_processes(world_size, secret):
     with serving(world_size, secret=secret) as server:
         codes, outputs = finish(start_ranks(server.address, world_size, secret=secret), timeout=60)
@@ -1021,8 +1078,8 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def start_server_command(*args):
-    environment = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def start_server_command(*args, environment=None):
+    environment = dict(environment or os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     environment.pop(protocol.SECRET_ENVIRONMENT_VARIABLE, None)
     return subprocess.Popen([sys.executable, "-m", "distrain.comm.ps.server", *args], env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -1051,11 +1108,29 @@ def killed_on_failure(process):
 
 
 @pytest.mark.timeout(60)
-def test_the_server_command_serves_its_ranks_and_exits_when_they_leave():
+def test_the_server_command_makes_a_private_secret_serves_its_ranks_and_exits_when_they_leave(tmp_path, monkeypatch):
+    """Without a secret on loopback it makes one, writes it to a new mode-600 file and says where; the ranks
+    that read it are served, a rank without it is not; the file is removed when the server exits."""
     port = free_port()
-    with killed_on_failure(start_server_command("--world-size", "2", "--bind", f"tcp://127.0.0.1:{port}")) as server:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    environment = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+    with killed_on_failure(start_server_command("--world-size", "2", "--bind", f"tcp://127.0.0.1:{port}",
+                                                environment=environment)) as server:
         address = first_line(server, timeout=20)
         assert address == f"tcp://127.0.0.1:{port}"
+        said = server.stderr.readline()  # logged before the address is printed
+        match = re.search(rf"wrote it to (\S+) .*{protocol.SECRET_FILE_ENVIRONMENT_VARIABLE}=(\S+)", said)
+        assert match and match.group(1) == match.group(2), said
+        secret_file = match.group(1)
+        assert os.path.dirname(os.path.dirname(secret_file)) == str(runtime)
+        assert os.stat(secret_file).st_mode & 0o777 == 0o600
+        assert os.stat(os.path.dirname(secret_file)).st_mode & 0o777 == 0o700
+
+        monkeypatch.delenv(protocol.SECRET_ENVIRONMENT_VARIABLE)
+        monkeypatch.setattr(client, "SERVER_GRACE_SECONDS", 0.2)
+        failed_join("did not answer", address=address, rank=0, world_size=2, secret=SECRET, timeout=1.0)
+        monkeypatch.setenv(protocol.SECRET_FILE_ENVIRONMENT_VARIABLE, secret_file)
 
         def body(comm):
             mine = data(comm.rank, "float32", (10,))
@@ -1068,6 +1143,7 @@ def test_the_server_command_serves_its_ranks_and_exits_when_they_leave():
         _, log = server.communicate(timeout=10)
         assert server.returncode == 0, log
         assert "every rank has left" in log
+        assert not os.path.exists(secret_file) and not os.path.exists(os.path.dirname(secret_file))
 
 
 @pytest.mark.timeout(60)

@@ -13,6 +13,7 @@ for the NCCL backend); `PSCommunicator` turns it into the Communicator interface
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -21,6 +22,7 @@ import zmq
 
 from ..base import (
     DEFAULT_TIMEOUT,
+    PeerWatch,
     Communicator,
     CommunicatorError,
     Handle,
@@ -33,6 +35,7 @@ from ..base import (
 from . import protocol
 from .protocol import ProtocolError
 
+LIVENESS_CHECK_SECONDS = 0.1  # how often a wait looks at the liveness monitor
 SERVER_GRACE_SECONDS = 5.0  # extra wait for the server's "rank k never joined" answer before blaming the server
 
 
@@ -47,6 +50,7 @@ class PSHandle(Handle):
         self.done = False
         self.answer = None
         self.error = None
+        self.watch = None  # base.PeerWatch when the communicator has a liveness monitor
 
     def is_completed(self):
         if not self.done:
@@ -58,13 +62,17 @@ class PSHandle(Handle):
             return self._result()
         timeout = self.connection.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout + SERVER_GRACE_SECONDS
-        while not self.done:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise CommunicatorError(
-                    f"rank {self.connection.rank}: the parameter server at {self.connection.address} did not answer "
-                    f"{self.what} within {timeout:g} s: is the server running and reachable, with the same secret?")
-            self.connection.pump(remaining)
+        with self.watch or contextlib.nullcontext():
+            while not self.done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CommunicatorError(
+                        f"rank {self.connection.rank}: the parameter server at {self.connection.address} did not "
+                        f"answer {self.what} within {timeout:g} s: is the server running and reachable, with the "
+                        "same secret?")
+                if self.watch is not None and self.watch.peer_lost():
+                    raise self.watch.lost_error()
+                self.connection.pump(remaining if self.watch is None else min(remaining, LIVENESS_CHECK_SECONDS))
         return self._result()
 
     def _result(self):
@@ -94,6 +102,13 @@ class ServerConnection:
         self.world_size = world_size
         self.timeout = float(timeout)
         self.secret = protocol.load_secret(secret)
+        if self.secret is None:
+            raise CommunicatorError(
+                f"rank {rank}: no secret for the parameter server at {address}: every parameter-server job is "
+                "authenticated. Start the ranks with `python -m distrain.launch -n N --backend ps` (it hands them a "
+                f"fresh secret), or set {protocol.SECRET_FILE_ENVIRONMENT_VARIABLE} (or "
+                f"{protocol.SECRET_ENVIRONMENT_VARIABLE}) to the server's secret")
+        self.max_message_bytes = None  # the server's limit, from its hello
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0)):
@@ -104,9 +119,11 @@ class ServerConnection:
         self.in_flight = {}  # seq -> PSHandle
         try:  # hello asks for the server's session token; join, which carries it, takes this rank's place
             answer, _ = self.request({"op": "hello"}, what="contacting the server").wait()
-            if not isinstance(answer.get("session"), bytes):
-                raise CommunicatorError(f"rank {rank}: the server at {address} sent no session token")
-            self.session = answer["session"]
+            limit = answer.get("max_message_bytes")
+            if not isinstance(answer.get("session"), bytes) or type(limit) is not int or limit < 1:
+                raise CommunicatorError(f"rank {rank}: the server at {address} sent no session token or message "
+                                        "size limit: is it running the same distrain?")
+            self.session, self.max_message_bytes = answer["session"], limit
             self.request({"op": "join", "world_size": world_size, "timeout": self.timeout,
                           "version": protocol.PROTOCOL_VERSION}, what="joining").wait()
         except BaseException:
@@ -115,7 +132,19 @@ class ServerConnection:
             raise
 
     def request(self, header, payload=b"", what=None, finish=None):
-        """Send one request; the returned handle completes when its answer arrives."""
+        """Send one request; the returned handle completes when its answer arrives.
+
+        A payload over the server's limit raises here, before anything is sent or counted
+        (the server would drop this rank's connection instead of buffering it).
+        """
+        size = memoryview(protocol.payload_bytes(payload)).nbytes
+        if self.max_message_bytes is not None and size > self.max_message_bytes:
+            raise CommunicatorError(
+                f"rank {self.rank}: {what or header['op']} would send {size} bytes, over the parameter server's "
+                f"limit of {self.max_message_bytes} bytes ({self.max_message_bytes / 2 ** 20:g} MiB). Raise the "
+                f"limit where the server starts (${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE} in MiB for python -m "
+                "distrain.launch, --max-message-mb for python -m distrain.comm.ps.server), or send less at once "
+                "(DistributedDataParallel(bucket_cap_mb=...))")
         header = {**header, "rank": self.rank, "seq": self.seq}
         if self.session is not None:
             header["session"] = self.session
@@ -189,8 +218,13 @@ class PSCommunicator(Communicator):
 
     def _collective(self, op, fields, payload, what, finish=None):
         header = {"op": op, "index": self.collectives, **fields}
-        self.collectives += 1
-        return self.connection.request(header, payload, what=f"{what} (collective #{header['index']})", finish=finish)
+        handle = self.connection.request(header, payload, what=f"{what} (collective #{header['index']})",
+                                         finish=finish)
+        self.collectives += 1  # only once sent: a request refused before sending leaves the ranks in step
+        monitor = self.monitor
+        if monitor is not None:  # waits then also watch for lost peers (base.PeerWatch)
+            handle.watch = PeerWatch(self, what, monitor.collective_started())
+        return handle
 
     @staticmethod
     def _fields(array):

@@ -4,12 +4,14 @@ Every message, in both directions, is three ZeroMQ frames::
 
     header   msgpack map: {"op": ..., "rank": ..., "seq": ..., "session": ..., "index": ..., "dtype": ..., ...}
     payload  the array's raw bytes (C order), or empty
-    mac      HMAC-SHA256(secret, direction | len(header) | header | payload), or empty without a secret
+    mac      HMAC-SHA256(secret, direction | len(header) | header | SHA-256(payload))
 
 Only the header is parsed (msgpack, never pickle), and it is checked against a fixed
 schema before anything acts on it, so a malformed or hostile message is refused with a
-`ProtocolError` instead of crashing the server. With a secret, a message whose MAC does
-not verify is refused before its header is even decoded; the header carries the rank,
+`ProtocolError` instead of crashing the server. Every message is authenticated, loopback
+included (another local user is a peer too): a message whose MAC does not verify is
+refused before its header is even decoded, so a process without the job's secret can
+neither join, nor read the rendezvous store, nor write anything. The header carries the rank,
 the server's session token and a per-rank message number ("seq", which must count up
 by one), so a recorded message cannot be replayed into this or another session. Only
 the first message, "hello", has no session: it only asks for the server's session token
@@ -18,10 +20,17 @@ the token, so a join recorded in one session is refused in any other. A
 collective also carries its "index", the count of collectives this rank has started:
 the server matches the ranks' calls by index and checks that they agree.
 
-Why HMAC rather than CURVE: it authenticates with one shared secret (the launcher hands it
-to its ranks; a cluster script reads it from a file) and costs one SHA-256 pass per
-message (about 1.4 GB/s per core), which is only paid when the server listens beyond
-loopback (shared/DESIGN.md: servers bind to 127.0.0.1 unless told otherwise).
+Why HMAC rather than CURVE: it authenticates with one shared secret (the launcher makes a
+fresh one per job and hands it to its ranks in their environment; a cluster script reads
+it from a mode-600 file) and costs one SHA-256 pass over each payload (about 1.6 GB/s per
+core with SHA extensions, faster than any other hash in the standard library here). The
+MAC covers the payload's SHA-256, not the payload itself, so the server hashes the result
+of a collective once for all the ranks it answers.
+
+Memory is bounded before a message is authenticated: the server tells ZeroMQ the largest
+frame it accepts (`max_message_bytes`, default 256 MiB, $DISTRAIN_PS_MAX_MESSAGE_MB), and
+ZeroMQ drops a peer that announces a larger one before buffering it; clients learn the
+limit from the server's hello and refuse, before sending, a payload over it.
 """
 from __future__ import annotations
 
@@ -30,7 +39,9 @@ import hmac
 import ipaddress
 import math
 import os
+import secrets
 import struct
+import tempfile
 from urllib.parse import urlparse
 
 import msgpack
@@ -38,9 +49,12 @@ import numpy
 
 from ...errors import DistrainError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the MAC covers SHA-256(payload); hello answers carry max_message_bytes
 SECRET_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET"
+SECRET_FILE_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET_FILE"
 ADDRESS_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_ADDRESS"
+MAX_MESSAGE_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_MAX_MESSAGE_MB"
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 2 ** 20  # a 64M-parameter float32 model broadcast in one message
 
 # what a client may ask, and the header fields each request must carry (beyond op, rank, seq, session)
 REQUESTS = {
@@ -61,13 +75,30 @@ MAX_DIMENSIONS = 32
 
 
 class ProtocolError(DistrainError, ValueError):
-    """A message that is not a well-formed, authentic distrain parameter-server message."""
+    """A message that is not a well-formed, authentic distrain parameter-server message.
+
+    `kind` sorts refusals for the server's log: "bad MAC", "malformed" (before authentication),
+    or "refused" (an authentic request the server cannot honour).
+    """
+
+    def __init__(self, message, kind="refused"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _given_secret(secret, environ):
+    """The argument, else $DISTRAIN_PS_SECRET, else the file named by $DISTRAIN_PS_SECRET_FILE, else None."""
+    if secret is None:
+        secret = environ.get(SECRET_ENVIRONMENT_VARIABLE) or None
+    if secret is None and environ.get(SECRET_FILE_ENVIRONMENT_VARIABLE):
+        secret = read_secret_file(environ[SECRET_FILE_ENVIRONMENT_VARIABLE])
+    return secret
 
 
 def load_secret(secret=None, environ=os.environ):
-    """The shared secret as bytes: the argument, else $DISTRAIN_PS_SECRET, else None (no authentication)."""
-    if secret is None:
-        secret = environ.get(SECRET_ENVIRONMENT_VARIABLE) or None
+    """The shared secret as bytes: the argument, else $DISTRAIN_PS_SECRET, else the file named by
+    $DISTRAIN_PS_SECRET_FILE, else None (for a server: make one; for a rank: an error)."""
+    secret = _given_secret(secret, environ)
     if secret is None:
         return None
     secret = secret.encode() if isinstance(secret, str) else bytes(secret)
@@ -75,6 +106,57 @@ def load_secret(secret=None, environ=os.environ):
         raise ValueError(f"the parameter-server secret must be at least 16 bytes (got {len(secret)}); "
                          "generate one with: python -c 'import secrets; print(secrets.token_hex(32))'")
     return secret
+
+
+def new_secret():
+    """A fresh random secret (256 bits, as hex text, so that it fits an environment variable or a file line)."""
+    return secrets.token_hex(32)
+
+
+def job_secret(secret=None, environ=os.environ, nodes=1):
+    """The secret of a job the launcher starts: the one given (argument, $DISTRAIN_PS_SECRET or
+    $DISTRAIN_PS_SECRET_FILE), else a fresh one (one machine: only this launcher's ranks need it).
+    Several machines must share theirs, so there it must be given."""
+    given = _given_secret(secret, environ)
+    if given is not None:
+        load_secret(given)  # long enough?
+        return given if isinstance(given, str) else bytes(given).decode()
+    if nodes > 1:
+        raise ValueError(f"refusing to start a job of {nodes} machines without authentication: every machine's "
+                         f"launcher needs the same secret. Set {SECRET_ENVIRONMENT_VARIABLE} or pass --secret-file "
+                         "(a mode-600 file; launchers/ps_cluster.sh makes one)")
+    return new_secret()
+
+
+def write_secret_file(secret, directory=None):
+    """Write `secret` to a new mode-600 file in a fresh private (mode-700) directory; returns its path.
+
+    The directory is made under `directory`, else $XDG_RUNTIME_DIR (a per-user tmpfs, when the
+    system has one), else the temporary directory.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if directory is None and runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.getuid():
+        directory = runtime
+    private = tempfile.mkdtemp(prefix="distrain-ps-", dir=directory)
+    path = os.path.join(private, "secret")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(secret + "\n")
+    return path
+
+
+def max_message_bytes(limit=None, environ=os.environ):
+    """The largest payload a server accepts: the argument, else $DISTRAIN_PS_MAX_MESSAGE_MB (MiB), else 256 MiB."""
+    if limit is None and environ.get(MAX_MESSAGE_ENVIRONMENT_VARIABLE):
+        try:
+            limit = int(float(environ[MAX_MESSAGE_ENVIRONMENT_VARIABLE]) * 2 ** 20)
+        except ValueError:
+            raise ValueError(f"${MAX_MESSAGE_ENVIRONMENT_VARIABLE} must be a number of MiB, got "
+                             f"{environ[MAX_MESSAGE_ENVIRONMENT_VARIABLE]!r}") from None
+    limit = DEFAULT_MAX_MESSAGE_BYTES if limit is None else int(limit)
+    if not 1 <= limit < 2 ** 62:
+        raise ValueError(f"the parameter server's largest message must be a positive number of bytes, got {limit}")
+    return limit
 
 
 def read_secret_file(path):
@@ -104,30 +186,44 @@ def is_loopback(address):
 REQUEST, REPLY = b"request", b"reply"  # the direction is part of every MAC: a request reflected back is no reply
 
 
-def _mac(secret, header, payload, direction):
-    digest = hmac.new(secret, direction + struct.pack("<Q", len(header)), hashlib.sha256)
-    digest.update(header)
-    digest.update(payload)
-    return digest.digest()
-
-
-def pack(header, payload=b"", secret=None, direction=REQUEST):
-    """The three frames of a message (payload: bytes, or a C-contiguous array sent without a copy)."""
-    encoded = msgpack.packb(header, use_bin_type=True)
+def payload_bytes(payload):
+    """The bytes a payload puts on the wire: bytes as they are, a C-contiguous array as a view (no copy)."""
     if isinstance(payload, numpy.ndarray):
-        payload = payload.reshape(-1).view(numpy.uint8).data if payload.size else b""
-    mac = _mac(secret, encoded, payload, direction) if secret is not None else b""
+        return payload.reshape(-1).view(numpy.uint8).data if payload.size else b""
+    return payload
+
+
+def payload_digest(payload):
+    """SHA-256 of a payload (what its MAC covers): compute it once to sign one payload to several ranks."""
+    return hashlib.sha256(payload_bytes(payload)).digest()
+
+
+def _mac(secret, header, digest, direction):
+    return hmac.new(secret, direction + struct.pack("<Q", len(header)) + header + digest, hashlib.sha256).digest()
+
+
+def pack(header, payload=b"", secret=None, direction=REQUEST, digest=None):
+    """The three frames of a message (payload: bytes, or a C-contiguous array sent without a copy).
+
+    `digest`, if given, is payload_digest(payload), computed once by a caller sending it to several ranks.
+    """
+    if secret is None:
+        raise ValueError("every parameter-server message is authenticated: pack() needs the job's secret")
+    encoded = msgpack.packb(header, use_bin_type=True)
+    payload = payload_bytes(payload)
+    mac = _mac(secret, encoded, payload_digest(payload) if digest is None else digest, direction)
     return [encoded, payload, mac]
 
 
 def unpack(frames, secret=None, direction=REQUEST):
     """(header dict, payload buffer) of a received message; ProtocolError if it is malformed or not authentic."""
+    if secret is None:
+        raise ValueError("every parameter-server message is authenticated: unpack() needs the job's secret")
     if len(frames) != 3:
-        raise ProtocolError(f"expected 3 frames (header, payload, mac), got {len(frames)}")
+        raise ProtocolError(f"expected 3 frames (header, payload, mac), got {len(frames)}", kind="malformed")
     header_bytes, payload, mac = (frame.buffer if hasattr(frame, "buffer") else frame for frame in frames)
-    if secret is not None:
-        if not hmac.compare_digest(bytes(mac), _mac(secret, bytes(header_bytes), payload, direction)):
-            raise ProtocolError("message authentication failed (wrong or missing secret)")
+    if not hmac.compare_digest(bytes(mac), _mac(secret, bytes(header_bytes), payload_digest(payload), direction)):
+        raise ProtocolError("message authentication failed (wrong or missing secret)", kind="bad MAC")
     try:
         header = msgpack.unpackb(bytes(header_bytes), raw=False, strict_map_key=True,
                                  max_bin_len=64, max_array_len=MAX_DIMENSIONS * 8, max_map_len=32, max_str_len=4096)

@@ -11,10 +11,17 @@ rendezvous (e.g. to share the NCCL unique id).
     python -m distrain.comm.ps.server --world-size 4 --bind tcp://0.0.0.0:5555 --secret-file ~/.distrain/secret
 
 Robustness (shared/DESIGN.md):
-- It binds to 127.0.0.1 unless told otherwise, and refuses to listen beyond loopback
-  without a secret (protocol.py: every message then carries an HMAC).
+- Every message is authenticated (protocol.py: an HMAC with the job's secret), loopback
+  included. It binds to 127.0.0.1 unless told otherwise; beyond loopback it needs a
+  secret that the ranks share; on loopback without one it makes one (the command line
+  writes it to a mode-600 file and says where).
 - A message that fails authentication is dropped unanswered; a malformed one from an
-  authentic peer gets an error reply; neither ever stops the server.
+  authentic peer gets an error reply; neither ever stops the server. Refusals are logged
+  rate-limited (refusals.py).
+- Memory is bounded before authentication: ZeroMQ drops a peer announcing a frame over
+  `max_message_bytes` before buffering it, at most RECEIVE_QUEUE_MESSAGES messages wait
+  per peer, and a rank may have at most MAX_PENDING_PER_RANK collectives and store
+  reads waiting for the other ranks.
 - Ranks whose calls disagree (different ops, dtypes, shapes or roots for the same
   collective) all get an error naming both calls, instead of a wrong result.
 - A collective that some ranks never join fails after the ranks' timeout, and the ranks
@@ -26,8 +33,11 @@ whatever order they arrive in, so a rerun gives bit-identical results.
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
+import os
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -37,10 +47,15 @@ import zmq
 
 from . import protocol
 from .protocol import ProtocolError
+from .refusals import RefusalLog
 
 log = logging.getLogger("distrain.ps")
 
 POLL_MILLISECONDS = 200
+RECEIVE_QUEUE_MESSAGES = 16  # per peer; beyond it ZeroMQ stops reading that peer's socket until the server catches up
+SEND_QUEUE_MESSAGES = 4096  # answers waiting for a rank that does not read them; beyond it they are dropped, logged
+MAX_PENDING_PER_RANK = 1024  # collectives and store reads of one rank waiting for the others
+MAX_STORE_KEYS = 1024
 _REDUCE = {"sum": numpy.add, "max": numpy.maximum, "min": numpy.minimum}
 
 
@@ -81,22 +96,27 @@ class ParameterServer:
     calling thread (the command line's way); `address` is where ranks connect.
     """
 
-    def __init__(self, world_size, bind="tcp://127.0.0.1:0", secret=None, timeout=None, context=None):
+    def __init__(self, world_size, bind="tcp://127.0.0.1:0", secret=None, timeout=None, context=None,
+                 max_message_bytes=None, log_interval=10.0):
         if int(world_size) < 1:
             raise ValueError(f"world_size must be at least 1, got {world_size}")
         self.world_size = int(world_size)
-        self.secret = protocol.load_secret(secret)
-        if self.secret is None and not protocol.is_loopback(bind):
-            raise ValueError(f"refusing to serve on {bind} without authentication: anyone who can reach it could "
-                             f"inject gradients. Set {protocol.SECRET_ENVIRONMENT_VARIABLE} (or --secret-file) on the "
-                             "server and every rank, or bind to tcp://127.0.0.1")
+        self.secret = protocol.load_secret(secret)  # the argument, else $DISTRAIN_PS_SECRET(_FILE)
+        self.secret_generated = self.secret is None
+        if self.secret is None:
+            if not protocol.is_loopback(bind):
+                raise ValueError(f"refusing to serve on {bind} without authentication: anyone who can reach it "
+                                 f"could inject gradients. Set {protocol.SECRET_ENVIRONMENT_VARIABLE} (or "
+                                 "--secret-file) on the server and every rank, or bind to tcp://127.0.0.1")
+            self.secret = protocol.new_secret().encode()  # loopback: a fresh one, for the ranks this process tells
+        self.max_message_bytes = protocol.max_message_bytes(max_message_bytes)
         self.timeout = timeout  # None: each collective uses its ranks' own timeout (from their hello)
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 1000)
-        self.socket.setsockopt(zmq.SNDHWM, 0)
-        self.socket.setsockopt(zmq.RCVHWM, 0)
-        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        for option, value in ((zmq.LINGER, 1000), (zmq.SNDHWM, SEND_QUEUE_MESSAGES),
+                              (zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES), (zmq.MAXMSGSIZE, self.max_message_bytes),
+                              (zmq.ROUTER_MANDATORY, 1)):
+            self.socket.setsockopt(option, value)
         try:
             self.socket.bind(bind[:-2] + ":*" if bind.endswith(":0") else bind)
         except zmq.ZMQError:
@@ -109,7 +129,9 @@ class ParameterServer:
         self.failed = {}  # index -> why, so that ranks arriving after a failure hear it at once
         self.store = {}
         self.store_waiters = {}  # key -> [(rank, identity, seq, deadline)]
+        self.pending = collections.Counter()  # rank -> its collectives and store reads waiting for other ranks
         self.refused = 0  # messages dropped or answered with an error (for monitoring and tests)
+        self.refusals = RefusalLog(log, log_interval)
         self._stop = threading.Event()
         self._thread = None
 
@@ -130,10 +152,12 @@ class ParameterServer:
                     while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         self._handle(self.socket.recv_multipart(copy=False))
                 self._expire(time.monotonic())
+                self.refusals.flush()
                 if until_all_left and len(self.ranks) == self.world_size and all(
                         info["left"] for info in self.ranks.values()):
                     return
         finally:
+            self.refusals.flush(force=True)
             self.socket.close()
 
     def close(self):
@@ -148,9 +172,9 @@ class ParameterServer:
         identity, message = frames[0].bytes, frames[1:]
         try:
             header, payload = protocol.unpack(message, self.secret)
-        except ProtocolError as error:
+        except ProtocolError as error:  # unauthenticated: dropped unanswered
             self.refused += 1
-            log.warning("parameter server: dropped a message: %s", error)
+            self.refusals.refused(error.kind, str(error), _peer_address(frames))
             return
         seq = header.get("seq") if isinstance(header.get("seq"), int) else None
         try:
@@ -162,13 +186,19 @@ class ParameterServer:
             getattr(self, "_on_" + op)(header, payload, identity)
         except ProtocolError as error:
             self.refused += 1
-            log.warning("parameter server: refused a message: %s", error)
+            self.refusals.refused(error.kind, str(error), self._sender(header, frames))
             self._reply(identity, {"op": header.get("op"), "seq": seq, "error": str(error)})
         except Exception as error:  # a bug here must cost one request, never the server of a whole job
             self.refused += 1
-            log.exception("parameter server: internal error on a message")
+            self.refusals.refused("internal error", f"{type(error).__name__}: {error}", self._sender(header, frames),
+                                  exc_info=True)
             self._reply(identity, {"op": str(header.get("op")), "seq": seq,
                                    "error": f"internal server error: {type(error).__name__}: {error}"})
+
+    @staticmethod
+    def _sender(header, frames):
+        rank = header.get("rank")
+        return f"rank {rank} at {_peer_address(frames)}" if isinstance(rank, int) else _peer_address(frames)
 
     def _check_sender(self, op, header, identity):
         rank = header["rank"]
@@ -189,17 +219,21 @@ class ParameterServer:
                                 f"(expected {info['next_seq']}): a replayed or lost message")
         info["next_seq"] += 1
 
-    def _reply(self, identity, header, payload=b""):
+    def _reply(self, identity, header, payload=b"", digest=None):
+        """Answer a peer without ever blocking the server: an answer for a peer that is gone, or whose queue
+        of unread answers is full (SEND_QUEUE_MESSAGES), is dropped and logged."""
         try:
             header = {**header, "session": self.session}  # replies name their session; the client checks it
-            self.socket.send_multipart([identity] + protocol.pack(header, payload, self.secret, protocol.REPLY),
-                                       copy=False)
-        except zmq.ZMQError as error:  # the peer is gone (ROUTER_MANDATORY): nothing to tell it
-            log.warning("parameter server: could not answer a peer: %s", error)
+            frames = protocol.pack(header, payload, self.secret, protocol.REPLY, digest)
+            self.socket.send_multipart([identity] + frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as error:  # EHOSTUNREACH (ROUTER_MANDATORY) or EAGAIN (its queue is full)
+            self.refusals.refused("unanswerable", f"could not answer {header.get('op')}: {error}",
+                                  f"peer {identity.hex()}")
 
     # -- requests ---------------------------------------------------------------------------
     def _on_hello(self, header, payload, identity):
-        self._reply(identity, {"op": "hello", "seq": header["seq"], "session": self.session})
+        self._reply(identity, {"op": "hello", "seq": header["seq"], "session": self.session,
+                               "max_message_bytes": self.max_message_bytes})
 
     def _on_join(self, header, payload, identity):
         rank = header["rank"]
@@ -219,18 +253,29 @@ class ParameterServer:
 
     def _on_store_set(self, header, payload, identity):
         key = header["key"]
+        if key not in self.store and len(self.store) >= MAX_STORE_KEYS:
+            raise ProtocolError(f"rank {header['rank']}: the rendezvous store is full ({MAX_STORE_KEYS} keys)")
         self.store[key] = bytes(payload)
         self._reply(identity, {"op": "store_set", "seq": header["seq"]})
         for rank, waiter, seq, _ in self.store_waiters.pop(key, []):
+            self.pending[rank] -= 1
             self._reply(waiter, {"op": "store_get", "seq": seq}, self.store[key])
 
     def _on_store_get(self, header, payload, identity):
-        key = header["key"]
+        key, rank = header["key"], header["rank"]
         if key in self.store:
             self._reply(identity, {"op": "store_get", "seq": header["seq"]}, self.store[key])
             return
-        deadline = time.monotonic() + self._timeout_of(header["rank"])
-        self.store_waiters.setdefault(key, []).append((header["rank"], identity, header["seq"], deadline))
+        self._check_pending(rank)
+        deadline = time.monotonic() + self._timeout_of(rank)
+        self.store_waiters.setdefault(key, []).append((rank, identity, header["seq"], deadline))
+        self.pending[rank] += 1
+
+    def _check_pending(self, rank):
+        if self.pending[rank] >= MAX_PENDING_PER_RANK:
+            raise ProtocolError(f"rank {rank} already has {self.pending[rank]} collectives or store reads waiting "
+                                f"for the other ranks (at most {MAX_PENDING_PER_RANK}): the other ranks are far "
+                                "behind, or make fewer calls than this one")
 
     def _timeout_of(self, rank):
         return self.timeout if self.timeout is not None else self.ranks[rank]["timeout"]
@@ -242,6 +287,7 @@ class ParameterServer:
         contributes = header["op"] in ("allreduce", "allgather") or (header["op"] == "broadcast"
                                                                      and rank == header["root"])
         array = protocol.payload_array(header, payload) if contributes else None  # refused before it counts
+        self._check_pending(rank)
         collective = self.collectives.get(index)
         if collective is None:
             collective = self.collectives[index] = _Collective(header, time.monotonic())
@@ -255,6 +301,7 @@ class ParameterServer:
         if rank in collective.callers:
             raise ProtocolError(f"rank {rank} joined collective #{index} twice")
         collective.callers[rank] = (identity, header["seq"])
+        self.pending[rank] += 1
         if contributes:
             collective.payloads[rank] = array
             if header["op"] == "allreduce":
@@ -276,9 +323,13 @@ class ParameterServer:
         else:
             result = None
         result = b"" if result is None or result.size == 0 else numpy.ascontiguousarray(result)
+        digest = protocol.payload_digest(result)  # hashed once for every rank it goes to
         for rank, (identity, seq) in collective.callers.items():
-            skip = collective.op == "broadcast" and rank == collective.signature["root"]
-            self._reply(identity, {"op": collective.op, "seq": seq}, b"" if skip else result)
+            self.pending[rank] -= 1
+            if collective.op == "broadcast" and rank == collective.signature["root"]:
+                self._reply(identity, {"op": collective.op, "seq": seq})
+            else:
+                self._reply(identity, {"op": collective.op, "seq": seq}, result, digest)
 
     def _fail(self, index, message, extra=()):
         collective = self.collectives.pop(index)
@@ -286,6 +337,8 @@ class ParameterServer:
         self.refused += 1
         log.warning("parameter server: %s", message)
         callers = [(rank, identity, seq) for rank, (identity, seq) in collective.callers.items()] + list(extra)
+        for rank in collective.callers:
+            self.pending[rank] -= 1
         for rank, identity, seq in callers:
             self._reply(identity, {"op": collective.op, "seq": seq, "error": message})
 
@@ -301,10 +354,19 @@ class ParameterServer:
         for key, waiters in list(self.store_waiters.items()):
             for waiter in [w for w in waiters if now > w[3]]:
                 waiters.remove(waiter)
+                self.pending[waiter[0]] -= 1
                 self._reply(waiter[1], {"op": "store_get", "seq": waiter[2],
                                         "error": f"no rank set rendezvous key {key!r} in time"})
             if not waiters:
                 del self.store_waiters[key]
+
+
+def _peer_address(frames):
+    """The address a message came from ("127.0.0.1"), for the log."""
+    try:
+        return frames[-1].get("Peer-Address") or "an unknown peer"
+    except (AttributeError, zmq.ZMQError):
+        return "an unknown peer"
 
 
 def main(argv=None):
@@ -313,19 +375,39 @@ def main(argv=None):
     parser.add_argument("--world-size", type=int, required=True, help="how many ranks the job has")
     parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
                         help="ZeroMQ address to listen on (default tcp://127.0.0.1:5555; beyond loopback needs a secret)")
-    parser.add_argument("--secret-file", help=f"file holding the shared secret (else ${protocol.SECRET_ENVIRONMENT_VARIABLE})")
+    parser.add_argument("--secret-file", help=f"file holding the shared secret (else ${protocol.SECRET_ENVIRONMENT_VARIABLE} "
+                                              f"or ${protocol.SECRET_FILE_ENVIRONMENT_VARIABLE}; on loopback without "
+                                              "one, the server makes one and writes it to a new mode-600 file)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds a collective may wait for its ranks")
+    parser.add_argument("--max-message-mb", type=float, default=None,
+                        help="the largest payload (one bucket, one broadcast) a rank may send, in MiB (default "
+                             f"{protocol.DEFAULT_MAX_MESSAGE_BYTES // 2 ** 20}, or ${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE}); "
+                             "larger frames are dropped before they are buffered")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    limit = None if args.max_message_mb is None else int(args.max_message_mb * 2 ** 20)
     try:
         secret = protocol.read_secret_file(args.secret_file) if args.secret_file else None
-        server = ParameterServer(args.world_size, args.bind, secret=secret, timeout=args.timeout)
+        server = ParameterServer(args.world_size, args.bind, secret=secret, timeout=args.timeout,
+                                 max_message_bytes=limit)
+        secret_file = protocol.write_secret_file(server.secret.decode()) if server.secret_generated else None
     except (ValueError, OSError, zmq.ZMQError) as error:
         parser.exit(2, f"distrain parameter server: {error}\n")
-    log.info("serving %d ranks at %s%s", server.world_size, server.address,
-             " (authenticated)" if server.secret else "")
+    if secret_file is not None:
+        log.info("no secret was given: made one and wrote it to %s (mode 600, removed when the server exits). "
+                 "Every rank needs it in its environment: %s=%s (or %s=\"$(cat %s)\")", secret_file,
+                 protocol.SECRET_FILE_ENVIRONMENT_VARIABLE, secret_file, protocol.SECRET_ENVIRONMENT_VARIABLE,
+                 secret_file)
+    log.info("serving %d ranks at %s (authenticated; messages up to %d MiB)", server.world_size, server.address,
+             server.max_message_bytes // 2 ** 20)
     print(server.address, flush=True)
-    server.serve(until_all_left=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so that `finally` runs
+    try:
+        server.serve(until_all_left=True)
+    finally:
+        if secret_file is not None:
+            os.remove(secret_file)
+            os.rmdir(os.path.dirname(secret_file))
     log.info("every rank has left; %d message(s) refused", server.refused)
     return 0
 

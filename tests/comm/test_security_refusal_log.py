@@ -1,0 +1,122 @@
+"""Dropped-message logging is rate-limited: a count per interval, not a line per message.
+
+A flood of garbage must not flood the log: the first refusal after a quiet spell is
+logged in full, the rest are counted by kind and summed up once per interval.
+"""
+import logging
+import os
+import re
+import threading
+import time
+
+import msgpack
+import numpy as np
+import zmq
+
+from distrain.comm.ps import protocol
+from distrain.comm.ps.client import PSCommunicator
+from distrain.comm.ps.refusals import RefusalLog
+from distrain.comm.ps.server import ParameterServer
+
+SECRET = b"a-test-secret-for-the-refusal-log"
+SUMMARY = re.compile(r"refused (\d+) more message\(s\) in the last \d+ s: (.*); the last from (.*?): (.*)")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def counts_of(summary):
+    """{"bad MAC": 1200, "malformed": 34} from a summary line's "1200 bad MAC, 34 malformed"."""
+    return {kind: int(count) for count, kind in (part.split(" ", 1) for part in summary.split(", "))}
+
+
+def test_a_thousand_refusals_make_two_lines_per_interval(caplog):
+    clock = FakeClock()
+    refusals = RefusalLog(logging.getLogger("test.refusals"), interval=10.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="test.refusals"):
+        for number in range(1000):
+            kind = "malformed" if number % 10 == 0 else "bad MAC"
+            refusals.refused(kind, f"reason {number}", f"10.0.0.{number % 7}")
+            refusals.flush()  # the server's loop flushes often: nothing comes out before the interval ends
+            clock.now += 0.005
+        clock.now += 10.0
+        refusals.flush()
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, lines
+    assert "refused a message from 10.0.0.0 (malformed): reason 0" in lines[0]
+    found = SUMMARY.search(lines[1])
+    assert found, lines[1]
+    assert int(found.group(1)) == 999 and counts_of(found.group(2)) == {"bad MAC": 900, "malformed": 99}
+    assert found.group(3) == "10.0.0.5" and found.group(4) == "reason 999"
+    # a quiet interval re-arms the immediate line
+    clock.now += 30.0
+    refusals.flush()
+    with caplog.at_level(logging.WARNING, logger="test.refusals"):
+        caplog.clear()
+        refusals.refused("bad MAC", "again", "10.0.0.9")
+    assert [record.getMessage() for record in caplog.records][0].startswith(
+        "parameter server: refused a message from 10.0.0.9 (bad MAC): again")
+
+
+def test_a_flood_of_garbage_gives_the_server_log_a_bounded_number_of_lines(caplog):
+    flood = 3000
+    garbage = [[os.urandom(20), b"", os.urandom(32)],  # bad MAC
+               [os.urandom(8)],  # malformed: one frame
+               [msgpack.packb({"op": "hello", "rank": 0, "seq": 0}), b"", b""]]  # unsigned
+    with caplog.at_level(logging.WARNING, logger="distrain.ps"):
+        server = ParameterServer(2, secret=SECRET, log_interval=0.5).start()
+        try:
+            context = zmq.Context()
+            stranger = context.socket(zmq.DEALER)
+            stranger.setsockopt(zmq.LINGER, 0)
+            stranger.connect(server.address)
+            try:
+                for number in range(flood):
+                    stranger.send_multipart(garbage[number % 3])
+                deadline = time.monotonic() + 30
+                while server.refused < flood and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert server.refused == flood
+                time.sleep(0.8)  # one interval ends: its summary is logged
+            finally:
+                stranger.close(linger=0)
+                context.term()
+            check_still_serves(server)
+        finally:
+            server.close()
+    lines = [record.getMessage() for record in caplog.records if record.name == "distrain.ps"]
+    assert 2 <= len(lines) <= 12, f"{len(lines)} lines for {flood} dropped messages:\n" + "\n".join(lines[:20])
+    assert "refused a message from 127.0.0.1" in lines[0], lines[0]
+    counted = {}
+    for line in lines[1:]:
+        found = SUMMARY.search(line)
+        assert found and found.group(3) == "127.0.0.1", line
+        for kind, count in counts_of(found.group(2)).items():
+            counted[kind] = counted.get(kind, 0) + count
+    assert sum(counted.values()) == flood - 1 and set(counted) == {"bad MAC", "malformed"}, counted
+    assert counted["malformed"] in (flood // 3, flood // 3 - 1), counted
+
+
+def check_still_serves(server):
+    results = {}
+
+    def rank_main(rank):
+        comm = PSCommunicator(server.address, rank, 2, secret=SECRET, timeout=10.0)
+        try:
+            values = np.array([rank + 1.0, 10.0])
+            comm.allreduce(values)
+            results[rank] = values.tolist()
+        finally:
+            comm.close()
+
+    threads = [threading.Thread(target=rank_main, args=(rank,), daemon=True) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert results == {0: [3.0, 20.0], 1: [3.0, 20.0]}, results
