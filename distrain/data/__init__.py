@@ -11,7 +11,8 @@ from .loader import DataLoader, WorkerError
 from .sampler import BatchSampler, DistributedSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler
 from .worker import WorkerInfo, get_worker_info
 
-from .shards import ShardDataset, write_shards
+from .shard_dataset import ShardDataset
+from .shards import write_shards
 
 __all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "DistributedSampler", "IterableDataset",
            "RandomSampler", "Sampler", "SequentialSampler", "ShardDataset", "Subset", "SubsetRandomSampler",

@@ -400,6 +400,45 @@ def test_prefetch_factor(num_workers, prefetch_factor):
     assert DataLoader(dataset, num_workers=2).prefetch_factor == 2
 
 
+class Rendezvous(Dataset):
+    """Counts the __getitem__ calls running at once, across worker processes (shared counters).
+
+    Samples 0 and 1 wait (up to 10 s) for each other: with two workers fetching in parallel both
+    are running at once and neither waits long; a loader with only one batch in flight never
+    runs them together.
+    """
+
+    def __init__(self, n):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self.n, self.active, self.most = n, context.Value("i", 0), context.Value("i", 0)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        import time
+
+        with self.active.get_lock():
+            self.active.value += 1
+            self.most.value = max(self.most.value, self.active.value)
+        deadline = time.monotonic() + 10
+        while index < 2 and self.most.value < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with self.active.get_lock():
+            self.active.value -= 1
+        return np.int64(index)
+
+
+@pytest.mark.timeout(60)
+def test_two_workers_fetch_in_parallel():
+    dataset = Rendezvous(8)
+    batches = [int(batch.numpy()[0]) for batch in DataLoader(dataset, batch_size=1, num_workers=2)]
+    assert batches == list(range(8))
+    assert dataset.most.value == 2, "both workers must have a batch in flight at once"
+
+
 def test_worker_init_fn_runs_once_per_worker(tmp_path):
     log = tmp_path / "init.log"
 

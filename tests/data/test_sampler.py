@@ -38,6 +38,33 @@ def test_random_sampler_seeded_generator_is_reproducible():
     assert first != other
 
 
+@pytest.mark.parametrize("replacement", [False, True])
+def test_random_sampler_with_a_user_generator_draws_a_new_order_every_epoch_like_torch(replacement):
+    """The generator is advanced, not reseeded, by each pass: epochs differ, and the sequence of
+    epochs is fixed by the generator's seed (torch's RandomSampler with a torch.Generator does the same)."""
+    import torch
+
+    def epochs(sampler, count=5):
+        return [tuple(sampler) for _ in range(count)]
+
+    ours = epochs(RandomSampler(data(30), replacement=replacement, generator=distrain.Generator(seed=4)))
+    theirs = epochs(tud.RandomSampler(data(30), replacement=replacement, generator=torch.Generator().manual_seed(4)))
+    assert len(set(theirs)) == 5, "the oracle: torch draws a new order every epoch"
+    assert len(set(ours)) == 5, "every epoch must draw a new order from the user's generator"
+    again = epochs(RandomSampler(data(30), replacement=replacement, generator=distrain.Generator(seed=4)))
+    assert again == ours, "and the epochs' orders are fixed by the generator's seed"
+    if not replacement:
+        assert all(sorted(order) == list(range(30)) for order in ours)
+
+
+def test_a_loader_shuffling_with_a_user_generator_draws_a_new_order_every_epoch():
+    from distrain.data import DataLoader
+
+    loader = DataLoader(data(30), batch_size=30, shuffle=True, generator=distrain.Generator(seed=4))
+    orders = [tuple(int(i) for i in next(iter(loader)).numpy()) for _ in range(4)]
+    assert len(set(orders)) == 4
+
+
 def test_random_sampler_follows_manual_seed():
     distrain.manual_seed(3)
     first = list(RandomSampler(data(40)))

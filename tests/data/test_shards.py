@@ -267,6 +267,37 @@ def test_a_flipped_byte_fails_the_checksum(dataset, verify):
         ShardDataset(path)[0]
 
 
+def flip_byte(file, offset):
+    with open(file, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+@pytest.mark.parametrize("verify", ["lazy", "full"])
+def test_the_checksum_covers_a_file_past_its_first_read_chunk(tmp_path, verify):
+    """A field file of 5 MiB: a damaged byte after the first 4 MiB (the checksum's read size) is found."""
+    path = write_shards(tmp_path / "ds", {"x": np.zeros((10, 1 << 17), np.float32), "y": np.arange(10)},
+                        samples_per_shard=10)
+    file = os.path.join(path, "shard-00000.x.npy")
+    assert os.path.getsize(file) > (1 << 22) + (1 << 20)
+    np.testing.assert_array_equal(ShardDataset(path, verify=verify)[9]["x"], np.zeros(1 << 17))  # intact: it reads
+    flip_byte(file, (1 << 22) + (1 << 19))
+    with pytest.raises(ShardError, match=f"{file} is damaged: its CRC-32"):
+        ShardDataset(path, verify=verify)[9]
+
+
+@pytest.mark.parametrize("verify", ["lazy", "full"])
+@pytest.mark.parametrize("field", ["image", "label", "big_endian"])
+def test_the_checksum_covers_every_fields_file(dataset, verify, field):
+    path, _ = dataset
+    file = os.path.join(path, f"shard-00001.{field}.npy")
+    flip_byte(file, os.path.getsize(file) - 3)  # in the data, after the header
+    with pytest.raises(ShardError, match=f"{file} is damaged: its CRC-32"):
+        read_shard_1(path, verify)
+
+
 def test_full_verification_happens_at_construction_and_none_skips_checksums(dataset):
     path, shard_file = dataset
     with open(shard_file, "r+b") as file:
