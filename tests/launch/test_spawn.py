@@ -3,12 +3,13 @@
 Every run is a real launcher process in its own session: a timeout kills its process group, and
 every rank pid a test learns is killed at teardown if it is still there, so a hang fails the test
 instead of stalling the suite or leaving ranks behind. The pure pieces (choose_backend,
-worker_environment, describe_exit, _select_gpu, the argument checks) are tested in-process.
+worker_environment, describe_ending, _select_gpu, the argument checks) are tested in-process.
 """
 import inspect
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,8 @@ import distrain.distributed
 from distrain.distributed import choose_backend
 from distrain.launch import _select_gpu
 from distrain.launch import main as launch_main
-from distrain.spawn import describe_exit, worker_environment
+from distrain.spawn import worker_environment
+from distrain.supervision import describe_ending
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMM_TESTS = os.path.join(REPO, "tests", "comm")
@@ -273,11 +275,11 @@ def test_rank0_only_shows_rank_zeros_stdout_and_every_ranks_stderr(tmp_path, bac
 # -- a failing rank -------------------------------------------------------------------------------------------------
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("failure, verdict, code", [
-    ("raise", "rank 1 failed with exit code 1", 1),
-    ("sigkill", "rank 1 failed with signal SIGKILL", 128 + signal.SIGKILL),
+@pytest.mark.parametrize("failure, ending, code", [
+    ("raise", "exited with code 1; its traceback is above", 1),
+    ("sigkill", "was killed by signal SIGKILL", 128 + signal.SIGKILL),
 ])
-def test_a_failing_rank_stops_the_ranks_waiting_for_it_and_is_named(tmp_path, launches, failure, verdict, code):
+def test_a_failing_rank_stops_the_ranks_waiting_for_it_and_is_named(tmp_path, launches, failure, ending, code):
     script = write_script(tmp_path, """
         import os, signal, sys, time
         import distrain.distributed as dist
@@ -299,7 +301,9 @@ def test_a_failing_rank_stops_the_ranks_waiting_for_it_and_is_named(tmp_path, la
     seconds = time.monotonic() - start
     output = launch.finish_reading()
     assert seconds < 10, f"the launcher took {seconds:.1f} s to stop the job"
-    assert f"distrain.launch: {verdict}; stopped rank(s) [0, 2]" in output, output
+    named = f"rank 1 (pid {launch.rank_pids[1]} on {socket.gethostname()})"
+    verdict = f"distrain.launch: {named} {ending}; stopped rank(s) [0, 2]"
+    assert verdict in output.splitlines(), output
     if failure == "raise":
         assert "[1] Traceback (most recent call last)" in output and "[1] ValueError: rank one cannot go on" in output
     assert still_running(pids, 5) == [], output
@@ -473,10 +477,11 @@ def test_worker_environment_adds_the_rank_variables_to_the_base_one():
     assert "DISTRAIN_RANK0_ONLY" not in worker_environment({}, 0, 1, "ps", "tcp://127.0.0.1:1")
 
 
-def test_describe_exit_names_the_code_or_the_signal():
-    assert describe_exit(3) == "exit code 3"
-    assert describe_exit(-signal.SIGKILL) == "signal SIGKILL"
-    assert describe_exit(-signal.SIGSEGV) == "signal SIGSEGV"
+def test_describe_ending_names_the_code_or_the_signal():
+    assert describe_ending(3) == "exited with code 3"
+    assert describe_ending(0) == "exited with code 0"
+    assert describe_ending(-signal.SIGKILL) == "was killed by signal SIGKILL"
+    assert describe_ending(-signal.SIGSEGV) == "was killed by signal SIGSEGV"
 
 
 def test_select_gpu_uses_local_rank_modulo_the_gpu_count(monkeypatch):
