@@ -30,8 +30,8 @@ from .engine.ops import (abs, add, all, amax, amin, any, argmax, argmin, bmm, ca
 from .engine.threads import get_num_threads, set_num_threads
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .checkpoint import load, save
-from .errors import (AutogradError, CheckpointError, DeviceError, DistrainError, DTypeError, OptimizerError, ShapeError,
-                     ShardError, StateDictError)
+from .errors import (ArgumentError, AutogradError, CheckpointError, CheckpointWriteError, DeviceError, DistrainError,
+                     DTypeError, IndexingError, OptimizerError, OutOfMemoryError, ShapeError, ShardError, StateDictError)
 
 globals().update(_legacy_types("cpu"))  # distrain.FloatTensor, LongTensor, ... (old PyTorch spellings)
 bool = bool_  # distrain.bool, like torch.bool (shadows the builtin only inside this module's namespace)

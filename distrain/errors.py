@@ -23,7 +23,21 @@ class DeviceError(DistrainError, RuntimeError):
 
 
 class DTypeError(DistrainError, TypeError):
-    """A dtype that cannot be used for the requested operation (e.g. gradients of ints)."""
+    """A dtype that cannot be used for the requested operation (e.g. gradients of ints, mixed dtypes
+    into a matrix product), or a value of a type an op cannot take (a str where a size belongs)."""
+
+
+class ArgumentError(DistrainError, ValueError):
+    """An argument value an op does not accept: a dropout probability outside [0, 1], a kernel size
+    of 0, randint's low >= high, an unknown reduction."""
+
+
+class IndexingError(DistrainError, IndexError):
+    """An index out of range for the tensor's shape, or of a kind a tensor cannot be indexed with."""
+
+
+class OutOfMemoryError(DistrainError, MemoryError):
+    """A tensor larger than the memory this machine (or GPU) can give: the message names its shape and size."""
 
 
 class AutogradError(DistrainError, RuntimeError):

@@ -237,7 +237,7 @@ def test_a_read_only_stream_longer_than_one_read_chunk_loads(monkeypatch):
 
 
 # Any msgpack value a forger could put in the header, including deep and odd ones.
-LEAVES = (st.none() | st.booleans() | st.integers(-2**64, 2**64 - 1) | st.floats() | st.text(max_size=8)
+LEAVES = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=8)
           | st.binary(max_size=8))
 VALUES = st.recursive(
     LEAVES | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=12)),
@@ -250,7 +250,8 @@ FIELD_VALUES = VALUES | st.sampled_from(["<f4", "|b1", "<i8", ">f8", "cpu", "cud
     | st.lists(st.integers(-3, 2**40), max_size=5) | st.integers(-128, 2**40)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(root=VALUES, field=st.sampled_from(ENTRY_FIELDS), value=FIELD_VALUES, index=st.integers(0, 4))
 def test_any_forged_header_loads_or_is_a_checkpoint_error(root, field, value, index):
     header, _ = parse(BLOB)
@@ -259,7 +260,7 @@ def test_any_forged_header_loads_or_is_a_checkpoint_error(root, field, value, in
     load_or_refuse(with_header_bytes(BLOB, msgpack.packb(header, use_bin_type=True)))
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(st.binary(max_size=300))
 def test_any_header_bytes_load_or_are_a_checkpoint_error(header_bytes):
     load_or_refuse(with_header_bytes(BLOB, header_bytes))

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import numpy
 
-from ..errors import DTypeError
+import math
+
+from ..errors import ArgumentError, DTypeError, ShapeError
 from . import backend, dtypes
 from .random import default_generator
+from .sizes import allocating, checked_shape, integers
 from .tensor import Tensor, _make
 
 
@@ -25,12 +28,6 @@ def _device(device):
     return backend.CPU if device is None else backend.Device(device)
 
 
-def _size(size):
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        return tuple(int(n) for n in size[0])
-    return tuple(int(n) for n in size)
-
-
 def _float_dtype(dtype):
     return dtypes.get_default_dtype() if dtype is None else dtypes.as_dtype(dtype)
 
@@ -44,10 +41,20 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         return _finish(backend.move_array(source, target).astype(dtype, copy=True), None, requires_grad)
     if isinstance(data, (list, tuple)) and any(isinstance(item, Tensor) for item in _flatten_items(data)):
         data = _nested_to_arrays(data)
-    dtype = dtypes.infer_dtype(data) if dtype is None else dtypes.as_dtype(dtype)
+    dtype = None if dtype is None else dtypes.as_dtype(dtype)
     if hasattr(data, "__cuda_array_interface__"):
         return _finish(backend.cupy_module().array(data, dtype=dtype, copy=True), None, requires_grad)
-    array = numpy.array(data, dtype=dtype, copy=True)
+    try:
+        array = numpy.array(data, dtype=dtypes.infer_dtype(data) if dtype is None else dtype, copy=True)
+    except ValueError as exc:  # ragged nested lists, or strings that are not numbers
+        raise ShapeError(f"tensor: cannot make a tensor of this {type(data).__name__}: {exc}") from None
+    except DTypeError:
+        raise
+    except TypeError as exc:
+        raise DTypeError(f"tensor: cannot make a tensor of this {type(data).__name__}: {exc}") from None
+    if array.dtype.kind not in "biufc":
+        raise DTypeError(f"tensor: data of type {array.dtype} is not numbers; tensors hold bool, integers, "
+                         "floating-point or complex values")
     return _finish(array, _device(device), requires_grad)
 
 
@@ -92,37 +99,47 @@ def from_numpy(array):
     return _make(array)
 
 
-def _filled(maker, size, dtype, device, requires_grad):
+def _filled(maker, size, dtype, device, requires_grad, op_name=None):
+    shape = checked_shape(op_name or maker, size, dtype)
     device = _device(device)
     xp = backend.array_module_for(device)
-    if device is backend.CPU:
-        return _finish(getattr(xp, maker)(size, dtype=dtype), device, requires_grad)
-    with xp.cuda.Device(device.index):
-        return _finish(getattr(xp, maker)(size, dtype=dtype), None, requires_grad)
+    with allocating(op_name or maker, shape, dtype, on_gpu=device is not backend.CPU):
+        if device is backend.CPU:
+            return _finish(getattr(xp, maker)(shape, dtype=dtype), device, requires_grad)
+        with xp.cuda.Device(device.index):
+            return _finish(getattr(xp, maker)(shape, dtype=dtype), None, requires_grad)
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):
-    return _filled("zeros", _size(size), _float_dtype(dtype), device, requires_grad)
+    return _filled("zeros", size, _float_dtype(dtype), device, requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False):
-    return _filled("ones", _size(size), _float_dtype(dtype), device, requires_grad)
+    return _filled("ones", size, _float_dtype(dtype), device, requires_grad)
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False):
-    return _filled("empty", _size(size), _float_dtype(dtype), device, requires_grad)
+    return _filled("empty", size, _float_dtype(dtype), device, requires_grad)
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    value = fill_value.item() if isinstance(fill_value, Tensor) else fill_value
+    if not isinstance(value, (int, float, complex, bool, numpy.generic)):
+        raise DTypeError(f"full: fill_value must be a number, got {type(value).__name__} {value!r:.40}")
     if dtype is None:
-        dtype = dtypes.infer_dtype(fill_value.item() if isinstance(fill_value, Tensor) else fill_value)
-    result = _filled("empty", _size((size,)), dtypes.as_dtype(dtype), device, requires_grad)
-    result._data.fill(fill_value.item() if isinstance(fill_value, Tensor) else fill_value)
+        dtype = dtypes.infer_dtype(value)
+    result = _filled("empty", (size,), dtypes.as_dtype(dtype), device, requires_grad, op_name="full")
+    try:
+        result._data.fill(value)
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise ArgumentError(f"full: fill_value {value!r:.40} does not fit dtype {result.dtype} ({exc})") from None
     return result
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
-    array = numpy.eye(n, n if m is None else m, dtype=_float_dtype(dtype))
+    shape = checked_shape("eye", (n, n if m is None else m), _float_dtype(dtype))
+    with allocating("eye", shape, _float_dtype(dtype)):
+        array = numpy.eye(*shape, dtype=_float_dtype(dtype))
     return _finish(array, _device(device), requires_grad)
 
 
@@ -131,31 +148,54 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     if end is None:
         start, end = 0, start
     values = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
+    if not all(isinstance(v, (int, float, numpy.integer, numpy.floating)) for v in values):
+        raise DTypeError(f"arange: start, end and step must be numbers, got {tuple(values)!r:.80}")
     if dtype is None:
         dtype = dtypes.int64 if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else dtypes.get_default_dtype()
-    array = numpy.arange(*values, dtype=numpy.float64 if dtypes.as_dtype(dtype).kind == "f" else None).astype(dtypes.as_dtype(dtype))
+    start, end, step = values
+    if step == 0 or not all(math.isfinite(v) for v in values):
+        raise ArgumentError(f"arange: start {start}, end {end} and step {step} must be finite and step nonzero")
+    if (end - start) * step < 0:
+        raise ArgumentError(f"arange: from {start} to {end} never arrives with step {step} (the signs disagree)")
+    count = checked_shape("arange", (max(math.ceil((end - start) / step), 0),), dtypes.as_dtype(dtype))
+    with allocating("arange", count, dtypes.as_dtype(dtype)):
+        array = numpy.arange(*values, dtype=numpy.float64 if dtypes.as_dtype(dtype).kind == "f" else None)
+        array = array.astype(dtypes.as_dtype(dtype))
     return _finish(array, _device(device), requires_grad)
 
 
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
-    array = numpy.linspace(start, end, int(steps), dtype=numpy.float64).astype(_float_dtype(dtype))
+    (steps,) = checked_shape("linspace", (steps,), numpy.float64)
+    with allocating("linspace", (steps,), numpy.float64):
+        array = numpy.linspace(start, end, steps, dtype=numpy.float64).astype(_float_dtype(dtype))
     return _finish(array, _device(device), requires_grad)
 
 
-def _random(draw, size, dtype, device, requires_grad, generator):
+def _random(op_name, draw, size, dtype, device, requires_grad, generator):
+    shape = checked_shape(op_name, size, dtype)
     device = _device(device)
     generator = generator or default_generator(device)
-    return _finish(draw(generator, size, dtype), device, requires_grad)
+    with allocating(op_name, shape, dtype, on_gpu=device is not backend.CPU):
+        return _finish(draw(generator, shape, dtype), device, requires_grad)
+
+
+def _floating_samples(op_name, dtype):
+    dtype = _float_dtype(dtype)
+    if dtype.kind != "f":
+        raise DTypeError(f"{op_name}: samples of a continuous distribution need a floating-point dtype, got {dtype}")
+    return dtype
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False, generator=None):
     """Samples of the standard normal distribution."""
-    return _random(lambda g, s, d: g.normal(s, d), _size(size), _float_dtype(dtype), device, requires_grad, generator)
+    return _random("randn", lambda g, s, d: g.normal(s, d), size, _floating_samples("randn", dtype), device,
+                   requires_grad, generator)
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False, generator=None):
     """Samples of the uniform distribution on [0, 1)."""
-    return _random(lambda g, s, d: g.uniform(s, d), _size(size), _float_dtype(dtype), device, requires_grad, generator)
+    return _random("rand", lambda g, s, d: g.uniform(s, d), size, _floating_samples("rand", dtype), device,
+                   requires_grad, generator)
 
 
 def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=False, generator=None):
@@ -163,14 +203,18 @@ def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=Fa
     if size is None:
         low, high, size = 0, low, high
     if size is None:
-        raise TypeError("randint() needs a size, e.g. randint(0, 10, (3,))")
+        raise DTypeError("randint() needs a size, e.g. randint(0, 10, (3,))")
+    low, high = integers("randint", (low, high), "low and high")
+    if not low < high:
+        raise ArgumentError(f"randint: low must be less than high, got low={low}, high={high}")
     dtype = dtypes.int64 if dtype is None else dtypes.as_dtype(dtype)
     draw_dtype = dtype if dtype.kind in "iu" else dtypes.int64  # float results hold integer values, as in PyTorch
-    return _random(lambda g, s, d: g.integers(low, high, s, draw_dtype).astype(d, copy=False), _size((size,)), dtype,
-                   device, requires_grad, generator)
+    return _random("randint", lambda g, s, d: g.integers(low, high, s, draw_dtype).astype(d, copy=False), (size,),
+                   dtype, device, requires_grad, generator)
 
 
 def randperm(n, dtype=None, device=None, generator=None):
+    (n,) = checked_shape("randperm", (n,), numpy.int64)
     device = _device(device)
     generator = generator or default_generator(backend.CPU)
     array = numpy.asarray(generator.permutation(n), dtype=dtypes.int64 if dtype is None else dtypes.as_dtype(dtype))

@@ -1,6 +1,7 @@
 """Activation layers: ReLU, LeakyReLU, GELU, Sigmoid, Tanh, Softmax, LogSoftmax, and Dropout."""
 from __future__ import annotations
 
+from ...errors import ArgumentError
 from ..ops import elementwise
 from ..ops.softmax import log_softmax, softmax
 from ..ops.dropout import dropout
@@ -102,7 +103,7 @@ class Dropout(Module):
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+            raise ArgumentError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p = p
         self.inplace = inplace
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from ...errors import ArgumentError
 from ..ops.conv import _resolve_padding, conv2d, pair
 from . import init
 from .linear import register_weight_and_bias
@@ -30,10 +31,10 @@ class Conv2d(Module):
                  bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__()
         if groups <= 0 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+            raise ArgumentError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
                              f"divisible by groups ({groups})")
         if padding_mode != "zeros":
-            raise ValueError(f"Conv2d: padding_mode {padding_mode!r} is not supported; distrain pads with zeros "
+            raise ArgumentError(f"Conv2d: padding_mode {padding_mode!r} is not supported; distrain pads with zeros "
                              "(padding_mode='zeros')")
         self.in_channels = in_channels
         self.out_channels = out_channels

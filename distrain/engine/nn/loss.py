@@ -6,6 +6,7 @@ flags of old PyTorch code (the lecture's `MSELoss(size_average=False)`) still wo
 """
 from __future__ import annotations
 
+from ...errors import ArgumentError
 from ..ops import losses
 from ..ops.softmax import cross_entropy
 from .module import Module
@@ -16,7 +17,7 @@ class _Loss(Module):
         super().__init__()
         self.reduction = losses._legacy_reduction(size_average, reduce, reduction)
         if self.reduction not in losses.REDUCTIONS:
-            raise ValueError(f"{type(self).__name__}: reduction must be one of {losses.REDUCTIONS}, "
+            raise ArgumentError(f"{type(self).__name__}: reduction must be one of {losses.REDUCTIONS}, "
                              f"got {self.reduction!r}")
 
     def extra_repr(self):
@@ -54,7 +55,7 @@ class CrossEntropyLoss(_WeightedLoss):
                  label_smoothing=0.0):
         super().__init__(weight, size_average, reduce, reduction)
         if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}")
+            raise ArgumentError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}")
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
 

@@ -1,6 +1,7 @@
 """Embedding: a learnable lookup table from integer ids to vectors."""
 from __future__ import annotations
 
+from ...errors import ArgumentError
 from .. import factories
 from ..ops.dropout import embedding
 from . import init
@@ -19,7 +20,7 @@ class Embedding(Module):
         super().__init__()
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(f"Embedding: padding_idx {padding_idx} must be within the {num_embeddings} rows")
+                raise ArgumentError(f"Embedding: padding_idx {padding_idx} must be within the {num_embeddings} rows")
             padding_idx %= num_embeddings
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
@@ -34,7 +35,7 @@ class Embedding(Module):
             self.reset_parameters()
         else:
             if tuple(_weight.shape) != (num_embeddings, embedding_dim):
-                raise ValueError(f"Embedding: _weight has shape {tuple(_weight.shape)}, expected "
+                raise ArgumentError(f"Embedding: _weight has shape {tuple(_weight.shape)}, expected "
                                  f"({num_embeddings}, {embedding_dim})")
             self.weight = Parameter(_weight, requires_grad=not _freeze)
 

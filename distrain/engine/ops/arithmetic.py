@@ -6,6 +6,7 @@ float32 tensor times 2.5 is float32.
 """
 from __future__ import annotations
 
+from ...errors import ArgumentError
 from ..backend import array_module
 from .core import Tensor, binary_operands, fix_float_dtype, grad_state, record, shape_error, sum_to_shape, wrap
 
@@ -103,7 +104,7 @@ def _mul_backward(node, grad):
 def div(input, other, rounding_mode=None):
     """input / other; rounding_mode "floor" or "trunc" rounds the quotient (no gradient then)."""
     if rounding_mode not in (None, "floor", "trunc"):
-        raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
+        raise ArgumentError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
     a, b = binary_operands(input, other, "div")
     try:
         if rounding_mode is None:

@@ -14,7 +14,7 @@ create_graph differentiates, so higher-order gradients stay exact.
 """
 from __future__ import annotations
 
-from ...errors import ShapeError
+from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from ..flat import claim_flat_gradient
 from .core import check_same_dtype, grad_state, record, reference_grads, wrap
@@ -25,7 +25,7 @@ def pair(value, name, op_name):
     if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
     if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(isinstance(v, int) for v in value):
-        raise ValueError(f"{op_name}: {name} must be an int or a pair of ints, got {value!r}")
+        raise ArgumentError(f"{op_name}: {name} must be an int or a pair of ints, got {value!r}")
     return tuple(value)
 
 
@@ -44,9 +44,9 @@ def _geometry(shape, kernel, stride, padding, dilation, ceil_mode, op_name):
         raise ShapeError(f"{op_name}: expected a 4-D input (N, C, H, W), got shape {tuple(shape)}")
     _, _, height, width = shape
     if min(stride) <= 0 or min(dilation) <= 0 or min(kernel) <= 0:
-        raise ValueError(f"{op_name}: kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
+        raise ArgumentError(f"{op_name}: kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
     if min(padding) < 0:
-        raise ValueError(f"{op_name}: padding must be non-negative, got {padding}")
+        raise ArgumentError(f"{op_name}: padding must be non-negative, got {padding}")
     out = tuple(output_size(n, k, s, p, d, ceil_mode)
                 for n, k, s, p, d in zip((height, width), kernel, stride, padding, dilation))
     if out[0] <= 0 or out[1] <= 0:
@@ -288,11 +288,11 @@ def _resolve_padding(padding, stride, dilation, kernel):
         return (0, 0), (0, 0)
     if padding == "same":
         if pair(stride, "stride", "conv2d") != (1, 1):
-            raise ValueError("conv2d: padding='same' needs stride 1")
+            raise ArgumentError("conv2d: padding='same' needs stride 1")
         total = [d * (k - 1) for d, k in zip(dilation, kernel)]
         return tuple(t // 2 for t in total), tuple(t % 2 for t in total)
     if isinstance(padding, str):
-        raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+        raise ArgumentError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
     return pair(padding, "padding", "conv2d"), (0, 0)
 
 

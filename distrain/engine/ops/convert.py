@@ -4,6 +4,7 @@ All of these are differentiable: the gradient goes back to the source's device a
 """
 from __future__ import annotations
 
+from ...errors import DTypeError
 from .. import backend, dtypes
 from .core import Tensor, grad_state, record, wrap
 
@@ -14,7 +15,7 @@ def _parse_to_args(args, kwargs):
     kwargs.pop("non_blocking", None)
     copy = kwargs.pop("copy", False)
     if kwargs:
-        raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+        raise DTypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
     for arg in args:
         if isinstance(arg, Tensor):
             device, dtype = arg.device, arg.dtype

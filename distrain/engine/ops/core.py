@@ -31,7 +31,7 @@ def wrap(array):
     return _make(array)
 
 
-def operand(value, like):
+def operand(value, like, op_name="op"):
     """The array (or Python scalar) to compute with for `value`, an operand beside tensor `like`."""
     if isinstance(value, Tensor):
         return value._data
@@ -39,7 +39,16 @@ def operand(value, like):
         return value.item()  # NumPy scalars are as weak as Python numbers (np.sqrt(d) keeps float32)
     if isinstance(value, SCALAR_TYPES):
         return value
-    return backend.array_module(like._data).asarray(value)
+    try:
+        array = backend.array_module(like._data).asarray(value)
+    except (TypeError, ValueError) as exc:
+        array, reason = None, f" ({exc})"
+    else:
+        reason = f" (as an array: {array.dtype})"
+    if array is None or array.dtype.kind not in "biufc":
+        raise DTypeError(f"{op_name}: cannot combine a {like._data.dtype} tensor with {type(value).__name__} "
+                         f"{value!r:.40}{reason}; operands are tensors, numbers or numeric arrays")
+    return array
 
 
 def _same_category(a, b):
@@ -71,8 +80,8 @@ def binary_operands(a, b, op_name):
             if b_data.ndim == 0 and a_data.ndim:
                 return a_data, weak_zero_dim(b_data, a_data)
             return a_data, b_data
-        return a_data, operand(b, a)
-    return operand(a, b), b._data
+        return a_data, operand(b, a, op_name)
+    return operand(a, b, op_name), b._data
 
 
 def fix_float_dtype(out, a_data, b_data):
@@ -126,6 +135,8 @@ def sum_to_shape(grad, shape):
 
 
 def normalize_dim(dim, ndim, op_name="op"):
+    if not isinstance(dim, (int, numpy.integer)) or isinstance(dim, bool):
+        raise DTypeError(f"{op_name}: dim must be an int, got {type(dim).__name__} {dim!r:.40}")
     if dim < -max(ndim, 1) or dim >= max(ndim, 1):
         raise ShapeError(f"{op_name}: dim {dim} is out of range for a tensor with {ndim} dimension(s)")
     return dim % ndim if ndim else 0
@@ -140,7 +151,10 @@ def normalize_dims(dim, ndim, op_name="op"):
             normalize_dim(d, 0, op_name)
         return None
     if isinstance(dim, (tuple, list)):
-        return tuple(sorted(normalize_dim(d, ndim, op_name) for d in dim))
+        axes = tuple(sorted(normalize_dim(d, ndim, op_name) for d in dim))
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"{op_name}: dim {tuple(dim)} names a dimension more than once")
+        return axes
     return (normalize_dim(dim, ndim, op_name),)
 
 

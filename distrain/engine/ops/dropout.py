@@ -1,7 +1,7 @@
 """dropout and embedding: the two layer ops that are lookups or masks rather than arithmetic."""
 from __future__ import annotations
 
-from ...errors import ShapeError
+from ...errors import ArgumentError, DTypeError, ShapeError
 from ..autograd import grad_mode
 from ..backend import array_module
 from ..random import default_generator
@@ -15,7 +15,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
     makes it reproducible.
     """
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        raise ArgumentError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return input
     data = input._data
@@ -39,7 +39,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
 
     indices = input._data if isinstance(input, Tensor) else array_module(weight._data).asarray(input)
     if indices.dtype.kind not in "iu":
-        raise TypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
+        raise DTypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
     if weight.ndim != 2:
         raise ShapeError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got {tuple(weight.shape)}")
     rows = weight.shape[0]

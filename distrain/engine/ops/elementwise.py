@@ -10,6 +10,7 @@ import math
 
 import numpy
 
+from ...errors import ArgumentError
 from .. import dtypes
 from ..backend import array_module
 from .core import Tensor, binary_operands, fix_float_dtype, grad_state, record, shape_error, sum_to_shape, wrap
@@ -129,7 +130,7 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 def gelu(input, approximate="none"):
     """x * Phi(x), exactly (erf) or with PyTorch's tanh approximation (approximate="tanh")."""
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ArgumentError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     data = _floating(input._data)
     xp = array_module(data)
     if approximate == "tanh":
@@ -158,7 +159,7 @@ def _gelu_backward(node, grad):
 def clamp(input, min=None, max=None):
     """Limit every element to [min, max]; the gradient passes where the input was inside."""
     if min is None and max is None:
-        raise ValueError("clamp: at least one of min and max must be given")
+        raise ArgumentError("clamp: at least one of min and max must be given")
     data = input._data
     xp = array_module(data)
     low = min._data if isinstance(min, Tensor) else min

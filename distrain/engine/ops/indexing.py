@@ -7,7 +7,7 @@ element at most once and use a plain assignment, which is much faster.
 """
 from __future__ import annotations
 
-from ...errors import ShapeError
+from ...errors import DTypeError, IndexingError, ShapeError
 from .. import dtypes
 from ..backend import array_module
 from .core import Tensor, grad_state, normalize_dim, record, sum_to_shape, wrap
@@ -32,13 +32,18 @@ def _array_index(index):
     return tuple(converted), advanced
 
 
+def out_of_bounds(index, shape, exc):
+    """The IndexingError for NumPy's IndexError `exc`, naming the index and the tensor's shape."""
+    return IndexingError(f"index {index!r:.200} is out of bounds for a tensor of shape {tuple(shape)}: {exc}")
+
+
 def getitem(input, index):
     data = input._data
     key, advanced = _array_index(index)
     try:
         out = data[key if len(key) != 1 else key[0]]
     except IndexError as exc:
-        raise IndexError(f"index {index!r} is out of bounds for a tensor of shape {tuple(data.shape)}: {exc}") from None
+        raise out_of_bounds(index, data.shape, exc) from None
     if not advanced and all(not hasattr(k, "dtype") for k in key):
         from .shape import _as_view
 
@@ -87,6 +92,8 @@ def index_put(input, index, values):
     out = data.copy()
     try:
         out[key if len(key) != 1 else key[0]] = values_data
+    except IndexError as exc:
+        raise out_of_bounds(index, data.shape, exc) from None
     except ValueError:
         raise ShapeError(
             f"index assignment: values of shape {tuple(getattr(values_data, 'shape', ()))} cannot be assigned to "
@@ -131,6 +138,8 @@ def gather(input, dim, index):
     data = input._data
     index_data = index._data if isinstance(index, Tensor) else index
     axis = normalize_dim(dim, data.ndim, "gather")
+    if getattr(index_data, "dtype", None) is None or index_data.dtype.kind not in "iu":
+        raise DTypeError(f"gather: index must be an integer tensor, got {getattr(index_data, 'dtype', type(index_data))}")
     if index_data.ndim != data.ndim:
         raise ShapeError(f"gather: index has {index_data.ndim} dimensions but input has {data.ndim} (shapes "
                          f"{tuple(index_data.shape)} and {tuple(data.shape)})")
@@ -138,6 +147,9 @@ def gather(input, dim, index):
         if d != axis and n_index > n_input:
             raise ShapeError(f"gather: index shape {tuple(index_data.shape)} exceeds input shape {tuple(data.shape)} in dim {d}")
     xp = array_module(data)
+    if index_data.size and not -data.shape[axis] <= int(index_data.min()) <= int(index_data.max()) < data.shape[axis]:
+        raise IndexingError(f"gather: index values range over [{int(index_data.min())}, {int(index_data.max())}] but "
+                            f"dim {axis} of the input (shape {tuple(data.shape)}) has size {data.shape[axis]}")
     mesh = _open_mesh(index_data.shape, axis, index_data, xp)
     result = wrap(data[mesh])
     if grad_state.enabled and input._requires_grad:
@@ -164,7 +176,7 @@ def one_hot(tensor, num_classes=-1):
     """int64 one-hot encoding of class indices: shape (*tensor.shape, num_classes)."""
     data = tensor._data
     if data.dtype.kind not in "iu":
-        raise TypeError(f"one_hot: expected an integer tensor of class indices, got dtype {data.dtype}")
+        raise DTypeError(f"one_hot: expected an integer tensor of class indices, got dtype {data.dtype}")
     xp = array_module(data)
     if num_classes < 0:
         num_classes = int(data.max()) + 1 if data.size else 0

@@ -221,6 +221,8 @@ def setitem(self, index, value):
         data = move_array(data, self.device)
     try:
         self._data[key if len(key) != 1 else key[0]] = data
+    except IndexError as exc:
+        raise indexing.out_of_bounds(index, self._data.shape, exc) from None
     except ValueError:
         raise ShapeError(f"index assignment: a value of shape {tuple(getattr(data, 'shape', ()))} does not fit the "
                          f"selection {index!r} of a tensor of shape {tuple(self._data.shape)}") from None

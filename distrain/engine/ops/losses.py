@@ -7,7 +7,7 @@ target of shape (N,) silently broadcasts to (N, N) in NumPy; here it is an error
 """
 from __future__ import annotations
 
-from ...errors import ShapeError
+from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from .core import Tensor, as_tensor_like, grad_state, record, reference_grads, wrap
 
@@ -21,7 +21,7 @@ def _reduce(loss, reduction, op_name):
         return loss.sum()
     if reduction == "none":
         return loss
-    raise ValueError(f"{op_name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    raise ArgumentError(f"{op_name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -62,7 +62,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     """Negative log-likelihood of class indices `target` (N, ...) under log-probabilities `input` (N, C, ...)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if reduction not in REDUCTIONS:
-        raise ValueError(f"nll_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ArgumentError(f"nll_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if input.ndim == 0:
         raise ShapeError("nll_loss: input must have a class dimension, got a 0-d tensor")
     class_axis = 0 if input.ndim == 1 else 1
@@ -127,7 +127,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     target = _same_shape(input, target, "binary_cross_entropy")
     data = input._data
     if data.size and (float(data.min()) < 0 or float(data.max()) > 1):
-        raise ValueError("binary_cross_entropy: input must hold probabilities in [0, 1]; for logits use "
+        raise ArgumentError("binary_cross_entropy: input must hold probabilities in [0, 1]; for logits use "
                          "binary_cross_entropy_with_logits (numerically stable)")
     xp = array_module(data)
     with xp.errstate(divide="ignore"):

@@ -13,7 +13,7 @@ from primitives (core.reference_grads), so higher derivatives stay exact.
 """
 from __future__ import annotations
 
-from ...errors import ShapeError
+from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from .core import grad_state, record, reference_grads, wrap
 
@@ -71,7 +71,7 @@ def _update_running(running, batch_stat, momentum):
     buffer = running._data
     batch_stat = batch_stat.reshape(buffer.shape).astype(buffer.dtype, copy=False)
     if momentum is None:  # cumulative moving average needs the caller's count; PyTorch passes a factor
-        raise ValueError("batch_norm: momentum=None must be resolved by the caller to 1/num_batches_tracked")
+        raise ArgumentError("batch_norm: momentum=None must be resolved by the caller to 1/num_batches_tracked")
     buffer *= 1.0 - momentum
     buffer += momentum * batch_stat
     running._version_counter[0] += 1

@@ -8,6 +8,7 @@ Adaptive average pooling is two small averaging matrices, rows then columns
 """
 from __future__ import annotations
 
+from ...errors import ArgumentError
 from ..backend import array_module
 from .conv import _geometry, pair, sliding_windows
 from .core import grad_state, record, reference_grads, wrap
@@ -19,7 +20,7 @@ def _pool_arguments(op_name, kernel_size, stride, padding):
     stride = pair(kernel if stride is None or stride == [] else stride, "stride", op_name)
     padding = pair(padding, "padding", op_name)
     if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
-        raise ValueError(f"{op_name}: padding {padding} must be at most half the kernel size {kernel}")
+        raise ArgumentError(f"{op_name}: padding {padding} must be at most half the kernel size {kernel}")
     return kernel, stride, padding
 
 
@@ -189,7 +190,7 @@ def adaptive_avg_pool2d(input, output_size):
         output_size = tuple(size if o is None else o for o, size in zip(output_size, (height, width)))
     out_h, out_w = pair(output_size, "output_size", "adaptive_avg_pool2d")
     if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {(out_h, out_w)}")
+        raise ArgumentError(f"adaptive_avg_pool2d: output_size must be positive, got {(out_h, out_w)}")
     if (out_h, out_w) == (1, 1):
         out = input.mean(dim=(-2, -1), keepdim=True)
     elif height % out_h == 0 and width % out_w == 0:

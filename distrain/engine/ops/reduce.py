@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import numpy
+
 from ...errors import DTypeError, ShapeError
 from .. import dtypes
 from ..backend import array_module
@@ -54,8 +56,12 @@ def _sum_or_mean(name):
                                  ".float() or pass dtype=")
             dtype = dtypes.int64  # PyTorch sums integers and bools as int64
         axes = normalize_dims(dim, data.ndim, name)
-        reduce = data.mean if is_mean else data.sum
-        out = reduce(axis=_axis(axes), keepdims=keepdim, dtype=None if dtype is None else dtypes.as_dtype(dtype))
+        dtype = None if dtype is None else dtypes.as_dtype(dtype)
+        if is_mean and _count(data.shape, axes) == 0:  # NaN, as in PyTorch, without NumPy's empty-slice warning
+            with numpy.errstate(invalid="ignore", divide="ignore"):
+                out = data.sum(axis=_axis(axes), keepdims=keepdim, dtype=dtype) / 0
+        else:
+            out = (data.mean if is_mean else data.sum)(axis=_axis(axes), keepdims=keepdim, dtype=dtype)
         result = wrap(out)
         if grad_state.enabled and input._requires_grad:
             record(name.capitalize(), backward_fn, (input,), (result,), args=(data.shape, axes, keepdim))
@@ -148,6 +154,9 @@ def argmin(input, dim=None, keepdim=False):
 
 def _arg(input, dim, keepdim, name):
     data = input._data
+    if data.size == 0 and (dim is None or data.shape[normalize_dim(dim, data.ndim, name)] == 0):
+        raise ShapeError(f"{name}(): cannot reduce over an empty dimension (shape {tuple(data.shape)}, dim {dim}); "
+                         "an empty tensor has no largest or smallest element")
     if dim is None:
         out = getattr(data, name)()
         return wrap(out.reshape((1,) * data.ndim) if keepdim else out).long()

@@ -8,8 +8,11 @@ view can describe.
 """
 from __future__ import annotations
 
-from ...errors import ShapeError
+import numpy
+
+from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
+from ..sizes import allocating, checked_shape, integers
 from .core import Tensor, grad_state, normalize_dim, record, sum_to_shape, wrap
 
 
@@ -20,15 +23,7 @@ def _as_view(out, input):
     return result
 
 
-def _sizes(args):
-    """Accept both f(2, 3) and f((2, 3)) like PyTorch."""
-    if len(args) == 1 and isinstance(args[0], (tuple, list)):
-        return tuple(args[0])
-    return tuple(int(a) for a in args)
-
-
 def _resolve_shape(name, shape, input_shape, numel):
-    shape = tuple(int(n) for n in shape)
     if shape.count(-1) > 1:
         raise ShapeError(f"{name}: only one dimension can be -1, got shape {shape}")
     known = 1
@@ -46,7 +41,7 @@ def _resolve_shape(name, shape, input_shape, numel):
 
 def reshape(input, *shape):
     data = input._data
-    shape = _resolve_shape("reshape", _sizes(shape), data.shape, data.size)
+    shape = _resolve_shape("reshape", integers("reshape", shape), data.shape, data.size)
     out = data.reshape(shape)
     is_view = data.flags.c_contiguous or array_module(data).may_share_memory(out, data)
     result = _as_view(out, input) if is_view else wrap(out)
@@ -66,7 +61,7 @@ def view(input, *shape):
     copied, so that PyTorch's `x.view(x.size(0), -1)` after a convolution works.
     """
     data = input._data
-    shape = _resolve_shape("view", _sizes(shape), data.shape, data.size)
+    shape = _resolve_shape("view", integers("view", shape), data.shape, data.size)
     xp = array_module(data)
     try:
         out = xp.reshape(data, shape, copy=False) if xp.__name__ == "numpy" else _view_or_fail(data, shape)
@@ -116,7 +111,7 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 def permute(input, *dims):
     data = input._data
-    dims = tuple(normalize_dim(d, data.ndim, "permute") for d in _sizes(dims))
+    dims = tuple(normalize_dim(d, data.ndim, "permute") for d in integers("permute", dims, "dims"))
     if sorted(dims) != list(range(data.ndim)):
         raise ShapeError(f"permute: {dims} is not a permutation of the {data.ndim} dimensions of shape {tuple(data.shape)}")
     result = _as_view(data.transpose(dims), input)
@@ -134,13 +129,13 @@ def _permute_backward(node, grad):
 
 def transpose(input, dim0, dim1):
     data = input._data
+    for dim in (dim0, dim1):
+        if isinstance(dim, bool) or not isinstance(dim, int) or not -max(data.ndim, 1) <= dim < max(data.ndim, 1):
+            raise ShapeError(f"transpose: dims ({dim0!r:.20}, {dim1!r:.20}) are out of range for a tensor of shape "
+                             f"{tuple(data.shape)}")
     if data.ndim == 0:
         return input
-    try:
-        out = data.swapaxes(dim0, dim1)  # swapping is its own inverse, negative dims included
-    except (ValueError, IndexError):
-        raise ShapeError(f"transpose: dims ({dim0}, {dim1}) are out of range for a tensor of shape "
-                         f"{tuple(data.shape)}") from None
+    out = data.swapaxes(dim0, dim1)  # swapping is its own inverse, negative dims included
     result = _as_view(out, input)
     if grad_state.enabled and input._requires_grad:
         record("Transpose", _transpose_backward, (input,), (result,), args=(dim0, dim1))
@@ -183,7 +178,7 @@ def unsqueeze(input, dim):
 
 def expand(input, *sizes):
     data = input._data
-    sizes = _sizes(sizes)
+    sizes = integers("expand", sizes)
     if len(sizes) < data.ndim:
         raise ShapeError(f"expand: the target size {sizes} has fewer dimensions than the tensor's shape {tuple(data.shape)}")
     lead = len(sizes) - data.ndim
@@ -210,10 +205,13 @@ def expand_as(input, other):
 def repeat(input, *sizes):
     """Tile the tensor `sizes[i]` times along each dimension (PyTorch's repeat, NumPy's tile)."""
     data = input._data
-    sizes = _sizes(sizes)
+    sizes = checked_shape("repeat", sizes)
     if len(sizes) < data.ndim:
         raise ShapeError(f"repeat: needs at least {data.ndim} repeat counts for shape {tuple(data.shape)}, got {sizes}")
-    result = wrap(array_module(data).tile(data, sizes))
+    shape = (1,) * (len(sizes) - data.ndim) + tuple(data.shape)
+    repeated = checked_shape("repeat", tuple(count * extent for count, extent in zip(sizes, shape)), data.dtype)
+    with allocating("repeat", repeated, data.dtype, on_gpu=type(data) is not numpy.ndarray):
+        result = wrap(array_module(data).tile(data, sizes))
     if grad_state.enabled and input._requires_grad:
         record("Repeat", _repeat_backward, (input,), (result,), args=(data.shape, sizes))
     return result
@@ -234,6 +232,10 @@ def cat(tensors, dim=0):
     if not tensors:
         raise ShapeError("cat: expected a non-empty sequence of tensors")
     first = tensors[0]
+    zero_dimensional = next((index for index, t in enumerate(tensors) if t.ndim == 0), None)
+    if zero_dimensional is not None:
+        raise ShapeError(f"cat: tensor {zero_dimensional} is zero-dimensional and cannot be concatenated; "
+                         "use stack, or unsqueeze it first")
     axis = normalize_dim(dim, first.ndim, "cat")
     for index, t in enumerate(tensors[1:], 1):
         if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
@@ -273,7 +275,16 @@ def stack(tensors, dim=0):
 
 
 def narrow(input, dim, start, length):
+    if input.ndim == 0:
+        raise ShapeError("narrow: cannot narrow a 0-d tensor")
     axis = normalize_dim(dim, input.ndim, "narrow")
+    extent = input.shape[axis]
+    start, length = integers("narrow", (start, length), "start and length")
+    first = start + extent if start < 0 else start
+    if not 0 <= first <= extent or length < 0 or first + length > extent:
+        raise ShapeError(f"narrow: start {start} and length {length} do not fit dim {axis} of shape "
+                         f"{tuple(input.shape)} (size {extent})")
+    start = first
     index = (slice(None),) * axis + (slice(start, start + length),)
     return input[index]
 
@@ -287,8 +298,8 @@ def split(input, split_size_or_sections, dim=0):
             raise ShapeError(f"split: split_size must be positive, got {split_size_or_sections}")
         sizes = [min(split_size_or_sections, extent - start) for start in range(0, extent, split_size_or_sections)] or [0]
     else:
-        sizes = list(split_size_or_sections)
-        if sum(sizes) != extent:
+        sizes = list(integers("split", tuple(split_size_or_sections), "split sizes"))
+        if sum(sizes) != extent or min(sizes, default=0) < 0:
             raise ShapeError(f"split: sizes {sizes} sum to {sum(sizes)} but dim {axis} of shape {tuple(input.shape)} has {extent}")
     data = input._data
     lead = (slice(None),) * axis
@@ -314,6 +325,8 @@ def _split_backward(node, grads):
 
 
 def chunk(input, chunks, dim=0):
+    if not isinstance(chunks, int) or chunks <= 0:
+        raise ArgumentError(f"chunk: chunks must be a positive int, got {chunks!r}")
     axis = normalize_dim(dim, input.ndim, "chunk")
     extent = input.shape[axis]
     size = -(-extent // chunks) if extent else 1
@@ -371,13 +384,13 @@ def pad(input, pad, mode="constant", value=0.0):
     Its backward crops the gradient back to the input's region.
     """
     if mode != "constant":
-        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+        raise ArgumentError(f"pad: only mode='constant' is supported, got {mode!r}")
     pad = tuple(int(p) for p in pad)
     data = input._data
     if len(pad) % 2 or len(pad) // 2 > data.ndim:
         raise ShapeError(f"pad: expected (left, right, ...) pairs for at most {data.ndim} dimensions, got {pad}")
     if min(pad, default=0) < 0:
-        raise ValueError(f"pad: negative padding {pad} is not supported; slice the tensor instead")
+        raise ArgumentError(f"pad: negative padding {pad} is not supported; slice the tensor instead")
     widths = [(0, 0)] * data.ndim
     for pair_index in range(len(pad) // 2):
         widths[data.ndim - 1 - pair_index] = (pad[2 * pair_index], pad[2 * pair_index + 1])

@@ -6,13 +6,15 @@ where a separate log(softmax) would underflow, and keeps one saved array instead
 """
 from __future__ import annotations
 
-from ...errors import ShapeError
+from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from .core import Tensor, grad_state, normalize_dim, record, wrap
 
 
 def _log_softmax_array(data, axis):
     xp = array_module(data)
+    if data.ndim and data.shape[axis] == 0:  # nothing to normalise: an empty result, as in PyTorch
+        return data.copy()
     shifted = data - data.max(axis=axis, keepdims=True)
     shifted -= xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
     return shifted
@@ -23,9 +25,12 @@ def softmax(input, dim, dtype=None):
     axis = normalize_dim(dim, data.ndim, "softmax")
     xp = array_module(data)
     rows = data.reshape(1) if data.ndim == 0 else data  # a 0-d tensor is one row of one class
-    out = rows - rows.max(axis=axis, keepdims=True)
-    xp.exp(out, out=out)
-    out /= out.sum(axis=axis, keepdims=True)
+    if rows.shape[axis] == 0:  # nothing to normalise: an empty result, as in PyTorch
+        out = rows.copy()
+    else:
+        out = rows - rows.max(axis=axis, keepdims=True)
+        xp.exp(out, out=out)
+        out /= out.sum(axis=axis, keepdims=True)
     result = wrap(out.reshape(data.shape))
     if grad_state.enabled and input._requires_grad:
         record("Softmax", _softmax_backward, (input,), (result,), saved=(result,), args=axis)
@@ -61,7 +66,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     `label_smoothing` and reduction "mean" | "sum" | "none".
     """
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        raise ArgumentError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     logits = input._data
     if logits.ndim == 0:
         raise ShapeError("cross_entropy: input must have a class dimension, got a 0-d tensor")
