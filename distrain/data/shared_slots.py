@@ -55,9 +55,9 @@ class SlotLease:
 
     __slots__ = ("__array_interface__", "_memory", "_slot", "_returned")
 
-    def __init__(self, memory, slot, returned):
+    def __init__(self, memory, interface, slot, returned):
         self._memory = memory  # keeps the segment mapped even after the pool unlinked it
-        self.__array_interface__ = memory.__array_interface__
+        self.__array_interface__ = interface  # memory's, computed once per slot (numpy reads it, never changes it)
         self._slot = slot
         self._returned = returned
 
@@ -77,7 +77,7 @@ class SlotPool:
         self._initial_size = max(size, ALIGNMENT)
         self.lease_limit = lease_limit
         self._segments = []  # slot -> SharedMemory
-        self._memory = []  # slot -> uint8 array over the segment: what leases keep alive
+        self._memory = []  # slot -> (uint8 array over the segment: what leases keep alive, its __array_interface__)
         self._free = []
         self._returned = collections.deque()  # slots whose lease was collected (NOTE [ Slot leases ])
         self._lent = 0
@@ -112,12 +112,13 @@ class SlotPool:
     def lend(self, slot, layout):
         """The arrays `layout` describes in `slot`, lent with the slot; copies if lease_limit slots are out."""
         self._reclaim()
+        memory, interface = self._memory[slot]
         if self._lent >= self.lease_limit:
-            arrays = [array.copy() for array in read_arrays(self._memory[slot], layout)]
+            arrays = [array.copy() for array in read_arrays(memory, layout)]
             self._free.append(slot)
             return arrays
         self._lent += 1
-        return read_arrays(numpy.asarray(SlotLease(self._memory[slot], slot, self._returned)), layout)
+        return read_arrays(numpy.asarray(SlotLease(memory, interface, slot, self._returned)), layout)
 
     def grow(self, slot, needed):
         """Replace `slot` by a segment of at least `needed` bytes (1.5x, so growth is rare)."""
@@ -143,8 +144,15 @@ class SlotPool:
 
     def _replace(self, slot, size):
         segment = self._create(size)
+        # The uint8 array takes over the mapping (it keeps the mmap alive, and every lent batch
+        # keeps it): the SharedMemory object keeps only the name, to unlink, so neither its
+        # close() nor its __del__ can unmap memory that arrays still view.
+        memory = numpy.frombuffer(segment._mmap, numpy.uint8)
+        segment._buf.release()
+        segment._buf = segment._mmap = None
+        segment.close()  # the file descriptor: the mapping does not need it
         self._segments[slot] = segment
-        self._memory[slot] = numpy.frombuffer(segment.buf, numpy.uint8)
+        self._memory[slot] = (memory, memory.__array_interface__)
 
     def _reclaim(self):
         returned = self._returned
@@ -156,15 +164,7 @@ class SlotPool:
 
 
 def _release(segment):
-    """Unlink the segment's name now; unmap its memory only when nothing views it any more.
-
-    The pool's uint8 array over the segment (and through it every lent batch) holds a
-    buffer export on the segment's memoryview, so SharedMemory.close() could not release
-    it. The segment object lets go of its memoryview and mmap instead: they are freed, and
-    the memory unmapped, with the last array that uses them.
-    """
-    segment._buf = segment._mmap = None
-    segment.close()  # only the file descriptor is left to close
+    """Unlink the segment's name now; its memory is unmapped when the last array viewing it goes."""
     try:
         segment.unlink()
     except FileNotFoundError:
