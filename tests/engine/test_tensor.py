@@ -366,7 +366,7 @@ def test_inplace_methods_match_numpy_and_return_self(case, device):
 def test_augmented_assignment_is_in_place(op, np_op, other_kind, device):
     t = distrain.tensor(A.copy(), device=device)
     before = t
-    storage = t.numpy() if device == "cpu" else None
+    storage = t.cpu().numpy() if device == "cpu" else None
     other = distrain.tensor(B, device=device) if other_kind == "tensor" else 2.0
     t = op(t, other)
     assert t is before

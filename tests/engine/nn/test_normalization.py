@@ -76,7 +76,7 @@ def test_batch_norm_buffers_and_num_batches_tracked(device):
     assert int(d.num_batches_tracked.item()) == 3
     # momentum=None: the running mean is the plain average of the three batch means
     expected = np.mean([_batch(shape, s).mean(axis=(0, 2, 3)) for s in range(3)], axis=0)
-    np.testing.assert_allclose(d.running_mean.numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(d.running_mean.cpu().numpy(), expected, rtol=1e-12)
     assert_same_state(d, t)
     # eval does not count batches
     d.eval()
