@@ -144,24 +144,39 @@ END = object()
 
 
 def exit_with_parent(parent_pid, death_signal):
-    """Make this process end when `parent_pid` does, even while it is stuck in dataset code.
+    """Make this process end when `parent_pid` (the DataLoader's process) does, even while it is
+    stuck in dataset code.
 
     Two guards, because a worker may be blocked anywhere, in Python or in C: on Linux the
     kernel SIGKILLs us when our parent dies (prctl PR_SET_PDEATHSIG; `death_signal` is False
     when the parent started us from a thread other than its main thread, since the kernel
-    sends the signal when that *thread* ends), and everywhere a daemon thread polls our
-    parent's pid and ends the process once we have been orphaned.
+    sends the signal when that *thread* ends), and everywhere a daemon thread polls for the
+    parent and ends the process once it is gone. A worker started by a forkserver is the
+    server's child, not the loader's: it watches the loader's pid instead.
     """
-    if death_signal and sys.platform.startswith("linux"):
+    direct_child = os.getppid() == parent_pid  # False too if the parent already died: then we exit below
+    if direct_child and death_signal and sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+
+    def parent_alive():
+        if direct_child:
+            return os.getppid() == parent_pid  # reparented once the parent is gone
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    if not parent_alive():  # it died before the signal was armed
         os._exit(1)
 
     def watch():
-        while os.getppid() == parent_pid:
+        while parent_alive():
             time.sleep(PARENT_POLL_SECONDS)
         os._exit(1)
 

@@ -439,6 +439,27 @@ def test_two_workers_fetch_in_parallel():
     assert dataset.most.value == 2, "both workers must have a batch in flight at once"
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_workers_of_other_start_methods_stay_up_between_epochs(context):
+    """A forkserver's workers are the server's children: they must watch the loader's process, not
+    their parent, or they take the loader for dead (and an idle worker used to quit after 0.5 s)."""
+    import time
+
+    loader = DataLoader(Squares(10), batch_size=4, num_workers=2, persistent_workers=True,
+                        multiprocessing_context=context)
+    iterator = iter(loader)
+    try:
+        first = collect(iterator)
+        time.sleep(1.5)  # idle workers, between epochs
+        second = collect(loader)
+    finally:
+        iterator.close()
+    expected = torch_batches(Squares(10), batch_size=4)
+    assert_same_batches(first, expected)
+    assert_same_batches(second, expected)
+
+
 def test_worker_init_fn_runs_once_per_worker(tmp_path):
     log = tmp_path / "init.log"
 
