@@ -57,7 +57,8 @@ def remove_dead_temporaries(target, suffix="tmp") -> list:
     first, no permission) are ignored: cleaning up is a courtesy, never a reason to fail a save.
     """
     directory, name = os.path.split(os.path.abspath(target))
-    pattern = re.compile(rf"\.{re.escape(name)}\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}\.{re.escape(suffix)}")
+    pattern = re.compile(rf"\.{re.escape(name)}\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}"
+                         rf"\.{re.escape(suffix)}")
     here, removed = host_token(), []
     try:
         entries = os.listdir(directory)

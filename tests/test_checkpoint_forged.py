@@ -241,8 +241,8 @@ LEAVES = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats
           | st.binary(max_size=8))
 VALUES = st.recursive(
     LEAVES | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=12)),
-    lambda children: (st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4) | st.integers(-2**63, 2**64 - 1), children,
-                                                                        max_size=4)
+    lambda children: (st.lists(children, max_size=4)
+                      | st.dictionaries(st.text(max_size=4) | st.integers(-2**63, 2**64 - 1), children, max_size=4)
                       | st.builds(lambda code, value: ext(code, value), st.sampled_from([1, 2, 4]), children)),
     max_leaves=30)
 ENTRY_FIELDS = ["name", "kind", "dtype", "shape", "offset", "nbytes", "crc32", "device", "requires_grad"]

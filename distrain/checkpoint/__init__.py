@@ -51,8 +51,9 @@ The preamble's layout is the same in every version. The header is a msgpack map
 {"arrays": [entry, ...], "root": tree}. An entry describes one array: {"name": key path where
 it was first met, "kind": "tensor" | "ndarray", "dtype": NumPy dtype string such as "<f4",
 "shape": [...], "offset": from D, "nbytes", "crc32", "device": "cpu" | "cuda:N",
-"requires_grad": bool}; entries lie in file order, without overlapping. The tree is the saved object, with msgpack's types for None, bool,
-int, float, str, bytes, list and dict, and these msgpack extension types:
+"requires_grad": bool}; entries lie in file order, without overlapping. The tree is the saved
+object, with msgpack's types for None, bool, int, float, str, bytes, list and dict, and these
+msgpack extension types:
 
     1  tuple           the msgpack-packed list of its items
     2  array           the msgpack-packed index of its entry (an object met twice is stored once

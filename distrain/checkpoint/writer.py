@@ -175,8 +175,8 @@ _UNCHANGED = "the previous checkpoint at that path, if any, is unchanged — fre
 
 def _write_error(name, exc, consequence=_UNCHANGED):
     """A CheckpointWriteError for an OSError met while saving to `name`, keeping its errno."""
-    reason = exc.strerror or str(exc)
-    error = CheckpointWriteError(f"cannot save checkpoint {name}: {reason} (errno {exc.errno}); {consequence}")
+    reason = (exc.strerror or str(exc)) + ("" if exc.errno is None else f" (errno {exc.errno})")
+    error = CheckpointWriteError(f"cannot save checkpoint {name}: {reason}; {consequence}")
     error.errno, error.strerror, error.filename = exc.errno, exc.strerror, name
     return error
 

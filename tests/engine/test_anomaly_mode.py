@@ -92,7 +92,8 @@ def test_the_error_is_an_autograd_error_showing_the_forward_line_that_created_th
         with pytest.raises(AutogradError) as caught:
             ratio.sum().backward()
     message = str(caught.value)
-    assert message.startswith("Function 'DivBackward0' returned nan values in its 1th output.")  # 0th (1/x) inf, 1st (-x/x**2) NaN: NaN first
+    # x / x: its 0th gradient (1/x) is inf at 0, its 1st (-x/x**2) NaN; NaN is reported first, as in PyTorch
+    assert message.startswith("Function 'DivBackward0' returned nan values in its 1th output.")
     assert "Traceback of the forward call that created it:" in message
     assert "ratio = x / x  # the line the error must point at" in message
     assert __file__ in message and "distrain/engine" not in message.split("created it:")[1]
