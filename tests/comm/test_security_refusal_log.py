@@ -13,7 +13,6 @@ import msgpack
 import numpy as np
 import zmq
 
-from distrain.comm.ps import protocol
 from distrain.comm.ps.client import PSCommunicator
 from distrain.comm.ps.refusals import RefusalLog
 from distrain.comm.ps.server import ParameterServer

@@ -9,7 +9,10 @@ allreduce really proceeds while backward computes, with no polling needed from t
 training loop (unlike MPICH: NOTE [ MPI progress ] in parallel.py).
 
 `ServerConnection` is the request/answer machinery (also the launcher's rendezvous store
-for the NCCL backend); `PSCommunicator` turns it into the Communicator interface.
+for the NCCL backend); `PSCommunicator` turns it into the Communicator interface. Every
+request and answer is authenticated with the job's secret (protocol.py): the argument,
+else $DISTRAIN_PS_SECRET, else the file named by $DISTRAIN_PS_SECRET_FILE; the launcher
+sets the first for its ranks. Without one a rank fails at once instead of going unanswered.
 """
 from __future__ import annotations
 

@@ -375,14 +375,16 @@ def main(argv=None):
     parser.add_argument("--world-size", type=int, required=True, help="how many ranks the job has")
     parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
                         help="ZeroMQ address to listen on (default tcp://127.0.0.1:5555; beyond loopback needs a secret)")
-    parser.add_argument("--secret-file", help=f"file holding the shared secret (else ${protocol.SECRET_ENVIRONMENT_VARIABLE} "
-                                              f"or ${protocol.SECRET_FILE_ENVIRONMENT_VARIABLE}; on loopback without "
-                                              "one, the server makes one and writes it to a new mode-600 file)")
+    parser.add_argument("--secret-file",
+                        help=f"file holding the shared secret (else ${protocol.SECRET_ENVIRONMENT_VARIABLE} or "
+                             f"${protocol.SECRET_FILE_ENVIRONMENT_VARIABLE}; on loopback without one, the server makes "
+                             "one and writes it to a new mode-600 file)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds a collective may wait for its ranks")
     parser.add_argument("--max-message-mb", type=float, default=None,
                         help="the largest payload (one bucket, one broadcast) a rank may send, in MiB (default "
-                             f"{protocol.DEFAULT_MAX_MESSAGE_BYTES // 2 ** 20}, or ${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE}); "
-                             "larger frames are dropped before they are buffered")
+                             f"{protocol.DEFAULT_MAX_MESSAGE_BYTES // 2 ** 20}, or "
+                             f"${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE}); larger frames are dropped before they "
+                             "are buffered")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     limit = None if args.max_message_mb is None else int(args.max_message_mb * 2 ** 20)
