@@ -181,7 +181,11 @@ class _WorkerPoolIterator:
         self.pool = pool
         self.owns_pool = owns_pool
         self.finished = False
-        pool.begin_epoch(base_seed)
+        try:
+            pool.begin_epoch(base_seed)
+        except BaseException:  # a worker died while an abandoned epoch drained: this pool is done
+            pool.close(graceful=False)
+            raise
         self.epoch = pool.epoch
         self.batches = loader._index_batches()
         self.next_dispatch = 0
