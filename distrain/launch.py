@@ -248,8 +248,9 @@ def main(argv=None):
     several.add_argument("--nnodes", type=int, default=1, help="how many machines (default 1)")
     several.add_argument("--node-rank", type=int, default=0, help="this machine's number, 0..nnodes-1")
     several.add_argument("--server", help="tcp://HOST:PORT of node 0's rendezvous server (node 0 listens there)")
-    several.add_argument("--secret-file", help="the shared secret (chmod 600) the server needs beyond loopback "
-                                               "(else $DISTRAIN_PS_SECRET)")
+    several.add_argument("--secret-file", help="the secret (chmod 600) that every machine's launcher of one job must "
+                                               "share (else $DISTRAIN_PS_SECRET); on one machine each job gets a "
+                                               "fresh one by itself")
     parser.add_argument("script_argv", nargs=argparse.REMAINDER, help="the script and its arguments")
     args = parser.parse_args(argv)
     if args.nproc is None:
