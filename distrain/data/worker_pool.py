@@ -34,7 +34,10 @@ exception or Ctrl-C in the loop, collection, exit) sends every worker None, join
 a timeout, kills what is left, and unlinks every slot. Workers ignore SIGINT and die with
 the main process even when it is killed outright, stuck in dataset code or not
 (worker.exit_with_parent); multiprocessing's resource tracker, which outlives them, then
-unlinks the slots that the killed main process could not.
+unlinks the slots that the killed main process could not. (The tracker acts once every
+process holding its pipe has ended: the slots are created, and the tracker started,
+before the workers fork so that they share it; other children the program forked hold it
+too, and the slots then go when the last of them does.)
 """
 from __future__ import annotations
 
