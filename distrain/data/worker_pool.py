@@ -25,6 +25,9 @@ checks that every worker is alive; a dead worker (killed by a signal, or exited)
 WorkerError naming it and how it died; `timeout` bounds the wait for one batch. An
 exception fetching one batch is raised in that batch's turn and the epoch can go on.
 Arrays of Python objects (dtype=object) travel pickled with the skeleton, never as bytes.
+That pickle crosses only the pipes of multiprocessing queues between this process and the
+workers it started itself: one user, one trust domain (who can write to those pipes can
+already trace the process). Nothing from a socket or another rank is ever unpickled.
 
 Lifetimes. The pool holds nothing of the DataLoader or its iterators, so it is freed by
 reference counting alone: when the iterator that owns it goes (or, with persistent
