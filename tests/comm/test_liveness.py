@@ -267,10 +267,9 @@ def test_attach_starts_the_side_channel_with_a_secret_handed_over_the_communicat
 
 # -- collective timeouts on real ranks ---------------------------------------------------------------------------------
 
-def timeout_errors(output):
-    """rank -> the CommunicatorError text each rank printed for a collective that did not complete."""
-    return {int(rank): text for rank, text in
-            re.findall(r"CommunicatorError: rank (\d+): (.*did not complete within.*)$", output, re.MULTILINE)}
+def communicator_errors(output):
+    """rank -> the text of the CommunicatorError each rank printed."""
+    return {int(rank): text for rank, text in re.findall(r"CommunicatorError: rank (\d+): (.*)$", output, re.MULTILINE)}
 
 
 @pytest.mark.timeout(60)
@@ -289,21 +288,21 @@ def test_a_collective_timeout_names_the_ranks_that_did_not_arrive_and_what_each_
     def named(rank):
         return re.escape(f"rank {rank} (pid {pids[rank]} on {hosts[str(rank)]})")
 
-    errors = timeout_errors(output)
-    assert 0 in errors, output
-    error = errors[0]
-    assert "init(timeout=" in error, error
+    errors = communicator_errors(output)
+    # rank 0 times out first; on the parameter server rank 1's barrier, given the same limit, may fail in the same instant
+    reporters = [rank for rank in ((0, 1) if backend == "ps" else (0,)) if rank in errors]
+    assert reporters, output
+    reporter = reporters[0]
+    error = errors[reporter]
+    assert "(the collective timeout: distrain.distributed.init(timeout=...))" in error, error
+    match = re.search(r"barrier \(collective #(\d+)\) did not complete within 3 s", error)
+    assert match, error
+    index = int(match.group(1))
     if where == "outside":
-        match = re.search(r"barrier \(collective #(\d+)\) did not complete within 3 s", error)
-        assert match, error
-        index = int(match.group(1))
         assert re.search(f"ranks that have not arrived at collective #{index}: {named(2)} has started only "
                          f"{index - 1} collectives and waits in none", error), error
-        assert f"rank 1 (pid {pids[1]}" not in error, error  # rank 1 arrived
+        assert f"rank {1 - reporter} (pid" not in error, error  # the other rank in the barrier arrived
     else:
-        match = re.search(r"barrier \(collective #(\d+)\) did not complete within 3 s", error)
-        assert match, error
-        index = int(match.group(1))
         assert re.search(f"{named(1)} has started only {index - 2} collectives and waits in none", error), error
         assert re.search(f"{named(2)} has started only {index - 1} collectives and waits in allreduce[^;]* "
                          f"\\(collective #{index - 1}\\)", error), error

@@ -1,4 +1,4 @@
-"""A job in which rank 1 ends early, in the way argv[1] names, while the other ranks wait in a barrier for it.
+"""A job in which one rank (argv[2]) ends early, in the way argv[1] names, while the others wait in a barrier for it.
 
 Run by tests/launch/test_failures.py under `python -m distrain.launch -n 3` (mpi and ps)
 and under a plain `mpiexec -n 3 python -m distrain.launch`. Every rank prints, once all
@@ -7,7 +7,8 @@ are up, what the test needs to check the launcher's verdict and the cleanup:
     ready RANK PID                  (the rank's own pid: the one the verdict must name)
     about RANK HOST PARENT_PID SHM  (its host, its parent (the supervisor under MPI), the /dev/shm files it maps)
 
-and rank 1 prints "ending TIME" (time.time()) just before it ends.
+and the rank that ends prints "ending TIME" (time.time()) just before it ends. Rank 0 is
+the one that hosts the liveness hub, so its ending is a case of its own.
 """
 import os
 import signal
@@ -42,14 +43,14 @@ ENDINGS = {
     "sigterm": lambda: os.kill(os.getpid(), signal.SIGTERM),
 }
 
-how = sys.argv[1]
+how, ender = sys.argv[1], int(sys.argv[2])
 comm = dist.init(timeout=60)  # far beyond the test's 10 s: only the liveness side channel can end the wait in time
 comm.barrier()  # every rank is up
 print("ready", comm.rank, os.getpid(), flush=True)
 print("about", comm.rank, socket.gethostname(), os.getppid(), *mapped_shared_memory(), flush=True)
-if comm.rank != 1:
-    comm.barrier()  # waits for rank 1, which never comes
-    raise AssertionError("the barrier completed without rank 1")
+if comm.rank != ender:
+    comm.barrier()  # waits for the rank that ends, which never comes
+    raise AssertionError(f"the barrier completed without rank {ender}")
 time.sleep(0.5)  # let the others get into the barrier
 print("ending", repr(time.time()), flush=True)
 ENDINGS[how]()

@@ -2,10 +2,11 @@
 
 Rank 1 of 3 ends while the others wait for it in a barrier whose timeout (60 s) is far
 beyond the test's limit, by an exception, `sys.exit(2)`, `sys.exit(0)`, `os._exit(3)`,
-SIGKILL or SIGTERM to itself (ending_script.py), under each way of starting a job:
+SIGKILL or SIGTERM to itself (ending_script.py); so does rank 0, which hosts the liveness
+hub, by `sys.exit(0)` (its goodbye must still reach the others). Under each way of starting a job:
 `python -m distrain.launch -n 3` with the mpi and the ps backend, and a plain `mpiexec -n 3
 python -m distrain.launch`. Each run checks against what the ranks themselves printed (their
-pids, host, the moment rank 1 ended, the /dev/shm files they mapped):
+pids, host, the moment the rank ended, the /dev/shm files they mapped):
 
 - the launcher exits within 10 s of the ending, and no rank (nor, under MPI, its
   supervisor) is left;
@@ -14,7 +15,7 @@ pids, host, the moment rank 1 ended, the /dev/shm files they mapped):
 - exactly one "distrain.launch: rank R (pid P on HOST) ..." line, naming the right rank, its
   real pid and host and how it ended, with "its traceback is above" only when a traceback
   was printed; a rank that calls `sys.exit(0)` early leaves the others waiting for nothing,
-  so one of them fails (code 1) naming rank 1 and "exited with code 0";
+  so one of them fails (code 1) naming that rank and "exited with code 0";
 - under MPI, none of the /dev/shm files the ranks had mapped survives the job.
 
 Also: under the MPI launcher, output stays whole lines (partial writes and carriage-return
@@ -44,8 +45,9 @@ launches = test_spawn.launches  # the fixture: launchers in their own sessions, 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ending_script.py")
 RANKS = 3
 WITHIN_SECONDS = 10  # the promise: the whole job ends within this long after a rank ends
+LAUNCHERS = ["mpi", "ps", "mpiexec"]
 
-# how rank 1 ends -> (the rank's exit code, as the launcher reports it; how the verdict says it ended; whether a
+# how the rank ends -> (its exit code, as the launcher reports it; how the verdict says it ended; whether a
 # traceback is printed). "exit0" is apart: the rank succeeds, the ranks left waiting for it fail.
 ENDINGS = {
     "raise": (1, "exited with code 1", True),
@@ -58,12 +60,12 @@ ENDINGS = {
 VERDICT = re.compile(r"distrain\.launch: rank (\d+) \(pid (\d+) on ([^)\s]+)\) (.*)$", re.MULTILINE)
 
 
-def command_for(launcher, how):
+def command_for(launcher, how, ender):
     """The argv that starts ending_script.py on RANKS ranks: -n with mpi or ps, or a plain mpiexec."""
     if launcher == "mpiexec":
-        return [mpiexec(), "-n", str(RANKS), sys.executable, "-m", "distrain.launch", SCRIPT, how]
+        return [mpiexec(), "-n", str(RANKS), sys.executable, "-m", "distrain.launch", SCRIPT, how, str(ender)]
     flags = ["--backend", "ps"] if launcher == "ps" else []
-    return launcher_command(SCRIPT, RANKS, *flags, args=[how])
+    return launcher_command(SCRIPT, RANKS, *flags, args=[how, str(ender)])
 
 
 class Report:
@@ -84,21 +86,22 @@ class Report:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("how", list(ENDINGS))
-@pytest.mark.parametrize("launcher", ["mpi", "ps", "mpiexec"])
-def test_a_rank_that_ends_early_ends_the_job_within_seconds_and_is_named(launches, launcher, how):
-    launch = launches(command_for(launcher, how))
+@pytest.mark.parametrize("ender, how", [(1, how) for how in ENDINGS] + [(0, "exit0")],
+                         ids=[f"rank1-{how}" for how in ENDINGS] + ["rank0-exit0"])
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_rank_that_ends_early_ends_the_job_within_seconds_and_is_named(launches, launcher, ender, how):
+    launch = launches(command_for(launcher, how, ender))
     launch.wait_until_ready(RANKS)
     code = launch.wait(40)
     exited_at = time.time()
     output = launch.finish_reading()
-    assert code is not None, f"the job still runs 40 s after rank 1 ended:\n{output}"
+    assert code is not None, f"the job still runs 40 s after rank {ender} ended:\n{output}"
     report = Report(output)
     seconds = exited_at - report.ended_at
-    assert seconds < WITHIN_SECONDS, f"the launcher exited {seconds:.1f} s after rank 1 ended:\n{output}"
+    assert seconds < WITHIN_SECONDS, f"the launcher exited {seconds:.1f} s after rank {ender} ended:\n{output}"
     processes = [*report.pids.values(), *(report.parents.values() if launcher != "ps" else ())]  # ps: the launcher
     left = still_running(processes, max(0.5, report.ended_at + WITHIN_SECONDS - time.time()))
-    assert left == [], f"processes {left} of the job still run {WITHIN_SECONDS} s after rank 1 ended:\n{output}"
+    assert left == [], f"processes {left} of the job still run {WITHIN_SECONDS} s after rank {ender} ended:\n{output}"
 
     expected_code, ending, traceback = ENDINGS[how]
     if launcher == "mpiexec":
@@ -109,11 +112,11 @@ def test_a_rank_that_ends_early_ends_the_job_within_seconds_and_is_named(launche
     assert len(verdicts) == 1, f"expected one verdict line, got {verdicts}:\n{output}"
     rank, pid, host, tail = verdicts[0]
     rank = int(rank)
-    culprits = [1] if how != "exit0" else [0, 2]  # after sys.exit(0) a rank left waiting fails, naming rank 1
+    culprits = [ender] if how != "exit0" else [r for r in range(RANKS) if r != ender]  # those left waiting fail
     assert rank in culprits and (int(pid), host) == (report.pids[rank], report.hosts[rank]), (verdicts, output)
     expected_tail = ending + ("; its traceback is above" if traceback else "")
     if launcher == "ps":  # the ps launcher stops the others itself and says so
-        still_up = [r for r in range(RANKS) if r not in (rank, 1)] if how == "exit0" else [0, 2]
+        still_up = [r for r in range(RANKS) if r not in (rank, ender)]
         # after sys.exit(0), the other waiting rank may have failed in the same instant: then none is left to stop
         allowed = [f"; stopped rank(s) {still_up}"] + ([""] if how == "exit0" else [])
         assert tail in [expected_tail + stopped for stopped in allowed], (tail, output)
@@ -121,7 +124,7 @@ def test_a_rank_that_ends_early_ends_the_job_within_seconds_and_is_named(launche
         assert tail == expected_tail, (tail, output)
     tracebacks = output.count("Traceback (most recent call last)")
     if how == "exit0":
-        assert tracebacks >= 1 and f"{report.names(1)} exited with code 0" in output, output
+        assert tracebacks >= 1 and f"{report.names(ender)} exited with code 0" in output, output
     else:
         assert tracebacks == (1 if traceback else 0), output
     if how == "raise":
