@@ -85,9 +85,27 @@ def _end_job_on_error(rank, use_mpi):
 
     def hook(kind, value, trace):
         sys.stderr.write(f"distrain.launch: rank {rank} failed:\n" + "".join(traceback.format_exception(kind, value, trace)))
+        lost = _lost_peers(value)
+        if lost:  # only a consequence of another rank's end: let one line name that rank (supervision.py)
+            from .supervision import leave_note, note_for_lost_peer
+
+            leave_note(note_for_lost_peer(rank, lost))
         _leave(1, f"raised {kind.__name__}: {value}"[:300], use_mpi)
 
     sys.excepthook = hook
+
+
+def _lost_peers(error):
+    """The lost ranks' liveness entries if `error` (or what caused it) is a PeerLostError, else None."""
+    from .comm.base import PeerLostError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, PeerLostError):
+            return error.lost
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _leave(code, how, use_mpi):

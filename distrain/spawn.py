@@ -40,7 +40,7 @@ import time
 from .comm.ps import protocol
 from .comm.ps.server import ParameterServer
 from .comm.ranks import OUTER_LAUNCHER_PREFIXES
-from .supervision import OutputRelay, die_with_parent, exit_status, verdict
+from .supervision import OutputRelay, die_with_parent, exit_status, note_pipe, read_note, verdict
 
 GRACE_SECONDS = 3.0
 MPIEXEC_GRACE_SECONDS = 10.0  # mpiexec forwards SIGINT to its ranks and waits for them itself
@@ -147,12 +147,16 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
     """Start this node's ranks (into `processes`, their output copiers into `copiers`) and wait for them."""
     lock = threading.Lock()
     relays = {}
+    notes = []  # each rank's note pipe (supervision.leave_note)
     for local_rank in range(count):
         rank = node_rank * count + local_rank
         env = worker_environment(environment, rank, world, backend, address, rank0_only, local_rank, count)
+        note_read, note_write, env = note_pipe(env)
         process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                   preexec_fn=die_with_parent)
+                                   pass_fds=(note_write,), preexec_fn=die_with_parent)
+        os.close(note_write)
+        notes.append(note_read)
         processes.append(process)
         label = f"[{rank}] ".encode() if prefix else b""
         for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
@@ -163,12 +167,17 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
     failure = _watch(processes, grace)
     for copier in copiers:  # the failing rank's traceback comes out before the verdict
         copier.join(timeout=grace)
+    left = [read_note(note) for note in notes]  # every rank has ended by now
     if failure is None:
         return 0
     local_rank, code, others = failure
     stopped = f"; stopped rank(s) {[node_rank * count + r for r in others]}" if others else ""
-    sys.stderr.write(verdict(node_rank * count + local_rank, processes[local_rank].pid, socket.gethostname(), code,
-                             relays[local_rank].traceback_seen, stopped))
+    lost_line = left[local_rank].partition("\t")[2]
+    if lost_line:  # it failed because another rank had gone (on another node, or with code 0): name that one
+        sys.stderr.write(lost_line.rstrip("\n") + stopped + "\n")
+    else:
+        sys.stderr.write(verdict(node_rank * count + local_rank, processes[local_rank].pid, socket.gethostname(),
+                                 code, relays[local_rank].traceback_seen, stopped))
     return exit_status(code)
 
 

@@ -40,6 +40,7 @@ SHM_DIRECTORY = "/dev/shm/"
 SHM_SCAN_SECONDS = 1.0  # how often a supervisor looks at its rank's mappings, after the first SHM_EAGER_SECONDS
 SHM_EAGER_SECONDS, SHM_EAGER_SCAN_SECONDS = 10.0, 0.1  # MPI maps its segment at start: look often then
 VERDICT_VARIABLE = "DISTRAIN_VERDICT_FILE"
+NOTE_FD_VARIABLE = "DISTRAIN_SUPERVISOR_NOTE_FD"  # the pipe a rank tells its supervisor why it ends
 _PIECE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r)")  # a line, or a carriage-return update
 
 
@@ -171,10 +172,56 @@ def die_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def leave_note(note):
+    """Tell this rank's supervisor, if it has one, what to print when this rank ends (see `note_for_lost_peer`)."""
+    descriptor = os.environ.get(NOTE_FD_VARIABLE)
+    if descriptor and descriptor.isdigit():
+        with contextlib.suppress(OSError):
+            os.write(int(descriptor), note.encode()[:4000])
+
+
+def note_for_lost_peer(rank, lost):
+    """The note of a rank that fails only because peers in `lost` (liveness entries by rank) died or left.
+
+    "report<TAB>line" or "quiet<TAB>line", the line naming the rank that went first.
+    Several ranks usually fail that way at once, each in its own wait, and one line should
+    name the rank that started it: under MPI, where each rank has its own supervisor, the
+    lowest rank still running reports it and the others stay quiet (every one of them can
+    tell, since they know the same lost ranks). The ps launcher sees every rank and prints
+    the line of the first that failed.
+    """
+    reporter = not any(other not in lost for other in range(rank))
+    first = min(lost, key=lambda r: lost[r].get("lost_at") or 0)
+    entry = lost[first]
+    return (f"{'report' if reporter else 'quiet'}\tdistrain.launch: rank {first} (pid {entry.get('pid')} on "
+            f"{entry.get('host')}) {entry.get('lost')}, and the ranks waiting for it could not go on (rank {rank}'s "
+            "traceback is above)\n")
+
+
+def note_pipe(environment):
+    """(read end, write end, environment with NOTE_FD_VARIABLE) for one rank's note (`leave_note`)."""
+    read_end, write_end = os.pipe()
+    return read_end, write_end, {**environment, NOTE_FD_VARIABLE: str(write_end)}
+
+
+def read_note(descriptor):
+    """What a rank left in its note pipe (after it has ended), closing the pipe; '' if nothing."""
+    os.set_blocking(descriptor, False)
+    try:
+        return os.read(descriptor, 4096).decode(errors="replace")
+    except (BlockingIOError, OSError):
+        return ""
+    finally:
+        os.close(descriptor)
+
+
 def supervise_rank(rank, argv, environment):
     """Run `argv` as rank `rank` under this process's watch (module docstring); returns our exit code."""
+    note_read, note_write, environment = note_pipe(environment)
+    os.set_inheritable(note_write, True)  # close_fds=False: the MPI launcher's descriptors (PMI_FD) pass on too
     child = subprocess.Popen(argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False,
                              preexec_fn=die_with_parent)
+    os.close(note_write)
     relays = [OutputRelay(child.stdout, sys.stdout), OutputRelay(child.stderr, sys.stderr)]
     for relay in relays:
         relay.start()
@@ -199,8 +246,10 @@ def supervise_rank(rank, argv, environment):
         relay.join(timeout=5)
     if code != 0:
         shared_memory.remove_leftovers()
-    if code != 0 and not stopped_by:  # stopped from outside (Ctrl-C, the job being torn down): not the culprit
-        line = verdict(rank, child.pid, socket.gethostname(), code, relays[1].traceback_seen)
+    kind, _, lost_line = read_note(note_read).partition("\t")
+    if code != 0 and not stopped_by and kind != "quiet":  # stopped from outside: not the culprit
+        # a rank that failed because another had gone names that one
+        line = lost_line or verdict(rank, child.pid, socket.gethostname(), code, relays[1].traceback_seen)
         sys.stderr.flush()
         os.write(2, line.encode())
         record_verdict(environment.get(VERDICT_VARIABLE), exit_status(code), line)
@@ -232,5 +281,5 @@ def read_verdict(path):
         return None
 
 
-__all__ = ["OutputRelay", "SharedMemoryWatch", "describe_ending", "die_with_parent", "exit_status", "read_verdict",
-           "record_verdict", "supervise_rank", "verdict"]
+__all__ = ["OutputRelay", "SharedMemoryWatch", "describe_ending", "die_with_parent", "exit_status", "leave_note",
+           "note_for_lost_peer", "note_pipe", "read_note", "read_verdict", "record_verdict", "supervise_rank", "verdict"]

@@ -41,6 +41,14 @@ class CommunicatorError(DistrainError, RuntimeError):
     """A collective failed or timed out; the message names the ranks involved when known."""
 
 
+class PeerLostError(CommunicatorError):
+    """A collective cannot complete because a peer died or left; `lost` holds the liveness entries of the lost ranks."""
+
+    def __init__(self, message, lost):
+        super().__init__(message)
+        self.lost = lost
+
+
 class Handle:
     """A non-blocking collective in flight: `wait()` finishes it, `is_completed()` asks without blocking."""
 
@@ -142,8 +150,9 @@ class PeerWatch:
         return time.monotonic() - self.lost_since > LOST_GRACE_SECONDS
 
     def lost_error(self):
-        return CommunicatorError(f"rank {self.rank}: {self.what} cannot complete: {self.monitor.lost_peers_text()}. "
-                                 "The job cannot go on without it; that rank's output says why it ended")
+        return PeerLostError(f"rank {self.rank}: {self.what} cannot complete: {self.monitor.lost_peers_text()}. "
+                             "The job cannot go on without it; that rank's output says why it ended",
+                             dict(self.monitor.lost))
 
     def timeout_error(self, timeout, cause=None):
         text = (f"rank {self.rank}: {self.what} did not complete within {timeout:g} s (the collective timeout: "
