@@ -37,6 +37,10 @@ import time
 TRACEBACK_START = b"Traceback (most recent call last):"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 SHM_DIRECTORY = "/dev/shm/"
+# The segments a killed rank leaves there and its supervisor may remove: MPICH's ("mpich_shm_..."),
+# Open MPI's ("vader_segment.", "sm_segment.") and the data loader's slots (shared_slots.py). Nothing
+# else a rank maps in /dev/shm is its own: a data set kept on the RAM disk, another program's segment.
+LEFTOVER_NAME = re.compile(r"mpich_shm_[^/]+|vader_segment\.[^/]+|sm_segment\.[^/]+|distrain_\d+_[0-9a-f]{8}_\d+")
 SHM_SCAN_SECONDS = 1.0  # how often a supervisor looks at its rank's mappings, after the first SHM_EAGER_SECONDS
 SHM_EAGER_SECONDS, SHM_EAGER_SCAN_SECONDS = 10.0, 0.1  # MPI maps its segment at start: look often then
 VERDICT_VARIABLE = "DISTRAIN_VERDICT_FILE"
@@ -126,11 +130,12 @@ class OutputRelay(threading.Thread):
 
 
 class SharedMemoryWatch:
-    """Remembers the /dev/shm files a process has mapped, so that they can be removed after it is killed.
+    """Remembers the MPI and loader segments a process has mapped, so that they can be removed after it is killed.
 
     MPICH and the data loader unlink their shared memory when they end normally; a rank
     killed by a signal or by `os._exit` cannot. Reading /proc/PID/maps once a second is
-    how its supervisor learns the names.
+    how its supervisor learns the names; only those of segments such libraries make
+    (LEFTOVER_NAME) are kept, so a user's file that the rank merely mapped is never removed.
     """
 
     def __init__(self, pid):
@@ -149,7 +154,7 @@ class SharedMemoryWatch:
             with open(f"/proc/{self.pid}/maps", encoding="utf-8", errors="replace") as maps:
                 for line in maps:
                     path = line.rstrip("\n").split(None, 5)[-1] if line.count(" ") >= 5 else ""
-                    if path.startswith(SHM_DIRECTORY) and not path.endswith("(deleted)"):
+                    if path.startswith(SHM_DIRECTORY) and LEFTOVER_NAME.fullmatch(path[len(SHM_DIRECTORY):]):
                         self.paths.add(path)
         except OSError:
             pass  # gone already, or no /proc (macOS)

@@ -1,0 +1,63 @@
+"""What a rank's supervisor (distrain/supervision.py) removes from /dev/shm after the rank is killed.
+
+A killed rank cannot unlink the shared-memory segments that its MPI library and its data
+loader made, so its supervisor does. But a rank also maps files in /dev/shm that are not
+its own: a data set kept on the RAM disk for speed (np.load(mmap_mode="r"), shard files),
+another program's segment. Those must survive the rank's failure. On the code before
+this test, every /dev/shm file the rank had mapped was unlinked, the user's data set too.
+"""
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from distrain.supervision import SharedMemoryWatch
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self") or not os.path.isdir("/dev/shm"),
+                                reason="needs Linux's /proc and /dev/shm")
+
+MAP_AND_WAIT = textwrap.dedent("""
+    import mmap, sys, time
+    maps = []
+    for path in sys.argv[1:]:
+        with open(path, "r+b") as handle:
+            maps.append(mmap.mmap(handle.fileno(), 0))
+    print("mapped", flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.timeout(30)
+def test_a_killed_ranks_segments_are_removed_and_files_it_only_mapped_are_kept():
+    token = secrets.token_hex(4)
+    user_directory = f"/dev/shm/review-data-{token}"
+    os.mkdir(user_directory)
+    own = [f"/dev/shm/mpich_shm_{token}_0", f"/dev/shm/distrain_{os.getpid()}_{token}_1"]  # MPICH's, the loader's
+    users = [f"/dev/shm/dataset_{token}.npy", f"{user_directory}/train.npy"]  # a data set on the RAM disk
+    for path in own + users:
+        with open(path, "wb") as handle:
+            handle.write(b"\0" * 4096)
+    child = subprocess.Popen([sys.executable, "-c", MAP_AND_WAIT, *own, *users], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"mapped\n"
+        watch = SharedMemoryWatch(child.pid)
+        watch.scan()
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        removed = watch.remove_leftovers()
+        assert sorted(removed) == sorted(own)
+        assert [path for path in own if os.path.exists(path)] == []
+        assert [path for path in users if not os.path.exists(path)] == [], "a file the rank only mapped was removed"
+    finally:
+        child.kill()
+        child.wait(10)
+        child.stdout.close()
+        for path in own + users:
+            if os.path.exists(path):
+                os.unlink(path)
+        os.rmdir(user_directory)
+
