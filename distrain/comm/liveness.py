@@ -25,7 +25,9 @@ job of more than one rank runs a small side channel beside its communicator:
 
 Security (shared/DESIGN.md): the hub is a server the job starts, so it authenticates
 every message (HMAC-SHA256 with a fresh per-job secret that rank 0 makes and hands to the
-other ranks through the communicator itself, never on a command line); messages are
+other ranks through the communicator itself, never on a command line), and admits a
+monitor's connection only after a handshake with that secret (zap.py: a stranger cannot
+make it buffer anything, not even one endless multipart message); messages are
 msgpack, never pickle, at most `HUB_MAX_MESSAGE_BYTES` (ZeroMQ drops anything larger
 before it is buffered), at most QUEUE_MESSAGES queued per connection, and refused unless
 authentic and numbered above the rank's last one.
@@ -47,6 +49,7 @@ import msgpack
 import numpy
 import zmq
 
+from . import zap
 from .ps import protocol
 from .ps.protocol import ProtocolError
 
@@ -98,7 +101,8 @@ def describe_peer(entry):
 
 
 class _Socket:
-    """One ZeroMQ socket with authenticated msgpack messages: [body, mac]."""
+    """One ZeroMQ socket with authenticated msgpack messages: [body, mac], on a connection whose handshake
+    shows the secret (zap.py: the hub's ROUTER reads nothing from a peer before that)."""
 
     def __init__(self, kind, secret, max_message_bytes):
         self.context = zmq.Context()
@@ -107,6 +111,9 @@ class _Socket:
                               (zmq.SNDHWM, QUEUE_MESSAGES)):
             self.socket.setsockopt(option, value)
         self.secret = secret
+        self.gate = zap.guard(self.socket, secret) if kind == zmq.ROUTER else None  # before bind()
+        if self.gate is None:
+            zap.present_credentials(self.socket, secret)  # before connect()
 
     def encode(self, message, direction):
         header, payload, mac = protocol.pack(message, b"", self.secret, direction)
@@ -120,6 +127,8 @@ class _Socket:
 
     def close(self):
         self.socket.close(linger=0)
+        if self.gate is not None:
+            self.gate.stop()  # before term(), which waits for the handler's socket
         self.context.term()
 
 

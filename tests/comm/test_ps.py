@@ -22,7 +22,9 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
+from distrain.comm import zap
 from distrain.comm.base import CommunicatorError, create_communicator
 from distrain.comm.ps import client, protocol
 from distrain.comm.ps.client import PSCommunicator, ServerConnection
@@ -105,7 +107,7 @@ def check_server_still_serves(server, world_size=2, secret=None, timeout=5.0):
         comm.broadcast(broadcast, root=comm.size - 1)
         return summed, broadcast, comm.allgather(np.array([comm.rank * 10], dtype=np.int64))
 
-    results = run_ok(server.address, world_size, body, secret=secret, timeout=timeout)
+    results = run_ok(reachable(server), world_size, body, secret=secret, timeout=timeout)
     for summed, broadcast, gathered in results.values():
         assert np.array_equal(summed, reduce_in_rank_order([data(r, "float64", (6,), salt=7)
                                                             for r in range(world_size)], "sum"))
@@ -121,12 +123,20 @@ def wait_until(condition, timeout=3.0, what="condition"):
         time.sleep(0.01)
 
 
+def reachable(server):
+    """The server's address as a rank dials it (a server bound to every interface is dialled on loopback)."""
+    return server.address.replace("0.0.0.0", "127.0.0.1")
+
+
 @contextlib.contextmanager
-def raw_dealer(address):
-    """A plain ZeroMQ DEALER socket: a peer that speaks whatever bytes it likes."""
+def raw_dealer(address, secret=None):
+    """A plain ZeroMQ DEALER socket: a peer that speaks whatever bytes it likes. With `secret`, its handshake
+    shows it (an insider, or one who read a password off the network), else it is a stranger."""
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
+    if secret is not None:
+        zap.present_credentials(dealer, secret)
     dealer.connect(address)
     try:
         yield dealer
@@ -177,8 +187,8 @@ def record_requests(monkeypatch):
     recorded = []
     original = protocol.pack
 
-    def recording_pack(header, payload=b"", secret=None, direction=protocol.REQUEST, digest=None):
-        frames = original(header, payload, secret, direction, digest)
+    def recording_pack(header, payload=b"", secret=None, direction=protocol.REQUEST, digest=None, signed=True):
+        frames = original(header, payload, secret, direction, digest, signed)
         if direction == protocol.REQUEST:
             recorded.append((dict(header), [bytes(frame) for frame in frames]))
         return frames
@@ -203,10 +213,17 @@ def test_pack_unpack_round_trip_and_authentication():
                          ("no mac", frames[:2] + [b""]), ("other key", protocol.pack(header, array, b"x" * 32))):
         with pytest.raises(ProtocolError, match="authentication failed"):
             protocol.unpack(forged, SECRET)
-    with pytest.raises(ValueError, match="authenticated"):  # there is no unauthenticated mode, loopback included
+    with pytest.raises(ValueError, match="needs the job's secret"):  # signed is the default: no secret, no message
         protocol.pack(header, array)
-    with pytest.raises(ValueError, match="authenticated"):
+    with pytest.raises(ValueError, match="needs the job's secret"):
         protocol.unpack(frames)
+    # unsigned (loopback, where the handshake authenticates): an empty mac frame, nothing hashed or checked
+    unsigned = protocol.pack(header, array, signed=False)
+    assert unsigned[2] == b"" and bytes(unsigned[1]) == frames[1]
+    decoded, payload = protocol.unpack(unsigned, signed=False)
+    assert decoded == header and bytes(payload) == frames[1]
+    with pytest.raises(ProtocolError, match="authentication failed"):  # and a signed peer refuses it
+        protocol.unpack(unsigned, SECRET)
     # a payload's digest computed once (the server answering several ranks) signs the same as per message
     assert protocol.pack(header, array, SECRET, digest=protocol.payload_digest(array))[2] == frames[2]
     with pytest.raises(ProtocolError, match="3 frames"):
@@ -748,16 +765,18 @@ def test_listening_beyond_loopback_needs_a_long_secret(bind, monkeypatch):
                 comm.close()
 
 
-def test_clients_without_the_secret_get_no_service(monkeypatch):
+@pytest.mark.parametrize("bind", ["tcp://127.0.0.1:0", "tcp://0.0.0.0:0"], ids=["loopback", "beyond loopback"])
+def test_clients_without_the_secret_get_no_service(monkeypatch, bind):
+    """They are refused at the handshake (zap.py), so none of their messages reaches the server's code."""
     monkeypatch.setattr(client, "SERVER_GRACE_SECONDS", 0.2)
-    with serving(2, secret=SECRET) as server:
+    with serving(2, bind=bind, secret=SECRET) as server:
         for secret in (b"the-wrong-secret-0123456789", b"0123456789abcdef-test-secreT"):
-            refused = server.refused
+            handshakes = server.refused_handshakes
             start = time.monotonic()
-            failed_join("did not answer (contacting the server|joining)", address=server.address, rank=0, world_size=2, secret=secret,
-                        timeout=1.0)
+            failed_join("did not answer contacting the server", address=reachable(server), rank=0, world_size=2,
+                        secret=secret, timeout=1.0)
             assert time.monotonic() - start < 3.0
-            assert server.refused == refused + 1
+            assert server.refused_handshakes > handshakes and server.refused == 0
             assert server.ranks == {}, "an unauthenticated hello must not join the job"
         check_server_still_serves(server, secret=SECRET)
 
@@ -771,11 +790,24 @@ def test_a_rank_without_a_secret_is_told_so_at_once(monkeypatch):
         assert time.monotonic() - start < 1.0 and server.ranks == {}
 
 
-def test_a_rank_refuses_answers_signed_with_another_secret():
-    """A process squatting on the server's port without the secret cannot answer a rank (inject results)."""
+class AdmitAnyone(ThreadAuthenticator):
+    """An impostor's handshake handler: any password will do (it learns a rank's, which is spent: zap.py)."""
+
+    def _authenticate_plain(self, domain, username, password):
+        return True, b"OK"
+
+
+@pytest.mark.parametrize("signed_with", [b"not-the-job-secret-0123456789", None],
+                         ids=["signed with another secret", "unsigned, saying the server does not sign"])
+def test_a_rank_refuses_answers_signed_with_another_secret(signed_with):
+    """A process squatting on the server's port without the secret cannot answer a rank (inject results), nor
+    switch the MACs off: the answer to hello is signed whatever the server's mode, and the rank checks it."""
     context = zmq.Context()
+    authenticator = AdmitAnyone(context)
+    authenticator.start()
     impostor = context.socket(zmq.ROUTER)
     impostor.setsockopt(zmq.LINGER, 0)
+    impostor.plain_server = True
     port = impostor.bind_to_random_port("tcp://127.0.0.1")
     answered = threading.Event()
 
@@ -784,8 +816,8 @@ def test_a_rank_refuses_answers_signed_with_another_secret():
             identity, *frames = impostor.recv_multipart()
             hello = msgpack.unpackb(frames[0])
             impostor.send_multipart([identity] + protocol.pack(
-                {"op": "hello", "seq": hello["seq"], "session": b"s" * 16, "max_message_bytes": 1 << 20}, b"",
-                b"not-the-job-secret-0123456789", protocol.REPLY))
+                {"op": "hello", "seq": hello["seq"], "session": b"s" * 16, "max_message_bytes": 1 << 20,
+                 "signed": False}, b"", signed_with, protocol.REPLY, signed=signed_with is not None))
             answered.set()
 
     thread = threading.Thread(target=answer_hello, daemon=True)
@@ -797,6 +829,7 @@ def test_a_rank_refuses_answers_signed_with_another_secret():
     finally:
         thread.join(5)
         impostor.close(linger=0)
+        authenticator.stop()
         context.term()
 
 
@@ -832,7 +865,7 @@ def test_a_server_leaves_no_socket_open(case):
     with serving(1) as server, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         case(server)
-        gc.collect()  # the server's socket belongs to zmq.Context.instance(): collecting it cannot hang
+        gc.collect()  # nothing of the server's is left for the collector (whose Context.term() could hang)
     leaks = [str(warning.message) for warning in caught if issubclass(warning.category, ResourceWarning)]
     assert not leaks, leaks
 
@@ -880,10 +913,10 @@ def test_a_replayed_message_is_refused_and_the_ranks_go_on(monkeypatch):
             refused = server.refused
             comm.connection.socket.send_multipart(frames)  # the same authentic message, from the same peer
             wait_until(lambda: server.refused == refused + 1, what="refusal of the replay")
-            with raw_dealer(server.address) as stranger:  # ... and from another peer
+            with raw_dealer(server.address, SECRET) as stranger:  # ... and from another peer past the handshake
                 stranger.send_multipart(frames)
-                assert stranger.poll(3000), "the replay from a stranger got no answer"
-                answer, _ = protocol.unpack(stranger.recv_multipart(), SECRET, protocol.REPLY)
+                assert stranger.poll(3000), "the replay from another peer got no answer"
+                answer, _ = protocol.unpack(stranger.recv_multipart(), SECRET, protocol.REPLY, signed=server.signed)
             assert "before joining" in answer["error"], answer
             assert server.refused == refused + 2
             array = np.arange(4.0)
@@ -901,13 +934,13 @@ def test_a_hello_and_join_recorded_in_one_session_cannot_take_a_rank_in_another(
         PSCommunicator(old_server.address, 0, 1, secret=SECRET, timeout=5).close()
     hello = next(frames for header, frames in recorded if header["op"] == "hello")
     join = next(frames for header, frames in recorded if header["op"] == "join")
-    with serving(1, secret=SECRET) as server, raw_dealer(server.address) as recorder:
+    with serving(1, secret=SECRET) as server, raw_dealer(server.address, SECRET) as recorder:
         recorder.send_multipart(hello)
         assert recorder.poll(3000), "the replayed hello got no answer"
         recorder.recv_multipart()  # a session token, useless without the secret
         recorder.send_multipart(join)
         wait_until(lambda: server.refused == 1, what="refusal of the replayed join")
-        answer, _ = protocol.unpack(recorder.recv_multipart(), SECRET, protocol.REPLY)
+        answer, _ = protocol.unpack(recorder.recv_multipart(), SECRET, protocol.REPLY, signed=server.signed)
         assert "another server session" in answer["error"], answer
         assert server.ranks == {}
         try:
@@ -962,30 +995,50 @@ def signed(frames):
     return [header, payload, protocol._mac(SECRET, header, protocol.payload_digest(payload), protocol.REQUEST)]
 
 
-@pytest.mark.parametrize("sign", [False, True], ids=["unsigned", "signed with the secret"])
+BINDS = pytest.mark.parametrize("bind", ["tcp://127.0.0.1:0", "tcp://0.0.0.0:0"],
+                                ids=["loopback", "beyond loopback (signed)"])
+
+
+@BINDS
 @pytest.mark.parametrize("name", list(GARBAGE))
-def test_garbage_never_stops_the_server(name, sign):
-    with serving(2) as server:
-        with raw_dealer(server.address) as stranger:
-            stranger.send_multipart(signed(GARBAGE[name]) if sign else GARBAGE[name])
+def test_garbage_never_stops_the_server(name, bind):
+    """Garbage from a peer past the handshake (beyond loopback also signed with the secret, so that it gets as far
+    as the header's checks) is refused, answered with an error at most, and never stops the server."""
+    with serving(2, bind=bind) as server:
+        with raw_dealer(reachable(server), SECRET) as insider:
+            insider.send_multipart(signed(GARBAGE[name]) if server.signed else GARBAGE[name])
             wait_until(lambda: server.refused == 1 or not server._thread.is_alive(), what="refusal of the garbage")
             assert server._thread.is_alive(), f"the server thread died on {name}"
             assert server.ranks == {}
-            if not sign or len(GARBAGE[name]) != 3:
-                assert not stranger.poll(200), "an unauthenticated message got an answer"
-            elif stranger.poll(200):  # an authentic but malformed message gets an error answer
-                answer, _ = protocol.unpack(stranger.recv_multipart(), SECRET, protocol.REPLY)
+            if len(GARBAGE[name]) != 3:
+                assert not insider.poll(200), "a message that is not three frames got an answer"
+            elif insider.poll(200):  # an authentic but malformed message gets an error answer
+                answer, _ = protocol.unpack(insider.recv_multipart(), SECRET, protocol.REPLY, signed=server.signed)
                 assert "error" in answer, answer
         check_server_still_serves(server)
 
 
-def test_garbage_against_an_authenticated_server_is_dropped_unanswered():
-    with serving(2, secret=SECRET) as server:
-        with raw_dealer(server.address) as stranger:
+@BINDS
+@pytest.mark.parametrize("password", [None, b"another-secret-than-the-jobs-0123"], ids=["none", "a wrong one"])
+def test_garbage_from_strangers_never_reaches_the_server(bind, password):
+    with serving(2, bind=bind, secret=SECRET) as server:
+        with raw_dealer(reachable(server), password) as stranger:
             for frames in GARBAGE.values():
                 stranger.send_multipart(frames)
+            if password is not None:
+                wait_until(lambda: server.refused_handshakes >= 1, what="refusal of the stranger's handshake")
+            assert not stranger.poll(500), "a stranger got an answer"
+        assert server.refused == 0, "a stranger's message reached the server"
+        check_server_still_serves(server, secret=SECRET)
+
+
+def test_beyond_loopback_unsigned_messages_past_the_handshake_are_dropped_unanswered():
+    with serving(2, bind="tcp://0.0.0.0:0", secret=SECRET) as server:
+        with raw_dealer(reachable(server), SECRET) as insider:
+            for frames in GARBAGE.values():
+                insider.send_multipart(frames)
             wait_until(lambda: server.refused == len(GARBAGE), what="refusal of every message")
-            assert not stranger.poll(300), "an unauthenticated message got an answer"
+            assert not insider.poll(300), "an unsigned message got an answer"
         check_server_still_serves(server, secret=SECRET)
 
 

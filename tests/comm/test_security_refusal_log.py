@@ -1,7 +1,8 @@
 """Dropped-message logging is rate-limited: a count per interval, not a line per message.
 
-A flood of garbage must not flood the log: the first refusal after a quiet spell is
-logged in full, the rest are counted by kind and summed up once per interval.
+A flood of garbage or of refused handshakes must not flood the log: the first refusal
+after a quiet spell is logged in full, the rest are counted by kind and summed up once
+per interval.
 """
 import logging
 import os
@@ -11,8 +12,10 @@ import time
 
 import msgpack
 import numpy as np
+import pytest
 import zmq
 
+from distrain.comm import zap
 from distrain.comm.ps.client import PSCommunicator
 from distrain.comm.ps.refusals import RefusalLog
 from distrain.comm.ps.server import ParameterServer
@@ -62,50 +65,74 @@ def test_a_thousand_refusals_make_two_lines_per_interval(caplog):
         "parameter server: refused a message from 10.0.0.9 (bad MAC): again")
 
 
+def dealer(context, address, secret):
+    """A DEALER whose handshake shows `secret`'s password (zap.py)."""
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    zap.present_credentials(socket, secret)
+    socket.connect(address)
+    return socket
+
+
+@pytest.mark.timeout(120)
 def test_a_flood_of_garbage_gives_the_server_log_a_bounded_number_of_lines(caplog):
-    flood = 3000
+    """Refused handshakes (strangers with a wrong password, retried by their ZeroMQ every 100 ms) and garbage
+    from a peer past the handshake of a server beyond loopback (which checks every message's MAC) are
+    counted, not logged one line each."""
+    flood, strangers = 3000, 200
     garbage = [[os.urandom(20), b"", os.urandom(32)],  # bad MAC
                [os.urandom(8)],  # malformed: one frame
                [msgpack.packb({"op": "hello", "rank": 0, "seq": 0}), b"", b""]]  # unsigned
     with caplog.at_level(logging.WARNING, logger="distrain.ps"):
-        server = ParameterServer(2, secret=SECRET, log_interval=0.5).start()
+        server = ParameterServer(2, bind="tcp://0.0.0.0:0", secret=SECRET, log_interval=0.5).start()
+        address = server.address.replace("0.0.0.0", "127.0.0.1")
         try:
             context = zmq.Context()
-            stranger = context.socket(zmq.DEALER)
-            stranger.setsockopt(zmq.LINGER, 0)
-            stranger.connect(server.address)
             try:
+                sockets = [dealer(context, address, b"not-the-secret-of-this-job-0123") for _ in range(strangers)]
+                wait(lambda: server.refused_handshakes >= strangers, "every stranger's handshake being refused")
+                for socket in sockets:
+                    socket.close(linger=0)
+                insider = dealer(context, address, SECRET)
                 for number in range(flood):
-                    stranger.send_multipart(garbage[number % 3])
-                deadline = time.monotonic() + 30
-                while server.refused < flood and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                    insider.send_multipart(garbage[number % 3])
+                wait(lambda: server.refused >= flood, "every message being refused")
                 assert server.refused == flood
                 time.sleep(0.8)  # one interval ends: its summary is logged
+                insider.close(linger=0)
             finally:
-                stranger.close(linger=0)
                 context.term()
-            check_still_serves(server)
+            check_still_serves(server, address)
         finally:
             server.close()
     lines = [record.getMessage() for record in caplog.records if record.name == "distrain.ps"]
-    assert 2 <= len(lines) <= 12, f"{len(lines)} lines for {flood} dropped messages:\n" + "\n".join(lines[:20])
-    assert "refused a message from 127.0.0.1" in lines[0], lines[0]
+    assert 2 <= len(lines) <= 14, f"{len(lines)} lines for {flood} messages and {strangers} strangers:\n" + \
+        "\n".join(lines[:20])
+    assert "refused a message from 127.0.0.1 (bad handshake): wrong password" in lines[0], lines[0]
     counted = {}
     for line in lines[1:]:
         found = SUMMARY.search(line)
         assert found and found.group(3) == "127.0.0.1", line
         for kind, count in counts_of(found.group(2)).items():
             counted[kind] = counted.get(kind, 0) + count
-    assert sum(counted.values()) == flood - 1 and set(counted) == {"bad MAC", "malformed"}, counted
-    assert counted["malformed"] in (flood // 3, flood // 3 - 1), counted
+    assert set(counted) == {"bad handshake", "bad MAC", "malformed"}, counted
+    assert counted["bad handshake"] == server.refused_handshakes - 1, counted
+    assert counted["bad MAC"] + counted["malformed"] == flood, counted
+    assert counted["malformed"] == flood // 3, counted
 
 
-def check_still_serves(server):
+def wait(condition, what, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.05)
+
+
+def check_still_serves(server, address):
     results = {}
 
     def rank_main(rank):
-        comm = PSCommunicator(server.address, rank, 2, secret=SECRET, timeout=10.0)
+        comm = PSCommunicator(address, rank, 2, secret=SECRET, timeout=10.0)
         try:
             values = np.array([rank + 1.0, 10.0])
             comm.allreduce(values)

@@ -9,10 +9,12 @@ allreduce really proceeds while backward computes, with no polling needed from t
 training loop (unlike MPICH: NOTE [ MPI progress ] in parallel.py).
 
 `ServerConnection` is the request/answer machinery (also the launcher's rendezvous store
-for the NCCL backend); `PSCommunicator` turns it into the Communicator interface. Every
-request and answer is authenticated with the job's secret (protocol.py): the argument,
-else $DISTRAIN_PS_SECRET, else the file named by $DISTRAIN_PS_SECRET_FILE; the launcher
-sets the first for its ranks. Without one a rank fails at once instead of going unanswered.
+for the NCCL backend); `PSCommunicator` turns it into the Communicator interface. A rank
+authenticates with the job's secret (the argument, else $DISTRAIN_PS_SECRET, else the file
+named by $DISTRAIN_PS_SECRET_FILE; the launcher sets the first for its ranks): in its
+connection's handshake (comm/zap.py), and, when the server's signed answer to hello says
+so (a server beyond loopback), with a MAC on every message (protocol.py). Without a
+secret a rank fails at once instead of going unanswered.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from ..base import (
     host_staging,
     launched_rank_or_fail,
 )
+from .. import zap
 from . import protocol
 from .protocol import ProtocolError
 
@@ -54,6 +57,7 @@ class PSHandle(Handle):
         self.answer = None
         self.error = None
         self.watch = None  # base.PeerWatch when the communicator has a liveness monitor
+        self.timed_out = None  # the server's collective timeout, when that is how it failed
 
     def is_completed(self):
         if not self.done:
@@ -80,6 +84,8 @@ class PSHandle(Handle):
 
     def _result(self):
         if self.error is not None:
+            if self.timed_out is not None and self.watch is not None:  # say what the missing ranks are doing
+                raise self.watch.timeout_error(self.timed_out, cause=f"the parameter server says: {self.error}")
             raise CommunicatorError(f"rank {self.connection.rank}: {self.what} failed: {self.error}")
         return self.answer
 
@@ -88,6 +94,8 @@ class PSHandle(Handle):
         self.done = True
         if "error" in header:
             self.error = str(header["error"])
+            timed_out = header.get("timed_out")
+            self.timed_out = float(timed_out) if isinstance(timed_out, (int, float)) else None
             return
         self.answer = (header, payload)
         if self.finish is not None:
@@ -112,10 +120,12 @@ class ServerConnection:
                 f"fresh secret), or set {protocol.SECRET_FILE_ENVIRONMENT_VARIABLE} (or "
                 f"{protocol.SECRET_ENVIRONMENT_VARIABLE}) to the server's secret")
         self.max_message_bytes = None  # the server's limit, from its hello
+        self.signed = True  # MACs on every message? Until the server's (always signed) hello answer says
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0)):
             self.socket.setsockopt(option, value)
+        zap.present_credentials(self.socket, self.secret)
         self.socket.connect(address)
         self.seq = 0
         self.session = None
@@ -123,10 +133,11 @@ class ServerConnection:
         try:  # hello asks for the server's session token; join, which carries it, takes this rank's place
             answer, _ = self.request({"op": "hello"}, what="contacting the server").wait()
             limit = answer.get("max_message_bytes")
-            if not isinstance(answer.get("session"), bytes) or type(limit) is not int or limit < 1:
-                raise CommunicatorError(f"rank {rank}: the server at {address} sent no session token or message "
-                                        "size limit: is it running the same distrain?")
-            self.session, self.max_message_bytes = answer["session"], limit
+            if not isinstance(answer.get("session"), bytes) or type(limit) is not int or limit < 1 or \
+                    not isinstance(answer.get("signed"), bool):
+                raise CommunicatorError(f"rank {rank}: the server at {address} sent no session token, message "
+                                        "size limit or signing mode: is it running the same distrain?")
+            self.session, self.max_message_bytes, self.signed = answer["session"], limit, answer["signed"]
             self.request({"op": "join", "world_size": world_size, "timeout": self.timeout,
                           "version": protocol.PROTOCOL_VERSION}, what="joining").wait()
         except BaseException:
@@ -154,7 +165,8 @@ class ServerConnection:
         handle = PSHandle(self, self.seq, what or header["op"], finish)
         self.in_flight[self.seq] = handle
         self.seq += 1
-        self.socket.send_multipart(protocol.pack(header, payload, self.secret), copy=False)
+        signed = self.signed or header["op"] == "hello"  # a signed hello is what a server beyond loopback takes
+        self.socket.send_multipart(protocol.pack(header, payload, self.secret, signed=signed), copy=False)
         return handle
 
     def pump(self, timeout):
@@ -164,7 +176,7 @@ class ServerConnection:
         while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             frames = self.socket.recv_multipart(copy=False)
             try:
-                header, payload = protocol.unpack(frames, self.secret, protocol.REPLY)
+                header, payload = protocol.unpack(frames, self.secret, protocol.REPLY, signed=self.signed)
             except ProtocolError as error:
                 raise CommunicatorError(f"rank {self.rank}: unreadable answer from the parameter server at "
                                         f"{self.address}: {error}") from None

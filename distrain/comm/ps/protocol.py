@@ -1,36 +1,44 @@
-"""The parameter server's wire format: msgpack headers, raw array payloads, optional HMAC.
+"""The parameter server's wire format: msgpack headers, raw array payloads, a MAC beyond loopback.
 
 Every message, in both directions, is three ZeroMQ frames::
 
     header   msgpack map: {"op": ..., "rank": ..., "seq": ..., "session": ..., "index": ..., "dtype": ..., ...}
     payload  the array's raw bytes (C order), or empty
-    mac      HMAC-SHA256(secret, direction | len(header) | header | SHA-256(payload))
+    mac      HMAC-SHA256(secret, direction | len(header) | header | SHA-256(payload)), or empty on loopback
+
+Who may talk is settled before any message, by the connection's handshake (comm/zap.py):
+the server admits only peers that hold the job's secret, loopback included (another local
+user is a peer too), so a process without it can neither join, nor read the rendezvous
+store, nor write anything, nor make the server buffer a message. On loopback that is
+enough: no one but root can read or alter the traffic of a connection that passed it, so
+messages carry no MAC (an empty frame) and cost nothing beyond their bytes. A server that
+listens beyond loopback ("signed") also needs a MAC on every message, checked before the
+header is even decoded, because whoever reads the network could get past the handshake's
+door (zap.py says why it still cannot forge anything). The server says which it is in its
+answer to hello, and that answer is always signed, so a rank knows it is talking to a
+holder of the secret, and a man in the middle cannot switch the MACs off.
 
 Only the header is parsed (msgpack, never pickle), and it is checked against a fixed
 schema before anything acts on it, so a malformed or hostile message is refused with a
-`ProtocolError` instead of crashing the server. Every message is authenticated, loopback
-included (another local user is a peer too): a message whose MAC does not verify is
-refused before its header is even decoded, so a process without the job's secret can
-neither join, nor read the rendezvous store, nor write anything. The header carries the rank,
-the server's session token and a per-rank message number ("seq", which must count up
-by one), so a recorded message cannot be replayed into this or another session. Only
-the first message, "hello", has no session: it only asks for the server's session token
-(random per server) and claims nothing; a rank takes its place with "join", which carries
-the token, so a join recorded in one session is refused in any other. A
-collective also carries its "index", the count of collectives this rank has started:
-the server matches the ranks' calls by index and checks that they agree.
+`ProtocolError` instead of crashing the server. The header carries the rank, the
+server's session token and a per-rank message number ("seq", which must count up by
+one), so a recorded message cannot be replayed into this or another session. Only the
+first message, "hello", has no session: it only asks for the server's session token
+(random per server) and claims nothing; a rank takes its place with "join", which
+carries the token, so a join recorded in one session is refused in any other. Answers
+carry the token too: a rank drops an answer from any other session. A collective also
+carries its "index", the count of collectives this rank has started: the server matches
+the ranks' calls by index and checks that they agree.
 
-Why HMAC rather than CURVE: it authenticates with one shared secret (the launcher makes a
-fresh one per job and hands it to its ranks in their environment; a cluster script reads
-it from a mode-600 file) and costs one SHA-256 pass over each payload (about 1.6 GB/s per
-core with SHA extensions, faster than any other hash in the standard library here). The
-MAC covers the payload's SHA-256, not the payload itself, so the server hashes the result
-of a collective once for all the ranks it answers.
+Why HMAC rather than CURVE beyond loopback: see zap.py (CURVE runs at ~0.2 GB/s on
+ZeroMQ's one I/O thread). The MAC covers the payload's SHA-256, not the payload itself, so
+the server hashes the result of a collective once for all the ranks it answers.
 
-Memory is bounded before a message is authenticated: the server tells ZeroMQ the largest
-frame it accepts (`max_message_bytes`, default 256 MiB, $DISTRAIN_PS_MAX_MESSAGE_MB), and
-ZeroMQ drops a peer that announces a larger one before buffering it; clients learn the
-limit from the server's hello and refuse, before sending, a payload over it.
+Memory is bounded before a message is authenticated: no message is read from a peer
+before its handshake has passed (zap.py), the server tells ZeroMQ the largest frame it
+accepts (`max_message_bytes`, default 256 MiB, $DISTRAIN_PS_MAX_MESSAGE_MB), and ZeroMQ
+drops a peer that announces a larger one before buffering it; clients learn the limit
+from the server's hello and refuse, before sending, a payload over it.
 """
 from __future__ import annotations
 
@@ -49,7 +57,7 @@ import numpy
 
 from ...errors import DistrainError
 
-PROTOCOL_VERSION = 2  # 2: the MAC covers SHA-256(payload); hello answers carry max_message_bytes
+PROTOCOL_VERSION = 3  # 3: a ZAP handshake first; MACs only beyond loopback (hello answers say "signed")
 SECRET_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET"
 SECRET_FILE_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET_FILE"
 ADDRESS_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_ADDRESS"
@@ -202,28 +210,38 @@ def _mac(secret, header, digest, direction):
     return hmac.new(secret, direction + struct.pack("<Q", len(header)) + header + digest, hashlib.sha256).digest()
 
 
-def pack(header, payload=b"", secret=None, direction=REQUEST, digest=None):
+def pack(header, payload=b"", secret=None, direction=REQUEST, digest=None, signed=True):
     """The three frames of a message (payload: bytes, or a C-contiguous array sent without a copy).
 
-    `digest`, if given, is payload_digest(payload), computed once by a caller sending it to several ranks.
+    `signed`: with a MAC made with `secret`; unsigned (loopback, where the handshake is the
+    authentication) the mac frame is empty and nothing is hashed. `digest`, if given, is
+    payload_digest(payload), computed once by a caller sending it to several ranks.
     """
-    if secret is None:
-        raise ValueError("every parameter-server message is authenticated: pack() needs the job's secret")
     encoded = msgpack.packb(header, use_bin_type=True)
     payload = payload_bytes(payload)
+    if not signed:
+        return [encoded, payload, b""]
+    if secret is None:
+        raise ValueError("a signed parameter-server message needs the job's secret")
     mac = _mac(secret, encoded, payload_digest(payload) if digest is None else digest, direction)
     return [encoded, payload, mac]
 
 
-def unpack(frames, secret=None, direction=REQUEST):
-    """(header dict, payload buffer) of a received message; ProtocolError if it is malformed or not authentic."""
-    if secret is None:
-        raise ValueError("every parameter-server message is authenticated: unpack() needs the job's secret")
+def unpack(frames, secret=None, direction=REQUEST, signed=True):
+    """(header dict, payload buffer) of a received message; ProtocolError if it is malformed or not authentic.
+
+    `signed`: its MAC must verify with `secret` (checked before the header is decoded); unsigned, the
+    mac frame is ignored (the connection's handshake authenticated the peer).
+    """
     if len(frames) != 3:
         raise ProtocolError(f"expected 3 frames (header, payload, mac), got {len(frames)}", kind="malformed")
     header_bytes, payload, mac = (frame.buffer if hasattr(frame, "buffer") else frame for frame in frames)
-    if not hmac.compare_digest(bytes(mac), _mac(secret, bytes(header_bytes), payload_digest(payload), direction)):
-        raise ProtocolError("message authentication failed (wrong or missing secret)", kind="bad MAC")
+    if signed:
+        if secret is None:
+            raise ValueError("checking a signed parameter-server message needs the job's secret")
+        if not hmac.compare_digest(bytes(mac), _mac(secret, bytes(header_bytes), payload_digest(payload),
+                                                    direction)):
+            raise ProtocolError("message authentication failed (wrong or missing secret)", kind="bad MAC")
     try:
         header = msgpack.unpackb(bytes(header_bytes), raw=False, strict_map_key=True,
                                  max_bin_len=64, max_array_len=MAX_DIMENSIONS * 8, max_map_len=32, max_str_len=4096)

@@ -11,17 +11,19 @@ rendezvous (e.g. to share the NCCL unique id).
     python -m distrain.comm.ps.server --world-size 4 --bind tcp://0.0.0.0:5555 --secret-file ~/.distrain/secret
 
 Robustness (shared/DESIGN.md):
-- Every message is authenticated (protocol.py: an HMAC with the job's secret), loopback
-  included. It binds to 127.0.0.1 unless told otherwise; beyond loopback it needs a
-  secret that the ranks share; on loopback without one it makes one (the command line
-  writes it to a mode-600 file and says where).
-- A message that fails authentication is dropped unanswered; a malformed one from an
-  authentic peer gets an error reply; neither ever stops the server. Refusals are logged
-  rate-limited (refusals.py).
-- Memory is bounded before authentication: ZeroMQ drops a peer announcing a frame over
-  `max_message_bytes` before buffering it, at most RECEIVE_QUEUE_MESSAGES messages wait
-  per peer, and a rank may have at most MAX_PENDING_PER_RANK collectives and store
-  reads waiting for the other ranks.
+- Every peer is authenticated, loopback included: its connection's handshake must show
+  the job's secret (comm/zap.py) before ZeroMQ reads any message from it, and beyond
+  loopback every message also carries an HMAC with the secret (protocol.py). It binds to
+  127.0.0.1 unless told otherwise; beyond loopback it needs a secret that the ranks
+  share; on loopback without one it makes one (the command line writes it to a mode-600
+  file and says where).
+- A refused handshake or a message that fails its MAC is dropped unanswered; a malformed
+  message from an authentic peer gets an error reply; none ever stops the server.
+  Refusals are logged rate-limited (refusals.py).
+- Memory is bounded before authentication: a peer whose handshake has not passed gets
+  no message read, ZeroMQ drops a peer announcing a frame over `max_message_bytes` before
+  buffering it, at most RECEIVE_QUEUE_MESSAGES messages wait per peer, and a rank may
+  have at most MAX_PENDING_PER_RANK collectives and store reads waiting for the other ranks.
 - Ranks whose calls disagree (different ops, dtypes, shapes or roots for the same
   collective) all get an error naming both calls, instead of a wrong result.
 - A collective that some ranks never join fails after the ranks' timeout, and the ranks
@@ -45,6 +47,7 @@ import time
 import numpy
 import zmq
 
+from .. import zap
 from . import protocol
 from .protocol import ProtocolError
 from .refusals import RefusalLog
@@ -93,10 +96,11 @@ class ParameterServer:
     """Serves one job of `world_size` ranks at `bind` (see the module docstring).
 
     `start()` runs it in a background thread (the launcher's way), `serve()` in the
-    calling thread (the command line's way); `address` is where ranks connect.
+    calling thread (the command line's way); `address` is where ranks connect. Each server
+    has a ZeroMQ context of its own: the handshake's handler (zap.py) serves one context.
     """
 
-    def __init__(self, world_size, bind="tcp://127.0.0.1:0", secret=None, timeout=None, context=None,
+    def __init__(self, world_size, bind="tcp://127.0.0.1:0", secret=None, timeout=None,
                  max_message_bytes=None, log_interval=10.0):
         if int(world_size) < 1:
             raise ValueError(f"world_size must be at least 1, got {world_size}")
@@ -111,16 +115,20 @@ class ParameterServer:
             self.secret = protocol.new_secret().encode()  # loopback: a fresh one, for the ranks this process tells
         self.max_message_bytes = protocol.max_message_bytes(max_message_bytes)
         self.timeout = timeout  # None: each collective uses its ranks' own timeout (from their hello)
-        self.context = context or zmq.Context.instance()
+        self.signed = not protocol.is_loopback(bind)  # beyond loopback, a MAC on every message (protocol.py)
+        self.refusals = RefusalLog(log, log_interval)
+        self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         for option, value in ((zmq.LINGER, 1000), (zmq.SNDHWM, SEND_QUEUE_MESSAGES),
                               (zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES), (zmq.MAXMSGSIZE, self.max_message_bytes),
                               (zmq.ROUTER_MANDATORY, 1)):
             self.socket.setsockopt(option, value)
+        self.gate = None
         try:
+            self.gate = zap.guard(self.socket, self.secret, self._refused_handshake)
             self.socket.bind(bind[:-2] + ":*" if bind.endswith(":0") else bind)
         except zmq.ZMQError:
-            self.socket.close(linger=0)
+            self._release(linger=0)
             raise
         self.address = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.session = secrets.token_bytes(16)
@@ -131,7 +139,6 @@ class ParameterServer:
         self.store_waiters = {}  # key -> [(rank, identity, seq, deadline)]
         self.pending = collections.Counter()  # rank -> its collectives and store reads waiting for other ranks
         self.refused = 0  # messages dropped or answered with an error (for monitoring and tests)
-        self.refusals = RefusalLog(log, log_interval)
         self._stop = threading.Event()
         self._thread = None
 
@@ -158,21 +165,36 @@ class ParameterServer:
                     return
         finally:
             self.refusals.flush(force=True)
-            self.socket.close()
+            self._release()
+
+    @property
+    def refused_handshakes(self):
+        """Connections refused at the handshake (without the job's secret), retries included."""
+        return self.gate.refused
 
     def close(self):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        elif not self.socket.closed:  # never started: serve() did not get to close it
-            self.socket.close(linger=0)
+        elif not self.socket.closed:  # never started: serve() did not get to release it
+            self._release(linger=0)
+
+    def _release(self, linger=None):
+        """Close the socket, stop the handshake's handler, end the context (in that order: term() waits for both)."""
+        self.socket.close(linger=linger)
+        if self.gate is not None:
+            self.gate.stop()
+        self.context.term()
+
+    def _refused_handshake(self, address, reason):  # called from the handshake handler's thread
+        self.refusals.refused("bad handshake", reason, address)
 
     # -- one message ------------------------------------------------------------------------
     def _handle(self, frames):
         identity, message = frames[0].bytes, frames[1:]
         try:
-            header, payload = protocol.unpack(message, self.secret)
-        except ProtocolError as error:  # unauthenticated: dropped unanswered
+            header, payload = protocol.unpack(message, self.secret, signed=self.signed)
+        except ProtocolError as error:  # not authentic, or not even a header: dropped unanswered
             self.refused += 1
             self.refusals.refused(error.kind, str(error), _peer_address(frames))
             return
@@ -224,7 +246,8 @@ class ParameterServer:
         of unread answers is full (SEND_QUEUE_MESSAGES), is dropped and logged."""
         try:
             header = {**header, "session": self.session}  # replies name their session; the client checks it
-            frames = protocol.pack(header, payload, self.secret, protocol.REPLY, digest)
+            signed = self.signed or header.get("op") == "hello"  # hello's answer always: the rank checks the server
+            frames = protocol.pack(header, payload, self.secret, protocol.REPLY, digest, signed)
             self.socket.send_multipart([identity] + frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as error:  # EHOSTUNREACH (ROUTER_MANDATORY) or EAGAIN (its queue is full)
             self.refusals.refused("unanswerable", f"could not answer {header.get('op')}: {error}",
@@ -233,7 +256,7 @@ class ParameterServer:
     # -- requests ---------------------------------------------------------------------------
     def _on_hello(self, header, payload, identity):
         self._reply(identity, {"op": "hello", "seq": header["seq"], "session": self.session,
-                               "max_message_bytes": self.max_message_bytes})
+                               "max_message_bytes": self.max_message_bytes, "signed": self.signed})
 
     def _on_join(self, header, payload, identity):
         rank = header["rank"]
@@ -323,7 +346,7 @@ class ParameterServer:
         else:
             result = None
         result = b"" if result is None or result.size == 0 else numpy.ascontiguousarray(result)
-        digest = protocol.payload_digest(result)  # hashed once for every rank it goes to
+        digest = protocol.payload_digest(result) if self.signed else None  # hashed once for every rank
         for rank, (identity, seq) in collective.callers.items():
             self.pending[rank] -= 1
             if collective.op == "broadcast" and rank == collective.signature["root"]:
@@ -331,7 +354,8 @@ class ParameterServer:
             else:
                 self._reply(identity, {"op": collective.op, "seq": seq}, result, digest)
 
-    def _fail(self, index, message, extra=()):
+    def _fail(self, index, message, extra=(), timed_out=None):
+        """Answer every caller of collective `index` with `message` (and, for a timeout, its limit in seconds)."""
         collective = self.collectives.pop(index)
         self.failed[index] = message
         self.refused += 1
@@ -340,7 +364,8 @@ class ParameterServer:
         for rank in collective.callers:
             self.pending[rank] -= 1
         for rank, identity, seq in callers:
-            self._reply(identity, {"op": collective.op, "seq": seq, "error": message})
+            self._reply(identity, {"op": collective.op, "seq": seq, "error": message,
+                                   **({} if timed_out is None else {"timed_out": timed_out})})
 
     def _expire(self, now):
         for index, collective in list(self.collectives.items()):
@@ -350,7 +375,7 @@ class ParameterServer:
                 self._fail(index, f"collective #{index} {collective.describe()} timed out after {limit:g} s: "
                            f"rank(s) {missing} never joined it (joined: {sorted(collective.callers)}); a rank "
                            "crashed, hangs, or ran out of data early (use DistributedSampler so that every rank "
-                           "gets the same number of batches)")
+                           "gets the same number of batches)", timed_out=float(limit))
         for key, waiters in list(self.store_waiters.items()):
             for waiter in [w for w in waiters if now > w[3]]:
                 waiters.remove(waiter)
@@ -400,7 +425,8 @@ def main(argv=None):
                  "Every rank needs it in its environment: %s=%s (or %s=\"$(cat %s)\")", secret_file,
                  protocol.SECRET_FILE_ENVIRONMENT_VARIABLE, secret_file, protocol.SECRET_ENVIRONMENT_VARIABLE,
                  secret_file)
-    log.info("serving %d ranks at %s (authenticated; messages up to %d MiB)", server.world_size, server.address,
+    log.info("serving %d ranks at %s (authenticated: a handshake with the secret%s; messages up to %d MiB)",
+             server.world_size, server.address, ", and a MAC on every message" if server.signed else "",
              server.max_message_bytes // 2 ** 20)
     print(server.address, flush=True)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so that `finally` runs
