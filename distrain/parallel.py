@@ -230,7 +230,7 @@ class GradientReducer:
     # -max(-position); otherwise every rank learns it in the same collective, they gather
     # the positions to name who is where, and all raise. A rank inside join() sends the
     # smallest int64s, which leave the others' max and min alone. The cost is one 16-byte
-    # allreduce per step, started behind the buckets (benchmarks/bench_liveness.py).
+    # allreduce per step, started behind the buckets (benchmarks/bench_safety.py measures it).
     _NEUTRAL = numpy.iinfo(numpy.int64).min
 
     def _start_sequence_check(self, position):
