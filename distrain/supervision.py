@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import os
 import re
 import signal
@@ -84,7 +85,7 @@ class OutputRelay(threading.Thread):
     def __init__(self, pipe, stream, prefix=b"", lock=None, chunk=65536):
         super().__init__(name="distrain-output-relay", daemon=True)
         self.pipe = pipe
-        self.fd = stream.fileno() if hasattr(stream, "fileno") else None
+        self.fd = _file_descriptor(stream)
         self.stream = stream
         self.prefix = prefix
         self.lock = lock or threading.Lock()
@@ -122,11 +123,20 @@ class OutputRelay(threading.Thread):
                     data = self.prefix + piece
                     while data:
                         data = data[os.write(self.fd, data):]
-                else:
-                    self.stream.write((self.prefix + piece).decode(errors="replace"))
+                else:  # a stream without a descriptor: text (io.StringIO, a notebook's) or binary (io.BytesIO)
+                    data = self.prefix + piece
+                    self.stream.write(data.decode(errors="replace") if isinstance(self.stream, io.TextIOBase) else data)
                     self.stream.flush()
             except (BrokenPipeError, ValueError, OSError):
                 self.broken = True
+
+
+def _file_descriptor(stream):
+    """The descriptor behind `stream`, or None for one without (io.StringIO, pytest's capsys, a notebook's output)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        return None
 
 
 class SharedMemoryWatch:

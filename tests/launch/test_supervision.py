@@ -6,6 +6,7 @@ its own: a data set kept on the RAM disk for speed (np.load(mmap_mode="r"), shar
 another program's segment. Those must survive the rank's failure. On the code before
 this test, every /dev/shm file the rank had mapped was unlinked, the user's data set too.
 """
+import io
 import os
 import secrets
 import signal
@@ -15,7 +16,7 @@ import textwrap
 
 import pytest
 
-from distrain.supervision import SharedMemoryWatch
+from distrain.supervision import OutputRelay, SharedMemoryWatch
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self") or not os.path.isdir("/dev/shm"),
                                 reason="needs Linux's /proc and /dev/shm")
@@ -61,3 +62,24 @@ def test_a_killed_ranks_segments_are_removed_and_files_it_only_mapped_are_kept()
                 os.unlink(path)
         os.rmdir(user_directory)
 
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("stream_type", [io.StringIO, io.BytesIO], ids=["text", "binary"])
+def test_output_goes_whole_to_a_stream_without_a_file_descriptor(stream_type):
+    """The launcher run in-process with its output captured (pytest's capsys, a notebook): pieces still arrive whole.
+
+    Before, a stream whose fileno() raises (io.StringIO's io.UnsupportedOperation) made the relay fail at once.
+    """
+    read_end, write_end = os.pipe()
+    stream = stream_type()
+    with open(read_end, "rb") as pipe:
+        relay = OutputRelay(pipe, stream, prefix=b"[3] ")
+        relay.start()
+        os.write(write_end, b"first line\nhalf a ")
+        os.write(write_end, b"line\nprogress 50%\rno newline at the end")
+        os.close(write_end)
+        relay.join(10)
+    assert not relay.is_alive()
+    expected = "[3] first line\n[3] half a line\n[3] progress 50%\r[3] no newline at the end\n"
+    assert stream.getvalue() == (expected if stream_type is io.StringIO else expected.encode())
