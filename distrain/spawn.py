@@ -147,27 +147,35 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
     """Start this node's ranks (into `processes`, their output copiers into `copiers`) and wait for them."""
     lock = threading.Lock()
     relays = {}
-    notes = []  # each rank's note pipe (supervision.leave_note)
-    for local_rank in range(count):
-        rank = node_rank * count + local_rank
-        env = worker_environment(environment, rank, world, backend, address, rank0_only, local_rank, count)
-        note_read, note_write, env = note_pipe(env)
-        process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                   pass_fds=(note_write,), preexec_fn=die_with_parent)
-        os.close(note_write)
-        notes.append(note_read)
-        processes.append(process)
-        label = f"[{rank}] ".encode() if prefix else b""
-        for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
-            relay = OutputRelay(pipe, stream, label, lock)
-            relay.start()
-            copiers.append(relay)
-        relays[local_rank] = relay  # the stderr one: it knows whether a traceback came out
-    failure = _watch(processes, grace)
-    for copier in copiers:  # the failing rank's traceback comes out before the verdict
-        copier.join(timeout=grace)
-    left = [read_note(note) for note in notes]  # every rank has ended by now
+    notes = []  # each rank's note pipe (supervision.leave_note), until read
+    try:
+        for local_rank in range(count):
+            rank = node_rank * count + local_rank
+            env = worker_environment(environment, rank, world, backend, address, rank0_only, local_rank, count)
+            note_read, note_write, env = note_pipe(env)
+            notes.append(note_read)
+            try:
+                process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                           pass_fds=(note_write,), preexec_fn=die_with_parent)
+            finally:
+                os.close(note_write)
+            processes.append(process)
+            label = f"[{rank}] ".encode() if prefix else b""
+            for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
+                relay = OutputRelay(pipe, stream, label, lock)
+                relay.start()
+                copiers.append(relay)
+            relays[local_rank] = relay  # the stderr one: it knows whether a traceback came out
+        failure = _watch(processes, grace)
+        for copier in copiers:  # the failing rank's traceback comes out before the verdict
+            copier.join(timeout=grace)
+        left = []
+        while notes:  # every rank has ended by now; read_note closes each pipe
+            left.append(read_note(notes.pop(0)))
+    finally:  # a rank that could not start, or Ctrl-C: the pipes not read are closed here
+        for note in notes:
+            os.close(note)
     if failure is None:
         return 0
     local_rank, code, others = failure

@@ -529,3 +529,19 @@ def test_a_closed_output_pipe_does_not_hang_the_job(tmp_path):
     result = subprocess.run(["bash", "-c", f"set -o pipefail; {command} | head -1"], capture_output=True, text=True,
                             timeout=60, env=dict(os.environ, PYTHONPATH=REPO), start_new_session=True)
     assert result.stdout.startswith("[") and "line" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in Linux's /proc")
+def test_a_launch_whose_rank_cannot_start_leaves_no_descriptor_open(tmp_path):
+    """run_workers in-process (as launch.main runs it): a rank that cannot be started (no such interpreter) raises,
+    and the pipe through which that rank would have left its note is closed, both ends (before, 2 leaked per try)."""
+    from distrain.spawn import run_workers
+
+    def descriptors():
+        return set(os.listdir("/proc/self/fd"))
+
+    before = descriptors()
+    for _ in range(3):
+        with pytest.raises(FileNotFoundError):
+            run_workers(1, "ps", [str(tmp_path / "train.py")], python=str(tmp_path / "no-such-python"))
+    assert descriptors() - before == set()
