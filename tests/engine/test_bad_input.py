@@ -134,6 +134,26 @@ def test_narrow_with_a_negative_start_counts_from_the_end_as_in_pytorch():
     np.testing.assert_array_equal(distrain.tensor(x).narrow(1, -3, 2).numpy(), torch.tensor(x).narrow(1, -3, 2).numpy())
 
 
+
+@pytest.mark.parametrize("expression", ["x == None", "x != None", "None == x", "x == 'a'", "x != object()",
+                                        "x in [None, 'a']", "[x, None].index(None)"])
+def test_equality_operators_with_a_non_numeric_operand_fall_back_to_identity_as_in_pytorch(expression):
+    """`==` and `!=` against None, a str or an object give Python's identity answer in PyTorch (its operators return
+    NotImplemented), so `x in [None, ...]` works; before, distrain raised DTypeError. The functions still refuse."""
+    expected = eval(expression, {"x": torch.ones(2)})
+    assert eval(expression, {"x": distrain.ones(2)}) == expected
+    assert type(eval(expression, {"x": distrain.ones(2)})) is type(expected)
+
+
+def test_eq_and_ne_as_functions_still_refuse_a_non_numeric_operand():
+    x = distrain.ones(2)
+    for function in (distrain.eq, distrain.ne):
+        with pytest.raises(DTypeError, match="cannot combine a float32 tensor with NoneType"):
+            function(x, None)
+    np.testing.assert_array_equal((x == distrain.tensor([1.0, 0.0])).numpy(), [True, False])  # tensors: elementwise
+    np.testing.assert_array_equal((x != 1).numpy(), [False, False])
+
+
 # ----------------------------------------------------------------------------- fuzz
 
 SIZES = st.one_of(st.integers(-3, 6), st.sampled_from([2**62, 2**63, -(2**63)]), st.floats(-2, 6),

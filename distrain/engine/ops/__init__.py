@@ -18,7 +18,8 @@ from ..backend import array_module
 from .. import legacy_types
 from ..tensor import Tensor
 from .core import wrap
-from .arithmetic import add, div, eq, floor_divide, ge, gt, le, logical_and, logical_or, logical_xor, lt, mul, ne, neg, pow, rdiv, remainder, rpow, rsub, sub
+from .arithmetic import (add, div, eq, eq_operator, floor_divide, ge, gt, le, logical_and, logical_or, logical_xor,
+                         lt, mul, ne, ne_operator, neg, pow, rdiv, remainder, rpow, rsub, sub)
 from .convert import bool_, cpu, cuda, double, float_, half, int_, long, to, type_as
 from .elementwise import abs, clamp, cos, erf, exp, expm1, gelu, leaky_relu, log, log1p, maximum, minimum, relu, sigmoid, sign, sin, sqrt, tanh, where
 from .indexing import gather, getitem, index_select, one_hot
@@ -109,7 +110,7 @@ TENSOR_METHODS = {
     "__pos__": lambda self: self, "__abs__": abs,
     "__matmul__": matmul, "__rmatmul__": lambda self, other: matmul(other, self),
     "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge,
-    "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
+    "__eq__": eq_operator, "__ne__": ne_operator, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
     "__and__": logical_and, "__or__": logical_or, "__xor__": logical_xor, "__invert__": _logical_not,
     "logical_not": _logical_not, "isnan": isnan, "isinf": isinf, "isfinite": isfinite,
     # elementwise

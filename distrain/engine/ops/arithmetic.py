@@ -6,7 +6,7 @@ float32 tensor times 2.5 is float32.
 """
 from __future__ import annotations
 
-from ...errors import ArgumentError
+from ...errors import ArgumentError, DTypeError
 from ..backend import array_module
 from .core import Tensor, binary_operands, fix_float_dtype, grad_state, record, shape_error, sum_to_shape, wrap
 
@@ -226,3 +226,24 @@ ge = _comparison("ge", _operator.ge)
 logical_and = _comparison("logical_and", _operator.and_)
 logical_or = _comparison("logical_or", _operator.or_)
 logical_xor = _comparison("logical_xor", _operator.xor)
+
+
+def _equality_operator(compare):
+    """`compare` (eq or ne) as the `==`/`!=` operator: an operand that is no tensor, number or numeric array
+    gives NotImplemented, so Python falls back to identity and `x == None` is False, `x != "a"` True, `x in
+    [None, t]` works, as in PyTorch (eq(x, None) itself still raises DTypeError)."""
+
+    def operator(input, other):
+        try:
+            return compare(input, other)
+        except DTypeError:
+            if isinstance(other, Tensor):
+                raise
+            return NotImplemented  # only operand() raises DTypeError here: `other` cannot be compared
+
+    operator.__name__ = f"__{compare.__name__}__"
+    return operator
+
+
+eq_operator = _equality_operator(eq)
+ne_operator = _equality_operator(ne)
