@@ -154,6 +154,16 @@ def test_eq_and_ne_as_functions_still_refuse_a_non_numeric_operand():
     np.testing.assert_array_equal((x != 1).numpy(), [False, False])
 
 
+
+@pytest.mark.parametrize("call", [lambda lib, x: x.sum(dim=lib.tensor(1)), lambda lib, x: x.softmax(lib.tensor(-1)),
+                                  lambda lib, x: x.unsqueeze(lib.tensor(0))], ids=["sum", "softmax", "unsqueeze"])
+def test_a_dim_given_as_a_one_element_integer_tensor_is_taken_as_in_pytorch(call):
+    """PyTorch takes anything with __index__ as a dim; 31a350a refused a 0-d integer tensor (DTypeError)."""
+    values = np.arange(6.0).reshape(2, 3)
+    expected = call(torch, torch.tensor(values))
+    np.testing.assert_allclose(call(distrain, distrain.tensor(values)).numpy(), expected.numpy())
+
+
 # ----------------------------------------------------------------------------- fuzz
 
 SIZES = st.one_of(st.integers(-3, 6), st.sampled_from([2**62, 2**63, -(2**63)]), st.floats(-2, 6),

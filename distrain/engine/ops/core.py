@@ -7,6 +7,8 @@ reads: the engine must stay within a few microseconds of NumPy per op.
 """
 from __future__ import annotations
 
+import operator as _operator
+
 import numpy
 
 from ...errors import DeviceError, DTypeError, ShapeError
@@ -135,8 +137,12 @@ def sum_to_shape(grad, shape):
 
 
 def normalize_dim(dim, ndim, op_name="op"):
-    if not isinstance(dim, (int, numpy.integer)) or isinstance(dim, bool):
-        raise DTypeError(f"{op_name}: dim must be an int, got {type(dim).__name__} {dim!r:.40}")
+    try:
+        if isinstance(dim, bool):
+            raise TypeError
+        dim = _operator.index(dim)  # an int, a NumPy integer or a one-element integer tensor, as PyTorch takes
+    except TypeError:
+        raise DTypeError(f"{op_name}: dim must be an int, got {type(dim).__name__} {dim!r:.40}") from None
     if dim < -max(ndim, 1) or dim >= max(ndim, 1):
         raise ShapeError(f"{op_name}: dim {dim} is out of range for a tensor with {ndim} dimension(s)")
     return dim % ndim if ndim else 0
