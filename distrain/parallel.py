@@ -101,8 +101,9 @@ class GradientReducer:
                 parameter.register_post_accumulate_grad_hook(self._gradient_ready)
         self._handles = []
         self.armed = False
-        self.reduced = False  # this forward's gradients have been averaged: another backward would be local only
-        self.position = 0  # where this rank is in training (set by the owner); compared across ranks each reduction
+        self.position = 0  # where this rank is in training; compared across ranks at each reduction
+        self.count_backwards = False  # DDP: each backward that reaches the parameters moves the position on
+        self.backward_counted = False  # this backward (or, unarmed, this forward's backwards) is counted already
         self.owner, self.position_name = "GradientReducer", "steps"  # for the errors
 
     @staticmethod
@@ -131,17 +132,13 @@ class GradientReducer:
         self._next_bucket = 0
         self._handles = []
         self.armed = True
-        self.reduced = False
 
     def _gradient_ready(self, parameter):
+        if self.count_backwards and not self.backward_counted:  # NOTE [ sequence check ]
+            self.position += 1
+            self.backward_counted = True
         if not self.armed:
-            if self.reduced:
-                raise DistrainError(
-                    f"{self.owner}: rank {self.comm.rank}: a second backward reached the model's gradients after they "
-                    "were averaged across ranks for this forward; its gradients would stay local to this rank while "
-                    "the others' do not. Run one backward per forward (sum the losses first), or accumulate under "
-                    "no_sync()")
-            return
+            return  # no_sync(), or a further backward of a forward already reduced: local, as in PyTorch
         for handle, _, _ in self._handles:  # NOTE [ MPI progress ]: let MPI move the allreduces in flight
             handle.is_completed()
         bucket = self._bucket_of[id(parameter)]
@@ -211,24 +208,27 @@ class GradientReducer:
         self.armed = False
         for bucket in self.buckets[self._next_bucket:]:
             self._launch(bucket)  # unused parameters' buckets (their zeros), in order
+        self.backward_counted = False  # a further backward of this forward counts again
         sequence = self._start_sequence_check(self.position)
         handles, self._handles = self._handles, []
         for handle, wire, gradient in handles:
             handle.wait()
             if wire is not None:
                 gradient[...] = wire  # back from float16 into the flat gradient
-        self.reduced = True
         self._finish_sequence_check(sequence)
 
     # NOTE [ sequence check ]
-    # Ranks that disagree on when to reduce (one runs an extra forward, or no_sync on some
-    # ranks only) still pair up their bucket allreduces, which have the same sizes on every
-    # rank: MPI matches collectives by order, so the gradients of different steps would be
-    # averaged together, silently, for the rest of the run. So each reduction ends with one
-    # more tiny allreduce: the MAX of (position, -position), where the owner's position
-    # counts its forwards (DDP) or steps (DistributedOptimizer). All equal means max ==
-    # -max(-position); otherwise every rank learns it in the same collective, they gather
-    # the positions to name who is where, and all raise. A rank inside join() sends the
+    # Ranks that disagree on when to reduce (no_sync() on some ranks only, an extra backward
+    # on one rank, a forward that broadcasts buffers on one rank only) still pair up their
+    # bucket allreduces, which have the same sizes on every rank: MPI matches collectives by
+    # order, so the gradients of different steps would be averaged together, silently, for
+    # the rest of the run. So each reduction ends with one more tiny allreduce: the MAX of
+    # (position, -position). DDP's position counts the backwards that reach the model's
+    # parameters (reduced or not) and the forwards that broadcast buffers, the two things
+    # every rank must do alike; a forward without backward and without buffers, or a second
+    # backward run by every rank, is fine, as in PyTorch. DistributedOptimizer's counts
+    # steps. All equal means max == -max(-position); otherwise every rank learns it in the
+    # same collective, they gather the positions to name who is where, and all raise. A rank inside join() sends the
     # smallest int64s, which leave the others' max and min alone. The cost is one 16-byte
     # allreduce per step, started behind the buckets (benchmarks/bench_safety.py measures it).
     _NEUTRAL = numpy.iinfo(numpy.int64).min
@@ -290,13 +290,19 @@ class DistributedDataParallel(Module):
         check_same_parameters_everywhere(comm, named, "DistributedDataParallel")
         object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
                                                              gradient_compression))
-        self._reducer.owner, self._reducer.position_name = "DistributedDataParallel", "forwards"
+        self._reducer.owner = "DistributedDataParallel"
+        self._reducer.position_name = "backwards (and forwards that broadcast buffers)"
+        self._reducer.count_backwards = True
         self._reducer.broadcast_from(0)
         self._broadcast_buffers()
 
     @property
     def _buckets(self):
         return self._reducer.buckets
+
+    @property
+    def _has_buffers(self):
+        return any(True for _ in self.module.buffers())
 
     def _broadcast_buffers(self, root=0):
         for buffer in self.module.buffers():
@@ -306,11 +312,13 @@ class DistributedDataParallel(Module):
     def forward(self, *args, **kwargs):
         will_sync = self._sync and is_grad_enabled()
         if is_grad_enabled():
-            self._reducer.position += 1  # NOTE [ sequence check ]: every rank must run the same forwards
-            self._reducer.reduced = False
+            self._reducer.backward_counted = False  # NOTE [ sequence check ]: its first backward counts
+            if not self._sync:  # a forward before, never backpropagated, armed the reducer: this backward is local
+                self._reducer.armed = False
         if will_sync:
             root = self._announce_forward() if self._joining else 0
-            if self.broadcast_buffers:
+            if self.broadcast_buffers and self._has_buffers:
+                self._reducer.position += 1  # a collective: every rank must run this forward too
                 self._broadcast_buffers(root)
             if not self._reducer.armed:
                 self._reducer.arm()
