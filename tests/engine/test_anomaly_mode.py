@@ -99,12 +99,20 @@ def test_the_error_is_an_autograd_error_showing_the_forward_line_that_created_th
     assert __file__ in message and "distrain/engine" not in message.split("created it:")[1]
 
 
-def test_an_infinite_gradient_is_reported_too_unlike_pytorch():
-    """sqrt's gradient at 0 is inf: PyTorch passes it on; distrain names SqrtBackward0."""
-    assert not isinstance(run(torch, lambda lib, z: lib.sqrt(z).sum(), [[0.0, 4.0]]), str)
-    message = run(distrain, lambda lib, z: lib.sqrt(z).sum(), [[0.0, 4.0]])
+def test_an_infinite_gradient_passes_as_in_pytorch_and_is_named_with_check_inf():
+    """sqrt's gradient at 0 is inf: PyTorch passes it on, and so does distrain by default;
+    check_inf=True (distrain's own) names SqrtBackward0."""
+    sqrt_loss = lambda lib, z: lib.sqrt(z).sum()  # noqa: E731
+    expected, ours = run(torch, sqrt_loss, [[0.0, 4.0]]), run(distrain, sqrt_loss, [[0.0, 4.0]])
+    assert not isinstance(expected, str) and not isinstance(ours, str), (expected, ours)
+    for mine, theirs in zip(ours, expected):
+        np.testing.assert_array_equal(mine, theirs)
+    message = run(distrain, sqrt_loss, [[0.0, 4.0]], check_inf=True)
     assert message == "Function 'SqrtBackward0' returned inf values in its 0th output. Traceback of the forward " \
                       "call that created it:"
+    with distrain.autograd.set_detect_anomaly(True, check_inf=True):
+        assert distrain.autograd.anomaly_mode.state.check_inf
+    assert not distrain.autograd.anomaly_mode.state.check_inf
 
 
 def test_check_nan_false_records_stacks_but_lets_nan_through_as_pytorch_does():

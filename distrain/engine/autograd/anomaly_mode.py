@@ -20,8 +20,10 @@ holding NaN raises, naming the op and showing where it was created::
 As in PyTorch: `detect_anomaly(check_nan=True)` is a context manager, `set_detect_anomaly(mode,
 check_nan=True)` switches the mode at once (and restores it on exit when used with `with`),
 `is_anomaly_enabled()` / `is_anomaly_check_nan_enabled()` report it, the mode is global (all
-threads), and the message for NaN is PyTorch's. Beyond PyTorch, an infinite gradient is
-reported too ("returned inf values"), after NaN: an overflow is where a NaN usually begins.
+threads), and the message for NaN is PyTorch's. Beyond PyTorch, `check_inf=True` (off by
+default, as PyTorch has no such check: sqrt at 0 and fp16 loss scaling make infinite
+gradients on purpose) reports an infinite gradient too ("returned inf values"), after NaN:
+an overflow is where a NaN usually begins.
 An exception raised inside a backward formula gets the forward stack added as a note.
 
 It costs nothing when off: recording the stack (tens of microseconds per op) and checking
@@ -39,6 +41,7 @@ from ..backend import array_module
 class _State:
     enabled = False
     check_nan = True
+    check_inf = False
 
 
 state = _State()
@@ -56,32 +59,33 @@ def is_anomaly_check_nan_enabled() -> bool:
 class set_detect_anomaly:
     """Turn anomaly mode on or off now; as a context manager, restore the previous mode on exit."""
 
-    def __init__(self, mode: bool, check_nan: bool = True):
-        self.previous = (state.enabled, state.check_nan)
-        state.enabled, state.check_nan = bool(mode), bool(check_nan)
+    def __init__(self, mode: bool, check_nan: bool = True, check_inf: bool = False):
+        self.previous = (state.enabled, state.check_nan, state.check_inf)
+        state.enabled, state.check_nan, state.check_inf = bool(mode), bool(check_nan), bool(check_inf)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        state.enabled, state.check_nan = self.previous
+        state.enabled, state.check_nan, state.check_inf = self.previous
         return False
 
 
 class detect_anomaly:
     """Context manager: anomaly mode on inside the block (see the module docstring)."""
 
-    def __init__(self, check_nan: bool = True):
+    def __init__(self, check_nan: bool = True, check_inf: bool = False):
         self.check_nan = bool(check_nan)
+        self.check_inf = bool(check_inf)
         self.previous = None
 
     def __enter__(self):
-        self.previous = (state.enabled, state.check_nan)
-        state.enabled, state.check_nan = True, self.check_nan
+        self.previous = (state.enabled, state.check_nan, state.check_inf)
+        state.enabled, state.check_nan, state.check_inf = True, self.check_nan, self.check_inf
         return self
 
     def __exit__(self, *exc_info):
-        state.enabled, state.check_nan = self.previous
+        state.enabled, state.check_nan, state.check_inf = self.previous
         return False
 
 
@@ -102,12 +106,12 @@ def run_backward_checked(node, grads_in):
         if hasattr(exc, "add_note"):  # Python 3.11+
             exc.add_note(f"Error detected in {backward_name(node)}. {_describe_forward(node)}")
         raise
-    if state.check_nan:
-        for what, test in (("nan", "isnan"), ("inf", "isinf")):
-            for index, grad in enumerate(grads):
-                if grad is not None and getattr(array_module(grad._data), test)(grad._data).any():
-                    raise AutogradError(f"Function '{backward_name(node)}' returned {what} values in its {index}th "
-                                        f"output. {_describe_forward(node)}")
+    checks = (("nan", "isnan"),) * state.check_nan + (("inf", "isinf"),) * state.check_inf
+    for what, test in checks:
+        for index, grad in enumerate(grads):
+            if grad is not None and getattr(array_module(grad._data), test)(grad._data).any():
+                raise AutogradError(f"Function '{backward_name(node)}' returned {what} values in its {index}th "
+                                    f"output. {_describe_forward(node)}")
     return grads
 
 
