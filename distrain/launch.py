@@ -304,7 +304,7 @@ def _run_mpiexec(args):
     import tempfile
 
     from .spawn import MPIEXEC_GRACE_SECONDS, interrupt_on_sigterm, stop_ranks
-    from .supervision import VERDICT_VARIABLE, describe_ending, read_verdict
+    from .supervision import QUIET_SUFFIX, VERDICT_VARIABLE, describe_ending, read_verdict
 
     command = mpiexec_command(find_mpiexec(), args.nproc, args.script_argv, prefix=not args.no_prefix,
                               rank0_only=args.rank0_only, launcher_pid=os.getpid())
@@ -320,8 +320,12 @@ def _run_mpiexec(args):
             sys.stderr.write(f"distrain.launch: interrupted; stopped all {args.nproc} ranks\n")
             return 130
         found = read_verdict(verdict_file)
+        unprinted = read_verdict(verdict_file + QUIET_SUFFIX)
     if found is not None:
         return found[0]  # its supervisor has printed the line naming the rank
+    if unprinted is not None:  # only quiet ranks failed: the line naming the lost rank is ours to print
+        sys.stderr.write(unprinted[1])
+        return unprinted[0]
     if code != 0:
         sys.stderr.write(f"distrain.launch: the job failed: mpiexec {describe_ending(code)}\n")
     return code if code >= 0 else 128 - code

@@ -45,6 +45,7 @@ LEFTOVER_NAME = re.compile(r"mpich_shm_[^/]+|vader_segment\.[^/]+|sm_segment\.[^
 SHM_SCAN_SECONDS = 1.0  # how often a supervisor looks at its rank's mappings, after the first SHM_EAGER_SECONDS
 SHM_EAGER_SECONDS, SHM_EAGER_SCAN_SECONDS = 10.0, 0.1  # MPI maps its segment at start: look often then
 VERDICT_VARIABLE = "DISTRAIN_VERDICT_FILE"
+QUIET_SUFFIX = ".unprinted"  # a quiet rank's verdict: printed by the launcher only if no rank printed one
 NOTE_FD_VARIABLE = "DISTRAIN_SUPERVISOR_NOTE_FD"  # the pipe a rank tells its supervisor why it ends
 _PIECE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r)")  # a line, or a carriage-return update
 
@@ -262,12 +263,15 @@ def supervise_rank(rank, argv, environment):
     if code != 0:
         shared_memory.remove_leftovers()
     kind, _, lost_line = read_note(note_read).partition("\t")
-    if code != 0 and not stopped_by and kind != "quiet":  # stopped from outside: not the culprit
+    verdict_file = environment.get(VERDICT_VARIABLE)
+    if code != 0 and not stopped_by and kind == "quiet":  # another rank should name the lost one; in case it cannot
+        record_verdict(verdict_file and verdict_file + QUIET_SUFFIX, exit_status(code), lost_line)
+    elif code != 0 and not stopped_by:  # stopped from outside: not the culprit
         # a rank that failed because another had gone names that one
         line = lost_line or verdict(rank, child.pid, socket.gethostname(), code, relays[1].traceback_seen)
         sys.stderr.flush()
         os.write(2, line.encode())
-        record_verdict(environment.get(VERDICT_VARIABLE), exit_status(code), line)
+        record_verdict(verdict_file, exit_status(code), line)
     return exit_status(code)
 
 
@@ -276,7 +280,9 @@ def record_verdict(path, code, line):
 
     mpiexec's own exit code is not the failing rank's (it reports the signal it used to stop
     the others), so `python -m distrain.launch -n N` reads this instead. The first rank to
-    write wins (O_EXCL); without the variable (a plain mpirun) nothing is written.
+    write wins (O_EXCL); without the variable (a plain mpirun) nothing is written. Ranks
+    that stayed quiet (note_for_lost_peer) write to path + QUIET_SUFFIX: the launcher
+    prints that line when the rank meant to report could not (it was busy, not waiting).
     """
     if not path:
         return

@@ -179,3 +179,37 @@ def test_partial_writes_and_carriage_return_updates_of_two_ranks_stay_whole_line
         assert match and match.group(1) == match.group(3), f"a piece with another rank's text: {piece!r}\n{stdout!r}"
         by_rank[int(match.group(1))].append(match.group(2))
     assert by_rank == {rank: pieces_of(rank) for rank in (0, 1)}, stdout
+
+
+# -- the rank meant to name a lost peer is busy ---------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_the_launcher_names_a_lost_rank_when_the_rank_meant_to_report_it_is_busy_elsewhere(tmp_path, launches):
+    """Rank 2 leaves with code 0; rank 1 fails waiting for it and stays quiet, since rank 0, the lowest rank still
+    running, is the one to report; but rank 0 is busy outside any collective and never fails. The launcher prints
+    the quiet rank's line instead (before: only "mpiexec exited with code 9", naming no rank)."""
+    script = tmp_path / "busy_reporter.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        import distrain.distributed as dist
+        comm = dist.init(timeout=60)
+        comm.barrier()
+        print("ready", comm.rank, os.getpid(), flush=True)
+        if comm.rank == 2:
+            time.sleep(0.5)
+            sys.exit(0)
+        if comm.rank == 0:
+            time.sleep(30)  # local work (a checkpoint, an evaluation): the job is torn down before it ends
+        comm.barrier()
+    """))
+    launch = launches(launcher_command(script, 3))
+    pids = dict(enumerate(launch.wait_until_ready(3)))
+    code = launch.wait(25)
+    output = launch.finish_reading()
+    assert code == 1, output
+    verdicts = VERDICT.findall(output)
+    assert len(verdicts) == 1, (verdicts, output)
+    rank, pid, _, tail = verdicts[0]
+    assert int(rank) == 2 and int(pid) in pids.values(), output
+    assert tail == ("exited with code 0 (sys.exit), and the ranks waiting for it could not go on (rank 1's traceback "
+                    "is above)"), output
