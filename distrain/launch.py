@@ -39,6 +39,7 @@ import time
 import traceback
 
 from .comm.ranks import discover_local_size, discover_ranks, under_mpi_launcher
+from .process_lifetime import process_is_running
 
 ABORT_GRACE_SECONDS = 0.5
 SUPERVISED_VARIABLE = "DISTRAIN_SUPERVISED"  # set in a rank that runs under a supervisor (supervision.py)
@@ -123,21 +124,6 @@ def _leave(code, how, use_mpi):
     os._exit(code)
 
 
-def _process_is_alive(pid):
-    """True while `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (macOS): ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-
 def _exit_when_orphaned(launcher_pid):
     """A rank whose launcher died (kill -9) exits within a second instead of living on.
 
@@ -146,7 +132,7 @@ def _exit_when_orphaned(launcher_pid):
     """
 
     def watch():
-        while _process_is_alive(launcher_pid):
+        while process_is_running(launcher_pid):
             time.sleep(0.5)
         try:
             sys.stderr.write(f"distrain.launch: the launcher (pid {launcher_pid}) is gone; this rank exits\n")

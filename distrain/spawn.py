@@ -40,7 +40,8 @@ import time
 from .comm.ps import protocol
 from .comm.ps.server import ParameterServer
 from .comm.ranks import OUTER_LAUNCHER_PREFIXES
-from .supervision import OutputRelay, die_with_parent, exit_status, note_pipe, read_note, verdict
+from .process_lifetime import die_with_parent_hook
+from .supervision import OutputRelay, exit_status, note_pipe, read_note, verdict
 
 GRACE_SECONDS = 3.0
 MPIEXEC_GRACE_SECONDS = 10.0  # mpiexec forwards SIGINT to its ranks and waits for them itself
@@ -157,7 +158,7 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
             try:
                 process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                           pass_fds=(note_write,), preexec_fn=die_with_parent)
+                                           pass_fds=(note_write,), preexec_fn=die_with_parent_hook())
             finally:
                 os.close(note_write)
             processes.append(process)

@@ -24,7 +24,6 @@ could not remove are removed by its supervisor (`SharedMemoryWatch`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
 import re
@@ -34,6 +33,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from .process_lifetime import die_with_parent_hook
 
 TRACEBACK_START = b"Traceback (most recent call last):"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -180,14 +181,6 @@ class SharedMemoryWatch:
         return removed
 
 
-def die_with_parent():
-    """Ask Linux to SIGKILL this process when the process that started it dies (a preexec_fn; no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def leave_note(note):
     """Tell this rank's supervisor, if it has one, what to print when this rank ends (see `note_for_lost_peer`)."""
     descriptor = os.environ.get(NOTE_FD_VARIABLE)
@@ -236,7 +229,7 @@ def supervise_rank(rank, argv, environment):
     note_read, note_write, environment = note_pipe(environment)
     os.set_inheritable(note_write, True)  # close_fds=False: the MPI launcher's descriptors (PMI_FD) pass on too
     child = subprocess.Popen(argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False,
-                             preexec_fn=die_with_parent)
+                             preexec_fn=die_with_parent_hook())
     os.close(note_write)
     relays = [OutputRelay(child.stdout, sys.stdout), OutputRelay(child.stderr, sys.stderr)]
     for relay in relays:
@@ -302,5 +295,5 @@ def read_verdict(path):
         return None
 
 
-__all__ = ["OutputRelay", "SharedMemoryWatch", "describe_ending", "die_with_parent", "exit_status", "leave_note",
+__all__ = ["OutputRelay", "SharedMemoryWatch", "describe_ending", "exit_status", "leave_note",
            "note_for_lost_peer", "note_pipe", "read_note", "read_verdict", "record_verdict", "supervise_rank", "verdict"]

@@ -6,11 +6,9 @@ which worker it is (None in the main process), as torch.utils.data.get_worker_in
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import random
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -18,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy
 
+from ..process_lifetime import die_with_parent
 from .collate import arrays_to_tensors, split_arrays
 from .shared_slots import SlotAttachments, SlotTooSmall, write_arrays
 
 PARENT_POLL_SECONDS = 0.2  # how often a worker's watchdog checks that its parent is still alive
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -155,11 +153,8 @@ def exit_with_parent(parent_pid, death_signal):
     server's child, not the loader's: it watches the loader's pid instead.
     """
     direct_child = os.getppid() == parent_pid  # False too if the parent already died: then we exit below
-    if direct_child and death_signal and sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+    if direct_child and death_signal:
+        die_with_parent()
 
     def parent_alive():
         if direct_child:
