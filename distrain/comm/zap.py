@@ -7,8 +7,10 @@ receiver without bound, and no check of the message itself (a MAC, a schema) eve
 run. A socket with a security mechanism takes no message at all from a peer whose
 handshake has not passed: the handshake is checked by a ZAP handler (RFC 27: a thread
 answering `inproc://zeromq.zap.01` on the socket's context) before ZeroMQ reads a single
-message frame. Before that a stranger can make the server hold one handshake frame per
-connection (at most the socket's MAXMSGSIZE), nothing more.
+message frame. Before that a stranger can make the server hold one handshake command per
+connection, which ZeroMQ reads whole before checking it: at most the socket's MAXMSGSIZE,
+so a guarded socket's frame limit must be small (the parameter server's is 1 MiB: its
+payloads travel in frames of that size, ps/protocol.py).
 
 The mechanism is PLAIN, with a password per connection: the client makes a random user
 name and sends `HMAC-SHA256(secret, LABEL | user name)` as the password; the handler admits

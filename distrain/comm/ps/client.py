@@ -149,7 +149,8 @@ class ServerConnection:
         """Send one request; the returned handle completes when its answer arrives.
 
         A payload over the server's limit raises here, before anything is sent or counted
-        (the server would drop this rank's connection instead of buffering it).
+        (the server would refuse it only once it had all arrived). The payload goes out as
+        views of at most protocol.FRAME_BYTES each, never copied.
         """
         size = memoryview(protocol.payload_bytes(payload)).nbytes
         if self.max_message_bytes is not None and size > self.max_message_bytes:
@@ -193,7 +194,7 @@ class ServerConnection:
     def store_get(self, key) -> bytes:
         """The value some rank set under `key`, waiting (up to the timeout) until one does."""
         _, payload = self.request({"op": "store_get", "key": key}, what=f"reading rendezvous key {key!r}").wait()
-        return bytes(payload)
+        return b"".join(payload)
 
     def close(self):
         if self.socket.closed:
@@ -252,7 +253,7 @@ class PSCommunicator(Communicator):
             raise TypeError(f"allreduce op 'mean' needs a floating-point array, got {host.dtype}")
 
         def finish(header, payload):
-            numpy.copyto(host, protocol.payload_array({**self._fields(host), "op": "allreduce"}, payload))
+            protocol.copy_payload({**self._fields(host), "op": "allreduce"}, payload, host)
             if op == "mean":
                 numpy.divide(host, self.size, out=host)
             if copy_back is not None:
@@ -267,7 +268,7 @@ class PSCommunicator(Communicator):
 
         def finish(header, payload):
             if self.rank != root:
-                numpy.copyto(host, protocol.payload_array({**self._fields(host), "op": "broadcast"}, payload))
+                protocol.copy_payload({**self._fields(host), "op": "broadcast"}, payload, host)
                 if copy_back is not None:
                     copy_back()
 
@@ -279,7 +280,8 @@ class PSCommunicator(Communicator):
         host, _ = host_staging(contiguous_copy_if_needed(array), "allgather")
         _, payload = self._collective("allgather", self._fields(host), host, f"allgather of {host.nbytes} bytes").wait()
         shape = [self.size, *host.shape]
-        out = protocol.payload_array({"dtype": host.dtype.name, "shape": shape, "op": "allgather"}, payload).copy()
+        out = numpy.empty(shape, host.dtype)
+        protocol.copy_payload({"dtype": host.dtype.name, "shape": shape, "op": "allgather"}, payload, out)
         if not isinstance(array, numpy.ndarray):
             import cupy
 

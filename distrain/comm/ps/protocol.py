@@ -1,10 +1,16 @@
 """The parameter server's wire format: msgpack headers, raw array payloads, a MAC beyond loopback.
 
-Every message, in both directions, is three ZeroMQ frames::
+Every message, in both directions, is ZeroMQ frames::
 
     header   msgpack map: {"op": ..., "rank": ..., "seq": ..., "session": ..., "index": ..., "dtype": ..., ...}
-    payload  the array's raw bytes (C order), or empty
+    payload  the array's raw bytes (C order) in one or more frames of at most FRAME_BYTES (one empty frame: none)
     mac      HMAC-SHA256(secret, direction | len(header) | header | SHA-256(payload)), or empty on loopback
+
+The payload is split so that no frame is larger than FRAME_BYTES (1 MiB), which the server
+gives ZeroMQ as its frame limit: a stranger can make it hold at most one such frame per
+connection, since ZeroMQ reads a handshake command whole before checking it (zap.py).
+The parts are views of the array, never copies, and the server reduces them where they
+lie.
 
 Who may talk is settled before any message, by the connection's handshake (comm/zap.py):
 the server admits only peers that hold the job's secret, loopback included (another local
@@ -35,10 +41,10 @@ ZeroMQ's one I/O thread). The MAC covers the payload's SHA-256, not the payload 
 the server hashes the result of a collective once for all the ranks it answers.
 
 Memory is bounded before a message is authenticated: no message is read from a peer
-before its handshake has passed (zap.py), the server tells ZeroMQ the largest frame it
-accepts (`max_message_bytes`, default 256 MiB, $DISTRAIN_PS_MAX_MESSAGE_MB), and ZeroMQ
-drops a peer that announces a larger one before buffering it; clients learn the limit
-from the server's hello and refuse, before sending, a payload over it.
+before its handshake has passed (zap.py), and ZeroMQ drops a peer that announces a frame
+over FRAME_BYTES before buffering it. The largest payload a rank may send is
+`max_message_bytes` (default 256 MiB, $DISTRAIN_PS_MAX_MESSAGE_MB): clients learn it from
+the server's hello and refuse, before sending, a payload over it; the server refuses one too.
 """
 from __future__ import annotations
 
@@ -63,6 +69,7 @@ SECRET_FILE_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET_FILE"
 ADDRESS_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_ADDRESS"
 MAX_MESSAGE_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_MAX_MESSAGE_MB"
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2 ** 20  # a 64M-parameter float32 model broadcast in one message
+FRAME_BYTES = 2 ** 20  # the largest frame: a payload travels in parts of this size (a multiple of every itemsize)
 
 # what a client may ask, and the header fields each request must carry (beyond op, rank, seq, session)
 REQUESTS = {
@@ -201,9 +208,27 @@ def payload_bytes(payload):
     return payload
 
 
+def payload_parts(payload):
+    """The frames a payload travels in: views of at most FRAME_BYTES each (at least one, maybe empty).
+
+    A list or tuple is taken as parts already (a server handing on the frames it received).
+    """
+    if isinstance(payload, (list, tuple)):
+        return list(payload) or [b""]
+    view = memoryview(payload_bytes(payload)).cast("B")
+    return [view[start:start + FRAME_BYTES] for start in range(0, len(view), FRAME_BYTES)] or [b""]
+
+
+def payload_size(parts):
+    return sum(memoryview(part).nbytes for part in parts)
+
+
 def payload_digest(payload):
     """SHA-256 of a payload (what its MAC covers): compute it once to sign one payload to several ranks."""
-    return hashlib.sha256(payload_bytes(payload)).digest()
+    digest = hashlib.sha256()
+    for part in payload_parts(payload):
+        digest.update(part)
+    return digest.digest()
 
 
 def _mac(secret, header, digest, direction):
@@ -211,35 +236,37 @@ def _mac(secret, header, digest, direction):
 
 
 def pack(header, payload=b"", secret=None, direction=REQUEST, digest=None, signed=True):
-    """The three frames of a message (payload: bytes, or a C-contiguous array sent without a copy).
+    """The frames of a message: header, the payload's parts (no copies), mac.
 
-    `signed`: with a MAC made with `secret`; unsigned (loopback, where the handshake is the
-    authentication) the mac frame is empty and nothing is hashed. `digest`, if given, is
-    payload_digest(payload), computed once by a caller sending it to several ranks.
+    `payload`: bytes, a C-contiguous array, or a list of parts. `signed`: with a MAC made
+    with `secret`; unsigned (loopback, where the handshake is the authentication) the mac
+    frame is empty and nothing is hashed. `digest`, if given, is payload_digest(payload),
+    computed once by a caller sending it to several ranks.
     """
     encoded = msgpack.packb(header, use_bin_type=True)
-    payload = payload_bytes(payload)
+    parts = payload_parts(payload)
     if not signed:
-        return [encoded, payload, b""]
+        return [encoded, *parts, b""]
     if secret is None:
         raise ValueError("a signed parameter-server message needs the job's secret")
-    mac = _mac(secret, encoded, payload_digest(payload) if digest is None else digest, direction)
-    return [encoded, payload, mac]
+    mac = _mac(secret, encoded, payload_digest(parts) if digest is None else digest, direction)
+    return [encoded, *parts, mac]
 
 
 def unpack(frames, secret=None, direction=REQUEST, signed=True):
-    """(header dict, payload buffer) of a received message; ProtocolError if it is malformed or not authentic.
+    """(header dict, payload parts) of a received message; ProtocolError if it is malformed or not authentic.
 
     `signed`: its MAC must verify with `secret` (checked before the header is decoded); unsigned, the
     mac frame is ignored (the connection's handshake authenticated the peer).
     """
-    if len(frames) != 3:
-        raise ProtocolError(f"expected 3 frames (header, payload, mac), got {len(frames)}", kind="malformed")
-    header_bytes, payload, mac = (frame.buffer if hasattr(frame, "buffer") else frame for frame in frames)
+    if len(frames) < 3:
+        raise ProtocolError(f"expected at least 3 frames (header, payload, mac), got {len(frames)}",
+                            kind="malformed")
+    header_bytes, *parts, mac = (frame.buffer if hasattr(frame, "buffer") else frame for frame in frames)
     if signed:
         if secret is None:
             raise ValueError("checking a signed parameter-server message needs the job's secret")
-        if not hmac.compare_digest(bytes(mac), _mac(secret, bytes(header_bytes), payload_digest(payload),
+        if not hmac.compare_digest(bytes(mac), _mac(secret, bytes(header_bytes), payload_digest(parts),
                                                     direction)):
             raise ProtocolError("message authentication failed (wrong or missing secret)", kind="bad MAC")
     try:
@@ -249,7 +276,7 @@ def unpack(frames, secret=None, direction=REQUEST, signed=True):
         raise ProtocolError(f"header is not valid msgpack: {error}") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a map, got {type(header).__name__}")
-    return header, payload
+    return header, parts
 
 
 def _check_fields(op, header, fields):
@@ -302,15 +329,24 @@ def check_request(header, world_size):
     return op
 
 
-def payload_array(header, payload):
-    """The payload as an array of the header's dtype and shape; ProtocolError if the sizes disagree."""
+def payload_arrays(header, parts):
+    """The payload's parts as flat arrays of the header's dtype (views, no copy); ProtocolError if their
+    sizes do not add up to the header's shape or a part splits an element."""
     dtype = numpy.dtype(header["dtype"])
     shape = tuple(header["shape"])
     expected = math.prod(shape) * dtype.itemsize  # Python integers: a hostile shape cannot wrap around
-    if len(payload) != expected:
-        raise ProtocolError(f"{header['op']}: payload has {len(payload)} bytes, but {header['dtype']} {list(shape)} "
+    size = payload_size(parts)
+    if size != expected:
+        raise ProtocolError(f"{header['op']}: payload has {size} bytes, but {header['dtype']} {list(shape)} "
                             f"needs {expected}")
-    try:
-        return numpy.frombuffer(payload, dtype=dtype).reshape(shape) if expected else numpy.zeros(shape, dtype)
-    except (ValueError, OverflowError) as error:  # an empty shape numpy cannot represent
-        raise ProtocolError(f"{header['op']}: shape {list(shape)}: {error}") from None
+    if any(memoryview(part).nbytes % dtype.itemsize for part in parts):
+        raise ProtocolError(f"{header['op']}: a payload frame splits a {header['dtype']} element")
+    return [numpy.frombuffer(part, dtype=dtype) for part in parts if memoryview(part).nbytes]
+
+
+def copy_payload(header, parts, out):
+    """Copy the payload's parts into `out` (a C-contiguous array of the header's dtype and shape)."""
+    flat, offset = out.reshape(-1), 0
+    for part in payload_arrays(header, parts):
+        flat[offset:offset + part.size] = part
+        offset += part.size

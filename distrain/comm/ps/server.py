@@ -21,9 +21,11 @@ Robustness (shared/DESIGN.md):
   message from an authentic peer gets an error reply; none ever stops the server.
   Refusals are logged rate-limited (refusals.py).
 - Memory is bounded before authentication: a peer whose handshake has not passed gets
-  no message read, ZeroMQ drops a peer announcing a frame over `max_message_bytes` before
-  buffering it, at most RECEIVE_QUEUE_MESSAGES messages wait per peer, and a rank may
-  have at most MAX_PENDING_PER_RANK collectives and store reads waiting for the other ranks.
+  no message read, and ZeroMQ drops a peer announcing a frame over protocol.FRAME_BYTES
+  (1 MiB) before buffering it, so a stranger holds at most one such frame per connection.
+  After it, a payload may have at most `max_message_bytes`, at most
+  RECEIVE_QUEUE_MESSAGES messages wait per peer, and a rank may have at most
+  MAX_PENDING_PER_RANK collectives and store reads waiting for the other ranks.
 - Ranks whose calls disagree (different ops, dtypes, shapes or roots for the same
   collective) all get an error naming both calls, instead of a wrong result.
 - A collective that some ranks never join fails after the ranks' timeout, and the ranks
@@ -70,8 +72,8 @@ class _Collective:
         self.signature = {k: header[k] for k in ("dtype", "shape", "reduce", "root") if k in header}
         self.started = now
         self.callers = {}  # rank -> (identity, seq, timeout)
-        self.payloads = {}  # rank -> array, until it is folded into `total`
-        self.total = None
+        self.payloads = {}  # rank -> its payload's parts (flat arrays, views of its frames), until folded into `total`
+        self.total = None  # flat
         self.folded = 0  # ranks 0..folded-1 are in `total`
 
     def describe(self):
@@ -81,14 +83,21 @@ class _Collective:
     def fold_in_rank_order(self):
         """Add every contribution whose turn has come (deterministic: always rank 0 + rank 1 + ...)."""
         reduce = _REDUCE[self.signature["reduce"]]
+        dtype = numpy.dtype(self.signature["dtype"])
         while self.folded in self.payloads:
-            part = self.payloads.pop(self.folded)
+            parts, offset = self.payloads.pop(self.folded), 0
             if self.total is None:
                 # float16 is summed in float32 and rounded once, like NCCL's half-precision sums
-                wide = numpy.float32 if part.dtype == numpy.float16 else part.dtype
-                self.total = part.astype(wide, copy=True)
+                wide = numpy.float32 if dtype == numpy.float16 else dtype
+                self.total = numpy.empty(sum(part.size for part in parts), wide)
+                for part in parts:
+                    self.total[offset:offset + part.size] = part
+                    offset += part.size
             else:
-                reduce(self.total, part, out=self.total, casting="unsafe")
+                for part in parts:  # each part where it lies: the frames are never joined into one array
+                    window = self.total[offset:offset + part.size]
+                    reduce(window, part, out=window, casting="unsafe")
+                    offset += part.size
             self.folded += 1
 
 
@@ -120,7 +129,7 @@ class ParameterServer:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         for option, value in ((zmq.LINGER, 1000), (zmq.SNDHWM, SEND_QUEUE_MESSAGES),
-                              (zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES), (zmq.MAXMSGSIZE, self.max_message_bytes),
+                              (zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES), (zmq.MAXMSGSIZE, protocol.FRAME_BYTES),
                               (zmq.ROUTER_MANDATORY, 1)):
             self.socket.setsockopt(option, value)
         self.gate = None
@@ -205,6 +214,9 @@ class ParameterServer:
                 protocol.check_request(header, self.world_size)
             self._check_sender(op, header, identity)  # counts the message, even if the rest is refused
             protocol.check_request(header, self.world_size)
+            if protocol.payload_size(payload) > self.max_message_bytes:
+                raise ProtocolError(f"rank {header['rank']}: {op} sent {protocol.payload_size(payload)} bytes, over "
+                                    f"this server's limit of {self.max_message_bytes}")
             getattr(self, "_on_" + op)(header, payload, identity)
         except ProtocolError as error:
             self.refused += 1
@@ -278,7 +290,7 @@ class ParameterServer:
         key = header["key"]
         if key not in self.store and len(self.store) >= MAX_STORE_KEYS:
             raise ProtocolError(f"rank {header['rank']}: the rendezvous store is full ({MAX_STORE_KEYS} keys)")
-        self.store[key] = bytes(payload)
+        self.store[key] = b"".join(payload)
         self._reply(identity, {"op": "store_set", "seq": header["seq"]})
         for rank, waiter, seq, _ in self.store_waiters.pop(key, []):
             self.pending[rank] -= 1
@@ -309,7 +321,7 @@ class ParameterServer:
             raise ProtocolError(self.failed[index])
         contributes = header["op"] in ("allreduce", "allgather") or (header["op"] == "broadcast"
                                                                      and rank == header["root"])
-        array = protocol.payload_array(header, payload) if contributes else None  # refused before it counts
+        parts = protocol.payload_arrays(header, payload) if contributes else None  # refused before it counts
         self._check_pending(rank)
         collective = self.collectives.get(index)
         if collective is None:
@@ -326,7 +338,7 @@ class ParameterServer:
         collective.callers[rank] = (identity, header["seq"])
         self.pending[rank] += 1
         if contributes:
-            collective.payloads[rank] = array
+            collective.payloads[rank] = parts
             if header["op"] == "allreduce":
                 collective.fold_in_rank_order()
         if len(collective.callers) == self.world_size:
@@ -340,12 +352,12 @@ class ParameterServer:
             dtype = numpy.dtype(collective.signature["dtype"])
             result = collective.total if collective.total.dtype == dtype else collective.total.astype(dtype)
         elif collective.op == "allgather":
-            result = numpy.concatenate([collective.payloads[r].reshape(-1) for r in range(self.world_size)])
+            result = numpy.concatenate([part for r in range(self.world_size) for part in collective.payloads[r]]
+                                       or [numpy.empty(0, collective.signature["dtype"])])
         elif collective.op == "broadcast":
-            result = collective.payloads[collective.signature["root"]]
+            result = collective.payloads[collective.signature["root"]]  # its parts, handed on as they came
         else:
-            result = None
-        result = b"" if result is None or result.size == 0 else numpy.ascontiguousarray(result)
+            result = b""
         digest = protocol.payload_digest(result) if self.signed else None  # hashed once for every rank
         for rank, (identity, seq) in collective.callers.items():
             self.pending[rank] -= 1
@@ -408,8 +420,7 @@ def main(argv=None):
     parser.add_argument("--max-message-mb", type=float, default=None,
                         help="the largest payload (one bucket, one broadcast) a rank may send, in MiB (default "
                              f"{protocol.DEFAULT_MAX_MESSAGE_BYTES // 2 ** 20}, or "
-                             f"${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE}); larger frames are dropped before they "
-                             "are buffered")
+                             f"${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE}); larger ones are refused")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     limit = None if args.max_message_mb is None else int(args.max_message_mb * 2 ** 20)
