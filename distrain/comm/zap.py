@@ -49,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 
 from zmq.auth.thread import ThreadAuthenticator
@@ -82,6 +83,13 @@ class Gatekeeper(ThreadAuthenticator):
         self.admitted = 0
         self.refused = 0
         self._address = "an unknown peer"
+        self.pid = os.getpid()
+
+    def stop(self):
+        """Stop the handler thread, only in the process that started it (also what __del__ calls): in a forked
+        child (a data-loader worker) the thread does not exist and the stop would wait for it forever."""
+        if os.getpid() == self.pid:
+            super().stop()
 
     async def handle_zap_message(self, msg):
         self._address = msg[3].decode("ascii", "replace") if len(msg) > 3 else "an unknown peer"

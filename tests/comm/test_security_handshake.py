@@ -19,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -241,3 +242,36 @@ def test_messages_carry_a_mac_only_beyond_loopback_and_the_hello_answer_always(b
     assert {op for op, _, _ in others} == {"join", "allreduce", "bye"}, others
     assert {mac for _, _, mac in others} == {32 if signed else 0}, others
     assert {direction for _, direction, _ in others} == {protocol.REQUEST, protocol.REPLY}, others
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_child_stopping_the_handshake_handler_neither_hangs_nor_touches_the_parents():
+    """A data-loader worker forked from rank 0 inherits the hub's handler object; stopping it there (as its
+    __del__ does at a child's normal exit) used to wait forever for a thread that exists only in the parent."""
+    secret = b"f" * 32
+    hub = liveness.Hub(2, secret, "tcp://127.0.0.1:0", 60.0)
+    hub.start()
+    try:
+        with warnings.catch_warnings():  # Python 3.12 warns of fork() in a process with threads: that is the case
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            try:
+                hub.channel.gate.stop()
+            finally:
+                os._exit(0)
+        deadline = time.monotonic() + 10
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung stopping the handshake handler")
+            time.sleep(0.02)
+        monitor = liveness.Monitor(1, 2, hub.address, secret, os.getpid(), socket.gethostname(), 60.0)
+        try:
+            table = monitor.query()
+        finally:
+            monitor.channel.close()
+        assert table is not None and [entry["rank"] for entry in table] == [1], table
+    finally:
+        hub.stop()
