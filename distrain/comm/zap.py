@@ -14,7 +14,7 @@ payloads travel in frames of that size, ps/protocol.py).
 
 The mechanism is PLAIN, with a password per connection: the client makes a random user
 name and sends `HMAC-SHA256(secret, LABEL | user name)` as the password; the handler admits
-a user name only with its password, and each user name only once. So:
+a user name only with its password, and only from the address that first used it. So:
 
 - The secret itself never crosses the wire, and the password cannot be turned back into it.
 - On loopback (and ipc) the handshake is the whole authentication: only root can read or
@@ -22,10 +22,12 @@ a user name only with its password, and each user name only once. So:
   that passed it. Its messages need no MAC, which costs nothing per message (a MAC costs a
   SHA-256 pass over every payload at each end, about 0.6 ms per MB here).
 - Beyond loopback PLAIN is only the door: whoever reads the network sees the password.
-  Because the handler admits each user name once, a password read off the wire is already
-  spent (the handshake it came from used it); only an attacker who can also stop the real
-  handshake (a man in the middle, who can cut the job's connections anyway) gets past the
-  door. Every message there still carries an HMAC made with the secret (ps/protocol.py),
+  Because the handler binds each user name to the address that first used it, a password
+  read off the wire is spent for every other machine; only an attacker who can send from
+  the rank's own address or stop the real handshake (a man in the middle, who can cut the
+  job's connections anyway) gets past the door. The same address may come back: ZeroMQ
+  reconnects by itself with the same credentials after a dropped connection (a network
+  blip, an idle timeout), and refusing it would cut the rank off for good. Every message there still carries an HMAC made with the secret (ps/protocol.py),
   so what gets past the door can neither join, forge nor alter anything.
 
 Why not CURVE (which encrypts and authenticates every message with keys derivable from
@@ -72,14 +74,14 @@ def present_credentials(socket, secret: bytes):
 
 class Gatekeeper(ThreadAuthenticator):
     """The ZAP handler of one context: admits a PLAIN handshake only with the secret's password for its
-    user name, and each user name once. `refused` and `admitted` count handshakes; `on_refused(address,
+    user name, and each user name only from the address that first used it. `refused` and `admitted` count handshakes; `on_refused(address,
     reason)`, if given, is called (in the handler's thread) for every refused one."""
 
     def __init__(self, context, secret: bytes, on_refused=None):
         super().__init__(context, log=logging.getLogger("distrain.zap"))
         self.secret = bytes(secret)
         self.on_refused = on_refused
-        self.used = set()  # user names already admitted: a password read off the wire is spent
+        self.used = {}  # user name -> the address it was admitted from: elsewhere a read password is spent
         self.admitted = 0
         self.refused = 0
         self._address = "an unknown peer"
@@ -103,10 +105,9 @@ class Gatekeeper(ThreadAuthenticator):
             reason = b"not a distrain socket"
         elif not hmac.compare_digest(password.encode("utf-8", "replace"), expected):
             reason = b"wrong password (another job's secret, or none)"
-        elif name in self.used:
-            reason = b"user name already used (a replayed handshake)"
+        elif self.used.setdefault(name, self._address) != self._address:
+            reason = b"user name already used from another address (a replayed handshake)"
         else:
-            self.used.add(name)
             self.admitted += 1
             return True, b"OK"
         self.refused += 1

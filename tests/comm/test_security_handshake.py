@@ -150,13 +150,14 @@ def test_the_password_is_derived_from_the_secret_never_the_secret_and_differs_pe
 
 
 @contextlib.contextmanager
-def dealer(address, username, password):
+def dealer(address, username, password, source=None):
+    """A raw DEALER presenting these PLAIN credentials; from the IP `source` when given (another machine)."""
     context = zmq.Context()
     peer = context.socket(zmq.DEALER)
     try:
         peer.setsockopt(zmq.LINGER, 0)
         peer.plain_username, peer.plain_password = username, password
-        peer.connect(address)
+        peer.connect(address if source is None else address.replace("tcp://", f"tcp://{source}:0;"))
         yield peer
     finally:
         peer.close(linger=0)
@@ -174,7 +175,8 @@ def wait_until(condition, what, seconds=5.0):
 @pytest.mark.parametrize("bind", ["tcp://127.0.0.1:0", "tcp://0.0.0.0:0"], ids=["loopback", "beyond loopback"])
 def test_a_wrong_or_spent_password_gets_nothing_even_with_a_signed_message(bind, monkeypatch):
     """A peer whose handshake fails gets no answer even to a message signed with the secret; a password read off
-    the wire is spent: the handshake it came from used its user name."""
+    the wire is spent for any other address (here 127.0.0.2, another machine as the server sees it), while the
+    rank's own address may reconnect with it, as ZeroMQ does by itself after a dropped connection."""
     secret = SECRET.encode()
     hello = protocol.pack({"op": "hello", "rank": 0, "seq": 0}, b"", secret)
     server = ParameterServer(1, bind=bind, secret=secret).start()
@@ -184,13 +186,17 @@ def test_a_wrong_or_spent_password_gets_nothing_even_with_a_signed_message(bind,
         try:
             sniffed = comm.connection.socket.plain_username, comm.connection.socket.plain_password
             wrong = (b"u" * 32, zap.connection_password(b"the-secret-of-another-job-0", b"u" * 32))
-            for username, password in (wrong, (b"u" * 32, b"a guess"), sniffed):
+            for (username, password), source in ((wrong, None), ((b"u" * 32, b"a guess"), None), (sniffed, "127.0.0.2")):
                 refused = server.refused_handshakes
-                with dealer(address, username, password) as peer:
+                with dealer(address, username, password, source) as peer:
                     peer.send_multipart(hello)
                     wait_until(lambda: server.refused_handshakes > refused, "the handshake being refused")
                     assert not peer.poll(300), f"a peer with user name {username!r} got an answer"
             assert server.refused == 0, "a message from a refused peer reached the server"
+            with dealer(address, *sniffed) as again:  # the rank's own address, reconnecting: admitted
+                again.send_multipart(hello)
+                assert again.poll(5000), "a reconnection from the rank's own address was refused"
+                protocol.unpack(again.recv_multipart(), secret, protocol.REPLY)  # the server's signed answer
             array = np.array([1.0, 2.0])
             comm.allreduce(array)  # the rank whose password was replayed is still served
             assert array.tolist() == [1.0, 2.0]
