@@ -33,7 +33,7 @@ before it is buffered), at most QUEUE_MESSAGES queued per connection, and refuse
 authentic and numbered above the rank's last one.
 
 The cost on the training step: one attribute write per collective started and waited
-for; the threads wake twice a second (benchmarks/bench_liveness.py measures it).
+for; the threads wake twice a second (benchmarks/bench_safety.py measures it).
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ import numpy
 import zmq
 
 from . import zap
+from ..process_lifetime import process_is_running
 from .ps import protocol
 from .ps.protocol import ProtocolError
 
@@ -61,6 +62,7 @@ QUERY_SECONDS = 2.0
 HUB_MAX_MESSAGE_BYTES = 16 * 1024  # a heartbeat is ~200 bytes: ZeroMQ drops larger frames before buffering them
 MONITOR_MAX_MESSAGE_BYTES = 8 * 2 ** 20  # the hub's table of every rank, for a timeout's message
 QUEUE_MESSAGES = 100  # per peer connection, each way
+MAX_RANKS = 2 ** 20  # the longest list of ranks a hub's answer may carry
 BOOTSTRAP_BYTES = 1024
 _REQUEST, _REPLY = b"liveness-request", b"liveness-reply"  # never confused with parameter-server messages
 
@@ -76,23 +78,6 @@ def _silence_seconds():
     if not seconds > 0:
         raise ValueError(f"${SILENCE_ENVIRONMENT_VARIABLE} must be a positive number of seconds, got {value!r}")
     return seconds
-
-
-def _pid_is_gone(pid):
-    """True when process `pid` (on this machine) has ended; a zombie counts as ended."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except FileNotFoundError:
-        return True
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
 
 
 def describe_peer(entry):
@@ -115,15 +100,22 @@ class _Socket:
         if self.gate is None:
             zap.present_credentials(self.socket, secret)  # before connect()
 
-    def encode(self, message, direction):
-        header, payload, mac = protocol.pack(message, b"", self.secret, direction)
-        return [header, mac]
+    def encode(self, message, direction, items=()):
+        """The frames of `message` (a small map) and `items` (the hub's list of ranks, as the payload)."""
+        return protocol.pack(message, msgpack.packb(list(items), use_bin_type=True), self.secret, direction)
 
     def decode(self, frames, direction):
-        if len(frames) != 2:
-            raise ProtocolError(f"expected 2 frames (body, mac), got {len(frames)}")
-        header, _ = protocol.unpack([frames[0], b"", frames[1]], self.secret, direction)
-        return header
+        """(message, items) of authentic frames; ProtocolError otherwise. The items may list every rank of a
+        large job, so they are decoded with limits of their own, not a header's."""
+        message, parts = protocol.unpack(frames, self.secret, direction)
+        try:
+            items = msgpack.unpackb(b"".join(bytes(part) for part in parts), raw=False, strict_map_key=True,
+                                    max_array_len=MAX_RANKS, max_map_len=16, max_str_len=4096, max_bin_len=64)
+        except Exception as error:  # msgpack raises several kinds for garbage
+            raise ProtocolError(f"liveness items are not valid msgpack: {error}") from None
+        if not isinstance(items, list):
+            raise ProtocolError(f"liveness items must be a list, got {type(items).__name__}")
+        return message, items
 
     def close(self):
         self.socket.close(linger=0)
@@ -165,14 +157,23 @@ class Hub(threading.Thread):
         finally:
             self.channel.close()
 
-    def stop(self):
+    def stop(self, linger=0.0):
+        """Stop serving; first, for up to `linger` seconds, until every rank still running has beaten once more.
+
+        Rank 0 stops its hub when it leaves: the linger lets its own goodbye (and any other
+        news) reach the ranks that stay, instead of leaving them to guess from silence.
+        """
+        since = time.monotonic()
+        while time.monotonic() - since < linger and self.is_alive() and any(
+                state["lost"] is None and state["seen"] < since for state in list(self.ranks.values())):
+            time.sleep(0.02)
         self.stopped.set()
         self.join(timeout=2)
 
     def _handle(self, frames):
         identity, frames = frames[0], frames[1:]
         try:
-            message = self.channel.decode(frames, _REQUEST)
+            message, _ = self.channel.decode(frames, _REQUEST)
             rank = message.get("rank")
             seq = message.get("seq")
             if not (isinstance(rank, int) and 0 <= rank < self.size and isinstance(seq, int)):
@@ -186,13 +187,16 @@ class Hub(threading.Thread):
         op = message.get("op")
         if op in ("beat", "bye"):
             self._record(rank, message)
-            answer = {"op": "lost", "lost": self._lost_table()}
+            answer, items = {"op": "lost"}, self._lost_table()
         elif op == "query":
             self._record(rank, message)
-            answer = {"op": "table", "table": self._table()}
+            answer, items = {"op": "table"}, self._table()
         else:
             return
-        self.channel.socket.send_multipart([identity, *self.channel.encode(answer, _REPLY)])
+        try:  # never blocks the hub: a peer whose queue is full misses this answer, not everyone theirs
+            self.channel.socket.send_multipart([identity, *self.channel.encode(answer, _REPLY, items)], zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     def _record(self, rank, message):
         known = self.ranks.get(rank)
@@ -211,11 +215,11 @@ class Hub(threading.Thread):
         for state in self.ranks.values():
             if state["lost"] is not None:
                 continue
-            if state["host"] == self.host and _pid_is_gone(state["pid"]):
+            if state["host"] == self.host and not process_is_running(state["pid"]):
                 state["lost"] = ("ended without a word (killed by a signal such as SIGKILL or the OOM killer, "
                                  "or os._exit)")
             elif now - state["seen"] > self.silence:
-                state["lost"] = (f"stopped answering {now - state['seen']:.1f} s ago (its machine or network is down, "
+                state["lost"] = (f"went silent (no heartbeat for {self.silence:g} s: its machine or network is down, "
                                  "or the process is stopped or stuck holding the GIL)")
             else:
                 continue
@@ -271,14 +275,16 @@ class Monitor(threading.Thread):
 
     # -- the thread -----------------------------------------------------------------------
     def run(self):
-        while not self.stopped.wait(BEAT_SECONDS):
+        while True:  # the first beat at once: a rank killed right after init is known to the hub
             try:
                 answer = self._exchange({"op": "beat"}, BEAT_SECONDS)
             except zmq.ZMQError:
                 return  # closed under us
             if answer is not None:
-                self._take_lost(answer.get("lost") or [])
+                self._take_lost(answer[1])
             self._check_hub()
+            if self.stopped.wait(BEAT_SECONDS):
+                return
 
     def _message(self, op, extra=None):
         self.seq += 1
@@ -288,15 +294,22 @@ class Monitor(threading.Thread):
                 "waiting_since": waiting[1] if waiting else None, **(extra or {})}
 
     def _exchange(self, message, timeout, expect="lost"):
-        """Send one message and return the hub's answer to it (None if none came within `timeout` seconds).
-
-        An answer of another kind (a late one to an earlier message) is skipped.
+        """Send one message and return the hub's answer to it, (message, items), or None if none came within
+        `timeout` seconds. Nothing here blocks longer: an unreachable hub must not hang a rank's exit or its
+        error message, so a message that cannot be queued at once is dropped, and an answer of another
+        kind (a late one to an earlier message) is skipped.
         """
-        with self.lock:
+        deadline = time.monotonic() + timeout
+        if not self.lock.acquire(timeout=timeout):
+            return None
+        try:
             if self.channel.socket.closed:
                 return None
-            self.channel.socket.send_multipart(self.channel.encode(self._message(**message), _REQUEST))
-            deadline = time.monotonic() + timeout
+            try:
+                self.channel.socket.send_multipart(self.channel.encode(self._message(**message), _REQUEST),
+                                                   zmq.NOBLOCK)
+            except zmq.Again:
+                return None  # the hub is not reading (unreachable or gone): this beat is lost, not the rank
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.channel.socket.poll(int(remaining * 1000) + 1):
@@ -306,8 +319,10 @@ class Monitor(threading.Thread):
                 except ProtocolError:
                     continue
                 self.heard_from_hub = time.monotonic()
-                if answer.get("op") == expect:
+                if answer[0].get("op") == expect:
                     return answer
+        finally:
+            self.lock.release()
 
     def _take_lost(self, entries):
         for entry in entries:
@@ -323,10 +338,10 @@ class Monitor(threading.Thread):
                              "peer will be noticed only by the collective timeout. If rank 0 is on another machine, "
                              f"set ${HOST_ENVIRONMENT_VARIABLE} on it to an address this machine can reach\n")
         entry = {"rank": 0, "pid": self.hub_pid, "host": self.hub_host, "lost_at": time.time()}
-        if self.hub_host == self.host and _pid_is_gone(self.hub_pid):
+        if self.hub_host == self.host and not process_is_running(self.hub_pid):
             entry["lost"] = "ended without a word (killed by a signal such as SIGKILL, or os._exit)"
         elif self.heard_from_hub is not None and time.monotonic() - self.heard_from_hub > self.silence:
-            entry["lost"] = f"stopped answering heartbeats {time.monotonic() - self.heard_from_hub:.1f} s ago"
+            entry["lost"] = f"went silent (its hub answered no heartbeat for {self.silence:g} s)"
         else:
             return
         self.lost[0] = entry
@@ -334,7 +349,7 @@ class Monitor(threading.Thread):
     def query(self):
         """Every rank's state as the hub knows it (None if the hub does not answer)."""
         answer = self._exchange({"op": "query"}, QUERY_SECONDS, expect="table")
-        return None if answer is None else answer.get("table")
+        return None if answer is None else answer[1]
 
     def goodbye(self, how):
         """Tell the hub this rank is leaving and how (once; a best effort that waits at most a beat)."""
@@ -350,8 +365,11 @@ class Monitor(threading.Thread):
         self.stopped.set()
         if self.is_alive():
             self.join(timeout=2 * BEAT_SECONDS)
-        with self.lock:
-            self.channel.close()
+        if self.lock.acquire(timeout=2 * BEAT_SECONDS):  # else the socket is left to the process's end
+            try:
+                self.channel.close()
+            finally:
+                self.lock.release()
 
     # -- what waits use -------------------------------------------------------------------
     def lost_peers_text(self):
@@ -409,7 +427,7 @@ class Liveness:
         self.monitor.goodbye(how)
         self.monitor.stop()
         if self.hub is not None:
-            self.hub.stop()
+            self.hub.stop(linger=2 * BEAT_SECONDS + 0.1)
         atexit.unregister(self._at_exit)
 
 

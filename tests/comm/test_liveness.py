@@ -97,7 +97,7 @@ def answered(channel, seconds=1.0):
     """The hub's answer on `channel`, or None when none came within `seconds`."""
     if not channel.socket.poll(int(seconds * 1000)):
         return None
-    return channel.decode(channel.socket.recv_multipart(), liveness._REPLY)
+    return channel.decode(channel.socket.recv_multipart(), liveness._REPLY)[0]
 
 
 def beat(rank, seq, **fields):
@@ -154,7 +154,8 @@ def test_a_silent_rank_is_lost_after_the_silence_the_environment_sets(world, mon
     silent_since = time.monotonic()
     seconds = wait_for(lambda: 2 in monitors[0].lost and 2 in monitors[1].lost, 10, "the silent rank 2")
     assert 1.5 - liveness.BEAT_SECONDS <= seconds < 1.5 + 4 * liveness.BEAT_SECONDS, seconds
-    assert re.fullmatch(r"stopped answering \d+\.\d s ago \(.*\)", monitors[1].lost[2]["lost"]), monitors[1].lost[2]
+    assert re.fullmatch(r"went silent \(no heartbeat for 1\.5 s: .*\)", monitors[1].lost[2]["lost"]), monitors[1].lost[2]
+    assert re.search(r"went silent \(.*\) \d+\.\d s ago$", monitors[1].lost_peers_text()), monitors[1].lost_peers_text()
     assert 0 not in monitors[1].lost and 1 not in monitors[0].lost  # the others still beat
     assert time.monotonic() - silent_since >= 1.5 - liveness.BEAT_SECONDS
 
@@ -307,3 +308,44 @@ def test_a_collective_timeout_names_the_ranks_that_did_not_arrive_and_what_each_
         assert re.search(f"{named(1)} has started only {index - 2} collectives and waits in none", error), error
         assert re.search(f"{named(2)} has started only {index - 1} collectives and waits in allreduce[^;]* "
                          f"\\(collective #{index - 1}\\)", error), error
+
+
+@pytest.mark.timeout(30)
+def test_a_monitor_whose_hub_is_unreachable_never_blocks_a_goodbye_or_a_query(monkeypatch):
+    """Heartbeats to a hub that is not there must not fill the socket and then hang: the rank's exit (goodbye) and
+    its timeout message (query) still return within their own limits (before: a blocking send on a DEALER with no
+    peer hung the monitor thread while it held the lock, and with it every goodbye and query)."""
+    monkeypatch.setattr(liveness, "QUEUE_MESSAGES", 2)  # the queue fills after two beats, not a hundred
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    monitor = liveness.Monitor(1, 2, address, SECRET, os.getpid(), HOST, liveness.DEFAULT_SILENCE_SECONDS)
+    monitor.start()
+    try:
+        time.sleep(3 * liveness.BEAT_SECONDS)  # several heartbeats into the void
+        start = time.monotonic()
+        assert monitor.query() is None
+        monitor.goodbye("exited with code 0")
+        assert time.monotonic() - start < liveness.QUERY_SECONDS + 2 * liveness.BEAT_SECONDS + 1
+        assert "did not answer" in monitor.missing_peers_text(3)
+    finally:
+        start = time.monotonic()
+        monitor.stop()
+        assert time.monotonic() - start < 3 * liveness.BEAT_SECONDS
+
+
+@pytest.mark.timeout(30)
+def test_the_table_of_a_job_of_many_ranks_reaches_a_query(world):
+    """A timeout's message needs every rank's state: with 300 ranks the hub's answer holds 300 entries (before, the
+    answer was decoded with a header's limits, 256 items, and the query said the hub did not answer)."""
+    size = 300
+    world.start(size, ranks=[0])
+    sender = world.raw_socket()
+    for rank in range(1, size):
+        sender.socket.send_multipart(sender.encode(beat(rank, 1), liveness._REQUEST))
+        assert answered(sender, seconds=5)["op"] == "lost"
+    table = world.monitors[0].query()
+    assert sorted(entry["rank"] for entry in table) == list(range(size))
+    text = world.monitors[0].missing_peers_text(1)
+    assert text.startswith("ranks that have not arrived at collective #1: rank 1 (pid"), text
+    assert text.count("has started only 0 collectives") == size - 1, text
