@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import warnings
 
@@ -29,6 +28,8 @@ from distrain.comm import liveness, zap
 from distrain.comm.ps import client, protocol
 from distrain.comm.ps.client import PSCommunicator
 from distrain.comm.ps.server import ParameterServer
+
+from .test_ps import first_line, killed_on_failure
 
 from .test_security_memory import REPO, SECRET, allreduce_on_two_ranks, peak_memory_bytes, server_process
 
@@ -110,17 +111,8 @@ def hub_process(secret):
     environment["HUB_SECRET"] = secret.decode()
     process = subprocess.Popen([sys.executable, "-c", HUB_SCRIPT], env=environment, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        lines = []
-        reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(20)
-        assert lines and lines[0], f"the hub printed no address: {process.poll()}"
-        yield process, lines[0].strip()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
+    with killed_on_failure(process):
+        yield process, first_line(process, 20)
 
 
 @pytest.mark.timeout(120)

@@ -9,7 +9,6 @@ waiting for the others.
 """
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from distrain.comm.base import CommunicatorError
 from distrain.comm.ps import protocol, server as server_module
 from distrain.comm.ps.client import PSCommunicator
 from distrain.comm.ps.server import ParameterServer
+
+from .test_ps import first_line, killed_on_failure, run_ranks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECRET = "a-test-secret-for-bounded-memory-0123"
@@ -58,17 +59,8 @@ def server_process(tmp_path, world_size, *arguments):
                                 "--bind", f"tcp://127.0.0.1:{free_port()}", "--secret-file", str(secret_file),
                                 *arguments], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
-    try:
-        lines = []
-        reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(20)
-        assert lines and lines[0], f"the server printed no address: {process.poll()}"
-        yield process, lines[0].strip()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
+    with killed_on_failure(process):
+        yield process, first_line(process, 20)
 
 
 def send_one_frame_and_wait_for_disconnect(address, frames, timeout):
@@ -89,31 +81,20 @@ def send_one_frame_and_wait_for_disconnect(address, frames, timeout):
         context.term()
 
 
-def allreduce_on_two_ranks(address, secret, length):
-    """Each of 2 ranks (threads) allreduces rank-dependent values; {rank: result or error}."""
+def allreduce_on_two_ranks(address, secret, length, server_pid=None):
+    """Each of 2 ranks (threads) allreduces rank-dependent values; {rank: result or error}, and under "peak" the
+    server's peak memory read by rank 0 before it leaves (the server command exits once every rank has left)."""
     outcomes = {}
 
-    def rank_main(rank):
-        try:
-            comm = PSCommunicator(address, rank, 2, secret=secret, timeout=10.0)
-        except Exception as error:  # noqa: BLE001
-            outcomes[rank] = error
-            return
-        try:
-            values = np.arange(length, dtype=np.float32) * (rank + 1)
-            comm.allreduce(values)
-            outcomes[rank] = values
-        except Exception as error:  # noqa: BLE001
-            outcomes[rank] = error
-        finally:
-            comm.close()
+    def body(comm):
+        values = np.arange(length, dtype=np.float32) * (comm.rank + 1)
+        comm.allreduce(values)
+        if comm.rank == 0 and server_pid is not None:
+            outcomes["peak"] = peak_memory_bytes(server_pid)
+        return values
 
-    threads = [threading.Thread(target=rank_main, args=(rank,), daemon=True) for rank in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return outcomes
+    results, errors = run_ranks(address, 2, body, secret=secret, timeout=10.0)
+    return {**outcomes, **results, **errors}
 
 
 @pytest.mark.timeout(90)
@@ -132,9 +113,8 @@ def test_four_gigabyte_frames_from_strangers_leave_the_server_small_and_serving(
         for sender in senders:
             sender.join(30)
         elapsed = time.monotonic() - start
-        outcomes = allreduce_on_two_ranks(address, SECRET, 1000)
-        peak = peak_memory_bytes(server.pid)
-        assert server.poll() is None, "the server died"
+        outcomes = allreduce_on_two_ranks(address, SECRET, 1000, server.pid)
+        peak = outcomes["peak"]
     assert peak < 200 * 2 ** 20, f"the server peaked at {peak / 2 ** 20:.0f} MiB (from {before / 2 ** 20:.0f} MiB)"
     assert dropped == [True] * 4, f"the server did not drop every oversized peak in time: {dropped}"
     assert elapsed < 20, elapsed
@@ -148,28 +128,19 @@ def test_a_rank_is_told_the_limit_and_how_to_raise_it_before_sending(monkeypatch
     monkeypatch.setenv(protocol.SECRET_ENVIRONMENT_VARIABLE, SECRET)
     server = ParameterServer(2, max_message_bytes=2 ** 20).start()
     try:
-        outcomes = {}
+        refused = {}
 
-        def rank_main(rank):
-            comm = PSCommunicator(server.address, rank, 2, timeout=10.0)
-            try:
-                if rank == 0:
-                    with pytest.raises(CommunicatorError) as caught:
-                        comm.allreduce(np.zeros(2 ** 18 + 1, dtype=np.float32))  # 4 bytes over 1 MiB
-                    outcomes["error"] = str(caught.value)
-                values = np.full(2 ** 18, rank + 1.0, dtype=np.float32)  # exactly 1 MiB: allowed
-                comm.allreduce(values)
-                outcomes[rank] = values
-            except Exception as error:  # noqa: BLE001
-                outcomes[rank] = error
-            finally:
-                comm.close()
+        def body(comm):
+            if comm.rank == 0:
+                with pytest.raises(CommunicatorError) as caught:
+                    comm.allreduce(np.zeros(2 ** 18 + 1, dtype=np.float32))  # 4 bytes over 1 MiB
+                refused["error"] = str(caught.value)
+            values = np.full(2 ** 18, comm.rank + 1.0, dtype=np.float32)  # exactly 1 MiB: allowed
+            comm.allreduce(values)
+            return values
 
-        threads = [threading.Thread(target=rank_main, args=(rank,), daemon=True) for rank in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        results, errors = run_ranks(server.address, 2, body, timeout=10.0)
+        outcomes = {**results, **errors, **refused}
     finally:
         server.close()
     message = outcomes["error"]

@@ -7,7 +7,6 @@ per interval.
 import logging
 import os
 import re
-import threading
 import time
 
 import msgpack
@@ -16,9 +15,10 @@ import pytest
 import zmq
 
 from distrain.comm import zap
-from distrain.comm.ps.client import PSCommunicator
 from distrain.comm.ps.refusals import RefusalLog
 from distrain.comm.ps.server import ParameterServer
+
+from .test_ps import run_ranks
 
 SECRET = b"a-test-secret-for-the-refusal-log"
 SUMMARY = re.compile(r"refused (\d+) more message\(s\) in the last \d+ s: (.*); the last from (.*?): (.*)")
@@ -129,20 +129,11 @@ def wait(condition, what, seconds=30):
 
 
 def check_still_serves(server, address):
-    results = {}
+    def body(comm):
+        values = np.array([comm.rank + 1.0, 10.0])
+        comm.allreduce(values)
+        return values.tolist()
 
-    def rank_main(rank):
-        comm = PSCommunicator(address, rank, 2, secret=SECRET, timeout=10.0)
-        try:
-            values = np.array([rank + 1.0, 10.0])
-            comm.allreduce(values)
-            results[rank] = values.tolist()
-        finally:
-            comm.close()
-
-    threads = [threading.Thread(target=rank_main, args=(rank,), daemon=True) for rank in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
+    results, errors = run_ranks(address, 2, body, secret=SECRET, timeout=10.0, join_timeout=20.0)
+    assert not errors, errors
     assert results == {0: [3.0, 20.0], 1: [3.0, 20.0]}, results
