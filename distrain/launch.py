@@ -87,11 +87,13 @@ def _end_job_on_error(rank, use_mpi):
     def hook(kind, value, trace):
         sys.stderr.write(f"distrain.launch: rank {rank} failed:\n" + "".join(traceback.format_exception(kind, value, trace)))
         lost = _lost_peers(value)
+        name = kind.__name__
         if lost:  # only a consequence of another rank's end: let one line name that rank (supervision.py)
-            from .supervision import leave_note, note_for_lost_peer
+            from .supervision import LOST_PEER_ERROR, leave_note, note_for_lost_peer
 
             leave_note(note_for_lost_peer(rank, lost))
-        _leave(1, f"raised {kind.__name__}: {value}"[:300], use_mpi)
+            name = LOST_PEER_ERROR  # so the other ranks know it for a consequence too
+        _leave(1, f"raised {name}: {value}"[:300], use_mpi)
 
     sys.excepthook = hook
 
@@ -290,7 +292,7 @@ def _run_mpiexec(args):
     import tempfile
 
     from .spawn import MPIEXEC_GRACE_SECONDS, interrupt_on_sigterm, stop_ranks
-    from .supervision import QUIET_SUFFIX, VERDICT_VARIABLE, describe_ending, read_verdict
+    from .supervision import VERDICT_VARIABLE, describe_ending, read_verdict
 
     command = mpiexec_command(find_mpiexec(), args.nproc, args.script_argv, prefix=not args.no_prefix,
                               rank0_only=args.rank0_only, launcher_pid=os.getpid())
@@ -306,12 +308,8 @@ def _run_mpiexec(args):
             sys.stderr.write(f"distrain.launch: interrupted; stopped all {args.nproc} ranks\n")
             return 130
         found = read_verdict(verdict_file)
-        unprinted = read_verdict(verdict_file + QUIET_SUFFIX)
     if found is not None:
         return found[0]  # its supervisor has printed the line naming the rank
-    if unprinted is not None:  # only quiet ranks failed: the line naming the lost rank is ours to print
-        sys.stderr.write(unprinted[1])
-        return unprinted[0]
     if code != 0:
         sys.stderr.write(f"distrain.launch: the job failed: mpiexec {describe_ending(code)}\n")
     return code if code >= 0 else 128 - code

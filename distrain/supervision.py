@@ -46,7 +46,8 @@ LEFTOVER_NAME = re.compile(r"mpich_shm_[^/]+|vader_segment\.[^/]+|sm_segment\.[^
 SHM_SCAN_SECONDS = 1.0  # how often a supervisor looks at its rank's mappings, after the first SHM_EAGER_SECONDS
 SHM_EAGER_SECONDS, SHM_EAGER_SCAN_SECONDS = 10.0, 0.1  # MPI maps its segment at start: look often then
 VERDICT_VARIABLE = "DISTRAIN_VERDICT_FILE"
-QUIET_SUFFIX = ".unprinted"  # a quiet rank's verdict: printed by the launcher only if no rank printed one
+QUIET_GRACE_SECONDS = 3.0  # how long a quiet rank's supervisor leaves the reporting rank to name a lost one
+LOST_PEER_ERROR = "PeerLostError"  # comm/base.py: how a rank that failed only because a peer had gone says goodbye
 NOTE_FD_VARIABLE = "DISTRAIN_SUPERVISOR_NOTE_FD"  # the pipe a rank tells its supervisor why it ends
 _PIECE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r)")  # a line, or a carriage-return update
 
@@ -195,13 +196,18 @@ def note_for_lost_peer(rank, lost):
     "report<TAB>line" or "quiet<TAB>line", the line naming the rank that went first.
     Several ranks usually fail that way at once, each in its own wait, and one line should
     name the rank that started it: under MPI, where each rank has its own supervisor, the
-    lowest rank still running reports it and the others stay quiet (every one of them can
-    tell, since they know the same lost ranks). The ps launcher sees every rank and prints
-    the line of the first that failed.
+    lowest rank that did not start it reports it and the others stay quiet (every one of
+    them can tell: a rank that fails this way says goodbye as "raised PeerLostError", so the
+    others know it for a consequence, not a cause, whenever they hear of it). The ps
+    launcher sees every rank and prints the line of the first that failed. A quiet rank's
+    supervisor still prints the line after QUIET_GRACE_SECONDS if the job is still there
+    then: the reporting rank may be busy outside any collective and never fail.
     """
-    reporter = not any(other not in lost for other in range(rank))
-    first = min(lost, key=lambda r: lost[r].get("lost_at") or 0)
-    entry = lost[first]
+    causes = {other: entry for other, entry in lost.items()
+              if not str(entry.get("lost", "")).startswith(f"raised {LOST_PEER_ERROR}")} or lost
+    reporter = not any(other not in causes for other in range(rank))
+    first = min(causes, key=lambda r: causes[r].get("lost_at") or 0)
+    entry = causes[first]
     return (f"{'report' if reporter else 'quiet'}\tdistrain.launch: rank {first} (pid {entry.get('pid')} on "
             f"{entry.get('host')}) {entry.get('lost')}, and the ranks waiting for it could not go on (rank {rank}'s "
             "traceback is above)\n")
@@ -256,15 +262,16 @@ def supervise_rank(rank, argv, environment):
     if code != 0:
         shared_memory.remove_leftovers()
     kind, _, lost_line = read_note(note_read).partition("\t")
-    verdict_file = environment.get(VERDICT_VARIABLE)
-    if code != 0 and not stopped_by and kind == "quiet":  # another rank should name the lost one; in case it cannot
-        record_verdict(verdict_file and verdict_file + QUIET_SUFFIX, exit_status(code), lost_line)
-    elif code != 0 and not stopped_by:  # stopped from outside: not the culprit
+    if code != 0 and kind == "quiet":  # the reporting rank names the lost one; should it be busy, we do, later
+        deadline = time.monotonic() + QUIET_GRACE_SECONDS
+        while not stopped_by and time.monotonic() < deadline:  # the job torn down meanwhile: it was named
+            time.sleep(0.05)
+    if code != 0 and not stopped_by:  # stopped from outside: not the culprit
         # a rank that failed because another had gone names that one
         line = lost_line or verdict(rank, child.pid, socket.gethostname(), code, relays[1].traceback_seen)
         sys.stderr.flush()
         os.write(2, line.encode())
-        record_verdict(verdict_file, exit_status(code), line)
+        record_verdict(environment.get(VERDICT_VARIABLE), exit_status(code), line)
     return exit_status(code)
 
 
@@ -273,9 +280,7 @@ def record_verdict(path, code, line):
 
     mpiexec's own exit code is not the failing rank's (it reports the signal it used to stop
     the others), so `python -m distrain.launch -n N` reads this instead. The first rank to
-    write wins (O_EXCL); without the variable (a plain mpirun) nothing is written. Ranks
-    that stayed quiet (note_for_lost_peer) write to path + QUIET_SUFFIX: the launcher
-    prints that line when the rank meant to report could not (it was busy, not waiting).
+    write wins (O_EXCL); without the variable (a plain mpirun) nothing is written.
     """
     if not path:
         return

@@ -186,8 +186,8 @@ def test_partial_writes_and_carriage_return_updates_of_two_ranks_stay_whole_line
 @pytest.mark.timeout(60)
 def test_the_launcher_names_a_lost_rank_when_the_rank_meant_to_report_it_is_busy_elsewhere(tmp_path, launches):
     """Rank 2 leaves with code 0; rank 1 fails waiting for it and stays quiet, since rank 0, the lowest rank still
-    running, is the one to report; but rank 0 is busy outside any collective and never fails. The launcher prints
-    the quiet rank's line instead (before: only "mpiexec exited with code 9", naming no rank)."""
+    running, is the one to report; but rank 0 is busy outside any collective and never fails. The quiet rank's
+    supervisor prints the line after its grace (before: only "mpiexec exited with code 9", naming no rank)."""
     script = tmp_path / "busy_reporter.py"
     script.write_text(textwrap.dedent("""
         import os, sys, time

@@ -83,3 +83,20 @@ def test_output_goes_whole_to_a_stream_without_a_file_descriptor(stream_type):
     assert not relay.is_alive()
     expected = "[3] first line\n[3] half a line\n[3] progress 50%\r[3] no newline at the end\n"
     assert stream.getvalue() == (expected if stream_type is io.StringIO else expected.encode())
+
+
+def test_the_rank_to_report_a_lost_peer_is_the_lowest_that_did_not_start_it():
+    """Rank 1 left; ranks 0 and 2 fail waiting for it. Rank 2 may hear of rank 0's failure first: rank 0 still
+    reports (its goodbye says it failed only because of a lost peer), rank 2 stays quiet, and both name rank 1."""
+    from distrain.comm.base import PeerLostError
+    from distrain.supervision import LOST_PEER_ERROR, note_for_lost_peer
+
+    assert PeerLostError.__name__ == LOST_PEER_ERROR
+    left = {"rank": 1, "pid": 11, "host": "n1", "lost": "exited with code 0 (sys.exit)", "lost_at": 100.0}
+    consequence = {"rank": 0, "pid": 10, "host": "n0", "lost": f"raised {LOST_PEER_ERROR}: rank 0: ...",
+                   "lost_at": 101.0}
+    kinds = {rank: note_for_lost_peer(rank, lost).split("\t") for rank, lost in
+             ((0, {1: left}), (2, {1: left, 0: consequence}), (3, {1: left}))}
+    assert [kinds[rank][0] for rank in (0, 2, 3)] == ["report", "quiet", "quiet"]
+    for rank in (0, 2, 3):
+        assert kinds[rank][1].startswith("distrain.launch: rank 1 (pid 11 on n1) exited with code 0 (sys.exit), "), kinds
