@@ -81,7 +81,8 @@ class GradientReducer:
 
     COMPRESSIONS = (None, "fp16")
 
-    def __init__(self, comm, parameters, bucket_cap_bytes, compression=None):
+    def __init__(self, comm, parameters, bucket_cap_bytes, compression=None, owner="GradientReducer",
+                 count_backwards=False):
         if compression not in self.COMPRESSIONS:
             raise ValueError(f"gradient_compression must be one of {self.COMPRESSIONS}, got {compression!r}")
         self.comm = comm
@@ -102,9 +103,10 @@ class GradientReducer:
         self._handles = []
         self.armed = False
         self.position = 0  # where this rank is in training; compared across ranks at each reduction
-        self.count_backwards = False  # DDP: each backward that reaches the parameters moves the position on
+        self.count_backwards = count_backwards  # DDP: each backward that reaches the parameters moves it on
         self.backward_counted = False  # this backward (or, unarmed, this forward's backwards) is counted already
-        self.owner, self.position_name = "GradientReducer", "steps"  # for the errors
+        self.owner = owner  # for the errors
+        self.position_name = "backwards (and forwards that broadcast buffers)" if count_backwards else "steps"
 
     @staticmethod
     def _make_buckets(flats, cap_bytes):
@@ -228,8 +230,8 @@ class GradientReducer:
     # every rank must do alike; a forward without backward and without buffers, or a second
     # backward run by every rank, is fine, as in PyTorch. DistributedOptimizer's counts
     # steps. All equal means max == -max(-position); otherwise every rank learns it in the
-    # same collective, they gather the positions to name who is where, and all raise. A rank inside join() sends the
-    # smallest int64s, which leave the others' max and min alone. The cost is one 16-byte
+    # same collective, they gather the positions to name who is where, and all raise. A rank
+    # inside join() sends the smallest int64s, which leave the others' max and min alone. The cost is one 16-byte
     # allreduce per step, started behind the buckets (benchmarks/bench_safety.py measures it).
     _NEUTRAL = numpy.iinfo(numpy.int64).min
 
@@ -289,10 +291,8 @@ class DistributedDataParallel(Module):
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         check_same_parameters_everywhere(comm, named, "DistributedDataParallel")
         object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
-                                                             gradient_compression))
-        self._reducer.owner = "DistributedDataParallel"
-        self._reducer.position_name = "backwards (and forwards that broadcast buffers)"
-        self._reducer.count_backwards = True
+                                                             gradient_compression, "DistributedDataParallel",
+                                                             count_backwards=True))
         self._reducer.broadcast_from(0)
         self._broadcast_buffers()
 
@@ -386,7 +386,7 @@ class DistributedDataParallel(Module):
         finally:
             self._joining = False
         counts = self.comm.allgather(numpy.array([self._forwards_in_join], dtype=numpy.int64))[:, 0]
-        # NOTE [ sequence check ]: ranks that ran out of data ran fewer forwards; from here on they are in step
+        # NOTE [ sequence check ]: ranks that ran out of data ran fewer backwards; from here on they are in step
         position = numpy.array([self._reducer.position], dtype=numpy.int64)
         self._reducer.position = int(self.comm.allreduce(position, "max")[0])
         self._reducer.broadcast_from(int(numpy.argmax(counts)))  # the rank that took every step
@@ -429,8 +429,7 @@ class DistributedOptimizer:
         self.optimizer = optimizer
         self.comm = comm
         self._reducer = GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
-                                        gradient_compression)
-        self._reducer.owner, self._reducer.position_name = "DistributedOptimizer", "steps"
+                                        gradient_compression, "DistributedOptimizer")
         self._reducer.arm()
 
     def synchronize(self):

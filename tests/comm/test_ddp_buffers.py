@@ -4,11 +4,10 @@ The ranks start with different statistics, so a DDP that skips either broadcast 
 the closed form in ddp_buffers_script.py does not give; the script also checks broadcast_buffers=False.
 """
 import os
-import re
 
 import pytest
 
-from .test_mpi import run_ranks
+from .test_mpi import assert_every_rank_ok, run_ranks
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_buffers_script.py")
 
@@ -18,4 +17,4 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_buffers_script.py")
 def test_every_rank_ends_with_rank_0s_buffer_chain(ranks):
     code, output = run_ranks(ranks, script=SCRIPT, timeout=120)
     assert code == 0, output
-    assert sorted(int(r) for r in re.findall(r"rank (\d+) ok", output)) == list(range(ranks)), output
+    assert_every_rank_ok(output, ranks)

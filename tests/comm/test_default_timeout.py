@@ -13,7 +13,7 @@ from distrain.comm.base import create_communicator
 from distrain.comm.nccl import NCCLCommunicator
 from distrain.comm.ps.server import ParameterServer
 
-from .test_mpi import REPO, run_ranks
+from .test_mpi import REPO, assert_every_rank_ok, run_ranks
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "default_timeout_script.py")
 
@@ -34,7 +34,7 @@ def test_mpi_init_and_communicator_use_readmes_default():
     seconds = readme_default_timeout()
     code, output = run_ranks(2, "default", repr(seconds), script=SCRIPT, timeout=90)
     assert code == 0, output
-    assert sorted(int(r) for r in re.findall(r"rank (\d+) ok", output)) == [0, 1], output
+    assert_every_rank_ok(output, 2)
 
 
 def test_ps_communicator_uses_readmes_default():

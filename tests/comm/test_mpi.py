@@ -23,6 +23,11 @@ def mpiexec():
     return found
 
 
+def assert_every_rank_ok(output, ranks):
+    """Every one of the ranks 0..ranks-1 printed its "rank R ok" line (the scripts' verdict)."""
+    assert sorted(int(r) for r in re.findall(r"rank (\d+) ok", output)) == list(range(ranks)), output
+
+
 def run_ranks(count, *args, timeout=90, script=SCRIPT):
     command = [mpiexec(), "-n", str(count), sys.executable, script, str(count), *args]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
@@ -44,7 +49,7 @@ def test_every_collective_matches_numpy_on_every_rank(ranks):
     code, output = run_ranks(ranks)
     assert code == 0, output
     # ranks share the pipe, so their lines may interleave: find each rank's report anywhere
-    assert sorted(int(r) for r in re.findall(r"rank (\d+) ok", output)) == list(range(ranks)), output
+    assert_every_rank_ok(output, ranks)
 
 
 @pytest.mark.timeout(200)
@@ -54,7 +59,7 @@ def test_ddp_on_n_ranks_equals_one_process_on_the_whole_batch(ranks):
     Horovod-style broadcast_parameters + DistributedOptimizer give the same training."""
     code, output = run_ranks(ranks, script=DDP_SCRIPT, timeout=150)
     assert code == 0, output
-    assert sorted(int(r) for r in re.findall(r"rank (\d+) ok", output)) == list(range(ranks)), output
+    assert_every_rank_ok(output, ranks)
 
 
 @pytest.mark.timeout(120)

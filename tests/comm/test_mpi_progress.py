@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from .test_mpi import run_ranks
+from .test_mpi import assert_every_rank_ok, run_ranks
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "mpi_progress_script.py")
 VARIABLE = "DISTRAIN_MPI_PROGRESS"
@@ -22,7 +22,7 @@ def run_with(monkeypatch, setting, expect, ranks=2):
         monkeypatch.setenv(VARIABLE, setting)
     code, output = run_ranks(ranks, expect, script=SCRIPT, timeout=90)
     assert code == 0, f"{VARIABLE}={setting}:\n{output}"
-    assert sorted(int(r) for r in re.findall(r"rank (\d+) ok", output)) == list(range(ranks)), output
+    assert_every_rank_ok(output, ranks)
     return re.findall(r"digest (\w+)", output)
 
 
