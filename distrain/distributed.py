@@ -32,6 +32,13 @@ def init(backend="auto", timeout=DEFAULT_TIMEOUT):
     if backend == "auto":
         backend = choose_backend()
     _communicator = create_communicator(backend, timeout=timeout)
+    from . import timeline
+
+    try:  # $DISTRAIN_TIMELINE: record this rank's comm events (distrain/timeline), finished by shutdown()
+        timeline.from_environment(_communicator.rank, _communicator.size, merge_timeout=timeout)
+    except BaseException:
+        shutdown()
+        raise
     return _communicator
 
 
@@ -74,8 +81,12 @@ def shutdown():
     """Leave the process group (idempotent)."""
     global _communicator
     if _communicator is not None:
+        from . import timeline
         from .comm import liveness
 
-        liveness.detach(_communicator.liveness)
-        _communicator.close()
-        _communicator = None
+        try:
+            timeline.finish_from_environment()  # rank 0 merges every rank's part (waiting for them, with a timeout)
+        finally:
+            liveness.detach(_communicator.liveness)
+            _communicator.close()
+            _communicator = None

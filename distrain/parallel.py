@@ -54,6 +54,7 @@ from .engine.autograd.grad_mode import is_grad_enabled
 from .engine.flat import FlatParameters, pack_parameters
 from .engine.nn.module import Module
 from .errors import DistrainError
+from .timeline import current as current_timeline
 
 
 def check_same_parameters_everywhere(comm, named, who):
@@ -90,17 +91,23 @@ class GradientReducer:
         self.flats = flats
         self.buckets = self._make_buckets(flats, bucket_cap_bytes)
         self.compression = compression
-        for bucket in self.buckets:
+        # what the timeline calls a bucket's reduction (NOTE [ Timeline of the buckets ])
+        self.operation = "push/pull" if getattr(comm, "name", None) == "ps" else "allreduce"
+        for index, bucket in enumerate(self.buckets):
             wire = None
             if compression == "fp16" and bucket["flat"].grad.dtype.itemsize > 2:
                 wire = bucket["flat"].array_module.empty(bucket["end"] - bucket["start"], dtype="float16")
             bucket["wire"] = wire
+            travels = bucket["flat"].grad[bucket["start"]:bucket["end"]] if wire is None else wire
+            bucket["timeline_args"] = {"bucket": index, "bytes": int(travels.nbytes), "dtype": str(travels.dtype),
+                                       "parameters": len(bucket["params"]), "backend": getattr(comm, "name", "?")}
         self._bucket_of = {}
         for bucket in self.buckets:
             for parameter in bucket["params"]:
                 self._bucket_of[id(parameter)] = bucket
                 parameter.register_post_accumulate_grad_hook(self._gradient_ready)
         self._handles = []
+        self._bucket_events = {}  # index in _handles -> (timeline, start ns, bucket), only while a timeline is on
         self.armed = False
         self.position = 0  # where this rank is in training; compared across ranks at each reduction
         self.count_backwards = count_backwards  # DDP: each backward that reaches the parameters moves it on
@@ -133,6 +140,7 @@ class GradientReducer:
             bucket["waiting"] = len(bucket["params"])
         self._next_bucket = 0
         self._handles = []
+        self._bucket_events = {}
         self.armed = True
 
     def _gradient_ready(self, parameter):
@@ -143,6 +151,8 @@ class GradientReducer:
             return  # no_sync(), or a further backward of a forward already reduced: local, as in PyTorch
         for handle, _, _ in self._handles:  # NOTE [ MPI progress ]: let MPI move the allreduces in flight
             handle.is_completed()
+        if self._bucket_events:
+            self._record_finished_buckets(self._handles, self._bucket_events)
         bucket = self._bucket_of[id(parameter)]
         bucket["waiting"] -= 1
         if bucket["waiting"] < 0:
@@ -165,6 +175,9 @@ class GradientReducer:
             self._next_bucket += 1
 
     def _launch(self, bucket):
+        timeline = current_timeline()
+        if timeline is not None:  # NOTE [ Timeline of the buckets ]
+            self._bucket_events[len(self._handles)] = (timeline, timeline.now_ns(), bucket)
         flat = bucket["flat"]
         for parameter in bucket["params"]:
             if not FlatParameters.grad_is_flat(parameter):
@@ -213,11 +226,29 @@ class GradientReducer:
         self.backward_counted = False  # a further backward of this forward counts again
         sequence = self._start_sequence_check(self.position)
         handles, self._handles = self._handles, []
+        events, self._bucket_events = self._bucket_events, {}
+        timeline = current_timeline() if events else None
+        waited_since = timeline.now_ns() if timeline is not None else None
         for handle, wire, gradient in handles:
             handle.wait()
             if wire is not None:
                 gradient[...] = wire  # back from float16 into the flat gradient
+            if events:
+                self._record_finished_buckets(handles, events)
         self._finish_sequence_check(sequence)
+        if timeline is not None:
+            timeline.complete(f"wait for {self.operation}", "comm", waited_since)
+
+    # NOTE [ Timeline of the buckets ]
+    # With a timeline on (distrain.timeline.current()), each bucket's reduction is one event on
+    # its "comm" rows, from launch to the first moment this rank sees it complete (a gradient
+    # hook's is_completed() or finish()'s wait: at most one gradient after the communicator
+    # finished it); finish() records its own wait too, the communication backward did not hide.
+    # With none, _launch checks current() once per bucket and nothing else happens.
+    def _record_finished_buckets(self, handles, events):
+        for index in [index for index in events if handles[index][0].is_completed()]:
+            timeline, started, bucket = events.pop(index)
+            timeline.complete(self.operation, "comm", started, bucket["timeline_args"], row="comm")
 
     # NOTE [ sequence check ]
     # Ranks that disagree on when to reduce (no_sync() on some ranks only, an extra backward
