@@ -91,3 +91,29 @@ def _process_is_dead(pid) -> bool:
     except OSError:  # PermissionError: it exists, owned by someone else
         return False
     return False
+
+
+def replace_file(target, write):
+    """Replace `target` with the bytes `write(file)` puts into a binary file, all or nothing.
+
+    The new content goes to a temporary beside `target`, is fsynced and renamed onto it, and
+    the directory is fsynced: a crash at any instant leaves either the old file or the new
+    one, never a mix. If `write` (or the disk) fails, the temporary is removed and the old
+    file is untouched; the exception propagates. Leftovers of dead writers are removed first
+    (NOTE [ Temporary names and dead writers ]).
+    """
+    remove_dead_temporaries(target)
+    temporary = temporary_path(target)
+    try:
+        with open(temporary, "xb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:  # KeyboardInterrupt too: never leave a half-written temporary behind
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_directory(os.path.dirname(os.path.abspath(target)))

@@ -72,3 +72,8 @@ class OptimizerTypeError(DistrainError, TypeError):
 class ShardError(DistrainError, RuntimeError):
     """A shard dataset that cannot be written or read: no samples, an existing dataset in the way,
     a missing, truncated or damaged shard file, or an index.json that disagrees with its files."""
+
+
+class MetricsError(DistrainError, ValueError):
+    """A metrics.jsonl that cannot be read (a damaged line before the last one, no such file) or
+    a metric value that cannot be written as JSON (not a scalar, a reserved name)."""
