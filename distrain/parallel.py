@@ -244,7 +244,7 @@ class GradientReducer:
     # its "comm" rows, from launch to the first moment this rank sees it complete (a gradient
     # hook's is_completed() or finish()'s wait: at most one gradient after the communicator
     # finished it); finish() records its own wait too, the communication backward did not hide.
-    # With none, _launch checks current() once per bucket and nothing else happens.
+    # With none: one current() per bucket and one empty-dict test per gradient (~50 and ~20 ns).
     def _record_finished_buckets(self, handles, events):
         for index in [index for index in events if handles[index][0].is_completed()]:
             timeline, started, bucket = events.pop(index)

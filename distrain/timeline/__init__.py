@@ -11,7 +11,7 @@ How it is made: each rank records into its own `Timeline`, which streams the eve
 part file beside the trace (recorder.py); rank 0 merges the parts into the one file
 (merge.py). The process-wide `current()` timeline, set by `activate`, is what
 DistributedDataParallel's reducer (parallel.py) records into; when it is None (the
-default) the reducer only checks that, once per bucket.
+default) the reducer only checks that, once per bucket (and an empty dict per gradient).
 
 `DISTRAIN_TIMELINE=trace.json` records one for any script that calls
 `distrain.distributed.init()`, under the launcher or not (as HOROVOD_TIMELINE does):
