@@ -74,6 +74,10 @@ class ShardError(DistrainError, RuntimeError):
     a missing, truncated or damaged shard file, or an index.json that disagrees with its files."""
 
 
+class ModelError(DistrainError, ValueError):
+    """distrain.models refused a request: an unknown model name, or an argument the model does not take or accept."""
+
+
 class MetricsError(DistrainError, ValueError):
     """A metrics.jsonl that cannot be read (a damaged line before the last one, no such file) or
     a metric value that cannot be written as JSON (not a scalar, a reserved name)."""
