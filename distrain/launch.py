@@ -18,8 +18,9 @@ installs; with `--backend ps` or `nccl` it starts the N ranks itself around a re
 server (spawn.py). Either way every output line carries its rank's "[r] " prefix
 (`--no-prefix` drops it, `--rank0-only` silences the standard output of every rank but
 0), a failing rank stops the job, and Ctrl-C stops every rank.
-Without a script it runs the default job: a small data-parallel training run that prints
-its loss and accuracy.
+Without a script it runs the trainer (distrain/train/): a configured data-parallel run
+(`--config FILE.toml`, `--set KEY=VALUE`, `--resume`, `--timeline`; every key in
+configs/default.toml) that shows its progress and writes metrics, checkpoints and plots.
 
 The command lines are built by pure functions (`mpiexec_command`) and executed, never
 formatted into a shell string.
@@ -167,8 +168,8 @@ def _select_gpu(local_rank):
         cupy_module().cuda.Device(local_rank % count).use()
 
 
-def run_as_rank(script_argv):
-    """Inside one rank: export the rank variables, guard against hangs, run the script or the default job."""
+def run_as_rank(script_argv, trainer_args=None):
+    """Inside one rank: export the rank variables, guard against hangs, run the script or the trainer."""
     rank, size, local_rank = discover_ranks()
     os.environ.update(rank_environment(rank, size, local_rank, discover_local_size()))
     if os.environ.get("DISTRAIN_LAUNCHER_PID"):
@@ -188,9 +189,11 @@ def run_as_rank(script_argv):
                 stream.reconfigure(line_buffering=True, write_through=False)
     try:
         if not script_argv:
-            from .default_job import main as default_job
+            from .train.command import run_rank
 
-            default_job()
+            code = run_rank(trainer_args, rank, size)
+            if code:
+                raise SystemExit(code)
         else:
             _run_script(rank, script_argv)
     except SystemExit as stop:
@@ -242,7 +245,8 @@ def _supervise(script_argv):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m distrain.launch", description=__doc__.split("\n\n")[0],
-        usage="python -m distrain.launch [-n N] [--backend mpi|ps|nccl] [--no-prefix] [--rank0-only] [script.py [args ...]]")
+        usage="python -m distrain.launch [-n N] [--backend mpi|ps|nccl] [--no-prefix] [--rank0-only] "
+              "[--config FILE.toml] [--set KEY=VALUE ...] [--resume] [--timeline [PATH]] [script.py [args ...]]")
     parser.add_argument("-n", "--nproc", type=int, help="start N ranks on this machine (omit under mpirun/srun)")
     parser.add_argument("--backend", default="mpi", choices=["mpi", "ps", "nccl"],
                         help="with -n: mpi runs mpiexec; ps (ZeroMQ parameter server) and nccl (one GPU per rank) "
@@ -257,14 +261,28 @@ def main(argv=None):
     several.add_argument("--secret-file", help="the secret (chmod 600) that every machine's launcher of one job must "
                                                "share (else $DISTRAIN_PS_SECRET); on one machine each job gets a "
                                                "fresh one by itself")
-    parser.add_argument("script_argv", nargs=argparse.REMAINDER, help="the script and its arguments")
+    from .train.command import add_arguments, preflight, rank_argv, uses_trainer_options
+
+    add_arguments(parser)
+    parser.add_argument("script_argv", nargs=argparse.REMAINDER,
+                        help="the script and its arguments (none: the built-in trainer)")
     args = parser.parse_args(argv)
+    if args.script_argv and uses_trainer_options(args):
+        parser.error("--config, --set, --resume, --timeline and --debug are the built-in trainer's options; "
+                     "with a script, put your script's own options after its name")
     if args.nproc is None:
         if under_mpi_launcher() and not os.environ.get(SUPERVISED_VARIABLE):
-            return _supervise(args.script_argv)
-        return run_as_rank(args.script_argv)
+            return _supervise(rank_argv(args) + args.script_argv)
+        return run_as_rank(args.script_argv, args)
     if args.nproc < 1:
         parser.error(f"-n must be at least 1, got {args.nproc}")
+    if not args.script_argv:  # the trainer: check the configuration here, once, before starting any rank
+        code = preflight(args, args.nproc * args.nnodes)
+        if code:
+            return code
+        if sys.stderr.isatty():  # ranks write through pipes: tell them a person is watching (a progress bar)
+            os.environ["DISTRAIN_INTERACTIVE"] = "1"
+        args.script_argv = rank_argv(args)
     if args.backend != "mpi":
         from .comm.ps.protocol import read_secret_file
         from .spawn import run_workers

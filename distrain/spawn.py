@@ -41,7 +41,7 @@ from .comm.ps import protocol
 from .comm.ps.server import ParameterServer
 from .comm.ranks import OUTER_LAUNCHER_PREFIXES
 from .process_lifetime import die_with_parent_hook
-from .supervision import OutputRelay, exit_status, note_pipe, read_note, verdict
+from .supervision import SAID, OutputRelay, exit_status, note_pipe, read_note, verdict
 
 GRACE_SECONDS = 3.0
 MPIEXEC_GRACE_SECONDS = 10.0  # mpiexec forwards SIGINT to its ranks and waits for them itself
@@ -181,8 +181,10 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
         return 0
     local_rank, code, others = failure
     stopped = f"; stopped rank(s) {[node_rank * count + r for r in others]}" if others else ""
-    lost_line = left[local_rank].partition("\t")[2]
-    if lost_line:  # it failed because another rank had gone (on another node, or with code 0): name that one
+    kind, _, lost_line = left[local_rank].partition("\t")
+    if kind == SAID:  # the rank printed why it ended (a usage error)
+        pass
+    elif lost_line:  # it failed because another rank had gone (on another node, or with code 0): name that one
         sys.stderr.write(lost_line.rstrip("\n") + stopped + "\n")
     else:
         sys.stderr.write(verdict(node_rank * count + local_rank, processes[local_rank].pid, socket.gethostname(),

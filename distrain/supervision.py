@@ -213,6 +213,14 @@ def note_for_lost_peer(rank, lost):
             "traceback is above)\n")
 
 
+SAID = "said"  # the kind of note of a rank that printed why it ends (a usage error): no verdict line after it
+
+
+def say_ending_was_explained():
+    """This rank has printed, in one line, why it ends (e.g. a configuration error): its supervisor adds nothing."""
+    leave_note(f"{SAID}\t")
+
+
 def note_pipe(environment):
     """(read end, write end, environment with NOTE_FD_VARIABLE) for one rank's note (`leave_note`)."""
     read_end, write_end = os.pipe()
@@ -269,6 +277,8 @@ def supervise_rank(rank, argv, environment):
     if code != 0 and not stopped_by:  # stopped from outside: not the culprit
         # a rank that failed because another had gone names that one
         line = lost_line or verdict(rank, child.pid, socket.gethostname(), code, relays[1].traceback_seen)
+        if kind == SAID:
+            line = ""
         sys.stderr.flush()
         os.write(2, line.encode())
         record_verdict(environment.get(VERDICT_VARIABLE), exit_status(code), line)
@@ -301,4 +311,4 @@ def read_verdict(path):
 
 
 __all__ = ["OutputRelay", "SharedMemoryWatch", "describe_ending", "exit_status", "leave_note",
-           "note_for_lost_peer", "note_pipe", "read_note", "read_verdict", "record_verdict", "supervise_rank", "verdict"]
+           "note_for_lost_peer", "note_pipe", "say_ending_was_explained", "read_note", "read_verdict", "record_verdict", "supervise_rank", "verdict"]

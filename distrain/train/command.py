@@ -1,0 +1,123 @@
+"""The trainer's side of `python -m distrain.launch`: its options, the checks before any rank starts, one rank's run.
+
+    python -m distrain.launch [-n N] [--backend ...] [--config FILE.toml] [--set KEY=VALUE ...] [--resume]
+                              [--timeline [PATH]] [--debug]
+
+With no script, the launcher runs the trainer. With `-n`, the launcher itself resolves
+the configuration and runs `Trainer.prepare()` (data conversion, model construction, the
+checks of run_dir) before starting the ranks, so a mistake costs one line and exit code 2;
+under mpirun every rank does the same and only rank 0 prints the line. `--debug` shows
+the traceback instead.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from .config import ConfigError
+
+TIMELINE_DEFAULT_NAME = "timeline.json"
+
+
+def add_arguments(parser):
+    group = parser.add_argument_group("the built-in trainer (no script given): see configs/default.toml")
+    group.add_argument("--config", metavar="FILE.toml", help="the run's configuration (every key and its default: "
+                                                             "configs/default.toml)")
+    group.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="assignments",
+                       help="override one key, e.g. --set lr=0.01 --set model=resnet18 (repeatable)")
+    group.add_argument("--resume", action="store_true", help="continue the run in run_dir from its latest checkpoint")
+    group.add_argument("--timeline", nargs="?", const="", default=None, metavar="PATH",
+                       help=f"write a Chrome-trace timeline of every rank's steps (default run_dir/{TIMELINE_DEFAULT_NAME}"
+                            "; also $DISTRAIN_TIMELINE)")
+    group.add_argument("--debug", action="store_true", help="show tracebacks for configuration errors")
+
+
+def uses_trainer_options(args) -> bool:
+    return bool(args.config or args.assignments or args.resume or args.timeline is not None or args.debug)
+
+
+def rank_argv(args) -> list:
+    """The trainer options again, for the ranks the launcher starts."""
+    argv = []
+    if args.config:
+        argv += ["--config", args.config]
+    for assignment in args.assignments:
+        argv += ["--set", assignment]
+    if args.resume:
+        argv.append("--resume")
+    if args.timeline is not None:
+        argv += ["--timeline", args.timeline] if args.timeline else ["--timeline"]
+    if args.debug:
+        argv.append("--debug")
+    return argv
+
+
+def resolve(args) -> dict:
+    """The configuration: on --resume the run's own config.toml first, then --config, then --set."""
+    from . import config
+
+    base = None
+    if args.resume:
+        run_dir = config.load(args.config, args.assignments)["run_dir"]
+        saved = os.path.join(run_dir, "config.toml")
+        if os.path.isfile(saved):
+            base = config.read_file(saved)
+    return config.load(args.config, args.assignments, base=base)
+
+
+def preflight(args, world) -> int:
+    """In the launcher, before any rank starts: 0 if the run can start, else 2 after printing the one line."""
+    from .loop import Trainer
+
+    try:
+        Trainer(resolve(args), 0, world, resume=args.resume, out=sys.stderr).prepare()
+    except ConfigError as error:
+        if args.debug:
+            raise
+        print(f"distrain.launch: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+def run_rank(args, rank, world) -> int:
+    """One rank's whole run: resolve, prepare, join the process group, train, leave."""
+    import distrain.distributed as dist
+
+    from ..supervision import say_ending_was_explained
+    from .loop import NonFiniteError, Trainer
+
+    try:
+        config = resolve(args)
+        timeline_path = _timeline_path(args, config)
+        trainer = Trainer(config, rank, world, resume=args.resume).prepare()
+    except ConfigError as error:
+        if args.debug:
+            raise
+        if rank == 0:
+            print(f"distrain.launch: error: {error}", file=sys.stderr, flush=True)
+        say_ending_was_explained()
+        return 2
+    if timeline_path:  # dist.init starts it (distrain.timeline.from_environment), dist.shutdown merges it
+        os.environ["DISTRAIN_TIMELINE"] = timeline_path
+    comm = dist.init()
+    from .. import timeline as timelines
+
+    trainer.timeline = timelines.current()
+    try:
+        trainer.run(comm)
+    except NonFiniteError as error:
+        if rank == 0:
+            print(f"distrain.train: {error}", file=sys.stderr, flush=True)
+        say_ending_was_explained()
+        return 1
+    dist.shutdown()
+    if timeline_path and rank == 0:
+        print(f"distrain.train: timeline: {timeline_path} (open it in ui.perfetto.dev or chrome://tracing)",
+              flush=True)
+    return 0
+
+
+def _timeline_path(args, config):
+    if args.timeline is not None:
+        return args.timeline or os.path.join(config["run_dir"], TIMELINE_DEFAULT_NAME)
+    return config["timeline"] or os.environ.get("DISTRAIN_TIMELINE", "")

@@ -1,0 +1,453 @@
+"""The trainer: one configuration in, a trained model, its metrics, checkpoints and plots out.
+
+Every rank runs the same loop; gradients are averaged over ranks by DistributedDataParallel
+during backward. What every rank holds is identical after each step (parameters, optimizer
+state, the averaged gradients), so every decision taken from it (skip a non-finite step,
+stop early, the end) is the same on every rank without another message; evaluation
+results are summed over ranks with one allreduce.
+
+NOTE [ Exact resume ]
+A step's result depends on the parameters and optimizer state, the batch (which samples,
+and any random numbers drawn while loading them), and the random numbers the step draws
+(dropout). A checkpoint after step s holds all of it: state_dicts, the position (epoch,
+and the data loader's own state mid-epoch: its sampler's order and how many batches were
+taken, the epoch's base seed from which every worker's seeds derive), and each rank's
+generators. Each epoch's loader seed is a function of (seed, epoch), not a draw from a
+running generator, so an epoch begun after a resume is the epoch the uninterrupted run
+began. metrics.jsonl is cut back to step s on resume and written again from there: with
+the same world size the resumed file equals the uninterrupted one's losses bit for bit
+(tests/train/test_resume.py kills runs with SIGKILL, also during a checkpoint write).
+With a different world size the run continues from the same global position in the
+epoch's sample order (DistributedSampler.load_state_dict), every sample of the epoch
+still seen once, in batches split over the new ranks.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+
+import numpy
+
+from .. import models
+from ..data import DataLoader, DistributedSampler, Subset
+from ..engine import nn
+from ..engine.autograd import no_grad
+from ..engine.random import Generator, manual_seed
+from ..errors import DistrainError
+from . import checkpoints, datasets
+from .config import ConfigError, to_toml
+from .optimization import build_optimizer, build_scheduler
+
+METRICS_FLUSH_STEPS = 50  # losses are averaged over ranks in batches of up to this many steps (one allreduce)
+EVAL_BATCH_FACTOR = 4  # evaluation batches are this many training batches (no gradients to keep)
+
+
+class NonFiniteError(DistrainError, FloatingPointError):
+    """A step produced a non-finite gradient and the configuration says to stop."""
+
+
+class EarlyStop(Exception):
+    pass
+
+
+class Trainer:
+    """Trains `config` (a resolved dict from config.load) on the communicator `comm`'s ranks."""
+
+    def __init__(self, config, rank, world, *, resume=False, timeline=None, out=None):
+        self.config = config
+        self.comm = None
+        self.rank, self.world = rank, world
+        self.resume = resume
+        self.timeline = timeline
+        self.out = out or sys.stdout
+        self.run_dir = config["run_dir"]
+
+    # ---------------------------------------------------------------- set-up
+    def _check_run_dir(self):
+        found = checkpoints.existing(self.run_dir)
+        if found and not self.resume:
+            raise ConfigError(f"run_dir = {self.run_dir!r} holds another run's checkpoints (up to step {found[0][0]}); "
+                              "pass --resume to continue it, or set run_dir to a new directory")
+        if self.resume and not found:
+            raise ConfigError(f"--resume: run_dir = {self.run_dir!r} has no checkpoint to resume from "
+                              f"({checkpoints.directory(self.run_dir)} is empty or missing)")
+
+    def prepare(self):
+        """Everything that needs no other rank: the checks of run_dir, the data, the model, the checkpoint.
+
+        The launcher calls it before starting any rank, so that a mistake in the
+        configuration is one line and exit code 2 rather than N ranks failing.
+        """
+        self._check_run_dir()
+        config = self.config
+        manual_seed(config["seed"])
+        numpy.random.seed(config["seed"] % 2 ** 32)
+        self.splits = splits = datasets.build(config)
+        per_step = config["batch_size"] * self.world
+        if per_step > len(splits.train):
+            raise ConfigError(f"batch_size = {config['batch_size']} on {self.world} rank(s) needs {per_step} samples "
+                              f"per step, but {splits.name} has {len(splits.train)} training samples; "
+                              f"use batch_size <= {len(splits.train) // self.world}")
+        batches = len(splits.train) // self.world // config["batch_size"]
+        if batches < config["accumulate"]:
+            raise ConfigError(f"accumulate = {config['accumulate']}: an epoch has only {batches} batches per rank; "
+                              f"use accumulate <= {batches}")
+        self.model = create_model(config, splits.input_shape, splits.classes)
+        self.state = checkpoints.read_latest(self.run_dir, warn=self._warn) if self.resume else None
+        if self.resume and self.state is None:
+            raise ConfigError(f"--resume: no checkpoint in {checkpoints.directory(self.run_dir)} reads back whole")
+        if self.state is not None:
+            self.model.load_state_dict(self.state["model"])
+        return self
+
+    def _build(self):
+        config, splits = self.config, self.splits
+        self.ddp = None
+        if self.world > 1:
+            from ..parallel import DistributedDataParallel
+
+            compression = None if config["gradient_compression"] == "none" else config["gradient_compression"]
+            self.ddp = DistributedDataParallel(self.model, comm=self.comm, bucket_cap_mb=config["bucket_cap_mb"],
+                                               gradient_compression=compression)
+        self.forward = self.ddp if self.ddp is not None else self.model
+        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.named_parameters = list(self.model.named_parameters())
+        self.sampler = DistributedSampler(splits.train, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                          seed=config["seed"], drop_last=True)
+        self.loader_generator = Generator(seed=0)
+        self.loader = DataLoader(splits.train, batch_size=config["batch_size"], sampler=self.sampler,
+                                 num_workers=config["workers"], persistent_workers=config["workers"] > 0,
+                                 generator=self.loader_generator, drop_last=True)
+        self.batches_per_epoch = len(self.loader) // config["accumulate"] * config["accumulate"]
+        self.steps_per_epoch = self.batches_per_epoch // config["accumulate"]
+        self.total_steps = config["steps"] or config["epochs"] * self.steps_per_epoch
+        self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
+        held = Subset(splits.eval, range(self.rank, len(splits.eval), self.world))  # every sample once, no padding
+        self.eval_loader = DataLoader(held, batch_size=config["batch_size"] * EVAL_BATCH_FACTOR)
+
+    def _restore(self):
+        """Step, position, optimizer, scheduler, loader and generators from the checkpoint (NOTE [ Exact resume ])."""
+        state = self.state
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.taken = state["step"], state["epoch"], state["batches_taken"]
+        self.elapsed_before = state["elapsed"]
+        self.early = state["early_stop"]
+        self.best_accuracy = state["best_accuracy"]
+        old_world = state["world_size"]
+        loaders = state["loader"]
+        if self.taken:
+            loader_state = json.loads(loaders[self.rank if old_world == self.world else 0])
+            self.loader_generator.manual_seed(loader_seed(self.config["seed"], self.epoch))
+            self.loader.load_state_dict(loader_state)
+            if old_world != self.world:  # the epoch goes on from the same global position, in batches of the new world
+                self.taken = 0
+        rngs = state["rng"]
+        checkpoints.set_rng_state(rngs[self.rank % len(rngs)])
+        if old_world != self.world:
+            self.say(f"resuming step {self.step} (epoch {self.epoch}) of a run on {old_world} rank(s) with "
+                     f"{self.world}: this epoch goes on from the same sample in its order, split over {self.world}")
+        else:
+            self.say(f"resuming from step {self.step} (epoch {self.epoch}, batch {self.taken} of it)")
+
+    # ---------------------------------------------------------------- the loop
+    def run(self, comm) -> dict:
+        """Train to the configured end (or an early stop) after prepare(); returns the summary's numbers."""
+        from .metrics import MetricsLog
+        from .progress import Progress
+
+        self.comm = comm
+        self._build()
+        self.step, self.epoch, self.taken, self.elapsed_before = 0, 0, 0, 0.0
+        self.early = {"best": None, "since": 0}
+        self.best_accuracy = None
+        resumed_epoch_iterator = False
+        if self.state is not None:
+            self._restore()
+            resumed_epoch_iterator = self.taken > 0
+        self.state = None  # the checkpoint's arrays are in the model and optimizer now
+        leader = self.rank == 0
+        if leader:
+            os.makedirs(self.run_dir, exist_ok=True)
+            _write_text(os.path.join(self.run_dir, "config.toml"), to_toml(self.config))
+        self.progress = Progress(self.total_steps, initial_step=self.step, enabled=leader,
+                                 print_every=self.config["print_every"])
+        self.metrics = MetricsLog(self.run_dir, resume_step=self.step if self.resume else None,
+                                  tensorboard=self.config["tensorboard"], say=self.progress.write) if leader else None
+        self.pending = []  # (step, epoch, loss tensor, lr, samples, seconds, data seconds) not yet written
+        self.samples_seen = 0
+        self.data_seconds = 0.0
+        self.last_loss = float("nan")
+        self.last_rate = 0.0
+        self.accuracy = None
+        self.eval_loss = None
+        self.train_seconds = 0.0
+        if leader:
+            self.say(f"training {self.config['model']} on {self.splits.name} ({len(self.splits.train)} samples, "
+                     f"{len(self.splits.eval)} held out) for {self.total_steps} steps on {self.world} rank(s), "
+                     f"batch {self.config['batch_size']} per rank; writing to {self.run_dir}")
+        started = self._started = time.perf_counter()
+        try:
+            while self.step < self.total_steps:
+                if not resumed_epoch_iterator:
+                    self.sampler.set_epoch(self.epoch)
+                    self.loader_generator.manual_seed(loader_seed(self.config["seed"], self.epoch))
+                    self.taken = 0
+                resumed_epoch_iterator = False
+                self._train_epoch()
+                if self.step >= self.total_steps:
+                    break
+        except EarlyStop:
+            pass
+        finally:
+            self.progress.close()
+        self.train_seconds = time.perf_counter() - started
+        self._flush_losses()
+        if self.accuracy is None or self.last_eval_step != self.step:
+            self._evaluate()
+        if self.last_checkpoint_step != self.step:
+            self._checkpoint()
+        return self._finish()
+
+    def _train_epoch(self):
+        config = self.config
+        accumulate = config["accumulate"]
+        batches = iter(self.loader)
+        span = self._span
+        while self.taken < self.batches_per_epoch and self.step < self.total_steps:
+            step_started = time.perf_counter()
+            loss_sum = None
+            data_seconds = 0.0
+            for micro in range(accumulate):
+                waited = time.perf_counter()
+                with span("data wait", "data"):
+                    inputs, labels = next(batches)
+                data_seconds += time.perf_counter() - waited
+                last = micro == accumulate - 1
+                with self._no_sync(not last):
+                    with span("forward", "forward"):
+                        loss = nn.functional.cross_entropy(self.forward(inputs), labels)
+                        scaled = loss / accumulate if accumulate > 1 else loss
+                    with span("backward", "backward"):
+                        scaled.backward()
+                loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+                self.taken += 1
+            with span("optimizer step", "optimizer"):
+                if config["clip_grad_norm"] > 0:
+                    norm = nn.utils.clip_grad_norm_(self.model.parameters(), config["clip_grad_norm"]).item()
+                    finite = math.isfinite(norm)
+                else:
+                    finite = gradients_finite(self.named_parameters)
+                lr = self.optimizer.param_groups[0]["lr"]
+                if finite:
+                    self.optimizer.step()
+                else:
+                    self._nonfinite()
+                self.optimizer.zero_grad()
+                self.scheduler.step()
+            self.step += 1
+            samples = config["batch_size"] * accumulate * self.world
+            self.samples_seen += samples // self.world
+            self.data_seconds += data_seconds
+            seconds = time.perf_counter() - step_started
+            mean_loss = loss_sum / accumulate if accumulate > 1 else loss_sum
+            self.pending.append((self.step, self.epoch, mean_loss, lr, samples, seconds, data_seconds))
+            if len(self.pending) >= METRICS_FLUSH_STEPS or self.step % config["print_every"] == 0:
+                self._flush_losses()
+            self.progress.update(self.step, self.epoch, self.last_loss, self.last_rate)
+            end_of_epoch = self.taken >= self.batches_per_epoch
+            if end_of_epoch:
+                self.epoch += 1
+                self.taken = 0
+            every = config["eval_every"]
+            if (every and self.step % every == 0) or (not every and end_of_epoch):
+                self._flush_losses()
+                self._evaluate()
+                self._early_stopping()
+            every = config["checkpoint_every"]
+            if (every and self.step % every == 0) or (not every and end_of_epoch):
+                self._checkpoint()
+            if end_of_epoch:
+                return
+
+    last_eval_step = -1
+    last_checkpoint_step = -1
+
+    def _no_sync(self, skip):
+        return self.ddp.no_sync() if skip and self.ddp is not None else contextlib.nullcontext()
+
+    def _span(self, name, category):
+        return self.timeline.span(name, category) if self.timeline is not None else _NO_SPAN
+
+    def _nonfinite(self):
+        name = first_nonfinite(self.named_parameters)
+        message = f"step {self.step + 1}: non-finite gradient (first in {name})"
+        if self.config["nonfinite"] == "stop":
+            raise NonFiniteError(f"{message}; the run stops (nonfinite = \"skip\" skips such steps instead; "
+                                 "the last checkpoint is in " + checkpoints.directory(self.run_dir) + ")")
+        if self.rank == 0:
+            self.progress.write(f"distrain.train: {message}; step skipped")
+
+    # ---------------------------------------------------------------- metrics, evaluation, checkpoints
+    def _flush_losses(self):
+        """Average the pending steps' losses over ranks (one allreduce) and write their metrics lines."""
+        if not self.pending:
+            return
+        losses = numpy.array([float(entry[2].item()) for entry in self.pending], dtype=numpy.float64)
+        if self.world > 1:
+            self.comm.allreduce(losses, "sum")
+            losses /= self.world
+        samples = sum(entry[4] for entry in self.pending)
+        seconds = sum(entry[5] for entry in self.pending)
+        self.last_loss, self.last_rate = float(losses[-1]), samples / max(seconds, 1e-9)
+        if self.metrics is not None:
+            for (step, epoch, _, lr, samples, seconds, data_seconds), loss in zip(self.pending, losses.tolist()):
+                if step % self.config["log_every"] == 0 or step == self.total_steps:
+                    self.metrics.train(step, epoch, loss, lr, samples / max(seconds, 1e-9), data_wait_s=data_seconds,
+                                       step_s=seconds)
+        self.pending = []
+
+    def _evaluate(self):
+        with self._span("evaluate", "eval"):
+            self.model.eval()
+            totals = numpy.zeros(3)  # correct, count, summed loss
+            with no_grad():
+                for inputs, labels in self.eval_loader:
+                    logits = self.model(inputs)
+                    totals[0] += float((logits.argmax(dim=1) == labels).sum().item())
+                    totals[1] += labels.shape[0]
+                    totals[2] += float(nn.functional.cross_entropy(logits, labels, reduction="sum").item())
+            self.model.train()
+            if self.world > 1:
+                self.comm.allreduce(totals, "sum")
+        self.accuracy, self.eval_loss = totals[0] / totals[1], totals[2] / totals[1]
+        self.best_accuracy = self.accuracy if self.best_accuracy is None else max(self.best_accuracy, self.accuracy)
+        self.last_eval_step = self.step
+        if self.metrics is not None:
+            self.metrics.eval(self.step, self.epoch, self.accuracy, loss=self.eval_loss)
+            self.progress.write(f"step {self.step}: accuracy {self.accuracy:.4f}, held-out loss {self.eval_loss:.4f}")
+
+    def _early_stopping(self):
+        patience = self.config["early_stop.patience"]
+        if not patience:
+            return
+        value = self.accuracy if self.config["early_stop.metric"] == "accuracy" else -self.eval_loss
+        best = self.early["best"]
+        if best is None or value > best + self.config["early_stop.min_delta"]:
+            self.early = {"best": value, "since": 0}
+            return
+        self.early["since"] += 1
+        if self.early["since"] >= patience:
+            if self.rank == 0:
+                self.progress.write(f"step {self.step}: no improvement of {self.config['early_stop.metric']} in "
+                                    f"{patience} evaluations; stopping early")
+            raise EarlyStop()
+
+    def _checkpoint(self):
+        """Every rank contributes its generators and loader position; rank 0 writes (checkpoints.py)."""
+        self._flush_losses()
+        with self._span("checkpoint", "checkpoint"):
+            mine = [checkpoints.rng_state(), json.dumps(self.loader.state_dict()) if self.taken else ""]
+            gathered = self.comm.allgather_object(mine) if self.world > 1 else [mine]
+            if self.rank == 0:
+                state = {
+                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
+                    "batches_taken": self.taken, "world_size": self.world,
+                    "loader": [entry[1] for entry in gathered], "rng": [entry[0] for entry in gathered],
+                    "early_stop": self.early, "best_accuracy": self.best_accuracy,
+                    "elapsed": self.elapsed_before + self._elapsed(), "config": to_toml(self.config),
+                }
+                self.metrics.sync()  # the lines up to this step survive whatever happens next
+                checkpoints.write(self.run_dir, self.step, state, self.config["keep_checkpoints"])
+        self.last_checkpoint_step = self.step
+
+    def _elapsed(self):
+        return 0.0 if not hasattr(self, "_started") else time.perf_counter() - self._started
+
+    def _finish(self) -> dict:
+        rate = self.samples_seen / max(self.train_seconds, 1e-9)
+        per_rank = [rate] if self.world == 1 else self.comm.allgather_object([rate])
+        results = {
+            "ranks": self.world, "accuracy": self.accuracy, "best_accuracy": self.best_accuracy,
+            "eval_loss": self.eval_loss, "steps": self.step, "epochs": self.epoch,
+            "seconds": self.train_seconds, "samples_per_s_per_rank": [entry[0] for entry in per_rank]
+            if self.world > 1 else per_rank,
+        }
+        if self.rank == 0:
+            from .report import plot_curves, summary_table
+            from .metrics import read_metrics
+
+            self.metrics.close()
+            print(summary_table(results), file=self.out, flush=True)
+            if self.config["plot"]:
+                if plot_curves(read_metrics(self.run_dir), os.path.join(self.run_dir, "curves.png")):
+                    self.say(f"curves: {os.path.join(self.run_dir, 'curves.png')}")
+                else:
+                    self.say("no curves.png: matplotlib is not installed (pip install 'distrain[viz]')")
+        return results
+
+    def say(self, message):
+        if self.rank == 0:
+            print(f"distrain.train: {message}", file=self.out, flush=True)
+
+    def _warn(self, message):
+        if self.rank == 0:
+            print(message, file=sys.stderr, flush=True)
+
+
+_NO_SPAN = contextlib.nullcontext()
+
+
+def loader_seed(seed, epoch) -> int:
+    """The loader's seed for `epoch`: a function of the run's seed and the epoch only (NOTE [ Exact resume ])."""
+    return int(numpy.random.SeedSequence([seed, epoch, 0x10AD]).generate_state(1, numpy.uint64)[0] >> 1)
+
+
+def create_model(config, input_shape, classes):
+    """The configured model, told the data's input shape and class count when its builder takes them."""
+    from ..errors import ModelError
+
+    name = config["model"]
+    try:
+        accepts = models.arguments_of(name)
+        given = {key: value for key, value in (("input_shape", tuple(input_shape)), ("num_classes", classes))
+                 if key in accepts}
+        return models.create(name, **{**given, **config["model_args"]})
+    except ModelError as error:
+        where = "model_args" if name in models.names() else "model"
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def gradients_finite(named_parameters) -> bool:
+    """Whether every gradient is finite: one sum per flat gradient buffer (a NaN or inf anywhere makes it non-finite)."""
+    flats, loose, partial = {}, [], set()
+    for _, parameter in named_parameters:
+        flat = getattr(parameter, "_flat", None)
+        if flat is not None and flat.grad_is_flat(parameter):
+            flats[id(flat)] = flat
+        elif parameter.grad is not None:
+            loose.append(parameter.grad._data)
+        if flat is not None and not flat.grad_is_flat(parameter):
+            partial.add(id(flat))  # a stale slice (no gradient this step): sum its neighbours one by one
+    arrays = loose + [flat.grad for key, flat in flats.items() if key not in partial]
+    arrays += [parameter.grad._data for _, parameter in named_parameters
+               if id(getattr(parameter, "_flat", None)) in partial and parameter.grad is not None]
+    return all(math.isfinite(float(array.sum(dtype="float64"))) for array in arrays)
+
+
+def first_nonfinite(named_parameters) -> str:
+    for name, parameter in named_parameters:
+        if parameter.grad is not None and not bool(numpy.isfinite(parameter.grad.detach().numpy()).all()):
+            return name
+    return "(none: the sum of the gradients overflowed)"
+
+
+def _write_text(path, text):
+    from ..durable import replace_file
+
+    replace_file(path, lambda file: file.write(text.encode()))
