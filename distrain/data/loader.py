@@ -13,6 +13,7 @@ import numpy
 
 from ..engine import backend
 from ..engine.random import Generator, default_generator
+from . import loader_state
 from .collate import convert_sample, default_collate
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
@@ -39,6 +40,14 @@ class DataLoader:
     as you keep it: its slot is reused only once nothing of the batch is referenced any more
     (NOTE [ Slot leases ] in shared_slots.py). With persistent_workers, the workers live as
     long as the DataLoader: dropping it stops them at once.
+
+    Exact resume: `state_dict()` records where the current (or last) pass stands and
+    `load_state_dict(state)`, on a new loader built the same way, makes its next `iter()`
+    continue that pass: the same remaining batches, random transforms included, bit for bit,
+    whatever num_workers is; skipped batches are not read. The pass after it is an ordinary
+    new one. A pass whose batches were all taken resumes as an empty pass, so the epoch a
+    checkpoint belongs to is the one the state was taken in. NOTE [ Resuming a pass ] in
+    loader_state.py says how.
 
     Example::
 
@@ -101,6 +110,8 @@ class DataLoader:
         self.device = backend.Device(device) if device is not None else None
         self.pin_memory = pin_memory
         self._pool = None  # the persistent workers
+        self._progress = None  # the PassProgress of the pass that began last (loader_state.py)
+        self._resume = None  # a loaded state whose pass the next iter() continues
 
     def __len__(self):
         if self.is_stream:
@@ -117,16 +128,45 @@ class DataLoader:
         return int((self.generator or default_generator()).integers(0, 2 ** 62, (), numpy.int64))
 
     def __iter__(self):
+        progress, batches = loader_state.begin_pass(self)
         if self.num_workers == 0:
-            return _SingleProcessIterator(self)
-        base_seed = self._new_base_seed()
+            return _SingleProcessIterator(self, progress, batches)
         pool = self._pool if self.persistent_workers else None
         if pool is None or pool.closed:
             pool = WorkerPool(self.dataset, self.fetcher, self.num_workers, self.prefetch_factor,
-                              self.worker_init_fn, self.multiprocessing_context, self.timeout, base_seed)
+                              self.worker_init_fn, self.multiprocessing_context, self.timeout, progress.base_seed)
             if self.persistent_workers:
                 self._pool = pool  # the pool holds nothing of ours: dropping the loader stops it at once
-        return _WorkerPoolIterator(self, pool, base_seed, owns_pool=not self.persistent_workers)
+        return _WorkerPoolIterator(self, pool, progress, batches, owns_pool=not self.persistent_workers)
+
+    def state_dict(self):
+        """Where the current (or last) pass over the data stands, as plain values for `distrain.save`.
+
+        Keys: batch_size, drop_last, dataset_length and sampler_type (what the loader was
+        built with, checked on load); base_seed (None before any pass) and batches_taken
+        (batches handed to the user in that pass); generator and sampler_generator (the
+        states of the loader's generator and of a shuffling sampler's own generator when the
+        pass began, None when there is none); sampler (a DistributedSampler's state_dict at
+        the position reached, else None). See NOTE [ Resuming a pass ] in loader_state.py.
+
+        Example::
+
+            >>> distrain.save({"loader": loader.state_dict(), ...}, "ckpt.dt")
+            >>> fresh_loader.load_state_dict(distrain.load("ckpt.dt")["loader"])
+            >>> for batch in fresh_loader:   # the rest of the interrupted pass
+            ...     ...
+        """
+        return loader_state.state_of(self)
+
+    def load_state_dict(self, state):
+        """Make the next iter() continue the pass that `state` (from `state_dict()`) describes.
+
+        Raises ArgumentError, naming the difference, for a state from a loader built
+        differently (batch size, drop_last, dataset length, kind of sampler, a generator on
+        one side only) or one that is not a DataLoader state; nothing is changed then.
+        """
+        self._resume = loader_state.load(self, state)
+        self._progress = None
 
     def _to_device(self, batch):
         if self.device is None or self.device is backend.CPU:
@@ -139,12 +179,11 @@ class DataLoader:
 class _SingleProcessIterator:
     """num_workers=0: fetch each batch in this process when asked for it."""
 
-    def __init__(self, loader):
+    def __init__(self, loader, progress, batches):
         self.loader = loader
-        self.batches = loader._index_batches()
+        self.progress = progress
+        self.batches = batches
         self.stream = iter(loader.dataset) if loader.is_stream else None
-        self.base_seed = loader._new_base_seed()
-        self.batch_index = 0
 
     def __iter__(self):
         return self
@@ -155,17 +194,19 @@ class _SingleProcessIterator:
     def __next__(self):
         loader = self.loader
         indices = next(self.batches)
-        with batch_randomness(batch_seed(self.base_seed, self.batch_index)):
+        progress = self.progress
+        with batch_randomness(batch_seed(progress.base_seed, progress.batches_taken)):
             if self.stream is not None:
                 batch = loader.fetcher.next_from(self.stream)
                 if batch is END:
                     raise StopIteration
+                progress.batches_taken += 1
             else:
+                progress.batches_taken += 1  # taken even if fetching it fails: the loop may go on to the next
                 try:
                     batch = loader.fetcher.fetch(indices)
                 except SampleError as error:
                     raise error.__cause__.with_traceback(error.__cause__.__traceback__) from None
-        self.batch_index += 1
         return loader._to_device(batch)
 
 
@@ -176,20 +217,21 @@ class _WorkerPoolIterator:
     DataLoader with persistent workers, and a later epoch (a new iterator) supersedes this one.
     """
 
-    def __init__(self, loader, pool, base_seed, owns_pool):
+    def __init__(self, loader, pool, progress, batches, owns_pool):
         self.loader = loader
         self.pool = pool
         self.owns_pool = owns_pool
         self.finished = False
         try:
-            pool.begin_epoch(base_seed)
+            pool.begin_epoch(progress.base_seed)
         except BaseException:  # a worker died while an abandoned epoch drained: this pool is done
             pool.close(graceful=False)
             raise
         self.epoch = pool.epoch
-        self.batches = loader._index_batches()
-        self.next_dispatch = 0
-        self.next_yield = 0
+        self.progress = progress
+        self.batches = batches
+        self.next_dispatch = progress.batches_taken  # batch numbers go on from a resumed pass's
+        self.next_yield = progress.batches_taken
         self.exhausted = False
         self.worker_cycle = itertools.cycle(range(loader.num_workers))
         self._dispatch()
@@ -251,6 +293,7 @@ class _WorkerPoolIterator:
             pool.receive()
             self._dispatch()  # a stream's end frees a place
         batch_index, self.next_yield = self.next_yield, self.next_yield + 1
+        self.progress.batches_taken = self.next_yield  # taken even if it failed: the loop may go on to the next
         return self.loader._to_device(pool.take(batch_index))
 
     def close(self, graceful=True):
