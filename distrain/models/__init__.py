@@ -5,7 +5,8 @@ The registry maps a name to a builder (a Module class or a function returning a 
 the values against what the model accepts, then builds it; every refusal is a
 `distrain.errors.ModelError` (a ValueError) naming the model and the argument, and an
 unknown name lists the registered ones. `names()` lists them; `register(name)` adds your
-own (it is how the built-in models are added too, so yours are first-class).
+own (it is how the built-in models are added too, so yours are first-class);
+`arguments_of(name)` says which keyword arguments a model takes.
 
 =============  ============================================================  ================================
 name           what it is                                                    use it for

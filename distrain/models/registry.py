@@ -48,15 +48,6 @@ def names():
     return sorted(_BUILDERS)
 
 
-def arguments_of(name):
-    """The keyword arguments the model registered as `name` takes (a trainer passes only those it knows)."""
-    if name not in _BUILDERS:
-        raise ModelError(f"unknown model {name!r}; registered models: {', '.join(names())} "
-                         "(add your own with @distrain.models.register(name))")
-    parameters = inspect.signature(_BUILDERS[name]).parameters.values()
-    return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
 def create(name, **kwargs):
     """Build the model registered as `name` with the given keyword arguments; returns an `nn.Module`.
 
@@ -64,11 +55,16 @@ def create(name, **kwargs):
     model does not take or a required one left out (listing its arguments), or a value the
     model refuses (naming the argument and what it accepts).
     """
-    if name not in _BUILDERS:
-        raise ModelError(f"unknown model {name!r}; registered models: {', '.join(names())} "
-                         "(add your own with @distrain.models.register(name))")
-    builder = _BUILDERS[name]
-    _check_arguments(name, builder, kwargs)
+    builder = _builder(name)
+    parameters, takes_any = _keyword_parameters(builder)
+    if not takes_any:  # a builder with **kwargs checks its own
+        accepted = [p.name for p in parameters]
+        unknown = [key for key in kwargs if key not in accepted]
+        if unknown:
+            raise ModelError(f"model {name!r} has no argument {unknown[0]!r}; it accepts: {', '.join(accepted)}")
+        missing = [p.name for p in parameters if p.default is p.empty and p.name not in kwargs]
+        if missing:
+            raise ModelError(f"model {name!r} needs the argument {missing[0]!r} (it accepts: {', '.join(accepted)})")
     model = builder(**kwargs)
     if not isinstance(model, Module):
         raise ModelError(f"model {name!r}: its builder {_describe(builder)} returned a {type(model).__name__}, "
@@ -76,19 +72,29 @@ def create(name, **kwargs):
     return model
 
 
-def _check_arguments(name, builder, kwargs):
-    """Unknown or missing keyword arguments, named against the builder's signature (before calling it)."""
+def arguments_of(name):
+    """The named keyword arguments model `name` takes, in its builder's order (a tuple of str).
+
+    A trainer uses it to pass what it knows about the data (`input_shape`, `num_classes`)
+    only to models that take it, e.g. not to a user's model with a fixed input size. A
+    builder that also takes **kwargs is asked only by name: it gets what it names.
+    """
+    parameters, _ = _keyword_parameters(_builder(name))
+    return tuple(p.name for p in parameters)
+
+
+def _builder(name):
+    if name not in _BUILDERS:
+        raise ModelError(f"unknown model {name!r}; registered models: {', '.join(names())} "
+                         "(add your own with @distrain.models.register(name))")
+    return _BUILDERS[name]
+
+
+def _keyword_parameters(builder):
+    """(the builder's parameters that can be given by name, whether it also takes **kwargs)."""
     parameters = inspect.signature(builder).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return  # the builder takes **kwargs: it checks its own
-    accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = [key for key in kwargs if key not in accepted]
-    if unknown:
-        raise ModelError(f"model {name!r} has no argument {unknown[0]!r}; it accepts: {', '.join(accepted)}")
-    missing = [p.name for p in parameters
-               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kwargs]
-    if missing:
-        raise ModelError(f"model {name!r} needs the argument {missing[0]!r} (it accepts: {', '.join(accepted)})")
+    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def _describe(builder):

@@ -85,6 +85,16 @@ def test_the_refusal_says_what_is_accepted():
         distrain.models.create("cnn", num_classes=0)
 
 
+def test_arguments_of_names_what_each_model_takes(scratch_registry):
+    assert distrain.models.arguments_of("cnn") == ("in_channels", "num_classes", "width", "input_size", "input_shape")
+    for name in BUILT_IN:  # what a trainer knows about its data, every built-in model takes
+        assert {"input_shape", "num_classes"} <= set(distrain.models.arguments_of(name)), name
+    distrain.models.register("fixed")(lambda num_classes, *, depth=2, **extra: distrain.nn.Identity())
+    assert distrain.models.arguments_of("fixed") == ("num_classes", "depth")
+    with pytest.raises(ModelError, match=r"unknown model 'nope'; registered models: cnn, fixed, mlp"):
+        distrain.models.arguments_of("nope")
+
+
 def test_register_adds_a_model_that_create_builds(scratch_registry):
     def tiny(in_features, num_classes=10):
         return distrain.nn.Linear(in_features, num_classes)
