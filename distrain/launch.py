@@ -53,6 +53,28 @@ def rank_environment(rank, size, local_rank, local_size=None):
     return {**{k: str(v) for k, v in values.items()}, **{f"DISTRAIN_{k}": str(v) for k, v in values.items()}}
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_per_rank(ranks_here, environ=os.environ):
+    """The BLAS/OpenMP thread counts for `ranks_here` ranks sharing this machine, unless the user chose them.
+
+    Each rank's BLAS otherwise starts one thread per core, so N ranks run N x cores threads
+    on the cores: OpenBLAS's threads spin while they wait for a core, and a small GEMM
+    becomes 20x slower (measured: the default CNN's step 80 ms instead of 3.7 ms with two
+    ranks on two cores). torchrun sets OMP_NUM_THREADS=1 for the same reason; we give each
+    rank its share of the cores. Any of the variables set by the user wins, for all of them.
+    """
+    if ranks_here <= 1 or any(environ.get(variable) for variable in THREAD_VARIABLES):
+        return {}
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    share = str(max(1, cores // ranks_here))
+    return {variable: share for variable in THREAD_VARIABLES}
+
+
 def mpiexec_command(mpiexec, count, script_argv, python=sys.executable, prefix=True, rank0_only=False,
                     launcher_pid=None):
     """The argv that starts `count` ranks of `python -m distrain.launch script_argv...` under MPICH's mpiexec."""
@@ -238,7 +260,7 @@ def _supervise(script_argv):
     from .supervision import supervise_rank
 
     rank, _, _ = discover_ranks()
-    environment = {**os.environ, SUPERVISED_VARIABLE: "1"}
+    environment = {**os.environ, **threads_per_rank(discover_local_size() or 1), SUPERVISED_VARIABLE: "1"}
     return supervise_rank(rank, [sys.executable, "-m", "distrain.launch", *script_argv], environment)
 
 
@@ -276,6 +298,7 @@ def main(argv=None):
         return run_as_rank(args.script_argv, args)
     if args.nproc < 1:
         parser.error(f"-n must be at least 1, got {args.nproc}")
+    os.environ.update(threads_per_rank(args.nproc))
     if not args.script_argv:  # the trainer: check the configuration here, once, before starting any rank
         code = preflight(args, args.nproc * args.nnodes)
         if code:

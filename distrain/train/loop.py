@@ -140,6 +140,7 @@ class Trainer:
         self.best_accuracy = state["best_accuracy"]
         old_world = state["world_size"]
         loaders = state["loader"]
+        self.resumed_pass = self.taken > 0
         if self.taken:
             loader_state = json.loads(loaders[self.rank if old_world == self.world else 0])
             self.loader_generator.manual_seed(loader_seed(self.config["seed"], self.epoch))
@@ -168,7 +169,7 @@ class Trainer:
         resumed_epoch_iterator = False
         if self.state is not None:
             self._restore()
-            resumed_epoch_iterator = self.taken > 0
+            resumed_epoch_iterator = self.resumed_pass
         self.state = None  # the checkpoint's arrays are in the model and optimizer now
         leader = self.rank == 0
         if leader:
@@ -225,8 +226,12 @@ class Trainer:
             for micro in range(accumulate):
                 waited = time.perf_counter()
                 with span("data wait", "data"):
-                    inputs, labels = next(batches)
+                    batch = next(batches, None)
                 data_seconds += time.perf_counter() - waited
+                if batch is None:  # a pass resumed on another world size can be shorter than batches_per_epoch
+                    self._end_short_pass()
+                    return
+                inputs, labels = batch
                 last = micro == accumulate - 1
                 with self._no_sync(not last):
                     with span("forward", "forward"):
@@ -273,6 +278,16 @@ class Trainer:
                 self._checkpoint()
             if end_of_epoch:
                 return
+
+    def _end_short_pass(self):
+        """The loader's pass ended before batches_per_epoch (after resuming on another world size): next epoch.
+
+        Gradients of an unfinished accumulation are dropped; every rank of the new world has
+        the same number of batches in the pass, so all ranks get here at the same step.
+        """
+        self.optimizer.zero_grad()
+        self.epoch += 1
+        self.taken = 0
 
     last_eval_step = -1
     last_checkpoint_step = -1
