@@ -46,6 +46,7 @@ progress="test" ($DISTRAIN_MPI_PROGRESS=test) it is what drives MPI.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numpy
 
@@ -108,6 +109,7 @@ class GradientReducer:
                 parameter.register_post_accumulate_grad_hook(self._gradient_ready)
         self._handles = []
         self._bucket_events = {}  # index in _handles -> (timeline, start ns, bucket), only while a timeline is on
+        self.wait_seconds = 0.0  # how long finish() has waited for reductions in all: the exposed communication
         self.armed = False
         self.position = 0  # where this rank is in training; compared across ranks at each reduction
         self.count_backwards = count_backwards  # DDP: each backward that reaches the parameters moves it on
@@ -229,6 +231,7 @@ class GradientReducer:
         events, self._bucket_events = self._bucket_events, {}
         timeline = current_timeline() if events else None
         waited_since = timeline.now_ns() if timeline is not None else None
+        wait_started = time.perf_counter()
         for handle, wire, gradient in handles:
             handle.wait()
             if wire is not None:
@@ -236,6 +239,7 @@ class GradientReducer:
             if events:
                 self._record_finished_buckets(handles, events)
         self._finish_sequence_check(sequence)
+        self.wait_seconds += time.perf_counter() - wait_started  # communication that backward did not hide
         if timeline is not None:
             timeline.complete(f"wait for {self.operation}", "comm", waited_since)
 
@@ -330,6 +334,11 @@ class DistributedDataParallel(Module):
     @property
     def _buckets(self):
         return self._reducer.buckets
+
+    @property
+    def communication_wait_seconds(self) -> float:
+        """Seconds the ends of backward have waited for gradient reductions in all: communication not hidden."""
+        return self._reducer.wait_seconds
 
     @property
     def _has_buffers(self):

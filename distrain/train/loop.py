@@ -182,6 +182,8 @@ class Trainer:
         self.pending = []  # (step, epoch, loss tensor, lr, samples, seconds, data seconds) not yet written
         self.samples_seen = 0
         self.data_seconds = 0.0
+        self.comm_seconds = 0.0  # waiting for gradient reductions at the end of backward
+        self.step_seconds = 0.0  # inside training steps (no evaluation, no checkpoints)
         self.last_loss = float("nan")
         self.last_rate = 0.0
         self.accuracy = None
@@ -221,6 +223,7 @@ class Trainer:
         span = self._span
         while self.taken < self.batches_per_epoch and self.step < self.total_steps:
             step_started = time.perf_counter()
+            waited_before = self.ddp.communication_wait_seconds if self.ddp is not None else 0.0
             loss_sum = None
             data_seconds = 0.0
             for micro in range(accumulate):
@@ -259,8 +262,11 @@ class Trainer:
             self.samples_seen += samples // self.world
             self.data_seconds += data_seconds
             seconds = time.perf_counter() - step_started
+            comm_seconds = self.ddp.communication_wait_seconds - waited_before if self.ddp is not None else 0.0
+            self.comm_seconds += comm_seconds
+            self.step_seconds += seconds
             mean_loss = loss_sum / accumulate if accumulate > 1 else loss_sum
-            self.pending.append((self.step, self.epoch, mean_loss, lr, samples, seconds, data_seconds))
+            self.pending.append((self.step, self.epoch, mean_loss, lr, samples, seconds, data_seconds, comm_seconds))
             if len(self.pending) >= METRICS_FLUSH_STEPS or self.step % config["print_every"] == 0:
                 self._flush_losses()
             self.progress.update(self.step, self.epoch, self.last_loss, self.last_rate)
@@ -320,10 +326,10 @@ class Trainer:
         seconds = sum(entry[5] for entry in self.pending)
         self.last_loss, self.last_rate = float(losses[-1]), samples / max(seconds, 1e-9)
         if self.metrics is not None:
-            for (step, epoch, _, lr, samples, seconds, data_seconds), loss in zip(self.pending, losses.tolist()):
+            for (step, epoch, _, lr, samples, seconds, data_s, comm_s), loss in zip(self.pending, losses.tolist()):
                 if step % self.config["log_every"] == 0 or step == self.total_steps:
-                    self.metrics.train(step, epoch, loss, lr, samples / max(seconds, 1e-9), data_wait_s=data_seconds,
-                                       step_s=seconds)
+                    self.metrics.train(step, epoch, loss, lr, samples / max(seconds, 1e-9), data_wait_s=data_s,
+                                       comm_s=comm_s, step_s=seconds)
         self.pending = []
 
     def _evaluate(self):
@@ -385,13 +391,16 @@ class Trainer:
         return 0.0 if not hasattr(self, "_started") else time.perf_counter() - self._started
 
     def _finish(self) -> dict:
-        rate = self.samples_seen / max(self.train_seconds, 1e-9)
-        per_rank = [rate] if self.world == 1 else self.comm.allgather_object([rate])
+        mine = [self.samples_seen / max(self.step_seconds, 1e-9), self.step_seconds - self.comm_seconds,
+                self.comm_seconds, self.data_seconds]
+        per_rank = [mine] if self.world == 1 else self.comm.allgather_object(mine)
         results = {
             "ranks": self.world, "accuracy": self.accuracy, "best_accuracy": self.best_accuracy,
-            "eval_loss": self.eval_loss, "steps": self.step, "epochs": self.epoch,
-            "seconds": self.train_seconds, "samples_per_s_per_rank": [entry[0] for entry in per_rank]
-            if self.world > 1 else per_rank,
+            "eval_loss": self.eval_loss, "steps": self.step, "epochs": self.epoch, "seconds": self.train_seconds,
+            "samples_per_s_per_rank": [entry[0] for entry in per_rank],
+            "compute_s_per_rank": [entry[1] for entry in per_rank],
+            "comm_wait_s_per_rank": [entry[2] for entry in per_rank],
+            "data_wait_s_per_rank": [entry[3] for entry in per_rank],
         }
         if self.rank == 0:
             from .report import plot_curves, summary_table
