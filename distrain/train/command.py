@@ -58,7 +58,7 @@ def resolve(args) -> dict:
 
     base = None
     if args.resume:
-        run_dir = config.load(args.config, args.assignments)["run_dir"]
+        run_dir = config.load(args.config, args.assignments)["run_dir"] or config.numbered_run_dir(resume=True)
         saved = os.path.join(run_dir, "config.toml")
         if os.path.isfile(saved):
             base = config.read_file(saved)
@@ -66,16 +66,20 @@ def resolve(args) -> dict:
 
 
 def preflight(args, world) -> int:
-    """In the launcher, before any rank starts: 0 if the run can start, else 2 after printing the one line."""
+    """In the launcher, before any rank starts: 0 if the run can start, else 2 after printing the one line.
+
+    The ranks are told the run_dir chosen here (runs/N when none was given).
+    """
     from .loop import Trainer
 
     try:
-        Trainer(resolve(args), 0, world, resume=args.resume, out=sys.stderr).prepare()
+        trainer = Trainer(resolve(args), 0, world, resume=args.resume, out=sys.stderr).prepare()
     except ConfigError as error:
         if args.debug:
             raise
         print(f"distrain.launch: error: {error}", file=sys.stderr, flush=True)
         return 2
+    args.assignments.append(f"run_dir={trainer.run_dir}")
     return 0
 
 
@@ -98,6 +102,7 @@ def run_rank(args, rank, world) -> int:
         say_ending_was_explained()
         return 2
     if timeline_path:  # dist.init starts it (distrain.timeline.from_environment), dist.shutdown merges it
+        os.makedirs(os.path.dirname(os.path.abspath(timeline_path)), exist_ok=True)
         os.environ["DISTRAIN_TIMELINE"] = timeline_path
     comm = dist.init()
     from .. import timeline as timelines

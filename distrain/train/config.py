@@ -91,8 +91,8 @@ KEYS = {
     "early_stop.metric": Key(str, "accuracy", "the monitored evaluation metric", choices=("accuracy", "loss")),
     "early_stop.min_delta": Key(float, 0.0, "the smallest change that counts as an improvement", minimum=0.0),
     # what is written
-    "run_dir": Key(str, "runs/default", "where metrics.jsonl, checkpoints/, config.toml, curves.png and the "
-                                        "TensorBoard events go"),
+    "run_dir": Key(str, "", "where metrics.jsonl, checkpoints/, config.toml, curves.png and the TensorBoard events "
+                            "go (default: a new numbered directory runs/1, runs/2, ...; with --resume, the newest)"),
     "checkpoint_every": Key(int, 0, "write a checkpoint every this many steps (0: at the end of every epoch); "
                                     "always at the end", minimum=0),
     "keep_checkpoints": Key(int, 3, "how many of the latest checkpoints to keep", minimum=1),
@@ -201,8 +201,6 @@ def validate(config):
         raise ConfigError(f"data.eval_dir = {config['data.eval_dir']!r}: no such directory")
     if not 0 <= config["data.eval_fraction"] < 1:
         raise ConfigError(f"data.eval_fraction = {config['data.eval_fraction']}: expected a number in [0, 1)")
-    if not config["run_dir"]:
-        raise ConfigError("run_dir = \"\": expected a directory path")
 
 
 def _describe(key) -> str:
@@ -252,3 +250,20 @@ def _toml_value(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     return str(value)
+
+
+RUNS = "runs"
+
+
+def numbered_run_dir(resume) -> str:
+    """runs/N for a run given no run_dir: the next free number, or with --resume the newest run."""
+    try:
+        numbers = [int(name) for name in os.listdir(RUNS) if name.isdigit()]
+    except FileNotFoundError:
+        numbers = []
+    if resume:
+        if not numbers:
+            raise ConfigError(f"--resume: there is no run to resume in {RUNS}/ (runs without a run_dir are "
+                              f"numbered {RUNS}/1, {RUNS}/2, ...); give the run's run_dir with --set run_dir=PATH")
+        return os.path.join(RUNS, str(max(numbers)))
+    return os.path.join(RUNS, str(max(numbers, default=0) + 1))

@@ -39,7 +39,7 @@ from ..engine.autograd import no_grad
 from ..engine.random import Generator, manual_seed
 from ..errors import DistrainError
 from . import checkpoints, datasets
-from .config import ConfigError, to_toml
+from .config import ConfigError, numbered_run_dir, to_toml
 from .optimization import build_optimizer, build_scheduler
 
 METRICS_FLUSH_STEPS = 50  # losses are averaged over ranks in batches of up to this many steps (one allreduce)
@@ -58,6 +58,9 @@ class Trainer:
     """Trains `config` (a resolved dict from config.load) on the communicator `comm`'s ranks."""
 
     def __init__(self, config, rank, world, *, resume=False, timeline=None, out=None):
+        if not config["run_dir"]:  # a new runs/N (or the newest, to resume); ranks agree on rank 0's in run()
+            config = {**config, "run_dir": numbered_run_dir(resume)}
+            self.run_dir_chosen_here = True
         self.config = config
         self.comm = None
         self.rank, self.world = rank, world
@@ -150,8 +153,10 @@ class Trainer:
         rngs = state["rng"]
         checkpoints.set_rng_state(rngs[self.rank % len(rngs)])
         if old_world != self.world:
+            where = (f": epoch {self.epoch} goes on from the same sample in its order, split over {self.world}"
+                     if self.resumed_pass else "")
             self.say(f"resuming step {self.step} (epoch {self.epoch}) of a run on {old_world} rank(s) with "
-                     f"{self.world}: this epoch goes on from the same sample in its order, split over {self.world}")
+                     f"{self.world}{where}")
         else:
             self.say(f"resuming from step {self.step} (epoch {self.epoch}, batch {self.taken} of it)")
 
@@ -162,6 +167,8 @@ class Trainer:
         from .progress import Progress
 
         self.comm = comm
+        if self.run_dir_chosen_here and self.world > 1:  # ranks started apart may have seen different runs/
+            self.run_dir = self.config["run_dir"] = comm.allgather_object(self.run_dir)[0]
         self._build()
         self.step, self.epoch, self.taken, self.elapsed_before = 0, 0, 0, 0.0
         self.early = {"best": None, "since": 0}
@@ -171,6 +178,10 @@ class Trainer:
             self._restore()
             resumed_epoch_iterator = self.resumed_pass
         self.state = None  # the checkpoint's arrays are in the model and optimizer now
+        if self.step >= self.total_steps:
+            self.say(f"{self.run_dir} finished at step {self.step} already; nothing to do (raise steps or epochs to "
+                     "train on)")
+            return {"ranks": self.world, "steps": self.step, "accuracy": self.best_accuracy, "finished": True}
         leader = self.rank == 0
         if leader:
             os.makedirs(self.run_dir, exist_ok=True)
@@ -267,7 +278,7 @@ class Trainer:
             self.step_seconds += seconds
             mean_loss = loss_sum / accumulate if accumulate > 1 else loss_sum
             self.pending.append((self.step, self.epoch, mean_loss, lr, samples, seconds, data_seconds, comm_seconds))
-            if len(self.pending) >= METRICS_FLUSH_STEPS or self.step % config["print_every"] == 0:
+            if len(self.pending) >= METRICS_FLUSH_STEPS or self.step % config["print_every"] == 0 or self.step == 1:
                 self._flush_losses()
             self.progress.update(self.step, self.epoch, self.last_loss, self.last_rate)
             end_of_epoch = self.taken >= self.batches_per_epoch
@@ -295,6 +306,7 @@ class Trainer:
         self.epoch += 1
         self.taken = 0
 
+    run_dir_chosen_here = False
     last_eval_step = -1
     last_checkpoint_step = -1
 
@@ -385,6 +397,8 @@ class Trainer:
                 }
                 self.metrics.sync()  # the lines up to this step survive whatever happens next
                 checkpoints.write(self.run_dir, self.step, state, self.config["keep_checkpoints"])
+            if self.world > 1:  # the others wait here, not inside their next step (it would look like compute)
+                self.comm.barrier()
         self.last_checkpoint_step = self.step
 
     def _elapsed(self):

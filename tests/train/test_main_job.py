@@ -150,3 +150,23 @@ def test_skipped_nonfinite_steps_are_exactly_the_steps_with_the_bad_sample(tmp_p
     assert len(skipped) == 3 and skipped == nan_steps, (skipped, nan_steps)
     assert [(step - 1) // 10 for step in skipped] == [0, 1, 2]  # one in each epoch of 10 steps
     assert all(numpy.isfinite(line["loss"]) for line in train if line["step"] not in skipped)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend", ["mpi", "ps"])
+def test_timeline_shows_every_part_of_the_step_on_each_rank(tmp_path, backend):
+    run_dir = tmp_path / "run"
+    result = launch(["-n", "2", "--backend", backend, "--timeline", "--set", f"run_dir={run_dir}", "--set", "steps=6",
+                     "--set", "checkpoint_every=3", "--set", "eval_every=3"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(run_dir / "timeline.json") as file:
+        events = json.load(file)["traceEvents"]
+    spans = [event for event in events if event["ph"] == "X"]
+    for pid in (1, 2):  # rank + 1 (Perfetto treats pid 0 specially)
+        names = [event["name"] for event in spans if event["pid"] == pid]
+        for name in ("data wait", "forward", "backward", "optimizer step", "evaluate", "checkpoint"):
+            assert name in names, (pid, name, sorted(set(names)))
+        comm = "allreduce" if backend == "mpi" else "push/pull"
+        assert names.count(comm) >= 6, (pid, names.count(comm))  # at least one bucket per step
+        assert names.count("forward") == 6 and names.count("optimizer step") == 6
+    assert not [name for name in os.listdir(run_dir) if name.endswith(".part")]
