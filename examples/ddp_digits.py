@@ -2,7 +2,10 @@
 
 Run it on 2 processes of this machine (or under your own mpirun/srun):
 
-    python -m distrain.launch -n 2 examples/ddp_digits.py [--epochs 5] [--data data/digits]
+    python -m distrain.launch -n 2 examples/ddp_digits.py [--epochs 5] [--data DIR]
+
+(--data: the shard directory, made by rank 0 on first run; default: distrain_digits in
+the temporary directory.)
 
 Each rank reads its own share of the training samples (`DistributedSampler`, reshuffled
 every epoch by `set_epoch`) through a DataLoader, the model is wrapped in
@@ -12,6 +15,7 @@ prints the loss and, at the end, the test accuracy averaged over all ranks' test
 import argparse
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -24,7 +28,8 @@ from distrain.parallel import DistributedDataParallel
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Data-parallel CNN training on the digits.")
-    parser.add_argument("--data", default=os.path.join("data", "digits"))
+    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "distrain_digits"),
+                        help="the shard directory (made on first run)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32, help="per rank")
     args = parser.parse_args(argv)

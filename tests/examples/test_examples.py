@@ -16,8 +16,9 @@ def load_example(name):
     return module
 
 
-def first_and_last_losses(capsys):
-    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+def first_and_last_losses(output):
+    """The first and last loss of the `step loss` lines the lecture examples print."""
+    lines = [line.split() for line in output.splitlines()]
     losses = [float(parts[1]) for parts in lines if len(parts) == 2 and parts[0].isdigit()]
     return losses[0], losses[-1]
 
@@ -26,7 +27,7 @@ def first_and_last_losses(capsys):
                                                  ("custom_function", 150, 1e-1)])
 def test_the_lecture_progression_lowers_the_loss(name, steps, factor, capsys):
     load_example(name).main(["--steps", str(steps)])
-    first, last = first_and_last_losses(capsys)
+    first, last = first_and_last_losses(capsys.readouterr().out)
     assert last < first * factor, f"{name}: loss went from {first} to {last}"
 
 
