@@ -76,8 +76,8 @@ KEYS = {
     "lr": Key(float, 0.003, "the peak learning rate", minimum=0.0),
     "momentum": Key(float, 0.9, "sgd's momentum (and rmsprop's)", minimum=0.0),
     "weight_decay": Key(float, 0.0, "weight decay (decoupled for adamw)", minimum=0.0),
-    "schedule": Key(str, "cosine", "the learning rate after warm-up: constant, cosine (to 0 at the last step), linear "
-                                   "(to 0) or step (times 0.1 at 50% and 75% of the steps)", choices=SCHEDULES),
+    "schedule": Key(str, "cosine", "the learning rate after warm-up: constant, cosine or linear (towards 0 at the "
+                                   "end) or step (times 0.1 at 50% and 75% of the steps)", choices=SCHEDULES),
     "warmup_steps": Key(int, 0, "steps of linear warm-up from 0 to lr", minimum=0),
     "clip_grad_norm": Key(float, 0.0, "clip the gradients' global L2 norm to this (0: off)", minimum=0.0),
     "nonfinite": Key(str, "stop", "a non-finite loss or gradient: stop the run, or skip that step", choices=ON_NONFINITE),

@@ -1,7 +1,8 @@
 """The optimizer and learning-rate schedule a configuration names, built from distrain.optim.
 
 The schedule is one `LambdaLR` whose factor is linear warm-up (from lr/warmup_steps to lr
-over `warmup_steps` steps) followed by the named decay over the remaining steps. One
+over `warmup_steps` steps) followed by the named decay over the remaining steps (towards 0
+just after the last one). One
 scheduler, stepped once per optimizer step, whose state_dict is just its step count: the
 function itself comes back from the configuration on resume.
 """
@@ -36,8 +37,9 @@ class LearningRateFactor:
     def __call__(self, step):
         if step < self.warmup:
             return (step + 1) / self.warmup
-        span = max(self.total - self.warmup, 1)
-        done = min(max(step - self.warmup, 0) / span, 1.0)
+        # step W-1 ends the warm-up at the peak; the decay's first step is already below it, and its last
+        # (T-1) still above 0: no update is taken twice at the peak, none with a learning rate of 0
+        done = min((step - self.warmup + 1) / (self.total - self.warmup + 1), 1.0)
         if self.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * done))
         if self.schedule == "linear":
