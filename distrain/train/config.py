@@ -70,6 +70,8 @@ KEYS = {
     "steps": Key(int, 0, "total optimizer steps; wins over epochs when > 0", minimum=0),
     "accumulate": Key(int, 1, "forwards and backwards per optimizer step (gradient accumulation)", minimum=1),
     "workers": Key(int, 0, "data loader worker processes per rank (0: load in the training process)", minimum=0),
+    "device": Key(str, "auto", "where each rank trains: cuda (its local rank's GPU), cpu, or auto (cuda when a GPU "
+                               "and CuPy are there)", choices=("auto", "cpu", "cuda")),
     "seed": Key(int, 0, "seeds the model's initialisation, the data order and every random number", minimum=0),
     # the update
     "optimizer": Key(str, "adam", "the optimizer", choices=OPTIMIZERS),

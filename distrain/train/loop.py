@@ -99,6 +99,7 @@ class Trainer:
         if batches < config["accumulate"]:
             raise ConfigError(f"accumulate = {config['accumulate']}: an epoch has only {batches} batches per rank; "
                               f"use accumulate <= {batches}")
+        training_device(config["device"])  # device = "cuda" without a GPU: refused here, before any rank starts
         self.model = create_model(config, splits.input_shape, splits.classes)
         self.state = checkpoints.read_latest(self.run_dir, warn=self._warn) if self.resume else None
         if self.resume and self.state is None:
@@ -109,6 +110,9 @@ class Trainer:
 
     def _build(self):
         config, splits = self.config, self.splits
+        self.device = training_device(config["device"])
+        if self.device != "cpu":
+            self.model.to(self.device)  # before the optimizer packs the parameters (README: Flat buffers)
         self.ddp = None
         if self.world > 1:
             from ..parallel import DistributedDataParallel
@@ -124,13 +128,13 @@ class Trainer:
         self.loader_generator = Generator(seed=0)
         self.loader = DataLoader(splits.train, batch_size=config["batch_size"], sampler=self.sampler,
                                  num_workers=config["workers"], persistent_workers=config["workers"] > 0,
-                                 generator=self.loader_generator, drop_last=True)
+                                 generator=self.loader_generator, drop_last=True, device=self.device)
         self.batches_per_epoch = len(self.loader) // config["accumulate"] * config["accumulate"]
         self.steps_per_epoch = self.batches_per_epoch // config["accumulate"]
         self.total_steps = config["steps"] or config["epochs"] * self.steps_per_epoch
         self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
         held = Subset(splits.eval, range(self.rank, len(splits.eval), self.world))  # every sample once, no padding
-        self.eval_loader = DataLoader(held, batch_size=config["batch_size"] * EVAL_BATCH_FACTOR)
+        self.eval_loader = DataLoader(held, batch_size=config["batch_size"] * EVAL_BATCH_FACTOR, device=self.device)
 
     def _restore(self):
         """Step, position, optimizer, scheduler, loader and generators from the checkpoint (NOTE [ Exact resume ])."""
@@ -446,6 +450,18 @@ def loader_seed(seed, epoch) -> int:
     return int(numpy.random.SeedSequence([seed, epoch, 0x10AD]).generate_state(1, numpy.uint64)[0] >> 1)
 
 
+def training_device(name) -> str:
+    """"cuda" is the GPU the launcher made current for this rank (its local rank's); "auto" picks it if there is one."""
+    from ..engine.backend import cuda_is_available
+
+    if name == "auto":
+        return "cuda" if cuda_is_available() else "cpu"
+    if name == "cuda" and not cuda_is_available():
+        raise ConfigError("device = \"cuda\": no GPU is usable here (CuPy with a CUDA device: "
+                          "pip install 'distrain[gpu]'); use device = \"cpu\" or \"auto\"")
+    return name
+
+
 def create_model(config, input_shape, classes):
     """The configured model, told the data's input shape and class count when its builder takes them."""
     from ..errors import ModelError
@@ -480,7 +496,7 @@ def gradients_finite(named_parameters) -> bool:
 
 def first_nonfinite(named_parameters) -> str:
     for name, parameter in named_parameters:
-        if parameter.grad is not None and not bool(numpy.isfinite(parameter.grad.detach().numpy()).all()):
+        if parameter.grad is not None and not bool(numpy.isfinite(parameter.grad.detach().cpu().numpy()).all()):
             return name
     return "(none: the sum of the gradients overflowed)"
 

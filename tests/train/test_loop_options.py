@@ -7,6 +7,7 @@ import numpy
 import pytest
 
 import distrain.distributed as dist
+from tests.conftest import CUDA_AVAILABLE, CUDA_SKIP_REASON
 from distrain.train import Trainer, load_config
 from distrain.train.optimization import LearningRateFactor
 
@@ -75,3 +76,14 @@ def test_the_lr_in_metrics_follows_the_schedule(tmp_path, local):
     _, _, _, lines = trained(tmp_path, local, "steps=8", "lr=0.2", "warmup_steps=4", "schedule=linear")
     lrs = [line["lr"] for line in lines if line["kind"] == "train"]
     assert lrs == pytest.approx([0.2 * f for f in (0.25, 0.5, 0.75, 1.0, 0.8, 0.6, 0.4, 0.2)])
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not CUDA_AVAILABLE, reason=CUDA_SKIP_REASON or "needs CUDA")])])
+def test_the_trainer_on_a_device_follows_the_cpu_run(tmp_path, local, device):
+    """device = "cuda": the same losses as on the CPU within float32 rounding, checkpoints readable on the CPU."""
+    _, _, _, cpu = trained(tmp_path, local, "steps=12", "device=cpu", name="cpu")
+    trainer, _, _, there = trained(tmp_path, local, "steps=12", f"device={device}", name=f"on-{device}")
+    assert trainer.device == device
+    numpy.testing.assert_allclose([line["loss"] for line in there if line["kind"] == "train"],
+                                  [line["loss"] for line in cpu if line["kind"] == "train"], rtol=1e-4)
