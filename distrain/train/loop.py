@@ -105,6 +105,7 @@ class Trainer:
         if self.resume and self.state is None:
             raise ConfigError(f"--resume: no checkpoint in {checkpoints.directory(self.run_dir)} reads back whole")
         if self.state is not None:
+            check_unchanged_on_resume(self.state["config"], config)
             self.model.load_state_dict(self.state["model"])
         return self
 
@@ -448,6 +449,30 @@ _NO_SPAN = contextlib.nullcontext()
 def loader_seed(seed, epoch) -> int:
     """The loader's seed for `epoch`: a function of the run's seed and the epoch only (NOTE [ Exact resume ])."""
     return int(numpy.random.SeedSequence([seed, epoch, 0x10AD]).generate_state(1, numpy.uint64)[0] >> 1)
+
+
+# What a resumed run may change: how long it runs, how it reports, where it runs. The rest is the
+# trajectory itself, restored from the checkpoint (the optimizer's lr, the sampler's seed, ...):
+# a new value there would be silently ignored, or worse, half applied.
+CHANGEABLE_ON_RESUME = {"steps", "epochs", "workers", "device", "bucket_cap_mb", "gradient_compression", "eval_every",
+                        "checkpoint_every", "keep_checkpoints", "log_every", "print_every", "tensorboard", "plot",
+                        "timeline", "nonfinite", "clip_grad_norm", "early_stop.patience", "early_stop.metric",
+                        "early_stop.min_delta", "data.cache_dir"}
+
+
+def check_unchanged_on_resume(saved_toml, config):
+    """ConfigError naming every key a resumed run would change that its checkpoint fixes."""
+    import tomllib
+
+    from .config import flatten
+
+    saved = flatten(tomllib.loads(saved_toml))
+    changed = [f"{name} {saved[name]!r} -> {config[name]!r}" for name in sorted(config)
+               if name in saved and name not in CHANGEABLE_ON_RESUME and saved[name] != config[name]]
+    if changed:
+        raise ConfigError(f"--resume: {'; '.join(changed)}: a resumed run keeps what its checkpoint was trained "
+                          f"with (only {', '.join(sorted(CHANGEABLE_ON_RESUME))} may change); start a new run_dir "
+                          "to change it")
 
 
 def training_device(name) -> str:

@@ -87,3 +87,16 @@ def test_the_trainer_on_a_device_follows_the_cpu_run(tmp_path, local, device):
     assert trainer.device == device
     numpy.testing.assert_allclose([line["loss"] for line in there if line["kind"] == "train"],
                                   [line["loss"] for line in cpu if line["kind"] == "train"], rtol=1e-4)
+
+
+def test_resume_refuses_to_change_what_the_checkpoint_fixes_and_accepts_more_steps(tmp_path, local):
+    from distrain.train import ConfigError
+
+    trained(tmp_path, local, "steps=4", "lr=0.01")
+    for change in ("lr=0.1", "seed=3", "model_args.hidden=[8]", "batch_size=16"):
+        config = load_config(assignments=[*SMALL, f"run_dir={tmp_path / 'run'}", "steps=4", "lr=0.01", change])
+        with pytest.raises(ConfigError, match=rf"--resume: {change.split('=')[0].split('.')[0]}"):
+            Trainer(config, 0, 1, resume=True, out=io.StringIO()).prepare()
+    config = load_config(assignments=[*SMALL, f"run_dir={tmp_path / 'run'}", "steps=6", "lr=0.01"])
+    results = Trainer(config, 0, 1, resume=True, out=io.StringIO()).prepare().run(local)
+    assert results["steps"] == 6
