@@ -51,6 +51,7 @@ import time
 import numpy
 
 from .engine.autograd.engine import queue_callback
+from .engine.backend import array_module
 from .engine.autograd.grad_mode import is_grad_enabled
 from .engine.flat import FlatParameters, pack_parameters
 from .engine.nn.module import Module
@@ -337,7 +338,8 @@ class DistributedDataParallel(Module):
 
     @property
     def communication_wait_seconds(self) -> float:
-        """Seconds the ends of backward have waited for gradient reductions in all: communication not hidden."""
+        """Seconds spent waiting for gradient reductions at the ends of backward, and broadcasting buffers at the
+        starts of forward, in all: the communication not hidden behind computation."""
         return self._reducer.wait_seconds
 
     @property
@@ -345,9 +347,27 @@ class DistributedDataParallel(Module):
         return any(True for _ in self.module.buffers())
 
     def _broadcast_buffers(self, root=0):
+        """root's buffers to every rank: one broadcast per dtype, not one per buffer (as PyTorch's DDP coalesces).
+
+        A ResNet-18 has 60 BatchNorm buffers; 60 small broadcasts per forward cost more than
+        one of their concatenation. The time counts as communication (communication_wait_seconds).
+        """
+        started = time.perf_counter()
+        groups = {}
         for buffer in self.module.buffers():
-            if buffer._data.flags.c_contiguous:
-                self.comm.broadcast(buffer._data, root=root)
+            groups.setdefault((type(buffer._data), buffer._data.dtype.str), []).append(buffer._data)
+        for arrays in groups.values():
+            if len(arrays) == 1 and arrays[0].flags.c_contiguous:
+                self.comm.broadcast(arrays[0], root=root)
+                continue
+            xp = array_module(arrays[0])
+            joined = xp.concatenate([array.reshape(-1) for array in arrays])
+            self.comm.broadcast(joined, root=root)
+            offset = 0
+            for array in arrays:
+                array[...] = joined[offset:offset + array.size].reshape(array.shape)
+                offset += array.size
+        self._reducer.wait_seconds += time.perf_counter() - started
 
     def forward(self, *args, **kwargs):
         will_sync = self._sync and is_grad_enabled()

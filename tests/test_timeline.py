@@ -9,7 +9,6 @@ that kills its process group.
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from tests.process_group import run_group
 
 import distrain
 import distrain.distributed as dist
@@ -325,16 +326,10 @@ def launch(tmp_path, backend, *script_arguments, timeout=60):
     path = tmp_path / "trace.json"
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                DISTRAIN_TIMELINE=str(path))
-    process = subprocess.Popen([sys.executable, "-m", "distrain.launch", "-n", "2", "--backend", backend, SCRIPT,
-                                str(STEPS), *script_arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env, cwd=tmp_path, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    assert process.returncode == 0, output
+    result = run_group([sys.executable, "-m", "distrain.launch", "-n", "2", "--backend", backend, SCRIPT, str(STEPS),
+                        *script_arguments], timeout, merge_output=True, env=env, cwd=tmp_path)
+    output = result.stdout
+    assert result.returncode == 0, output
     assert "TimelineWarning" not in output, output
     return path, output
 

@@ -18,7 +18,8 @@ curves.png), command (the launcher's options and one rank's run).
 """
 from .config import KEYS, ConfigError
 from .config import load as load_config
-from .loop import NonFiniteError, Trainer
+from .loop import Trainer
+from .nonfinite import NonFiniteError
 
 
 def train(config, *, resume=False, comm=None):

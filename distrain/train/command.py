@@ -16,7 +16,6 @@ import sys
 
 from .config import ConfigError
 
-TIMELINE_DEFAULT_NAME = "timeline.json"
 
 
 def add_arguments(parser):
@@ -27,8 +26,8 @@ def add_arguments(parser):
                        help="override one key, e.g. --set lr=0.01 --set model=resnet18 (repeatable)")
     group.add_argument("--resume", action="store_true", help="continue the run in run_dir from its latest checkpoint")
     group.add_argument("--timeline", nargs="?", const="", default=None, metavar="PATH",
-                       help=f"write a Chrome-trace timeline of every rank's steps (default run_dir/{TIMELINE_DEFAULT_NAME}"
-                            "; also $DISTRAIN_TIMELINE)")
+                       help="write a Chrome-trace timeline of every rank's steps (default run_dir/timeline.json; "
+                            "also $DISTRAIN_TIMELINE)")
     group.add_argument("--debug", action="store_true", help="show tracebacks for configuration errors")
 
 
@@ -73,7 +72,9 @@ def preflight(args, world) -> int:
     from .loop import Trainer
 
     try:
-        trainer = Trainer(resolve(args), 0, world, resume=args.resume, out=sys.stderr).prepare()
+        trainer = Trainer(resolve(args), 0, world, resume=args.resume, timeline=args.timeline,
+                          out=sys.stderr).prepare()
+        _check_timeline_directory(args, trainer.config)
     except ConfigError as error:
         if args.debug:
             raise
@@ -84,16 +85,20 @@ def preflight(args, world) -> int:
 
 
 def run_rank(args, rank, world) -> int:
-    """One rank's whole run: resolve, prepare, join the process group, train, leave."""
+    """One rank's whole run: resolve, prepare, join the process group, train, leave.
+
+    Under mpirun every rank does the launcher's checks itself; each exits with code 2 on a
+    mistake and only rank 0 prints the line.
+    """
     import distrain.distributed as dist
 
     from ..supervision import say_ending_was_explained
-    from .loop import NonFiniteError, Trainer
+    from .loop import Trainer
+    from .nonfinite import NonFiniteError
 
     try:
-        config = resolve(args)
-        timeline_path = _timeline_path(args, config)
-        trainer = Trainer(config, rank, world, resume=args.resume).prepare()
+        trainer = Trainer(resolve(args), rank, world, resume=args.resume, timeline=args.timeline).prepare()
+        _check_timeline_directory(args, trainer.config)
     except ConfigError as error:
         if args.debug:
             raise
@@ -101,13 +106,7 @@ def run_rank(args, rank, world) -> int:
             print(f"distrain.launch: error: {error}", file=sys.stderr, flush=True)
         say_ending_was_explained()
         return 2
-    if timeline_path:  # dist.init starts it (distrain.timeline.from_environment), dist.shutdown merges it
-        os.makedirs(os.path.dirname(os.path.abspath(timeline_path)), exist_ok=True)
-        os.environ["DISTRAIN_TIMELINE"] = timeline_path
     comm = dist.init()
-    from .. import timeline as timelines
-
-    trainer.timeline = timelines.current()
     try:
         trainer.run(comm)
     except NonFiniteError as error:
@@ -116,13 +115,15 @@ def run_rank(args, rank, world) -> int:
         say_ending_was_explained()
         return 1
     dist.shutdown()
-    if timeline_path and rank == 0:
-        print(f"distrain.train: timeline: {timeline_path} (open it in ui.perfetto.dev or chrome://tracing)",
-              flush=True)
     return 0
 
 
-def _timeline_path(args, config):
-    if args.timeline is not None:
-        return args.timeline or os.path.join(config["run_dir"], TIMELINE_DEFAULT_NAME)
-    return config["timeline"] or os.environ.get("DISTRAIN_TIMELINE", "")
+def _check_timeline_directory(args, config):
+    """--timeline PATH (or timeline = PATH) whose directory cannot be made: a configuration error, not a traceback."""
+    path = args.timeline or config["timeline"]
+    if path:
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"--timeline {path}: cannot create {directory} ({error.strerror})") from None

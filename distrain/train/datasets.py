@@ -191,7 +191,10 @@ def _open(path, inputs, labels):
         raise ConfigError(f"data.input_field = {inputs!r}: {path}'s inputs must be uint8 (scaled to [0, 1]) or "
                           f"floating point (used as they are), got {dtype}")
     scale = 1 / 255 if dtype == numpy.uint8 else 1.0
-    return ShardDataset(path, batch_transform=InputsAndLabels(inputs, labels, scale))
+    try:
+        return ShardDataset(path, batch_transform=InputsAndLabels(inputs, labels, scale))
+    except ShardError as error:
+        raise ConfigError(f"dataset {path!r}: {error}") from None
 
 
 class InputsAndLabels:
@@ -208,6 +211,14 @@ class InputsAndLabels:
 
 
 def _shape_and_classes(dataset, path, inputs, labels):
+    """The inputs' shape and the class count (the highest label + 1): reads every label, so a damaged shard shows."""
+    try:
+        return _scan(dataset, path, inputs, labels)
+    except ShardError as error:
+        raise ConfigError(f"dataset {path!r}: {error}") from None
+
+
+def _scan(dataset, path, inputs, labels):
     index = read_index(path)
     shape = next(tuple(field["shape"]) for field in index["fields"] if field["name"] == inputs)
     base = getattr(dataset, "dataset", dataset)

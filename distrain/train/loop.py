@@ -18,8 +18,9 @@ began. metrics.jsonl is cut back to step s on resume and written again from ther
 the same world size the resumed file equals the uninterrupted one's losses bit for bit
 (tests/train/test_resume.py kills runs with SIGKILL, also during a checkpoint write).
 With a different world size the run continues from the same global position in the
-epoch's sample order (DistributedSampler.load_state_dict), every sample of the epoch
-still seen once, in batches split over the new ranks.
+epoch's sample order (DistributedSampler.load_state_dict): the rest of the epoch is split
+over the new ranks (its tail dropped where it does not fill a batch on every rank), and an
+`epochs` run is recounted in the new world's steps so that it still ends after its epochs.
 """
 from __future__ import annotations
 
@@ -32,32 +33,42 @@ import time
 
 import numpy
 
-from .. import models
+from dataclasses import dataclass
+
 from ..data import DataLoader, DistributedSampler, Subset
 from ..engine import nn
 from ..engine.autograd import no_grad
 from ..engine.random import Generator, manual_seed
-from ..errors import DistrainError
-from . import checkpoints, datasets
+from . import checkpoints, datasets, resume
 from .config import ConfigError, numbered_run_dir, to_toml
+from .early_stopping import EarlyStopping
+from .model import create_model, training_device
+from .nonfinite import NonFiniteError, first_nonfinite, gradients_finite
 from .optimization import build_optimizer, build_scheduler
 
 METRICS_FLUSH_STEPS = 50  # losses are averaged over ranks in batches of up to this many steps (one allreduce)
 EVAL_BATCH_FACTOR = 4  # evaluation batches are this many training batches (no gradients to keep)
 
 
-class NonFiniteError(DistrainError, FloatingPointError):
-    """A step produced a non-finite gradient and the configuration says to stop."""
+@dataclass
+class StepRecord:
+    """One optimizer step's numbers, kept until its loss is averaged over ranks and written."""
 
-
-class EarlyStop(Exception):
-    pass
+    step: int
+    epoch: int
+    loss: object  # a 0-d tensor: read (a device sync on a GPU) only when written
+    lr: float
+    samples: int  # over all ranks
+    seconds: float
+    data_seconds: float
+    comm_seconds: float
 
 
 class Trainer:
     """Trains `config` (a resolved dict from config.load) on the communicator `comm`'s ranks."""
 
     def __init__(self, config, rank, world, *, resume=False, timeline=None, out=None):
+        """`timeline`: None, or the path of a Chrome-trace timeline ("" for run_dir/timeline.json)."""
         if not config["run_dir"]:  # a new runs/N (or the newest, to resume); ranks agree on rank 0's in run()
             config = {**config, "run_dir": numbered_run_dir(resume)}
             self.run_dir_chosen_here = True
@@ -65,12 +76,22 @@ class Trainer:
         self.comm = None
         self.rank, self.world = rank, world
         self.resume = resume
-        self.timeline = timeline
+        self.timeline_path = timeline
+        self.timeline = None
         self.out = out or sys.stdout
         self.run_dir = config["run_dir"]
 
     # ---------------------------------------------------------------- set-up
     def _check_run_dir(self):
+        if os.path.exists(self.run_dir) and not os.path.isdir(self.run_dir):
+            raise ConfigError(f"run_dir = {self.run_dir!r} is a file; give a directory")
+        if self.rank == 0:  # only rank 0 makes it: a rank that made runs/N would push the next rank to runs/N+1
+            try:
+                os.makedirs(self.run_dir, exist_ok=True)
+            except OSError as error:
+                raise ConfigError(f"run_dir = {self.run_dir!r}: cannot create it ({error.strerror})") from None
+            if not os.access(self.run_dir, os.W_OK | os.X_OK):
+                raise ConfigError(f"run_dir = {self.run_dir!r}: not writable")
         found = checkpoints.existing(self.run_dir)
         if found and not self.resume:
             raise ConfigError(f"run_dir = {self.run_dir!r} holds another run's checkpoints (up to step {found[0][0]}); "
@@ -105,7 +126,7 @@ class Trainer:
         if self.resume and self.state is None:
             raise ConfigError(f"--resume: no checkpoint in {checkpoints.directory(self.run_dir)} reads back whole")
         if self.state is not None:
-            check_unchanged_on_resume(self.state["config"], config)
+            resume.check_unchanged(self.state["config"], config)
             self.model.load_state_dict(self.state["model"])
         return self
 
@@ -134,27 +155,38 @@ class Trainer:
         self.steps_per_epoch = self.batches_per_epoch // config["accumulate"]
         self.total_steps = config["steps"] or config["epochs"] * self.steps_per_epoch
         self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
+        self.pass_batches = self.batches_per_epoch  # batches in the current pass (fewer after a world-size change)
+        self.early_stopping = EarlyStopping(config["early_stop.metric"], config["early_stop.patience"],
+                                            config["early_stop.min_delta"])
         held = Subset(splits.eval, range(self.rank, len(splits.eval), self.world))  # every sample once, no padding
         self.eval_loader = DataLoader(held, batch_size=config["batch_size"] * EVAL_BATCH_FACTOR, device=self.device)
 
     def _restore(self):
         """Step, position, optimizer, scheduler, loader and generators from the checkpoint (NOTE [ Exact resume ])."""
-        state = self.state
+        state, config = self.state, self.config
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.taken = state["step"], state["epoch"], state["batches_taken"]
         self.elapsed_before = state["elapsed"]
-        self.early = state["early_stop"]
+        self.early_stopping.load_state_dict(state["early_stop"])
         self.best_accuracy = state["best_accuracy"]
         old_world = state["world_size"]
-        loaders = state["loader"]
         self.resumed_pass = self.taken > 0
         if self.taken:
-            loader_state = json.loads(loaders[self.rank if old_world == self.world else 0])
-            self.loader_generator.manual_seed(loader_seed(self.config["seed"], self.epoch))
+            loader_state = json.loads(state["loader"][self.rank if old_world == self.world else 0])
+            self.loader_generator.manual_seed(resume.loader_seed(config["seed"], self.epoch))
             self.loader.load_state_dict(loader_state)
-            if old_world != self.world:  # the epoch goes on from the same global position, in batches of the new world
+        if old_world != self.world:  # the epoch goes on from the same global position, in batches of the new world
+            if self.taken:
+                left = resume.batches_left_in_pass(len(self.splits.train), self.taken, config["batch_size"],
+                                                   old_world, self.world)
+                self.pass_batches = left // config["accumulate"] * config["accumulate"]
                 self.taken = 0
+            if not config["steps"]:  # an epochs run still ends after its epochs, counted in the new world's steps
+                rest = (self.pass_batches // config["accumulate"] if self.resumed_pass else self.steps_per_epoch)
+                later = config["epochs"] - self.epoch - (1 if self.resumed_pass else 0)
+                self.total_steps = self.step + rest + max(later, 0) * self.steps_per_epoch
+                self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
+        self.scheduler.load_state_dict(state["scheduler"])
         rngs = state["rng"]
         checkpoints.set_rng_state(rngs[self.rank % len(rngs)])
         if old_world != self.world:
@@ -176,52 +208,50 @@ class Trainer:
             self.run_dir = self.config["run_dir"] = comm.allgather_object(self.run_dir)[0]
         self._build()
         self.step, self.epoch, self.taken, self.elapsed_before = 0, 0, 0, 0.0
-        self.early = {"best": None, "since": 0}
         self.best_accuracy = None
-        resumed_epoch_iterator = False
+        resumed_pass = False
         if self.state is not None:
             self._restore()
-            resumed_epoch_iterator = self.resumed_pass
+            resumed_pass = self.resumed_pass
         self.state = None  # the checkpoint's arrays are in the model and optimizer now
-        if self.step >= self.total_steps:
-            self.say(f"{self.run_dir} finished at step {self.step} already; nothing to do (raise steps or epochs to "
-                     "train on)")
+        if self.step >= self.total_steps or self.early_stopping.stopped:
+            how = "stopped early" if self.early_stopping.stopped else "finished"
+            self.say(f"{self.run_dir} {how} at step {self.step} already; nothing to do (start a new run_dir, or "
+                     "raise steps or epochs to train on)")
             return {"ranks": self.world, "steps": self.step, "accuracy": self.best_accuracy, "finished": True}
         leader = self.rank == 0
         if leader:
             os.makedirs(self.run_dir, exist_ok=True)
             _write_text(os.path.join(self.run_dir, "config.toml"), to_toml(self.config))
+        if self.world > 1:
+            self.comm.barrier()  # run_dir exists for every rank (the timeline's parts go there)
+        self._start_timeline()
         self.progress = Progress(self.total_steps, initial_step=self.step, enabled=leader,
                                  print_every=self.config["print_every"])
         self.metrics = MetricsLog(self.run_dir, resume_step=self.step if self.resume else None,
                                   tensorboard=self.config["tensorboard"], say=self.progress.write) if leader else None
-        self.pending = []  # (step, epoch, loss tensor, lr, samples, seconds, data seconds) not yet written
+        self.pending = []  # StepRecords whose losses are not averaged and written yet
         self.samples_seen = 0
         self.data_seconds = 0.0
-        self.comm_seconds = 0.0  # waiting for gradient reductions at the end of backward
+        self.comm_seconds = 0.0  # waiting for gradient reductions (and buffer broadcasts) inside steps
         self.step_seconds = 0.0  # inside training steps (no evaluation, no checkpoints)
         self.last_loss = float("nan")
         self.last_rate = 0.0
         self.accuracy = None
         self.eval_loss = None
-        self.train_seconds = 0.0
         if leader:
             self.say(f"training {self.config['model']} on {self.splits.name} ({len(self.splits.train)} samples, "
                      f"{len(self.splits.eval)} held out) for {self.total_steps} steps on {self.world} rank(s), "
                      f"batch {self.config['batch_size']} per rank; writing to {self.run_dir}")
         started = self._started = time.perf_counter()
         try:
-            while self.step < self.total_steps:
-                if not resumed_epoch_iterator:
+            while self.step < self.total_steps and not self.early_stopping.stopped:
+                if not resumed_pass:
                     self.sampler.set_epoch(self.epoch)
-                    self.loader_generator.manual_seed(loader_seed(self.config["seed"], self.epoch))
+                    self.loader_generator.manual_seed(resume.loader_seed(self.config["seed"], self.epoch))
                     self.taken = 0
-                resumed_epoch_iterator = False
+                resumed_pass = False
                 self._train_epoch()
-                if self.step >= self.total_steps:
-                    break
-        except EarlyStop:
-            pass
         finally:
             self.progress.close()
         self.train_seconds = time.perf_counter() - started
@@ -230,14 +260,41 @@ class Trainer:
             self._evaluate()
         if self.last_checkpoint_step != self.step:
             self._checkpoint()
-        return self._finish()
+        results = self._finish()
+        self._finish_timeline()
+        return results
+
+    def _start_timeline(self):
+        """The timeline, if asked for: $DISTRAIN_TIMELINE's (dist.init started it), else one at the configured path."""
+        from .. import timeline as timelines
+
+        self.timeline = timelines.current()
+        path = self.timeline_path if self.timeline_path is not None else (self.config["timeline"] or None)
+        if self.timeline is None and path is not None:
+            path = path or os.path.join(self.run_dir, "timeline.json")
+            self.timeline = timelines.Timeline(path, self.rank, self.world)
+            timelines.activate(self.timeline)
+            self.own_timeline = True
+
+    def _finish_timeline(self):
+        """Close the timeline this trainer started; rank 0 merges every rank's part once all have closed theirs."""
+        if not self.own_timeline:
+            return
+        from .. import timeline as timelines
+
+        self.timeline.close()
+        if self.world > 1:
+            self.comm.barrier()
+        if self.rank == 0:
+            timelines.merge(self.timeline.path, self.world)
+            self.say(f"timeline: {self.timeline.path} (open it in ui.perfetto.dev or chrome://tracing)")
 
     def _train_epoch(self):
         config = self.config
         accumulate = config["accumulate"]
         batches = iter(self.loader)
         span = self._span
-        while self.taken < self.batches_per_epoch and self.step < self.total_steps:
+        while self.taken < self.pass_batches and self.step < self.total_steps:
             step_started = time.perf_counter()
             waited_before = self.ddp.communication_wait_seconds if self.ddp is not None else 0.0
             loss_sum = None
@@ -245,12 +302,8 @@ class Trainer:
             for micro in range(accumulate):
                 waited = time.perf_counter()
                 with span("data wait", "data"):
-                    batch = next(batches, None)
+                    inputs, labels = next(batches)
                 data_seconds += time.perf_counter() - waited
-                if batch is None:  # a pass resumed on another world size can be shorter than batches_per_epoch
-                    self._end_short_pass()
-                    return
-                inputs, labels = batch
                 last = micro == accumulate - 1
                 with self._no_sync(not last):
                     with span("forward", "forward"):
@@ -282,36 +335,29 @@ class Trainer:
             self.comm_seconds += comm_seconds
             self.step_seconds += seconds
             mean_loss = loss_sum / accumulate if accumulate > 1 else loss_sum
-            self.pending.append((self.step, self.epoch, mean_loss, lr, samples, seconds, data_seconds, comm_seconds))
+            self.pending.append(StepRecord(self.step, self.epoch, mean_loss, lr, samples, seconds, data_seconds,
+                                           comm_seconds))
             if len(self.pending) >= METRICS_FLUSH_STEPS or self.step % config["print_every"] == 0 or self.step == 1:
                 self._flush_losses()
             self.progress.update(self.step, self.epoch, self.last_loss, self.last_rate)
-            end_of_epoch = self.taken >= self.batches_per_epoch
+            end_of_epoch = self.taken >= self.pass_batches
             if end_of_epoch:
                 self.epoch += 1
                 self.taken = 0
+                self.pass_batches = self.batches_per_epoch
             every = config["eval_every"]
             if (every and self.step % every == 0) or (not every and end_of_epoch):
                 self._flush_losses()
                 self._evaluate()
                 self._early_stopping()
             every = config["checkpoint_every"]
-            if (every and self.step % every == 0) or (not every and end_of_epoch):
+            if (every and self.step % every == 0) or (not every and end_of_epoch) or self.early_stopping.stopped:
                 self._checkpoint()
-            if end_of_epoch:
+            if end_of_epoch or self.early_stopping.stopped:
                 return
 
-    def _end_short_pass(self):
-        """The loader's pass ended before batches_per_epoch (after resuming on another world size): next epoch.
-
-        Gradients of an unfinished accumulation are dropped; every rank of the new world has
-        the same number of batches in the pass, so all ranks get here at the same step.
-        """
-        self.optimizer.zero_grad()
-        self.epoch += 1
-        self.taken = 0
-
     run_dir_chosen_here = False
+    own_timeline = False
     last_eval_step = -1
     last_checkpoint_step = -1
 
@@ -335,18 +381,19 @@ class Trainer:
         """Average the pending steps' losses over ranks (one allreduce) and write their metrics lines."""
         if not self.pending:
             return
-        losses = numpy.array([float(entry[2].item()) for entry in self.pending], dtype=numpy.float64)
+        losses = numpy.array([float(record.loss.item()) for record in self.pending], dtype=numpy.float64)
         if self.world > 1:
             self.comm.allreduce(losses, "sum")
             losses /= self.world
-        samples = sum(entry[4] for entry in self.pending)
-        seconds = sum(entry[5] for entry in self.pending)
+        samples = sum(record.samples for record in self.pending)
+        seconds = sum(record.seconds for record in self.pending)
         self.last_loss, self.last_rate = float(losses[-1]), samples / max(seconds, 1e-9)
         if self.metrics is not None:
-            for (step, epoch, _, lr, samples, seconds, data_s, comm_s), loss in zip(self.pending, losses.tolist()):
-                if step % self.config["log_every"] == 0 or step == self.total_steps:
-                    self.metrics.train(step, epoch, loss, lr, samples / max(seconds, 1e-9), data_wait_s=data_s,
-                                       comm_s=comm_s, step_s=seconds)
+            for record, loss in zip(self.pending, losses.tolist()):
+                if record.step % self.config["log_every"] == 0 or record.step == self.total_steps:
+                    self.metrics.train(record.step, record.epoch, loss, record.lr,
+                                       record.samples / max(record.seconds, 1e-9), data_wait_s=record.data_seconds,
+                                       comm_s=record.comm_seconds, step_s=record.seconds)
         self.pending = []
 
     def _evaluate(self):
@@ -370,20 +417,14 @@ class Trainer:
             self.progress.write(f"step {self.step}: accuracy {self.accuracy:.4f}, held-out loss {self.eval_loss:.4f}")
 
     def _early_stopping(self):
-        patience = self.config["early_stop.patience"]
-        if not patience:
-            return
-        value = self.accuracy if self.config["early_stop.metric"] == "accuracy" else -self.eval_loss
-        best = self.early["best"]
-        if best is None or value > best + self.config["early_stop.min_delta"]:
-            self.early = {"best": value, "since": 0}
-            return
-        self.early["since"] += 1
-        if self.early["since"] >= patience:
-            if self.rank == 0:
-                self.progress.write(f"step {self.step}: no improvement of {self.config['early_stop.metric']} in "
-                                    f"{patience} evaluations; stopping early")
-            raise EarlyStop()
+        """Rank 0's verdict, sent to all: the evaluation sums of an allreduce may differ in their last bits."""
+        stop = numpy.array([float(self.early_stopping.update(self.accuracy, self.eval_loss))])
+        if self.world > 1 and self.early_stopping.patience:
+            self.comm.broadcast(stop, root=0)
+            self.early_stopping.stopped = bool(stop[0])
+        if self.early_stopping.stopped and self.rank == 0:
+            self.progress.write(f"step {self.step}: no improvement of {self.config['early_stop.metric']} in "
+                                f"{self.early_stopping.patience} evaluations; stopping early")
 
     def _checkpoint(self):
         """Every rank contributes its generators and loader position; rank 0 writes (checkpoints.py)."""
@@ -397,7 +438,7 @@ class Trainer:
                     "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
                     "batches_taken": self.taken, "world_size": self.world,
                     "loader": [entry[1] for entry in gathered], "rng": [entry[0] for entry in gathered],
-                    "early_stop": self.early, "best_accuracy": self.best_accuracy,
+                    "early_stop": self.early_stopping.state_dict(), "best_accuracy": self.best_accuracy,
                     "elapsed": self.elapsed_before + self._elapsed(), "config": to_toml(self.config),
                 }
                 self.metrics.sync()  # the lines up to this step survive whatever happens next
@@ -444,86 +485,6 @@ class Trainer:
 
 
 _NO_SPAN = contextlib.nullcontext()
-
-
-def loader_seed(seed, epoch) -> int:
-    """The loader's seed for `epoch`: a function of the run's seed and the epoch only (NOTE [ Exact resume ])."""
-    return int(numpy.random.SeedSequence([seed, epoch, 0x10AD]).generate_state(1, numpy.uint64)[0] >> 1)
-
-
-# What a resumed run may change: how long it runs, how it reports, where it runs. The rest is the
-# trajectory itself, restored from the checkpoint (the optimizer's lr, the sampler's seed, ...):
-# a new value there would be silently ignored, or worse, half applied.
-CHANGEABLE_ON_RESUME = {"steps", "epochs", "workers", "device", "bucket_cap_mb", "gradient_compression", "eval_every",
-                        "checkpoint_every", "keep_checkpoints", "log_every", "print_every", "tensorboard", "plot",
-                        "timeline", "nonfinite", "clip_grad_norm", "early_stop.patience", "early_stop.metric",
-                        "early_stop.min_delta", "data.cache_dir"}
-
-
-def check_unchanged_on_resume(saved_toml, config):
-    """ConfigError naming every key a resumed run would change that its checkpoint fixes."""
-    import tomllib
-
-    from .config import flatten
-
-    saved = flatten(tomllib.loads(saved_toml))
-    changed = [f"{name} {saved[name]!r} -> {config[name]!r}" for name in sorted(config)
-               if name in saved and name not in CHANGEABLE_ON_RESUME and saved[name] != config[name]]
-    if changed:
-        raise ConfigError(f"--resume: {'; '.join(changed)}: a resumed run keeps what its checkpoint was trained "
-                          f"with (only {', '.join(sorted(CHANGEABLE_ON_RESUME))} may change); start a new run_dir "
-                          "to change it")
-
-
-def training_device(name) -> str:
-    """"cuda" is the GPU the launcher made current for this rank (its local rank's); "auto" picks it if there is one."""
-    from ..engine.backend import cuda_is_available
-
-    if name == "auto":
-        return "cuda" if cuda_is_available() else "cpu"
-    if name == "cuda" and not cuda_is_available():
-        raise ConfigError("device = \"cuda\": no GPU is usable here (CuPy with a CUDA device: "
-                          "pip install 'distrain[gpu]'); use device = \"cpu\" or \"auto\"")
-    return name
-
-
-def create_model(config, input_shape, classes):
-    """The configured model, told the data's input shape and class count when its builder takes them."""
-    from ..errors import ModelError
-
-    name = config["model"]
-    try:
-        accepts = models.arguments_of(name)
-        given = {key: value for key, value in (("input_shape", tuple(input_shape)), ("num_classes", classes))
-                 if key in accepts}
-        return models.create(name, **{**given, **config["model_args"]})
-    except ModelError as error:
-        where = "model_args" if name in models.names() else "model"
-        raise ConfigError(f"{where}: {error}") from None
-
-
-def gradients_finite(named_parameters) -> bool:
-    """Whether every gradient is finite: one sum per flat gradient buffer (a NaN or inf anywhere makes it non-finite)."""
-    flats, loose, partial = {}, [], set()
-    for _, parameter in named_parameters:
-        flat = getattr(parameter, "_flat", None)
-        if flat is not None and flat.grad_is_flat(parameter):
-            flats[id(flat)] = flat
-        elif parameter.grad is not None:
-            loose.append(parameter.grad._data)
-        if flat is not None and not flat.grad_is_flat(parameter):
-            partial.add(id(flat))  # a stale slice (no gradient this step): sum its neighbours one by one
-    arrays = loose + [flat.grad for key, flat in flats.items() if key not in partial]
-    arrays += [parameter.grad._data for _, parameter in named_parameters
-               if id(getattr(parameter, "_flat", None)) in partial and parameter.grad is not None]
-    return all(math.isfinite(float(array.sum(dtype="float64"))) for array in arrays)
-
-
-def first_nonfinite(named_parameters) -> str:
-    for name, parameter in named_parameters:
-        if parameter.grad is not None and not bool(numpy.isfinite(parameter.grad.detach().cpu().numpy()).all()):
-            return name
-    return "(none: the sum of the gradients overflowed)"
 
 
 def _write_text(path, text):

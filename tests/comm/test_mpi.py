@@ -6,11 +6,11 @@ instead of stalling CI.
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 
 import pytest
+
+from tests.process_group import run_group
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "mpi_collectives_script.py")
 DDP_SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_script.py")
@@ -32,15 +32,8 @@ def run_ranks(count, *args, timeout=90, script=SCRIPT):
     command = [mpiexec(), "-n", str(count), sys.executable, script, str(count), *args]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    return process.returncode, output
+    result = run_group(command, timeout, merge_output=True, env=env)
+    return result.returncode, result.stdout
 
 
 @pytest.mark.timeout(120)

@@ -1,13 +1,14 @@
 """`python -m distrain.launch`: rank discovery and command lines (pure functions), and real runs under mpiexec."""
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
+
+from tests.process_group import run_group
 
 from distrain.launch import discover_ranks, mpiexec_command, rank_environment
 
@@ -41,17 +42,10 @@ def launch(tmp_path, body, ranks, *arguments, timeout=120):
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(body))
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, "-m", "distrain.launch", "-n", str(ranks), str(script), *arguments],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               start_new_session=True)
     start = time.monotonic()
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    return process.returncode, output, time.monotonic() - start
+    result = run_group([sys.executable, "-m", "distrain.launch", "-n", str(ranks), str(script), *arguments], timeout,
+                       merge_output=True, env=env)
+    return result.returncode, result.stdout, time.monotonic() - start
 
 
 @pytest.mark.timeout(150)
@@ -87,8 +81,7 @@ def test_a_failing_rank_stops_the_job_quickly_and_is_named(tmp_path):
 
 def run_example(arguments, cwd, timeout=240):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "distrain.launch", "-n", "2", *arguments], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=cwd, start_new_session=True)
+    return run_group([sys.executable, "-m", "distrain.launch", "-n", "2", *arguments], timeout, env=env, cwd=cwd)
 
 
 @pytest.mark.timeout(300)

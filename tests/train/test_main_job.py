@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tomllib
 
@@ -12,6 +11,7 @@ import numpy
 import pytest
 
 from distrain.data import write_shards
+from tests.process_group import run_group
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,8 +25,7 @@ def launch(arguments, tmp_path, timeout=240, mpirun=0, **env):
     if mpirun:
         mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
         command = [mpiexec, "-n", str(mpirun)] + command
-    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=timeout, cwd=tmp_path,
-                          start_new_session=True)
+    return run_group(command, timeout, env=environment, cwd=tmp_path)
 
 
 def read_lines(path):
@@ -170,3 +169,35 @@ def test_timeline_shows_every_part_of_the_step_on_each_rank(tmp_path, backend):
         assert names.count(comm) >= 6, (pid, names.count(comm))  # at least one bucket per step
         assert names.count("forward") == 6 and names.count("optimizer step") == 6
     assert not [name for name in os.listdir(run_dir) if name.endswith(".part")]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("how", ["-n 2", "mpiexec -n 2"])
+def test_runs_without_a_run_dir_are_numbered_and_resume_takes_the_newest(tmp_path, how):
+    def start(*arguments):
+        if how == "-n 2":
+            return launch(["-n", "2", *arguments], tmp_path)
+        return launch(list(arguments), tmp_path, mpirun=2)
+
+    for number in (1, 2):
+        result = start("--set", "steps=2")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"writing to runs/{number}" in result.stdout
+    assert sorted(os.listdir(tmp_path / "runs")) == ["1", "2"]  # every rank wrote to the same one
+    result = start("--set", "steps=4", "--resume")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming from step 2" in result.stdout
+    steps = [line["step"] for line in read_lines(tmp_path / "runs" / "2" / "metrics.jsonl") if line["kind"] == "train"]
+    assert steps == [1, 2, 3, 4] and sorted(os.listdir(tmp_path / "runs")) == ["1", "2"]
+    again = start("--set", "steps=4", "--resume")
+    assert again.returncode == 0 and "runs/2 finished at step 4 already; nothing to do" in again.stdout
+
+
+def test_the_launcher_gives_each_rank_its_share_of_the_cores():
+    from distrain.launch import THREAD_VARIABLES, threads_per_rank
+
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_rank(2, environ={}) == {name: str(max(1, cores // 2)) for name in THREAD_VARIABLES}
+    assert threads_per_rank(4 * cores, environ={})["OMP_NUM_THREADS"] == "1"
+    assert threads_per_rank(1, environ={}) == {}  # one rank: its BLAS may use every core
+    assert threads_per_rank(2, environ={"OPENBLAS_NUM_THREADS": "3"}) == {}  # the user's choice wins

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from tests.process_group import run_group
+
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hooks")
 STEPS = 60
@@ -63,8 +65,7 @@ def environment(tmp_path, **extra):
 def run(tmp_path, ranks, run_dir, *extra, timeout=180, **env):
     config = tmp_path / "run.toml"
     config.write_text(CONFIG)
-    result = subprocess.run(trainer_command(ranks, config, run_dir, *extra), capture_output=True, text=True,
-                            env=environment(tmp_path, **env), timeout=timeout, start_new_session=True)
+    result = run_group(trainer_command(ranks, config, run_dir, *extra), timeout, env=environment(tmp_path, **env))
     return result
 
 
@@ -137,16 +138,23 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_from_the_previous_one(tm
 
 
 @pytest.mark.timeout(300)
-def test_resume_on_another_world_size_continues_the_run(tmp_path, uninterrupted):
-    """2 ranks killed at step 21's checkpoint, resumed on 1: steps go on from 22 to the end, once each."""
+def test_resume_on_another_world_size_finishes_the_epoch_and_then_the_run_in_the_new_worlds_steps(tmp_path):
+    """An epochs run of 2 ranks (25 batches of 8 per rank per epoch) killed writing step 21's checkpoint,
+    resumed on 1 rank from step 14's: the old ranks had taken 14 * 8 * 2 = 224 of the epoch's
+    400 samples, so the lone new rank takes the other 176 in 22 batches (steps 15-36), then two
+    whole epochs of 50 steps; each epoch ends in an evaluation (eval_every = 0).
+    """
     run_dir = tmp_path / "run"
-    killed = run(tmp_path, 2, run_dir, DISTRAIN_TEST_KILL_IN_CHECKPOINT="21")
+    epochs = ["--set", "steps=0", "--set", "epochs=3", "--set", "eval_every=0"]
+    killed = run(tmp_path, 2, run_dir, *epochs, DISTRAIN_TEST_KILL_IN_CHECKPOINT="21")
     assert killed.returncode != 0
-    result = run(tmp_path, 1, run_dir, "--resume")
+    result = run(tmp_path, 1, run_dir, *epochs, "--resume")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "of a run on 2 rank(s) with 1" in result.stdout
-    losses, accuracies = train_losses(run_dir)
-    oracle = uninterrupted[2][0]
-    assert [losses[step] for step in range(1, 15)] == [oracle[step] for step in range(1, 15)]
-    assert min(losses) == 1 and max(losses) >= STEPS
-    assert accuracies  # evaluations ran and were written after the resume too
+    assert "resuming step 14 (epoch 0) of a run on 2 rank(s) with 1: epoch 0 goes on" in result.stdout
+    with open(run_dir / "metrics.jsonl") as file:
+        lines = [json.loads(line) for line in file]
+    epoch_of = {line["step"]: line["epoch"] for line in lines if line["kind"] == "train"}
+    assert sorted(epoch_of) == list(range(1, 137))
+    assert [epoch_of[step] for step in (14, 15, 36, 37, 86, 87, 136)] == [0, 0, 0, 1, 1, 2, 2]
+    assert [line["step"] for line in lines if line["kind"] == "eval"] == [36, 86, 136]
+    assert sorted(os.listdir(run_dir / "checkpoints"))[-1] == f"step-{136:08d}.dt"

@@ -1,0 +1,53 @@
+"""What a resumed run must keep from its checkpoint, and where the data order of each epoch comes from.
+
+NOTE [ Exact resume ] (loop.py) says why this is enough for bit-identical losses.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+
+import numpy
+
+from .config import ConfigError, flatten
+
+# What a resumed run may change: how long it runs, how it reports, where it runs. The rest is the
+# trajectory itself, restored from the checkpoint (the optimizer's lr, the sampler's seed, ...):
+# a new value there would be silently ignored, or worse, half applied.
+CHANGEABLE_ON_RESUME = {"steps", "epochs", "workers", "device", "bucket_cap_mb", "gradient_compression", "eval_every",
+                        "checkpoint_every", "keep_checkpoints", "log_every", "print_every", "tensorboard", "plot",
+                        "timeline", "nonfinite", "clip_grad_norm", "early_stop.patience", "early_stop.metric",
+                        "early_stop.min_delta", "data.cache_dir", "run_dir"}
+PATH_KEYS = {"dataset", "data.eval_dir"}  # the same directory however it is spelled
+
+
+def loader_seed(seed, epoch) -> int:
+    """The loader's seed for `epoch`: a function of the run's seed and the epoch only (NOTE [ Exact resume ])."""
+    return int(numpy.random.SeedSequence([seed, epoch, 0x10AD]).generate_state(1, numpy.uint64)[0] >> 1)
+
+
+def check_unchanged(saved_toml, config):
+    """ConfigError naming every key a resumed run would change that its checkpoint fixes."""
+    saved = flatten(tomllib.loads(saved_toml))
+    changed = [f"{name} {saved[name]!r} -> {config[name]!r}" for name in sorted(config)
+               if name in saved and name not in CHANGEABLE_ON_RESUME and not _same(name, saved[name], config[name])]
+    if changed:
+        raise ConfigError(f"--resume: {'; '.join(changed)}: a resumed run keeps what its checkpoint was trained "
+                          f"with (only {', '.join(sorted(CHANGEABLE_ON_RESUME))} may change); start a new run_dir "
+                          "to change it")
+
+
+def _same(name, saved, given) -> bool:
+    if name in PATH_KEYS and saved and given and saved not in ("digits", "synthetic"):
+        return os.path.realpath(saved) == os.path.realpath(given)
+    return saved == given
+
+
+def batches_left_in_pass(samples, batches_taken, batch_size, old_world, new_world) -> int:
+    """Per rank of `new_world`, the batches left in an epoch that `old_world` ranks left after `batches_taken` each.
+
+    The old ranks consumed the first batches_taken * batch_size * old_world positions of the
+    epoch's order; the rest is split over the new ranks, the tail dropped (drop_last).
+    """
+    remaining = max(samples - batches_taken * batch_size * old_world, 0)
+    return remaining // new_world // batch_size
