@@ -5,7 +5,7 @@ every earlier checkpoint whole and no half-written one under a final name; check
 no pickle). Older files are removed only after the new one is in place. To resume, the
 newest file that reads back whole is used; a damaged one is reported and skipped.
 
-What a checkpoint holds (`TrainState` below), enough for the resumed run to take
+What a checkpoint holds (written by loop.Trainer._checkpoint), enough for the resumed run to take
 exactly the steps the uninterrupted one would have: the model's and optimizer's and
 scheduler's state_dicts, the step, the epoch and how many batches of it were taken, the
 data loader's state (its sampler's epoch and seed, the epoch's base seed from which every

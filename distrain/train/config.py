@@ -39,7 +39,7 @@ class Key:
     length: tuple = field(default=())  # for lists: the accepted lengths
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")  # optimization.OPTIMIZERS builds each (a test checks)
 SCHEDULES = ("constant", "cosine", "linear", "step")
 ON_NONFINITE = ("stop", "skip")
 

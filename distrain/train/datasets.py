@@ -5,7 +5,7 @@ checked against their index; distrain.data): a user's own shard directory as it 
 the built-in sets converted once into a cache directory:
 
 - "digits": scikit-learn's 1797 handwritten 8x8 digits, held out 20% per class with a fixed
-  seed (so every run, whatever its own seed, is scored on the same 360 images);
+  seed (so every run, whatever its own seed, is scored on the same 359 images; 1438 train);
 - "synthetic": images of a given shape and class count whose class is a fixed random
   pattern plus noise: learnable, and as large as a benchmark needs.
 

@@ -13,19 +13,19 @@ import math
 from ..engine import optim
 
 
+# name -> (optimizer class, the configuration keys it takes besides lr, as its own argument names)
+OPTIMIZERS = {
+    "sgd": (optim.SGD, {"momentum": "momentum", "weight_decay": "weight_decay"}),
+    "adam": (optim.Adam, {"weight_decay": "weight_decay"}),
+    "adamw": (optim.AdamW, {"weight_decay": "weight_decay"}),
+    "adagrad": (optim.Adagrad, {"weight_decay": "weight_decay"}),
+    "rmsprop": (optim.RMSprop, {"momentum": "momentum", "weight_decay": "weight_decay"}),
+}
+
+
 def build_optimizer(config, parameters):
-    name, lr, decay = config["optimizer"], config["lr"], config["weight_decay"]
-    if name == "sgd":
-        return optim.SGD(parameters, lr=lr, momentum=config["momentum"], weight_decay=decay)
-    if name == "adam":
-        return optim.Adam(parameters, lr=lr, weight_decay=decay)
-    if name == "adamw":
-        return optim.AdamW(parameters, lr=lr, weight_decay=decay)
-    if name == "adagrad":
-        return optim.Adagrad(parameters, lr=lr, weight_decay=decay)
-    if name == "rmsprop":
-        return optim.RMSprop(parameters, lr=lr, momentum=config["momentum"], weight_decay=decay)
-    raise AssertionError(f"config.py admits optimizer {name!r} but optimization.py does not build it")
+    kind, keys = OPTIMIZERS[config["optimizer"]]
+    return kind(parameters, lr=config["lr"], **{argument: config[key] for key, argument in keys.items()})
 
 
 class LearningRateFactor:

@@ -126,8 +126,8 @@ def plot_curves(metrics, path, *, title=None) -> bool:
     """Write `path` (run_dir/curves.png): training loss and eval accuracy against step.
 
     `metrics` are the lines of metrics.jsonl (`read_metrics`). Left: the loss of every step,
-    light, with a smoothed line over it (an exponential moving average over about a 20th
-    of the run), on a log axis when the loss spans more than two decades. Right: the eval
+    light, with a smoothed line over it (a centred moving average over about a 20th of the
+    run), on a log axis when the loss spans more than two decades. Right: the eval
     accuracy in percent, one marker per evaluation, the best one annotated. Non-finite
     losses are left out. The file is written atomically (a crash leaves the old picture).
 
@@ -200,13 +200,19 @@ def _say_empty(axes, text):
 
 
 def _moving_average(values):
-    """Exponential moving average over about len/20 points, debiased so the start is not pulled to 0."""
-    weight = 1.0 - 2.0 / (max(1, len(values) // 20) + 1)
-    averaged, total, norm = [], 0.0, 0.0
+    """A centred moving average over about len/20 points (clipped at the ends): it goes through the data.
+
+    A trailing average (an exponential one) lags behind a falling loss and draws the curve
+    above the points it summarises.
+    """
+    half = max(1, len(values) // 20) // 2
+    sums = [0.0]
     for value in values:
-        total = weight * total + (1.0 - weight) * value
-        norm = weight * norm + (1.0 - weight)
-        averaged.append(total / norm)
+        sums.append(sums[-1] + value)
+    averaged = []
+    for index in range(len(values)):
+        low, high = max(0, index - half), min(len(values), index + half + 1)  # clipped at the ends
+        averaged.append((sums[high] - sums[low]) / (high - low))
     return averaged
 
 

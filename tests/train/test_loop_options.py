@@ -100,3 +100,18 @@ def test_resume_refuses_to_change_what_the_checkpoint_fixes_and_accepts_more_ste
     config = load_config(assignments=[*SMALL, f"run_dir={tmp_path / 'run'}", "steps=6", "lr=0.01"])
     results = Trainer(config, 0, 1, resume=True, out=io.StringIO()).prepare().run(local)
     assert results["steps"] == 6
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "adagrad", "rmsprop"])
+def test_every_optimizer_name_trains_with_the_configured_hyperparameters(tmp_path, local, name):
+    from distrain.train.config import OPTIMIZERS
+
+    assert name in OPTIMIZERS
+    trainer, _, _, lines = trained(tmp_path, local, f"optimizer={name}", "steps=20", "lr=0.02", "weight_decay=0.001",
+                                   "momentum=0.5")
+    group = trainer.optimizer.param_groups[0]
+    assert type(trainer.optimizer).__name__.lower() == name and group["weight_decay"] == 0.001
+    if name in ("sgd", "rmsprop"):
+        assert group["momentum"] == 0.5
+    losses = [line["loss"] for line in lines if line["kind"] == "train"]
+    assert numpy.mean(losses[-5:]) < numpy.mean(losses[:5])

@@ -121,7 +121,10 @@ def test_accuracy_axis_stops_at_101_percent():
     assert accuracy_axes.get_ylim()[1] == 101.0  # not matplotlib's 102.5
 
 
-def test_smoothing_is_debiased_and_follows_a_constant_exactly():
+def test_smoothing_follows_a_constant_and_a_ramp_without_lag():
     assert report._moving_average([0.7] * 200) == pytest.approx([0.7] * 200, rel=1e-12)
-    values = [float(step % 2) for step in range(400)]  # 0, 1, 0, 1, ...: the average settles at 1/2
-    assert report._moving_average(values)[-1] == pytest.approx(0.5, abs=0.05)
+    values = [float(step % 2) for step in range(400)]  # 0, 1, 0, 1, ...: the average is 1/2, ends included
+    assert report._moving_average(values)[0] == pytest.approx(0.5, abs=0.1)
+    assert report._moving_average(values)[-1] == pytest.approx(0.5, abs=0.1)
+    ramp = [float(step) for step in range(400)]  # a centred window lies on a straight line (a trailing one lags)
+    assert report._moving_average(ramp)[20:380] == pytest.approx(ramp[20:380], abs=1e-9)
