@@ -311,4 +311,5 @@ def read_verdict(path):
 
 
 __all__ = ["OutputRelay", "SharedMemoryWatch", "describe_ending", "exit_status", "leave_note",
-           "note_for_lost_peer", "note_pipe", "say_ending_was_explained", "read_note", "read_verdict", "record_verdict", "supervise_rank", "verdict"]
+           "note_for_lost_peer", "note_pipe", "read_note", "read_verdict", "record_verdict",
+           "say_ending_was_explained", "supervise_rank", "verdict"]
