@@ -5,12 +5,12 @@ two launchers on 127.0.0.1, each starting 2 ranks of a world of 4.
 """
 import os
 import re
-import signal
-import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from tests.process_group import run_group
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = textwrap.dedent("""
@@ -35,15 +35,8 @@ def free_port():
 
 
 def run(command, env, cwd, timeout=120):
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
-                               start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    return process.returncode, output
+    result = run_group(command, timeout, merge_output=True, env=env, cwd=cwd)
+    return result.returncode, result.stdout
 
 
 def check_world_of_four(output):

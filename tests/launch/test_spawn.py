@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from tests.process_group import run_group
+
 import distrain.distributed
 from distrain.distributed import choose_backend
 from distrain.launch import _select_gpu
@@ -58,16 +60,9 @@ def write_script(tmp_path, body, name="script.py"):
 
 def run(command, timeout=60):
     """(exit code, stdout, stderr, seconds) of a launcher run to its end, its session killed on timeout."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                               start_new_session=True)
     start = time.monotonic()
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    return process.returncode, stdout, stderr, time.monotonic() - start
+    result = run_group(command, timeout, env=ENV)
+    return result.returncode, result.stdout, result.stderr, time.monotonic() - start
 
 
 def has_exited(pid):
