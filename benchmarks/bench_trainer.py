@@ -288,11 +288,14 @@ def torch_worker(spec):
             step_seconds.append(time.perf_counter() - started)
             losses.append(loss.detach())
         epoch += 1
-    if world > 1:
-        torch.distributed.destroy_process_group()
     if rank == 0:
         with open(os.path.join(spec["out"], "torch.json"), "w") as out:
             json.dump({"step_s": step_seconds, "loss": [float(loss) for loss in losses]}, out)
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        sys.stdout.flush()
+        os._exit(0)  # measured: gloo's threads sometimes abort the interpreter's exit ("terminate called ...")
 
 
 # ---------------------------------------------------------------- part 2: the runs and the statistics
