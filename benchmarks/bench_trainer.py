@@ -6,16 +6,18 @@
     python benchmarks/bench_trainer.py --only resnet   # cases whose name contains the text (overhead, cnn, 2rank, ...)
 
 Part 1, the trainer's step overhead (target: at most 2% slower than the hand-written loop).
-The Trainer runs its real loop (metrics.jsonl and TensorBoard lines every step, the plain
-progress display, which prints nothing until the end, no timeline) for `steps` optimizer
-steps of the default job (cnn on digits, batch 32, Adam, cosine schedule, workers=0), with
-evaluation and checkpoints set beyond the run so that none falls inside it. Beside it, the
-loop a user writes with distrain: the same model and seed (so the same initial weights),
-the same shard data, DistributedSampler and DataLoader settings, the same lr schedule, and
-loss.item() every step. Both are timed over their whole loop (first batch to last update:
-the trainer's own `seconds`), per step, in one process, the pair's order rotating. They
-compute the same thing: the script checks that the hand-written losses equal the trainer's
-metrics.jsonl bit for bit.
+The Trainer runs its real loop (metrics.jsonl lines every step, TensorBoard as configured,
+the plain progress display, which prints nothing until the end, no timeline) for `steps`
+optimizer steps of the default job (cnn on digits, batch 32, Adam, cosine schedule,
+workers=0), with evaluation and checkpoints set beyond the run so that none falls inside
+it; once with the defaults (TensorBoard on) and once with tensorboard=false, which shows
+TensorBoard's share. Beside them, the loop a user writes with distrain: the same model and
+seed (so the same initial weights), the same shard data, DistributedSampler and DataLoader
+settings, the same lr schedule, and loss.item() every step. All are timed over their whole
+loop (first batch to last update: the trainer's own `seconds`), per step, in one process,
+the order rotating every round; `paired_ratio_median` is the median over rounds of the
+ratio of runs seconds apart. They compute the same thing: the script checks that the
+hand-written losses equal the trainer's metrics.jsonl bit for bit (`same_losses`).
 
 Part 2, samples/s against PyTorch (target: distrain >= 1.0x with 2 ranks). Each case runs
 the trainer through the launcher (`python -m distrain.launch -n R --set ...`, MPI backend)
@@ -78,8 +80,8 @@ class Job:
 def jobs(quick):
     cifar = ("model=resnet18", "model_args.stem=cifar", "dataset=synthetic", "synthetic.shape=[3, 32, 32]",
              "synthetic.classes=10", "synthetic.samples=1024", "synthetic.eval_samples=64")
-    return [Job("cnn_digits", ("model=cnn", "dataset=digits"), 32, 100 if quick else 300, 10, 1 if quick else 3),
-            Job("resnet18_cifar", cifar, 16, 5 if quick else 12, 2, 1 if quick else 2)]
+    return [Job("cnn_digits", ("model=cnn", "dataset=digits"), 32, 100 if quick else 300, 10, 1 if quick else 4),
+            Job("resnet18_cifar", cifar, 16, 5 if quick else 12, 2, 1 if quick else 3)]
 
 
 def assignments(job, steps, run_dir):
@@ -185,6 +187,8 @@ def overhead_case(job, args, scratch):
                          measured["per_step_s"]["handwritten"], target=1.02, peer="hand-written distrain loop",
                          ranks=1, batch=job.batch, threads=args.overhead_threads, load=(load_before, os.getloadavg()))
         result["same_losses"] = measured["same_losses"][variant]
+        pairs = zip(measured["per_step_s"][variant], measured["per_step_s"]["handwritten"])  # one round's runs
+        result["paired_ratio_median"] = round(statistics.median(mine / theirs for mine, theirs in pairs), 4)
         result["note"] = (f"Trainer ({' '.join(extra) or 'default settings'}) vs hand-written distrain loop, per step "
                           f"over whole {steps}-step runs ({rounds} runs each); same_losses: identical loss every step")
         results.append(result)
@@ -435,8 +439,10 @@ def main(argv=None):
     cases = [(name, run) for name, run in cases if not args.only or args.only in name]
     machine = harness.machine_info(1, "env")
     machine["threads"] = "per case: threads_per_rank"
+    cores = len(os.sched_getaffinity(0))
     print(f"# {machine['cpu']}, {machine['cores']} cores, numpy {machine['numpy']}, torch {machine['torch']}, "
-          f"commit {machine['commit']}, load average {os.getloadavg()[0]:.2f}")
+          f"commit {machine['commit']}, load average {os.getloadavg()[0]:.2f}; BLAS/OpenMP threads per rank, both "
+          f"peers: overhead {args.overhead_threads}, 1 rank {cores}, 2 ranks {max(1, cores // 2)}")
     print(f"{'case':<32}{'distrain ms (p10-p90) samples/s':>30}{'peer ms (p10-p90) samples/s':>30}"
           f"{'ratio':>8}{'speed':>9}{'target':>8}")
     results = []
