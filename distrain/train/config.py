@@ -76,6 +76,10 @@ KEYS = {
     # the update
     "optimizer": Key(str, "adam", "the optimizer", choices=OPTIMIZERS),
     "lr": Key(float, 0.003, "the peak learning rate", minimum=0.0),
+    "lr_scaling": Key(str, "sqrt", "lr is for one rank's batch; with N ranks and accumulate A the batch is N*A times "
+                                   "larger and the optimizer gets lr * sqrt(N*A) (sqrt: suits Adam), lr * N*A (linear: "
+                                   "Goyal et al.'s rule for SGD, with warm-up) or lr (none)",
+                      choices=("sqrt", "linear", "none")),
     "momentum": Key(float, 0.9, "sgd's momentum (and rmsprop's)", minimum=0.0),
     "weight_decay": Key(float, 0.0, "weight decay (decoupled for adamw)", minimum=0.0),
     "schedule": Key(str, "cosine", "the learning rate after warm-up: constant, cosine or linear (towards 0 at the "

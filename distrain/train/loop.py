@@ -143,7 +143,7 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.model, comm=self.comm, bucket_cap_mb=config["bucket_cap_mb"],
                                                gradient_compression=compression)
         self.forward = self.ddp if self.ddp is not None else self.model
-        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.optimizer = build_optimizer(config, self.model.parameters(), self.world)
         self.named_parameters = list(self.model.named_parameters())
         self.sampler = DistributedSampler(splits.train, num_replicas=self.world, rank=self.rank, shuffle=True,
                                           seed=config["seed"], drop_last=True)

@@ -36,7 +36,7 @@ def trained(tmp_path, comm, *assignments, name="run"):
 def test_accumulating_two_half_batches_is_one_whole_batch(tmp_path, local):
     _, _, _, whole = trained(tmp_path, local, "batch_size=16", "steps=8", "optimizer=sgd", "lr=0.5", name="whole")
     _, _, _, halves = trained(tmp_path, local, "batch_size=8", "accumulate=2", "steps=8", "optimizer=sgd", "lr=0.5",
-                              name="halves")
+                              "lr_scaling=none", name="halves")
     whole_losses = [line["loss"] for line in whole if line["kind"] == "train"]
     half_losses = [line["loss"] for line in halves if line["kind"] == "train"]
     assert len(whole_losses) == len(half_losses) == 8
@@ -115,3 +115,11 @@ def test_every_optimizer_name_trains_with_the_configured_hyperparameters(tmp_pat
         assert group["momentum"] == 0.5
     losses = [line["loss"] for line in lines if line["kind"] == "train"]
     assert numpy.mean(losses[-5:]) < numpy.mean(losses[:5])
+
+
+@pytest.mark.parametrize("scaling, factor", [("sqrt", 3 ** 0.5), ("linear", 3), ("none", 1)])
+def test_lr_scaling_multiplies_the_lr_by_the_batch_growth(tmp_path, local, scaling, factor):
+    """One rank accumulating 3 batches is a 3x batch, as 3 ranks are: the optimizer gets lr * sqrt(3), 3 or 1."""
+    trainer, _, _, lines = trained(tmp_path, local, "steps=2", "lr=0.01", "accumulate=3", "schedule=constant",
+                                   f"lr_scaling={scaling}")
+    assert [line["lr"] for line in lines if line["kind"] == "train"] == pytest.approx([0.01 * factor] * 2)
