@@ -1,6 +1,6 @@
 """The trainer (distrain.train) beside a hand-written distrain loop, and beside PyTorch, in one run.
 
-    python benchmarks/bench_trainer.py              # both parts, ~7 minutes on 2 cores: table + one JSON line per case
+    python benchmarks/bench_trainer.py              # both parts, ~5 minutes on 2 cores: table + one JSON line per case
     python benchmarks/bench_trainer.py --quick      # a sanity run of about 2 minutes
     python benchmarks/bench_trainer.py --record     # also append the JSON lines to benchmarks/results/
     python benchmarks/bench_trainer.py --only resnet   # cases whose name contains the text (overhead, cnn, 2rank, ...)
