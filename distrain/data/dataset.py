@@ -53,6 +53,8 @@ class TensorDataset(Dataset):
         >>> x, y = ds[0]
     """
 
+    draws_random_numbers = False  # NOTE [ Deterministic datasets ] (data/worker.py)
+
     def __init__(self, *tensors):
         if not tensors:
             raise ValueError("TensorDataset needs at least one tensor")
@@ -91,12 +93,14 @@ class Subset(Dataset):
         return len(self.indices)
 
     def __getattr__(self, name):
-        """get_batch and prepare_for_workers pass through to the dataset when it has them."""
+        """get_batch, prepare_for_workers and draws_random_numbers pass through to the dataset when it has them."""
         dataset = self.__dict__.get("dataset")
         if name == "get_batch" and hasattr(dataset, "get_batch"):
             return lambda indices: dataset.get_batch(self.__dict__["_index_array"][numpy.asarray(indices)])
         if name == "prepare_for_workers" and hasattr(dataset, "prepare_for_workers"):
             return dataset.prepare_for_workers
+        if name == "draws_random_numbers" and hasattr(dataset, "draws_random_numbers"):
+            return dataset.draws_random_numbers
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
 

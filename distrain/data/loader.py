@@ -7,6 +7,7 @@ batch of indices goes to which worker, and which batch is yielded next.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy
@@ -17,10 +18,12 @@ from . import loader_state
 from .collate import convert_sample, default_collate
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
-from .worker import END, Fetcher, SampleError, batch_randomness, batch_seed
+from .worker import END, Fetcher, SampleError, batch_randomness, batch_seed, batches_draw_random_numbers
 from .worker_pool import WorkerError, WorkerPool
 
 __all__ = ["DataLoader", "WorkerError"]
+
+_NO_RANDOMNESS = contextlib.nullcontext()
 
 
 class DataLoader:
@@ -106,7 +109,7 @@ class DataLoader:
         self.collate_fn = collate_fn or (default_collate if self.auto_collation else convert_sample)
         self.fetcher = Fetcher(dataset, self.is_stream, self.auto_collation, self.collate_fn,
                                collate_fn is None and self.auto_collation and hasattr(dataset, "get_batch"),
-                               batch_size, drop_last)
+                               batch_size, drop_last, batches_draw_random_numbers(dataset, collate_fn))
         self.device = backend.Device(device) if device is not None else None
         self.pin_memory = pin_memory
         self._pool = None  # the persistent workers
@@ -195,7 +198,9 @@ class _SingleProcessIterator:
         loader = self.loader
         indices = next(self.batches)
         progress = self.progress
-        with batch_randomness(batch_seed(progress.base_seed, progress.batches_taken)):
+        randomness = (batch_randomness(batch_seed(progress.base_seed, progress.batches_taken)) if loader.fetcher.random
+                      else _NO_RANDOMNESS)  # NOTE [ Deterministic datasets ]
+        with randomness:
             if self.stream is not None:
                 batch = loader.fetcher.next_from(self.stream)
                 if batch is END:

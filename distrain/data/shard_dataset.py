@@ -93,6 +93,12 @@ class ShardDataset(Dataset):
             for shard in range(len(self._files)):
                 self._shard_arrays(shard)
 
+    @property
+    def draws_random_numbers(self) -> bool:
+        """Only a transform can (NOTE [ Deterministic datasets ]); one may say it does not with the same attribute."""
+        function = self.transform or self.batch_transform
+        return function is not None and getattr(function, "draws_random_numbers", True)
+
     def __len__(self):
         return self._ends_list[-1] if self._ends_list else 0
 

@@ -60,6 +60,18 @@ def seed_everything(seed):
     manual_seed(seed)
 
 
+# NOTE [ Deterministic datasets ]
+# Reseeding the global generators for every batch (and, in the main process, saving and
+# restoring them around it) is what makes random transforms independent of num_workers, but
+# it costs 250-400 us per batch, mostly numpy.random.get_state/set_state: 9% of a small
+# CNN's step. A dataset whose batches draw no random numbers says so with a
+# `draws_random_numbers = False` attribute (TensorDataset, ShardDataset without a transform
+# or with one that says so itself); with the default collate_fn its batches skip the
+# reseeding, which nothing could observe. Without the attribute a dataset is assumed random.
+def batches_draw_random_numbers(dataset, collate_fn) -> bool:
+    return collate_fn is not None or getattr(dataset, "draws_random_numbers", True)
+
+
 class batch_randomness:
     """Within the block, the global generators are seeded for one batch; afterwards they are as before.
 
@@ -108,6 +120,7 @@ class Fetcher:
     use_get_batch: bool
     batch_size: object
     drop_last: bool
+    random: bool = True  # making a batch may draw random numbers (NOTE [ Deterministic datasets ])
 
     def fetch(self, indices):
         """The batch of a map-style dataset for `indices` (a list, or one index without batching)."""
@@ -205,7 +218,8 @@ def worker_loop(worker_id, num_workers, fetcher, index_queue, result_queue, work
                 if (epoch, batch_index) in held:  # the resend of a batch that did not fit its slot
                     skeleton, arrays = held.pop((epoch, batch_index))
                 else:
-                    seed_everything(batch_seed(base_seed, batch_index))
+                    if fetcher.random:
+                        seed_everything(batch_seed(base_seed, batch_index))
                     if fetcher.is_stream:
                         if stream_epoch != epoch:  # every epoch reads the stream from its start
                             stream, stream_epoch = iter(fetcher.dataset), epoch

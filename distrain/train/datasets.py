@@ -200,6 +200,8 @@ def _open(path, inputs, labels):
 class InputsAndLabels:
     """A batch {field: array} -> (inputs float32 scaled, labels int64): one vectorised pass per batch (picklable)."""
 
+    draws_random_numbers = False  # so the loader skips reseeding per batch (NOTE [ Deterministic datasets ])
+
     def __init__(self, inputs, labels, scale):
         self.inputs, self.labels, self.scale = inputs, labels, scale
 

@@ -229,7 +229,8 @@ class Trainer:
         self.progress = Progress(self.total_steps, initial_step=self.step, enabled=leader,
                                  print_every=self.config["print_every"])
         self.metrics = MetricsLog(self.run_dir, resume_step=self.step if self.resume else None,
-                                  tensorboard=self.config["tensorboard"], say=self.progress.write) if leader else None
+                                  tensorboard=self.config["tensorboard"], say=self.progress.write,
+                                  tensorboard_every=self.config["tensorboard_every"]) if leader else None
         self.pending = []  # StepRecords whose losses are not averaged and written yet
         self.samples_seen = 0
         self.data_seconds = 0.0

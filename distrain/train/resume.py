@@ -15,7 +15,8 @@ from .config import ConfigError, flatten
 # trajectory itself, restored from the checkpoint (the optimizer's lr, the sampler's seed, ...):
 # a new value there would be silently ignored, or worse, half applied.
 CHANGEABLE_ON_RESUME = {"steps", "epochs", "workers", "device", "bucket_cap_mb", "gradient_compression", "eval_every",
-                        "checkpoint_every", "keep_checkpoints", "log_every", "print_every", "tensorboard", "plot",
+                        "checkpoint_every", "keep_checkpoints", "log_every", "print_every", "tensorboard",
+                        "tensorboard_every", "plot",
                         "timeline", "nonfinite", "clip_grad_norm", "early_stop.patience", "early_stop.metric",
                         "early_stop.min_delta", "data.cache_dir", "run_dir"}
 PATH_KEYS = {"dataset", "data.eval_dir"}  # the same directory however it is spelled

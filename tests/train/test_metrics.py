@@ -4,6 +4,7 @@ import json
 import math
 import os
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -224,3 +225,21 @@ def test_tensorboard_false_writes_no_events_and_says_nothing(tmp_path):
     with MetricsLog(tmp_path, tensorboard=False, say=said.append) as metrics:
         metrics.train(1, epoch=0, loss=0.5, lr=0.1, samples_per_s=10.0)
     assert said == [] and os.listdir(tmp_path) == ["metrics.jsonl"]
+
+
+def test_tensorboard_every_keeps_training_scalars_of_every_nth_step_and_every_evaluation(tmp_path):
+    with MetricsLog(tmp_path, tensorboard_every=10) as metrics:
+        for step in range(1, 26):
+            metrics.train(step, epoch=0, loss=1.0 / step, lr=0.1, samples_per_s=1.0)
+        metrics.eval(25, epoch=0, accuracy=0.5)
+    steps = sorted({(tag.split("/")[0], step) for tag, step, _ in scalars(read_events(tmp_path))})
+    assert steps == [("eval", 25), ("train", 10), ("train", 20)]
+    assert len(lines_of(tmp_path)) == 25 + 1 + 1  # metrics.jsonl keeps every step (and ends with a newline)
+
+
+def test_tensorboard_does_not_import_torch(tmp_path):
+    """distrain never imports torch; tensorboardX would (1-3 s per rank) where torch is installed."""
+    code = ("import sys; from distrain.train.metrics import MetricsLog; "
+            f"MetricsLog({str(tmp_path)!r}).close(); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stdout + result.stderr
