@@ -202,3 +202,24 @@ def test_the_launcher_gives_each_rank_its_share_of_the_cores():
     assert threads_per_rank(4 * cores, environ={})["OMP_NUM_THREADS"] == "1"
     assert threads_per_rank(1, environ={}) == {}  # one rank: its BLAS may use every core
     assert threads_per_rank(2, environ={"OPENBLAS_NUM_THREADS": "3"}) == {}  # the user's choice wins
+
+
+@pytest.mark.timeout(300)
+def test_two_ranks_accumulating_two_batches_of_8_train_like_one_rank_with_batches_of_32(tmp_path):
+    """Step k of both runs averages the gradient over the same 32 samples of the epoch's order (2 ranks take
+    alternate positions, 16 each in two micro-batches), so the losses agree to rounding; a reduction of the
+    wrong micro-batch (no_sync misplaced) or a missing one would make the ranks, and the losses, drift apart."""
+    common = ["--set", "model=mlp", "--set", "model_args.hidden=[32]", "--set", "dataset=synthetic", "--set",
+              "synthetic.shape=[1, 6, 6]", "--set", "synthetic.classes=4", "--set", "synthetic.samples=512",
+              "--set", "synthetic.eval_samples=64", "--set", "steps=12", "--set", "optimizer=sgd", "--set", "lr=0.2",
+              "--set", "lr_scaling=none", "--set", "schedule=constant", "--set", "plot=false", "--set",
+              "tensorboard=false"]
+    whole = launch([*common, "--set", "batch_size=32", "--set", f"run_dir={tmp_path / 'whole'}"], tmp_path)
+    split = launch(["-n", "2", *common, "--set", "batch_size=8", "--set", "accumulate=2", "--set",
+                    f"run_dir={tmp_path / 'split'}"], tmp_path)
+    assert whole.returncode == 0 and split.returncode == 0, whole.stderr + split.stdout + split.stderr
+    losses = [[line["loss"] for line in read_lines(tmp_path / name / "metrics.jsonl") if line["kind"] == "train"]
+              for name in ("whole", "split")]
+    assert len(losses[0]) == len(losses[1]) == 12
+    numpy.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    assert losses[0][-1] < losses[0][0]
