@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import sys
 
@@ -80,7 +81,7 @@ def read_latest(run_dir, warn=None):
 
 
 def rng_state() -> str:
-    """This process's global generators (distrain's and NumPy's legacy global one) as a JSON string.
+    """This process's global generators (distrain's, NumPy's legacy global one, Python's) as a JSON string.
 
     A string, because the states hold 128-bit integers that msgpack (how ranks exchange
     plain values) cannot carry, and JSON writes them exactly.
@@ -88,8 +89,10 @@ def rng_state() -> str:
     from ..engine.random import get_rng_state
 
     kind, keys, position, has_gauss, cached = numpy.random.get_state()
+    version, python_keys, gauss = random.getstate()
     return json.dumps({"distrain": get_rng_state(),
-                       "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)]})
+                       "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)],
+                       "python": [version, list(python_keys), gauss]})
 
 
 def set_rng_state(text):
@@ -99,3 +102,5 @@ def set_rng_state(text):
     set_distrain(state["distrain"])
     kind, keys, position, has_gauss, cached = state["numpy"]
     numpy.random.set_state((kind, numpy.asarray(keys, dtype=numpy.uint32), position, has_gauss, cached))
+    version, python_keys, gauss = state["python"]
+    random.setstate((version, tuple(python_keys), gauss))

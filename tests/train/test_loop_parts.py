@@ -1,4 +1,4 @@
-"""The non-finite check and early stopping, on their own, against hand-made cases."""
+"""The trainer's parts on their own, against hand-made cases: the non-finite check, early stopping, the generators."""
 import numpy
 import pytest
 
@@ -58,3 +58,18 @@ def test_min_delta_and_the_state_survive_a_checkpoint():
     resumed.load_state_dict(stopping.state_dict())
     assert [resumed.update(0.57, 0), resumed.update(0.58, 0), resumed.update(0.6, 0)] == [False, False, True]
     assert not EarlyStopping("accuracy", patience=0).update(0.1, 0)  # off
+
+
+def test_the_checkpointed_generators_come_back_exactly():
+    import random
+
+    from distrain.train import checkpoints
+
+    random.seed(3), numpy.random.seed(4), distrain.manual_seed(5)
+    random.gauss(0, 1), numpy.random.standard_normal(), distrain.randn(3)  # mid-stream, cached gaussians included
+    saved = checkpoints.rng_state()
+    expected = (random.random(), random.gauss(0, 1), numpy.random.standard_normal(), distrain.randn(4).numpy())
+    random.seed(99), numpy.random.seed(98), distrain.manual_seed(97)
+    checkpoints.set_rng_state(saved)
+    found = (random.random(), random.gauss(0, 1), numpy.random.standard_normal(), distrain.randn(4).numpy())
+    assert found[:3] == expected[:3] and numpy.array_equal(found[3], expected[3])
