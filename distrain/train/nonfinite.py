@@ -18,21 +18,37 @@ class NonFiniteError(DistrainError, FloatingPointError):
     """A step produced a non-finite gradient and the configuration says to stop."""
 
 
+class GradientCheck:
+    """`check()`: whether every gradient of `named_parameters` is finite, in one pass per flat gradient buffer.
+
+    The flat buffers are found once. A whole buffer that is finite means every gradient in
+    it is, stale slices of parameters without a gradient this step included (NOTE [ Flat
+    gradients ]); only when one is not are the parameters looked at one by one, so that a
+    stale NaN left by a skipped step is not taken for a new one. Per step this costs one
+    isfinite pass per buffer and no Python loop over the parameters (a loop over the CNN's
+    10 parameters cost 40 us, more than the pass).
+    """
+
+    def __init__(self, named_parameters):
+        self.named_parameters = list(named_parameters)
+        self.flats = list({id(p._flat): p._flat for _, p in self.named_parameters
+                           if getattr(p, "_flat", None) is not None}.values())
+        self.loose = [p for _, p in self.named_parameters if getattr(p, "_flat", None) is None]
+
+    def check(self) -> bool:
+        if all(_finite(flat.grad) for flat in self.flats) and all(
+                p.grad is None or _finite(p.grad._data) for p in self.loose):
+            return True
+        return gradients_finite(self.named_parameters)  # exact: only the gradients this step has
+
+
+def _finite(array) -> bool:
+    return bool(array_module(array).isfinite(array).all())
+
+
 def gradients_finite(named_parameters) -> bool:
-    """Whether every gradient is finite: one pass per flat gradient buffer, per parameter where it cannot be trusted."""
-    flats, loose, partial = {}, [], set()
-    for _, parameter in named_parameters:
-        flat = getattr(parameter, "_flat", None)
-        if flat is not None and flat.grad_is_flat(parameter):
-            flats[id(flat)] = flat
-        elif parameter.grad is not None:
-            loose.append(parameter.grad._data)
-        if flat is not None and not flat.grad_is_flat(parameter):
-            partial.add(id(flat))  # a stale slice (no gradient this step): sum its neighbours one by one
-    arrays = loose + [flat.grad for key, flat in flats.items() if key not in partial]
-    arrays += [parameter.grad._data for _, parameter in named_parameters
-               if id(getattr(parameter, "_flat", None)) in partial and parameter.grad is not None]
-    return all(bool(array_module(array).isfinite(array).all()) for array in arrays)
+    """Whether every gradient is finite, parameter by parameter (stale flat slices ignored)."""
+    return all(parameter.grad is None or _finite(parameter.grad._data) for _, parameter in named_parameters)
 
 
 def first_nonfinite(named_parameters) -> str:

@@ -5,7 +5,7 @@ import pytest
 import distrain
 import distrain.nn as nn
 from distrain.train.early_stopping import EarlyStopping
-from distrain.train.nonfinite import first_nonfinite, gradients_finite
+from distrain.train.nonfinite import GradientCheck, first_nonfinite
 
 
 def packed_model_with_gradients():
@@ -15,6 +15,10 @@ def packed_model_with_gradients():
     distrain.optim.SGD(model.parameters(), lr=0.1)  # packs them
     model(distrain.randn(5, 4)).sum().backward()
     return model, list(model.named_parameters())
+
+
+def gradients_finite(named):
+    return GradientCheck(named).check()
 
 
 def test_a_nan_in_a_later_parameter_is_found_and_named():
