@@ -105,8 +105,9 @@ KEYS = {
     "log_every": Key(int, 1, "a metrics.jsonl line every this many steps", minimum=1),
     "print_every": Key(int, 50, "without a terminal, a progress line every this many steps", minimum=1),
     "tensorboard": Key(bool, True, "write TensorBoard events (needs tensorboardX)"),
-    "tensorboard_every": Key(int, 10, "training scalars go to TensorBoard every this many steps (each costs "
-                                      "tensorboardX ~90 us; metrics.jsonl has every step)", minimum=1),
+    "tensorboard_every": Key(int, 50, "training scalars go to TensorBoard every this many steps, as Lightning's "
+                                      "log_every_n_steps (each costs tensorboardX ~90 us; metrics.jsonl has every "
+                                      "step)", minimum=1),
     "plot": Key(bool, True, "draw curves.png at the end (needs matplotlib)"),
     "timeline": Key(str, "", "write a Chrome-trace timeline of every rank's steps to this path (or --timeline)"),
 }
