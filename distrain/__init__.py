@@ -46,6 +46,10 @@ _sys.modules[__name__ + ".nn.functional"] = nn.functional
 _sys.modules[__name__ + ".nn.init"] = nn.init
 _sys.modules[__name__ + ".nn.utils"] = nn.utils
 _sys.modules[__name__ + ".optim"] = optim
+from . import parallel as _parallel  # noqa: E402  (torch.nn.parallel.DistributedDataParallel's import path)
+
+nn.parallel = _parallel
+_sys.modules[__name__ + ".nn.parallel"] = _parallel
 _sys.modules[__name__ + ".optim.lr_scheduler"] = optim.lr_scheduler
 
 __version__ = "0.1.0"

@@ -51,7 +51,7 @@ import time
 import numpy
 
 from .engine.autograd.engine import queue_callback
-from .engine.backend import array_module
+from .engine.backend import Device, array_module
 from .engine.autograd.grad_mode import is_grad_enabled
 from .engine.flat import FlatParameters, pack_parameters
 from .engine.nn.module import Module
@@ -292,6 +292,21 @@ class GradientReducer:
             "Every rank must run the same forwards and backwards; use join() for uneven data")
 
 
+def _check_device_ids(module, device_ids):
+    """PyTorch's rule: device_ids names the single device a GPU module lives on; a CPU module takes None."""
+    if device_ids is None:
+        return
+    devices = {str(parameter.device) for parameter in module.parameters()}
+    named = [str(Device(f"cuda:{d}") if isinstance(d, int) else Device(d)) for d in device_ids]
+    if devices == {"cpu"} or len(devices) != 1:
+        raise ValueError(f"DistributedDataParallel: device_ids={list(device_ids)} is for a module on one GPU, but the "
+                         f"module's parameters are on {sorted(devices)}; pass device_ids=None for a CPU module (or "
+                         "move the module to its GPU first: model.to(f'cuda:{local_rank}'))")
+    if named != list(devices):
+        raise ValueError(f"DistributedDataParallel: device_ids={list(device_ids)} but the module is on "
+                         f"{next(iter(devices))}; give that one device (or move the module there first)")
+
+
 def _communicator(comm):
     if comm is not None:
         return comm
@@ -314,10 +329,27 @@ class DistributedDataParallel(Module):
             optimizer.step()
     """
 
-    def __init__(self, module, comm=None, bucket_cap_mb=25, broadcast_buffers=True, gradient_compression=None,
-                 find_unused_parameters=False):
+    def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=True, init_sync=True,
+                 process_group=None, bucket_cap_mb=None, find_unused_parameters=False, check_reduction=False,
+                 gradient_as_bucket_view=False, static_graph=False, *, comm=None, gradient_compression=None):
+        """PyTorch's arguments, in PyTorch's order (a script's `DDP(model, [local_rank])` means device_ids here too).
+
+        Honoured: device_ids (checked: the module's own device, one of them, or None for a CPU
+        module, as PyTorch requires), broadcast_buffers, init_sync (False: no broadcast of rank
+        0's parameters at construction), process_group (a communicator; `comm=` is the same),
+        bucket_cap_mb (default 25). Accepted because distrain always does what they ask for:
+        gradient_as_bucket_view (gradients are views of the flat buffer whose slices are the
+        buckets), find_unused_parameters and static_graph (parameters without a gradient are
+        reduced as zeros every step, so neither is needed), output_device and dim (outputs stay
+        on the module's one device), check_reduction (deprecated in PyTorch). distrain's own:
+        gradient_compression="fp16".
+        """
         super().__init__()
-        comm = _communicator(comm)
+        if comm is not None and process_group is not None and comm is not process_group:
+            raise ValueError("DistributedDataParallel: give the communicator as process_group or comm, not both")
+        comm = _communicator(comm if comm is not None else process_group)
+        _check_device_ids(module, device_ids)
+        bucket_cap_mb = 25 if bucket_cap_mb is None else bucket_cap_mb
         self.module = module
         object.__setattr__(self, "comm", comm)
         self.broadcast_buffers = broadcast_buffers
@@ -329,8 +361,9 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
                                                              gradient_compression, "DistributedDataParallel",
                                                              count_backwards=True))
-        self._reducer.broadcast_from(0)
-        self._broadcast_buffers()
+        if init_sync:
+            self._reducer.broadcast_from(0)
+            self._broadcast_buffers()
 
     @property
     def _buckets(self):
