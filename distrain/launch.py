@@ -267,9 +267,10 @@ def _supervise(script_argv):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m distrain.launch", description=__doc__.split("\n\n")[0],
-        usage="python -m distrain.launch [-n N] [--backend mpi|ps|nccl] [--no-prefix] [--rank0-only] "
+        usage="python -m distrain.launch [-n N | --nproc_per_node N] [--backend mpi|ps|nccl] [--no-prefix] [--rank0-only] "
               "[--config FILE.toml] [--set KEY=VALUE ...] [--resume] [--timeline [PATH]] [script.py [args ...]]")
-    parser.add_argument("-n", "--nproc", type=int, help="start N ranks on this machine (omit under mpirun/srun)")
+    parser.add_argument("-n", "--nproc", "--nproc_per_node", "--nproc-per-node", type=int, dest="nproc",
+                        help="start N ranks on this machine (omit under mpirun/srun); torchrun's --nproc_per_node too")
     parser.add_argument("--backend", default="mpi", choices=["mpi", "ps", "nccl"],
                         help="with -n: mpi runs mpiexec; ps (ZeroMQ parameter server) and nccl (one GPU per rank) "
                              "start the ranks around a rendezvous server (default mpi)")
@@ -278,8 +279,14 @@ def main(argv=None):
                         help="show only rank 0's standard output (every rank's stderr still shows)")
     several = parser.add_argument_group("several machines without MPI (ps, nccl): one launcher per machine")
     several.add_argument("--nnodes", type=int, default=1, help="how many machines (default 1)")
-    several.add_argument("--node-rank", type=int, default=0, help="this machine's number, 0..nnodes-1")
+    several.add_argument("--node-rank", "--node_rank", type=int, default=0, dest="node_rank",
+                         help="this machine's number, 0..nnodes-1")
     several.add_argument("--server", help="tcp://HOST:PORT of node 0's rendezvous server (node 0 listens there)")
+    several.add_argument("--master-addr", "--master_addr", dest="master_addr",
+                         help="torchrun's spelling of --server's HOST (with --master-port)")
+    several.add_argument("--master-port", "--master_port", dest="master_port", type=int,
+                         help="torchrun's spelling of --server's PORT (with --master-addr)")
+    several.add_argument("--standalone", action="store_true", help="torchrun's one-machine flag: the default here")
     several.add_argument("--secret-file", help="the secret (chmod 600) that every machine's launcher of one job must "
                                                "share (else $DISTRAIN_PS_SECRET); on one machine each job gets a "
                                                "fresh one by itself")
@@ -289,6 +296,13 @@ def main(argv=None):
     parser.add_argument("script_argv", nargs=argparse.REMAINDER,
                         help="the script and its arguments (none: the built-in trainer)")
     args = parser.parse_args(argv)
+    if (args.master_addr is None) != (args.master_port is None):
+        parser.error("--master-addr and --master-port go together (torchrun's spelling of --server tcp://HOST:PORT)")
+    if args.master_addr is not None:
+        if args.server:
+            parser.error("give --server or --master-addr/--master-port, not both")
+        if args.backend != "mpi":  # under MPI, mpiexec does the rendezvous: torchrun's flags have nothing to do
+            args.server = f"tcp://{args.master_addr}:{args.master_port}"
     if args.script_argv and uses_trainer_options(args):
         parser.error("--config, --set, --resume, --timeline and --debug are the built-in trainer's options; "
                      "with a script, put your script's own options after its name")

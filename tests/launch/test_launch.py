@@ -128,3 +128,35 @@ def test_single_gpu_launcher_without_gpus_says_so(tmp_path):
     result = subprocess.run(["bash", os.path.join(REPO, "launchers", "single_node_multi_gpu.sh"), "x.py"],
                             capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 1 and "no GPU found" in result.stderr
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("flags", [["--nproc_per_node", "2"], ["--nproc-per-node", "2", "--standalone"],
+                                   ["--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", "0"]])
+def test_torchruns_flags_start_the_ranks(tmp_path, flags):
+    """`python -m distrain.launch --nproc_per_node 2 train.py`, as torchrun users type it (mpi backend)."""
+    script = tmp_path / "script.py"
+    script.write_text("import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])\n")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    result = run_group([sys.executable, "-m", "distrain.launch", *flags, str(script)], 120, merge_output=True, env=env)
+    assert result.returncode == 0, result.stdout
+    assert sorted(re.findall(r"rank (\d) of (\d)", result.stdout)) == [("0", "2"), ("1", "2")], result.stdout
+
+
+@pytest.mark.timeout(200)
+def test_torchruns_master_address_is_the_parameter_servers(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "script.py"
+    script.write_text("import os\nprint('server', os.environ['DISTRAIN_PS_ADDRESS'])\n")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    result = run_group([sys.executable, "-m", "distrain.launch", "--nproc_per_node", "2", "--backend", "ps",
+                        "--node_rank", "0", "--master_addr", "127.0.0.1", "--master_port", str(port), str(script)],
+                       120, merge_output=True, env=env)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count(f"server tcp://127.0.0.1:{port}") == 2, result.stdout
+    lone = run_group([sys.executable, "-m", "distrain.launch", "--master_addr", "h", str(script)], 60, env=env)
+    assert lone.returncode == 2 and "--master-addr and --master-port go together" in lone.stderr
