@@ -16,6 +16,22 @@ from .comm import create_communicator
 from .comm.base import DEFAULT_TIMEOUT
 from .comm.ranks import discover_ranks, under_mpi_launcher
 from .engine.backend import cuda_device_count
+from .collectives import (  # torch.distributed's collectives  # noqa: F401
+    ReduceOp,
+    Work,
+    all_gather,
+    all_gather_into_tensor,
+    all_gather_object,
+    all_reduce,
+    all_to_all,
+    barrier,
+    broadcast,
+    broadcast_object_list,
+    gather,
+    reduce,
+    reduce_scatter,
+    scatter,
+)
 from .parallel import (  # Horovod's names, here too  # noqa: F401
     DistributedOptimizer,
     broadcast_parameters,
@@ -59,13 +75,74 @@ def choose_backend(environ=os.environ):
     return "local"
 
 
+def init_process_group(backend=None, init_method=None, world_size=-1, rank=-1, timeout=None, store=None,
+                       group_name="", pg_options=None, device_id=None):
+    """torch.distributed.init_process_group over distrain's communicators (one process group per process).
+
+    backend: "gloo" (and None) is whatever this job was started with: the launcher's --backend,
+    else MPI under an MPI launcher, else the parameter server a launcher named, else a world of
+    one; "mpi", "nccl", "ps" and "local" ask for that communicator. The ranks must come from a
+    launcher (`python -m distrain.launch`, with torchrun's flags too, or mpirun/srun): a world
+    that finds itself (init_method="tcp://..." or torchrun's MASTER_ADDR without a distrain
+    launcher, processes of mp.spawn) is not supported yet. `rank`/`world_size`, when given,
+    must agree with the launcher's. timeout: seconds or a datetime.timedelta.
+    """
+    if store is not None:
+        raise ValueError("init_process_group: store= is not supported; distrain's launcher runs the rendezvous")
+    chosen = _backend_for(backend)
+    found_rank, found_size, _ = discover_ranks()
+    launched = under_mpi_launcher() or bool(os.environ.get("DISTRAIN_BACKEND")) or found_size > 1
+    if not launched and (world_size not in (-1, 1) or init_method not in (None, "env://")):
+        raise RuntimeError(f"init_process_group(world_size={world_size}, init_method={init_method!r}): ranks that "
+                           "find each other without a launcher are not supported yet; start them with "
+                           "python -m distrain.launch --nproc_per_node N script.py (or mpirun)")
+    for name, given, found in (("world_size", world_size, found_size), ("rank", rank, found_rank)):
+        if given != -1 and given != found:
+            raise ValueError(f"init_process_group: {name}={given}, but the launcher started this process as "
+                             f"{name} {found}")
+    seconds = DEFAULT_TIMEOUT if timeout is None else getattr(timeout, "total_seconds", lambda: timeout)()
+    return init(chosen, timeout=float(seconds))
+
+
+def _backend_for(backend):
+    """distrain's communicator for a torch.distributed backend name (module docstring of init_process_group)."""
+    started = choose_backend()
+    if backend is None or str(backend).lower() in ("gloo", "cpu:gloo,cuda:nccl"):
+        return started
+    name = str(backend).lower()
+    if name not in ("mpi", "nccl", "ps", "local"):
+        raise ValueError(f"init_process_group: unknown backend {backend!r}; use \"gloo\" (the job's own), \"mpi\", "
+                         "\"nccl\", \"ps\" or \"local\"")
+    if started not in ("local", name) and os.environ.get("DISTRAIN_BACKEND"):
+        raise ValueError(f"init_process_group: backend {backend!r}, but the launcher started this job with "
+                         f"--backend {started}; use that one (or \"gloo\", which means it)")
+    return name
+
+
+def destroy_process_group(group=None):
+    """Leave the process group (torch.distributed's name for shutdown)."""
+    if group is not None:
+        raise NotImplementedError("destroy_process_group(group=...): subgroups are not supported yet")
+    shutdown()
+
+
+def is_available() -> bool:
+    return True
+
+
+def get_backend(group=None) -> str:
+    """The communicator's name: "mpi", "ps", "nccl" or "local" (what "gloo" became, see init_process_group)."""
+    return get_communicator().name
+
+
 def is_initialized() -> bool:
     return _communicator is not None
 
 
 def get_communicator():
     if _communicator is None:
-        raise RuntimeError("distrain.distributed is not initialised: call distrain.distributed.init() first")
+        raise RuntimeError("distrain.distributed is not initialised: call distrain.distributed.init() or "
+                           "init_process_group() first")
     return _communicator
 
 

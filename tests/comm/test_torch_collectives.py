@@ -1,0 +1,48 @@
+"""torch.distributed's collectives (distrain.distributed) on 2 and 3 ranks, mpi and ps, against NumPy."""
+import os
+import sys
+
+import pytest
+
+from tests.process_group import run_group
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_collectives_script.py")
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("backend", ["mpi", "ps"])
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_every_collective_matches_numpy(backend, ranks):
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    result = run_group([sys.executable, "-m", "distrain.launch", "-n", str(ranks), "--backend", backend, SCRIPT], 150,
+                       merge_output=True, env=env)
+    assert result.returncode == 0, result.stdout
+    for rank in range(ranks):
+        assert f"rank {rank} ok" in result.stdout, result.stdout
+
+
+def test_a_collective_before_init_process_group_says_what_to_do():
+    import distrain
+    import distrain.distributed as dist
+
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="not initialised: call distrain.distributed.init.. or init_process_group"):
+        dist.all_reduce(distrain.zeros(2))
+
+
+def test_init_process_group_refuses_what_it_cannot_do(monkeypatch):
+    import distrain.distributed as dist
+
+    for variable in ("DISTRAIN_BACKEND", "RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(RuntimeError, match="without a launcher are not supported yet.*--nproc_per_node"):
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29500", world_size=2, rank=0)
+    with pytest.raises(ValueError, match="unknown backend 'ucc'"):
+        dist.init_process_group("ucc")
+    with pytest.raises(ValueError, match="rank=3, but the launcher started this process as rank 0"):
+        dist.init_process_group("gloo", rank=3)
+    monkeypatch.setenv("DISTRAIN_BACKEND", "ps")
+    with pytest.raises(ValueError, match="backend 'mpi', but the launcher started this job with --backend ps"):
+        dist.init_process_group("mpi")
+    assert not dist.is_initialized()
