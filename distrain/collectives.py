@@ -71,6 +71,13 @@ def _bump(value):
         value._version_counter[0] += 1
 
 
+def _fill(outputs, values, what):
+    """outputs[r] = values[r], in place (each a Tensor or an array)."""
+    for out, value in zip(outputs, values):
+        _array(out, what)[...] = value
+        _bump(out)
+
+
 def _finish(async_op):
     return _DONE if async_op else None
 
@@ -129,10 +136,7 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     _no_group(group, "all_gather")
     comm = _communicator()
     _check_list(comm, tensor_list, "all_gather", "tensor_list")
-    gathered = comm.allgather(_array(tensor, "all_gather"))
-    for out, value in zip(tensor_list, gathered):
-        _array(out, "all_gather")[...] = value
-        _bump(out)
+    _fill(tensor_list, comm.allgather(_array(tensor, "all_gather")), "all_gather")
     return _finish(async_op)
 
 
@@ -159,9 +163,7 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
     gathered = comm.allgather(_array(tensor, "gather"))
     if comm.rank == dst:
         _check_list(comm, gather_list, "gather", "gather_list")
-        for out, value in zip(gather_list, gathered):
-            _array(out, "gather")[...] = value
-            _bump(out)
+        _fill(gather_list, gathered, "gather")
     return _finish(async_op)
 
 
@@ -204,9 +206,7 @@ def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False
     inputs = [_array(value, "all_to_all") for value in input_tensor_list]
     stacked = array_module(inputs[0]).stack(inputs)
     gathered = comm.allgather(stacked)  # [sender][receiver]
-    for sender, out in enumerate(output_tensor_list):
-        _array(out, "all_to_all")[...] = gathered[sender, comm.rank]
-        _bump(out)
+    _fill(output_tensor_list, gathered[:, comm.rank], "all_to_all")
     return _finish(async_op)
 
 

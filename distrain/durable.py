@@ -93,14 +93,15 @@ def _process_is_dead(pid) -> bool:
     return False
 
 
-def replace_file(target, write):
+def replace_file(target, write, sync_directory=True):
     """Replace `target` with the bytes `write(file)` puts into a binary file, all or nothing.
 
     The new content goes to a temporary beside `target`, is fsynced and renamed onto it, and
     the directory is fsynced: a crash at any instant leaves either the old file or the new
     one, never a mix. If `write` (or the disk) fails, the temporary is removed and the old
     file is untouched; the exception propagates. Leftovers of dead writers are removed first
-    (NOTE [ Temporary names and dead writers ]).
+    (NOTE [ Temporary names and dead writers ]). `sync_directory=False` leaves the directory's
+    fsync to the caller (distrain.save reports its failure apart: the new file is in place).
     """
     remove_dead_temporaries(target)
     temporary = temporary_path(target)
@@ -116,4 +117,5 @@ def replace_file(target, write):
         except FileNotFoundError:
             pass
         raise
-    fsync_directory(os.path.dirname(os.path.abspath(target)))
+    if sync_directory:
+        fsync_directory(os.path.dirname(os.path.abspath(target)))

@@ -117,7 +117,8 @@ def test_a_full_disk_is_a_checkpoint_error_naming_the_file_and_the_old_checkpoin
     distrain.save(sample_state(), path)
     before = path.read_bytes()
     if failing == "write":
-        monkeypatch.setattr(distrain.checkpoint.writer, "open", lambda *args: FillsUp(open(*args)), raising=False)
+        # the file is opened by durable.replace_file, which distrain.save writes through
+        monkeypatch.setattr(distrain.durable, "open", lambda *args: FillsUp(open(*args)), raising=False)
     else:
         monkeypatch.setattr(os, failing, full_disk)
     with pytest.raises(CheckpointError) as caught:

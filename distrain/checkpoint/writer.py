@@ -9,7 +9,7 @@ import zlib
 import msgpack
 import numpy
 
-from ..durable import fsync_directory, remove_dead_temporaries, temporary_path
+from ..durable import fsync_directory, replace_file
 from ..engine import backend
 from ..engine.tensor import Tensor
 from ..errors import CheckpointWriteError
@@ -145,25 +145,14 @@ class _Encoder:
 
 
 def _write_atomically(path, chunks):
+    """durable.replace_file, its OSErrors turned into CheckpointWriteErrors that say what became of the file."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save checkpoint {path}: directory {directory} does not exist; create it first")
-    remove_dead_temporaries(path)  # before writing: a full disk may be full of them
-    temporary = temporary_path(path)
-    try:
-        with open(temporary, "xb") as file:
-            file.writelines(chunks)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:  # KeyboardInterrupt too: never leave a half-written temporary file
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise _write_error(path, exc) from exc
-        raise
+    try:  # dead writers' temporaries go first: a full disk may be full of them
+        replace_file(path, lambda file: file.writelines(chunks), sync_directory=False)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         fsync_directory(directory)  # the rename lives in the directory: without this a power cut could forget it
     except OSError as exc:

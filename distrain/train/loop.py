@@ -174,8 +174,7 @@ class Trainer:
         self.resumed_pass = self.taken > 0
         if self.taken:
             loader_state = json.loads(state["loader"][self.rank if old_world == self.world else 0])
-            self.loader_generator.manual_seed(resume.loader_seed(config["seed"], self.epoch))
-            self.loader.load_state_dict(loader_state)
+            self.loader.load_state_dict(loader_state)  # the loader's generator too, as the pass began
         if old_world != self.world:  # the epoch goes on from the same global position, in batches of the new world
             if self.taken:
                 left = resume.batches_left_in_pass(len(self.splits.train), self.taken, config["batch_size"],
@@ -245,7 +244,7 @@ class Trainer:
             self.say(f"training {self.config['model']} on {self.splits.name} ({len(self.splits.train)} samples, "
                      f"{len(self.splits.eval)} held out) for {self.total_steps} steps on {self.world} rank(s), "
                      f"batch {self.config['batch_size']} per rank; writing to {self.run_dir}")
-        started = self._started = time.perf_counter()
+        started = self._started = time.perf_counter()  # checkpoints record the time trained since
         try:
             while self.step < self.total_steps and not self.early_stopping.stopped:
                 if not resumed_pass:
@@ -443,7 +442,8 @@ class Trainer:
                     "batches_taken": self.taken, "world_size": self.world,
                     "loader": [entry[1] for entry in gathered], "rng": [entry[0] for entry in gathered],
                     "early_stop": self.early_stopping.state_dict(), "best_accuracy": self.best_accuracy,
-                    "elapsed": self.elapsed_before + self._elapsed(), "config": to_toml(self.config),
+                    "elapsed": self.elapsed_before + time.perf_counter() - self._started,
+                    "config": to_toml(self.config),
                 }
                 self.metrics.sync()  # the lines up to this step survive whatever happens next
                 checkpoints.write(self.run_dir, self.step, state, self.config["keep_checkpoints"])
@@ -451,8 +451,6 @@ class Trainer:
                 self.comm.barrier()
         self.last_checkpoint_step = self.step
 
-    def _elapsed(self):
-        return 0.0 if not hasattr(self, "_started") else time.perf_counter() - self._started
 
     def _finish(self) -> dict:
         mine = [self.samples_seen / max(self.step_seconds, 1e-9), self.step_seconds - self.comm_seconds,
