@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 
-from .comm import create_communicator
-from .comm.base import DEFAULT_TIMEOUT
-from .comm.ranks import discover_ranks, under_mpi_launcher
-from .engine.backend import cuda_device_count
-from .collectives import (  # torch.distributed's collectives  # noqa: F401
+from ..comm import create_communicator
+from ..comm.base import DEFAULT_TIMEOUT
+from ..comm.ranks import discover_ranks, under_mpi_launcher
+from ..engine.backend import cuda_device_count
+from ..collectives import (  # torch.distributed's collectives  # noqa: F401
     ReduceOp,
     Work,
     all_gather,
@@ -32,7 +32,7 @@ from .collectives import (  # torch.distributed's collectives  # noqa: F401
     reduce_scatter,
     scatter,
 )
-from .parallel import (  # Horovod's names, here too  # noqa: F401
+from ..parallel import (  # Horovod's names, here too  # noqa: F401
     DistributedOptimizer,
     broadcast_parameters,
 )
@@ -48,7 +48,7 @@ def init(backend="auto", timeout=DEFAULT_TIMEOUT):
     if backend == "auto":
         backend = choose_backend()
     _communicator = create_communicator(backend, timeout=timeout)
-    from . import timeline
+    from .. import timeline
 
     try:  # $DISTRAIN_TIMELINE: record this rank's comm events (distrain/timeline), finished by shutdown()
         timeline.from_environment(_communicator.rank, _communicator.size, merge_timeout=timeout)
@@ -61,7 +61,7 @@ def init(backend="auto", timeout=DEFAULT_TIMEOUT):
 def choose_backend(environ=os.environ):
     """What init("auto") uses: the launcher's --backend, else nccl for several ranks with GPUs and
     cupy, mpi under an MPI launcher, ps when a parameter server is given, else local."""
-    from .comm.ps.protocol import ADDRESS_ENVIRONMENT_VARIABLE
+    from ..comm.ps.protocol import ADDRESS_ENVIRONMENT_VARIABLE
 
     if environ.get("DISTRAIN_BACKEND"):
         return environ["DISTRAIN_BACKEND"]
@@ -158,8 +158,8 @@ def shutdown():
     """Leave the process group (idempotent)."""
     global _communicator
     if _communicator is not None:
-        from . import timeline
-        from .comm import liveness
+        from .. import timeline
+        from ..comm import liveness
 
         try:
             timeline.finish_from_environment()  # rank 0 merges every rank's part (waiting for them, with a timeout)
