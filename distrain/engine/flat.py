@@ -49,15 +49,18 @@ class FlatParameters:
         parameters: the packed parameters, in buffer order.
     """
 
-    def __init__(self, parameters):
+    def __init__(self, parameters, data=None):
+        """Pack `parameters` into a new buffer; or, given `data` (a 1-D array of the packed size
+        and dtype, e.g. shared memory another process filled), make them views of it, keeping
+        its contents (engine/shared_memory.py rebuilds a received buffer this way)."""
         parameters = list(parameters)
         if not parameters:
             raise DistrainError("FlatParameters needs at least one parameter")
         first = parameters[0]._data
         xp = array_module(first)
         for parameter in parameters:
-            data = parameter._data
-            if type(data) is not type(first) or data.dtype != first.dtype or getattr(data, "device", None) != \
+            array = parameter._data
+            if type(array) is not type(first) or array.dtype != first.dtype or getattr(array, "device", None) != \
                     getattr(first, "device", None):
                 raise DistrainError(
                     f"FlatParameters packs one device and dtype; got {parameter.device}/{parameter.dtype} beside "
@@ -70,8 +73,11 @@ class FlatParameters:
         for parameter in parameters:
             self.offsets.append(total)
             total += parameter._data.size
+        if data is not None and (data.shape != (total,) or data.dtype != first.dtype or type(data) is not type(first)):
+            raise DistrainError(f"FlatParameters(data=...) needs a 1-D {first.dtype} array of {total} elements "
+                                f"for these parameters, got {type(data).__name__} {data.dtype} of shape {data.shape}")
         with _device_of(first):
-            self.data = xp.empty(total, dtype=first.dtype)
+            self.data = xp.empty(total, dtype=first.dtype) if data is None else data
             self.grad = xp.zeros(total, dtype=first.dtype)
         self._position = {}
         for index, (parameter, offset) in enumerate(zip(parameters, self.offsets)):
@@ -80,7 +86,8 @@ class FlatParameters:
                 old_flat.release(parameter)
             size = parameter._data.size
             view = self.data[offset:offset + size].reshape(parameter._data.shape)
-            view[...] = parameter._data
+            if data is None:
+                view[...] = parameter._data
             grad_view = self.grad[offset:offset + size].reshape(parameter._data.shape)
             if parameter._grad is not None:
                 grad_view[...] = parameter._grad._data
@@ -125,6 +132,15 @@ class FlatParameters:
         """True when `parameter.grad` is its view of a flat gradient buffer (NOTE [ Flat gradients ])."""
         grad = parameter._grad
         return grad is not None and grad is parameter.__dict__.get("_flat_grad")
+
+    def move_data(self, data):
+        """Move the parameter buffer into `data` (a 1-D array of the same size and dtype, e.g. in
+        shared memory); every packed parameter becomes its view of the new buffer, so modules and
+        optimizers holding the parameters (and their flat state) keep working."""
+        data[...] = self.data
+        self.data = data
+        for parameter, offset, size in self.segments():
+            parameter._data = data[offset:offset + size].reshape(parameter._data.shape)
 
     # -- leaving -----------------------------------------------------------------------------
     def release(self, parameter):

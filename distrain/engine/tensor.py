@@ -285,6 +285,24 @@ class Tensor:
 
         backward(self, gradient, retain_graph, create_graph, inputs)
 
+    # -- sharing between processes (engine/shared_memory.py) ----------------------------
+    def share_memory_(self):
+        """Move this cpu tensor's values into shared memory, in place; returns self.
+
+        Sent to another process (Process arguments, Queue), the tensor then arrives as a handle
+        to the same memory, so writes on either side are seen by both: Hogwild-style training.
+        A Parameter moves with its whole flat buffer. See NOTE [ Shared tensors between processes ].
+        """
+        from .shared_memory import share_tensor
+
+        return share_tensor(self)
+
+    def is_shared(self) -> bool:
+        """True when this tensor's values are in shared memory (`share_memory_()`, or received so)."""
+        from .shared_memory import is_shared
+
+        return is_shared(self._data)
+
     # -- leaving distrain ----------------------------------------------------------------
     def item(self):
         if self._data.size != 1:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
 
-from ...errors import StateDictError
+import numpy
+
+from ...errors import DeviceError, StateDictError
 from .. import backend, dtypes
 from ..autograd.grad_mode import no_grad
 from ..autograd.graph import RemovableHandle
@@ -265,6 +267,27 @@ class Module:
         from ..flat import pack_parameters
 
         return pack_parameters(self.parameters())
+
+    def share_memory(self):
+        """Move every parameter and buffer into shared memory (cpu only), for Hogwild-style
+        training; returns self.
+
+        Parameters are packed into flat buffers that live in shared memory, so a model sent to
+        other processes (`distrain.multiprocessing.Process(args=(model,))`) is updated in place
+        by an optimizer created in each of them; gradients stay private to each process.
+        See NOTE [ Shared tensors between processes ] in engine/shared_memory.py.
+        """
+        from ..flat import pack_parameters
+        from ..shared_memory import share_tensor
+
+        for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            if type(tensor._data) is not numpy.ndarray:
+                raise DeviceError(f"share_memory() works on cpu modules; {name} is on {tensor.device}. "
+                                  "Call .cpu() first, or train on the GPU with DistributedDataParallel")
+        pack_parameters(parameter for parameter in self.parameters() if parameter._flat is None)
+        for tensor in [*self.parameters(), *self.buffers()]:
+            share_tensor(tensor)
+        return self
 
     # -- moving ----------------------------------------------------------------------------
     def _apply_to_arrays(self, convert):
