@@ -10,6 +10,7 @@ server), or "auto" (see `choose_backend`). Every wait inside a collective gives 
 """
 from __future__ import annotations
 
+import atexit
 import os
 
 from ..comm import create_communicator
@@ -38,6 +39,7 @@ from ..parallel import (  # Horovod's names, here too  # noqa: F401
 )
 
 _communicator = None
+_meeting = None  # the launcher-less rendezvous this process joined (distrain/rendezvous.py), if any
 
 
 def init(backend="auto", timeout=DEFAULT_TIMEOUT):
@@ -79,29 +81,71 @@ def init_process_group(backend=None, init_method=None, world_size=-1, rank=-1, t
                        group_name="", pg_options=None, device_id=None):
     """torch.distributed.init_process_group over distrain's communicators (one process group per process).
 
-    backend: "gloo" (and None) is whatever this job was started with: the launcher's --backend,
-    else MPI under an MPI launcher, else the parameter server a launcher named, else a world of
-    one; "mpi", "nccl", "ps" and "local" ask for that communicator. The ranks must come from a
-    launcher (`python -m distrain.launch`, with torchrun's flags too, or mpirun/srun): a world
-    that finds itself (init_method="tcp://..." or torchrun's MASTER_ADDR without a distrain
-    launcher, processes of mp.spawn) is not supported yet. `rank`/`world_size`, when given,
-    must agree with the launcher's. timeout: seconds or a datetime.timedelta.
+    Where the ranks come from:
+    - a launcher (`python -m distrain.launch`, with torchrun's flags too, or mpirun/srun):
+      its numbering; `rank`/`world_size`, when given, must agree with it;
+    - no launcher (processes of `distrain.multiprocessing.spawn`, torchrun's environment,
+      a script run once per rank): `init_method` "env://" (the default: MASTER_ADDR,
+      MASTER_PORT) or "tcp://HOST:PORT" names rank 0's address, and rank/world_size come
+      from the arguments or RANK/WORLD_SIZE. Rank 0 serves the rendezvous there and the
+      ranks run as a parameter-server job (distrain/rendezvous.py, authenticated).
+
+    backend: "gloo" (and None) is whatever this job was started with: the launcher's
+    --backend, else MPI under an MPI launcher, else the parameter server (a launcher's, or
+    the rendezvous's), else a world of one; "mpi", "nccl", "ps" and "local" ask for that
+    communicator. timeout: seconds or a datetime.timedelta.
     """
     if store is not None:
-        raise ValueError("init_process_group: store= is not supported; distrain's launcher runs the rendezvous")
-    chosen = _backend_for(backend)
-    found_rank, found_size, _ = discover_ranks()
-    launched = under_mpi_launcher() or bool(os.environ.get("DISTRAIN_BACKEND")) or found_size > 1
-    if not launched and (world_size not in (-1, 1) or init_method not in (None, "env://")):
-        raise RuntimeError(f"init_process_group(world_size={world_size}, init_method={init_method!r}): ranks that "
-                           "find each other without a launcher are not supported yet; start them with "
-                           "python -m distrain.launch --nproc_per_node N script.py (or mpirun)")
-    for name, given, found in (("world_size", world_size, found_size), ("rank", rank, found_rank)):
-        if given != -1 and given != found:
-            raise ValueError(f"init_process_group: {name}={given}, but the launcher started this process as "
-                             f"{name} {found}")
+        raise ValueError("init_process_group: store= is not supported; give init_method='tcp://HOST:PORT' (or "
+                         "MASTER_ADDR/MASTER_PORT) and distrain's rendezvous serves the store")
     seconds = DEFAULT_TIMEOUT if timeout is None else getattr(timeout, "total_seconds", lambda: timeout)()
-    return init(chosen, timeout=float(seconds))
+    if _launched():
+        chosen = _backend_for(backend)
+        found_rank, found_size, _ = discover_ranks()
+        for name, given, found in (("world_size", world_size, found_size), ("rank", rank, found_rank)):
+            if given != -1 and given != found:
+                raise ValueError(f"init_process_group: {name}={given}, but the launcher started this process as "
+                                 f"{name} {found}")
+        return init(chosen, timeout=float(seconds))
+    return _init_without_launcher(backend, init_method, world_size, rank, float(seconds))
+
+
+def _launched(environ=os.environ):
+    """True when a launcher numbered this process: distrain's (DISTRAIN_BACKEND) or an MPI launcher."""
+    return bool(environ.get("DISTRAIN_BACKEND")) or under_mpi_launcher(environ)
+
+
+def _init_without_launcher(backend, init_method, world_size, rank, seconds):
+    """init_process_group for ranks that find each other at rank 0's address (distrain/rendezvous.py)."""
+    global _meeting
+    from .. import rendezvous
+
+    name = "gloo" if backend is None else str(backend).lower()
+    if name not in ("gloo", "cpu:gloo,cuda:nccl", "ps", "local", "mpi", "nccl"):
+        _backend_for(backend)  # the unknown-backend error
+    if name == "local" or (world_size == 1 and init_method is None and "WORLD_SIZE" not in os.environ):
+        return init("local", timeout=seconds)  # one process: nothing to meet
+    plan = rendezvous.plan(init_method, rank, world_size)
+    if plan.world_size == 1:
+        return init("local", timeout=seconds)
+    if name == "mpi":
+        raise ValueError("init_process_group(backend='mpi'): MPI ranks are started by an MPI launcher: run "
+                         f"mpirun -n {plan.world_size} python script.py (or use backend='gloo' to meet at "
+                         f"{plan.address} without one)")
+    if name == "nccl":
+        raise ValueError("init_process_group(backend='nccl') without a launcher is not supported yet: start the "
+                         f"ranks with python -m distrain.launch --nproc_per_node {plan.world_size} --backend nccl "
+                         "script.py (or use backend='gloo')")
+    _meeting = rendezvous.Meeting(plan, seconds).join()
+    try:
+        communicator = init("ps", timeout=seconds)
+    except BaseException:
+        _meeting.finish()
+        _meeting = None
+        raise
+    # a script that never calls destroy_process_group still leaves the server (rank 0's waits for everyone)
+    atexit.register(shutdown)
+    return communicator
 
 
 def _backend_for(backend):
@@ -156,7 +200,7 @@ def get_world_size() -> int:
 
 def shutdown():
     """Leave the process group (idempotent)."""
-    global _communicator
+    global _communicator, _meeting
     if _communicator is not None:
         from .. import timeline
         from ..comm import liveness
@@ -164,6 +208,11 @@ def shutdown():
         try:
             timeline.finish_from_environment()  # rank 0 merges every rank's part (waiting for them, with a timeout)
         finally:
-            liveness.detach(_communicator.liveness)
-            _communicator.close()
-            _communicator = None
+            try:
+                liveness.detach(_communicator.liveness)
+                _communicator.close()
+            finally:
+                _communicator = None
+                if _meeting is not None:  # rank 0: the others leave its server before it stops
+                    _meeting.finish()
+                    _meeting = None

@@ -421,8 +421,11 @@ def main(argv=None):
                         help="the largest payload (one bucket, one broadcast) a rank may send, in MiB (default "
                              f"{protocol.DEFAULT_MAX_MESSAGE_BYTES // 2 ** 20}, or "
                              f"${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE}); larger ones are refused")
+    parser.add_argument("--quiet", action="store_true",
+                        help="log only warnings (refusals, failed collectives), not the start and end")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s")
     limit = None if args.max_message_mb is None else int(args.max_message_mb * 2 ** 20)
     try:
         secret = protocol.read_secret_file(args.secret_file) if args.secret_file else None
