@@ -228,7 +228,7 @@ def test_with_no_timeline_the_reducer_checks_once_per_bucket_and_records_nothing
     def counting_current():
         checks.append(1)
 
-    monkeypatch.setattr(distrain.parallel, "current_timeline", counting_current)
+    monkeypatch.setattr(distrain.gradient_reducer, "current_timeline", counting_current)
     monkeypatch.setattr(timeline.Timeline, "now_ns", lambda self: pytest.fail("the clock was read"))
     model, optimizer = tiny_ddp()
     train(model, optimizer)
