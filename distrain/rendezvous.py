@@ -7,7 +7,8 @@ torchrun (which exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT),
 processes know their rank, the world size and one address: rank 0's. This module turns
 that into what distrain's launcher would have set up:
 
-- rank 0 starts a parameter server (comm/ps/server.py) at the address, as a child process
+- rank 0 starts a parameter server (comm/ps/server.py) at the address (under torchrun,
+  whose agent keeps MASTER_PORT for its own store, at MASTER_PORT + 1), as a child process
   that dies with it (a thread would compete with rank 0's training for the GIL), on
   loopback when the address is loopback, else on every interface;
 - every rank (rank 0 too) joins it as a "ps" rank; the server sums in rank order, so the
@@ -28,6 +29,7 @@ Several machines without a shared home need $DISTRAIN_PS_SECRET set on each.
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import stat
 import subprocess
@@ -41,7 +43,8 @@ from .errors import DistrainError
 from .process_lifetime import die_with_parent_hook
 
 SERVER_START_SECONDS = 30.0  # how long rank 0 waits for its server to say where it listens
-USER_SECRET_ENVIRONMENT_VARIABLE = "DISTRAIN_USER_SECRET"  # the user secret file's path, if not the default
+USER_SECRET_ENVIRONMENT_VARIABLE = "DISTRAIN_USER_SECRET"
+TORCHRUN_AGENT_STORE_VARIABLE = "TORCHELASTIC_USE_AGENT_STORE"  # torchrun sets it for the ranks it starts  # the user secret file's path, if not the default
 
 
 class RendezvousError(DistrainError, RuntimeError):
@@ -96,9 +99,11 @@ def plan(init_method=None, rank=-1, world_size=-1, environ=os.environ) -> Plan:
         port = int(port_text)
     except (TypeError, ValueError):
         port = -1
-    if not 0 < port < 65536:
+    if not 0 < port < 65535:
         raise RendezvousError(f"init_process_group: {where} gives port {port_text!r}; it must be a number in "
-                              "1..65535 that rank 0 can listen on")
+                              "1..65534 that rank 0 can listen on")
+    if scheme == "env" and environ.get(TORCHRUN_AGENT_STORE_VARIABLE) == "True":
+        port += 1  # torchrun's agent holds MASTER_PORT for its own store (module docstring)
     world_size = _given_or_environment("world_size", world_size, "WORLD_SIZE", environ)
     rank = _given_or_environment("rank", rank, "RANK", environ)
     if world_size < 1:
@@ -148,7 +153,7 @@ def _user_secret(path):
     if not os.path.exists(path):
         directory = os.path.dirname(path)
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        draft = f"{path}.{os.getpid()}.draft"
+        draft = f"{path}.{secrets.token_hex(8)}.draft"
         descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(protocol.new_secret() + "\n")
