@@ -3,7 +3,10 @@
 Communicators know arrays (numpy or cupy), not Tensors or Modules (shared/DESIGN.md): the
 reducer (parallel.py) is where the two meet. Every collective works in place on one
 array; the non-blocking form returns a `Handle` to wait on, so a reducer can start an
-allreduce as soon as a gradient bucket is ready and keep computing.
+allreduce as soon as a gradient bucket is ready and keep computing. Point-to-point
+messages (send/recv, isend/irecv: p2p.py says what is checked) and subgroups (`split`)
+follow the same rules: every wait has the communicator's timeout and names the rank it
+waits for.
 
 Which backend when (`create_communicator(name)`):
 
@@ -50,7 +53,11 @@ class PeerLostError(CommunicatorError):
 
 
 class Handle:
-    """A non-blocking collective in flight: `wait()` finishes it, `is_completed()` asks without blocking."""
+    """A non-blocking collective in flight: `wait()` finishes it, `is_completed()` asks without blocking.
+
+    `wait()` returns the operation's result: None for a collective or a send, the sender's
+    rank for a receive.
+    """
 
     def wait(self):
         raise NotImplementedError
@@ -66,16 +73,25 @@ class PollingHandle(Handle):
     problem instead of hanging forever when a rank never arrives (shared/DESIGN.md).
     Subclasses say how to test (`_test`), may wait more cleverly than sleeping between
     tests (`_pause`), and may clean up before the timeout error (`_on_timeout`).
-    `finish`, if given, runs once, in the waiting thread, when the collective completes.
+    `finish`, if given, runs once, in the waiting thread, when the collective completes; what
+    it returns is what `wait()` returns, and an error it raises is raised by every `wait()`.
+    `peers`: for a point-to-point message, the ranks (of `communicator`) it waits for; only
+    their loss ends the wait, and a timeout names them. Only the whole job's collectives
+    are counted for the liveness hub (a subgroup's or a message's count would differ
+    between ranks and mislead its report of who is missing).
     """
 
-    def __init__(self, communicator, what, finish=None):
+    def __init__(self, communicator, what, finish=None, peers=None):
         self.communicator = communicator
         self.what = what
         self.finish = finish
+        self.peers = peers
         self.done = False
+        self.result = None
+        self.error = None
         monitor = communicator.monitor
-        self.index = monitor.collective_started() if monitor is not None else None
+        counted = monitor is not None and peers is None and communicator.global_ranks is None
+        self.index = monitor.collective_started() if counted else None
 
     def _test(self) -> bool:
         raise NotImplementedError
@@ -93,11 +109,13 @@ class PollingHandle(Handle):
 
     def wait(self, timeout=None):
         if self.done:
-            return
+            if self.error is not None:
+                raise self.error
+            return self.result
         timeout = self.communicator.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         pause = 1e-6
-        with PeerWatch(self.communicator, self.what, self.index) as watch:
+        with PeerWatch(self.communicator, self.what, self.index, peers=self.peers) as watch:
             while not self._test():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -109,30 +127,42 @@ class PollingHandle(Handle):
                 self._pause(min(pause, remaining))
                 pause = min(pause * 2, 1e-3)
         self._complete()
+        return self.result
 
     def _complete(self):
         self.done = True
         if self.finish is not None:
-            self.finish()
+            try:
+                self.result = self.finish()
+            except Exception as error:
+                self.error = error
+                raise
 
 
 class PeerWatch:
     """What every wait on other ranks watches besides its own collective: the liveness monitor.
 
     Entered around a wait: it tells the monitor which collective this rank waits in (the
-    hub shows it to the other ranks), `peer_lost()` turns True once a peer has been lost for
-    LOST_GRACE_SECONDS (it may have done its part just before leaving), and the errors name
-    the lost rank, or on a timeout the ranks that did not arrive. Without a monitor (one
-    rank, or liveness off) it only words the timeout.
+    hub shows it to the other ranks), `peer_lost()` turns True once a peer it waits for has
+    been lost for LOST_GRACE_SECONDS (it may have done its part just before leaving), and
+    the errors name the lost rank, or on a timeout the ranks that did not arrive. Without a
+    monitor (one rank, or liveness off) it only words the timeout. It waits for every other
+    rank of `communicator`, or only for `peers` (a point-to-point message); ranks are named
+    by their number in the whole job, which is what the monitor and the user's logs know.
     """
 
-    def __init__(self, communicator, what, index=None, monitor=None):
-        self.rank = communicator.rank
+    def __init__(self, communicator, what, index=None, monitor=None, peers=None):
+        self.group = getattr(communicator, "global_ranks", None)  # None: the whole job
+        number = (lambda rank: rank) if self.group is None else self.group.__getitem__
+        self.rank = number(communicator.rank)
         self.size = communicator.size
         self.monitor = communicator.monitor if monitor is None else monitor
         self.index = index
         self.what = what if index is None else f"{what} (collective #{index})"
         self.lost_since = None
+        self.peers = peers
+        members = range(communicator.size) if peers is None else peers
+        self.watched = [number(rank) for rank in members if rank != communicator.rank]
 
     def __enter__(self):
         if self.monitor is not None:
@@ -144,19 +174,27 @@ class PeerWatch:
             self.monitor.wait_ended()
 
     def peer_lost(self):
-        if self.monitor is None or not self.monitor.lost:
+        if self.monitor is None or not self.monitor.lost or not any(r in self.monitor.lost for r in self.watched):
             return False
         self.lost_since = self.lost_since or time.monotonic()
         return time.monotonic() - self.lost_since > LOST_GRACE_SECONDS
 
     def lost_error(self):
-        return PeerLostError(f"rank {self.rank}: {self.what} cannot complete: {self.monitor.lost_peers_text()}. "
-                             "The job cannot go on without it; that rank's output says why it ended",
-                             dict(self.monitor.lost))
+        lost = {rank: entry for rank, entry in self.monitor.lost.items() if rank in self.watched}
+        return PeerLostError(f"rank {self.rank}: {self.what} cannot complete: {self.monitor.lost_peers_text(lost)}. "
+                             "The job cannot go on without it; that rank's output says why it ended", lost)
 
     def timeout_error(self, timeout, cause=None):
         text = (f"rank {self.rank}: {self.what} did not complete within {timeout:g} s (the collective timeout: "
                 f"distrain.distributed.init(timeout=...)){'; ' + cause if cause else ''}")
+        if self.peers is not None:
+            who = "no rank" if len(self.watched) > 1 else f"rank {self.watched[0]}"
+            return CommunicatorError(f"{text}; {who} posted the matching message (a crashed or stuck rank, or a "
+                                     "different tag, source or group on the two sides)")
+        if self.group is not None:
+            return CommunicatorError(f"{text}; some of the group's ranks {list(self.group)} did not join it (a "
+                                     "crashed or stuck rank, or ranks calling the group's collectives in different "
+                                     "orders)")
         if self.monitor is None or self.index is None:
             return CommunicatorError(f"{text}; some of the {self.size} ranks did not join it (a crashed or stuck "
                                      "rank, or ranks calling collectives in different orders, e.g. uneven data)")
@@ -188,6 +226,12 @@ class Communicator:
     local_size = 1
     name = "base"
     liveness = None  # the liveness side channel (liveness.py) when create_communicator started one
+    global_ranks = None  # a subgroup's members by their rank in the whole job (None: this is the whole job)
+    tag_limit = 2 ** 31 - 1  # point-to-point tags are 0..tag_limit-1 (NOTE [ Point-to-point messages ])
+
+    def global_rank(self, rank):
+        """The whole job's number of this communicator's rank `rank`."""
+        return rank if self.global_ranks is None else self.global_ranks[rank]
 
     @property
     def monitor(self):
@@ -240,6 +284,34 @@ class Communicator:
     def barrier(self):
         """Return once every rank has called barrier()."""
         raise NotImplementedError
+
+    # -- point to point and subgroups (p2p.py: NOTE [ Point-to-point messages ], NOTE [ Subgroups ]) ------------
+    def send(self, array, dst, tag=0):
+        """Send `array` to rank `dst`; returns once `array` may be reused."""
+        self.isend(array, dst, tag).wait()
+
+    def recv(self, array, src=None, tag=0):
+        """Fill `array` with the next message from rank `src` (None: any rank) with `tag`; returns the sender."""
+        return self.irecv(array, src, tag).wait()
+
+    def isend(self, array, dst, tag=0) -> Handle:
+        """Start sending `array` to rank `dst`; don't change `array` before the handle's wait()."""
+        from .p2p import unsupported
+
+        raise NotImplementedError(unsupported(self, "point-to-point messages (send/recv)"))
+
+    def irecv(self, array, src=None, tag=0) -> Handle:
+        """Start receiving into `array`; the handle's wait() returns the sender's rank."""
+        from .p2p import unsupported
+
+        raise NotImplementedError(unsupported(self, "point-to-point messages (send/recv)"))
+
+    def split(self, ranks):
+        """A communicator over `ranks` (ranks of this one), numbered 0..n-1 in their order here; None on the
+        ranks not in it. Called by every member (NOTE [ Subgroups ] in p2p.py)."""
+        from .p2p import unsupported
+
+        raise NotImplementedError(unsupported(self, "subgroups (split)"))
 
     def close(self):
         """Release the communicator's resources (idempotent)."""

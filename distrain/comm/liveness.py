@@ -372,11 +372,12 @@ class Monitor(threading.Thread):
                 self.lock.release()
 
     # -- what waits use -------------------------------------------------------------------
-    def lost_peers_text(self):
-        """'rank 1 (pid 123 on n7) exited with code 2 3.1 s ago; ...' for the lost ranks, or ''."""
+    def lost_peers_text(self, lost=None):
+        """'rank 1 (pid 123 on n7) exited with code 2 3.1 s ago; ...' for the lost ranks (or those of `lost`), or ''."""
+        lost = self.lost if lost is None else lost
         parts = []
-        for rank in sorted(self.lost):
-            entry = self.lost[rank]
+        for rank in sorted(lost):
+            entry = lost[rank]
             ago = f" {time.time() - entry['lost_at']:.1f} s ago" if entry.get("lost_at") else ""
             parts.append(f"{describe_peer(entry)} {entry.get('lost')}{ago}")
         return "; ".join(parts)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import Communicator, DoneHandle, check_op
+from .p2p import check_peer, split_ranks
 
 
 class LocalCommunicator(Communicator):
@@ -24,3 +25,15 @@ class LocalCommunicator(Communicator):
 
     def barrier(self):
         return None
+
+    def isend(self, array, dst, tag=0):
+        check_peer(self, dst, "send", "dst")  # a world of one has no other rank: this raises, naming dst
+
+    def irecv(self, array, src=None, tag=0):
+        if src is None:
+            raise ValueError("recv: a world of one has no other rank to receive from")
+        check_peer(self, src, "recv", "src")
+
+    def split(self, ranks):
+        split_ranks(self, ranks)
+        return LocalCommunicator(self.timeout)  # the one rank, again

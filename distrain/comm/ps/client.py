@@ -38,6 +38,7 @@ from ..base import (
     launched_rank_or_fail,
 )
 from .. import zap
+from ..p2p import agree_on_members, check_peer, check_tag, describe, group_key, peers_of, split_ranks
 from . import protocol
 from .protocol import ProtocolError
 
@@ -90,16 +91,16 @@ class PSHandle(Handle):
         return self.answer
 
     def _answered(self, header, payload):
-        """Called by the connection when the server's answer arrives; an error is raised by wait()."""
+        """Called by the connection when the server's answer arrives; an error is raised by wait().
+
+        wait() returns what `finish` returns, or without one the answer itself (header, payload)."""
         self.done = True
         if "error" in header:
             self.error = str(header["error"])
             timed_out = header.get("timed_out")
             self.timed_out = float(timed_out) if isinstance(timed_out, (int, float)) else None
             return
-        self.answer = (header, payload)
-        if self.finish is not None:
-            self.finish(header, payload)
+        self.answer = (header, payload) if self.finish is None else self.finish(header, payload)
 
 
 class ServerConnection:
@@ -213,9 +214,15 @@ class ServerConnection:
 
 
 class PSCommunicator(Communicator):
-    """Collectives through a parameter server at `address` (default $DISTRAIN_PS_ADDRESS)."""
+    """Collectives through a parameter server at `address` (default $DISTRAIN_PS_ADDRESS).
+
+    A subgroup (`split`) shares its parent's connection and liveness; its requests name its
+    group id, under which the server matches and sums them among its members only.
+    """
 
     name = "ps"
+    group_key = 0  # the whole job's; a subgroup's is the id its members agreed on (p2p.group_key)
+    tag_limit = protocol.MAX_TAG
 
     def __init__(self, address=None, rank=None, world_size=None, secret=None, timeout=DEFAULT_TIMEOUT):
         address = address or os.environ.get(protocol.ADDRESS_ENVIRONMENT_VARIABLE)
@@ -231,15 +238,23 @@ class PSCommunicator(Communicator):
         self.rank, self.size = rank, world_size
         self.timeout = float(timeout)
         self.collectives = 0
+        self._splits = {}  # ranks -> how many groups of them this rank made from this communicator
 
     def _collective(self, op, fields, payload, what, finish=None):
-        header = {"op": op, "index": self.collectives, **fields}
+        header = {"op": op, "group": self.group_key, "index": self.collectives, **fields}
         handle = self.connection.request(header, payload, what=f"{what} (collective #{header['index']})",
                                          finish=finish)
         self.collectives += 1  # only once sent: a request refused before sending leaves the ranks in step
+        self._watch(handle, what)
+        return handle
+
+    def _watch(self, handle, what, peers=None):
+        """With a liveness monitor, the handle's wait also watches for lost peers (base.PeerWatch); only the
+        whole job's collectives are counted (PollingHandle says why)."""
         monitor = self.monitor
-        if monitor is not None:  # waits then also watch for lost peers (base.PeerWatch)
-            handle.watch = PeerWatch(self, what, monitor.collective_started())
+        if monitor is not None:
+            counted = peers is None and self.global_ranks is None
+            handle.watch = PeerWatch(self, what, monitor.collective_started() if counted else None, peers=peers)
         return handle
 
     @staticmethod
@@ -291,8 +306,64 @@ class PSCommunicator(Communicator):
     def barrier(self):
         self._collective("barrier", {}, b"", "barrier").wait()
 
+    # -- point to point (NOTE [ Point-to-point messages ] in p2p.py; the server's side: mailbox.py) --------------
+    def isend(self, array, dst, tag=0):
+        dst = check_peer(self, dst, "send", "dst")
+        tag = check_tag(self, tag, "send")
+        host, _ = host_staging(contiguous_copy_if_needed(array), "send")
+        what = f"send of {describe(host.dtype, host.size)} to rank {self.global_rank(dst)} (tag {tag})"
+        fields = {"group": self.group_key, "dst": self.global_rank(dst), "tag": tag, **self._fields(host)}
+        return self._watch(self.connection.request({"op": "send", **fields}, host, what=what, finish=_nothing),
+                           what, (dst,))
+
+    def irecv(self, array, src=None, tag=0):
+        if src is not None:
+            src = check_peer(self, src, "recv", "src")
+        tag = check_tag(self, tag, "recv")
+        host, copy_back = host_staging(array, "recv")
+        sender = "any rank" if src is None else f"rank {self.global_rank(src)}"
+        what = f"recv of {describe(host.dtype, host.size)} from {sender} (tag {tag})"
+
+        def finish(header, payload):
+            protocol.copy_payload({**self._fields(host), "op": "recv"}, payload, host)
+            if copy_back is not None:
+                copy_back()
+            source = header.get("src")
+            return source if self.global_ranks is None else self.global_ranks.index(source)
+
+        fields = {"group": self.group_key, "src": -1 if src is None else self.global_rank(src), "tag": tag,
+                  "timeout": self.timeout, **self._fields(host)}
+        return self._watch(self.connection.request({"op": "recv", **fields}, what=what, finish=finish), what,
+                           peers_of(self, src))
+
+    # -- subgroups (NOTE [ Subgroups ] in p2p.py) -----------------------------------------------------------------
+    def split(self, ranks):
+        ranks = split_ranks(self, ranks)
+        if self.rank not in ranks:
+            return None
+        count = self._splits[ranks] = self._splits.get(ranks, 0) + 1
+        key = group_key(self.group_key, ranks, count)
+        agree_on_members(self, ranks, key)
+        members = numpy.array([self.global_rank(rank) for rank in ranks], dtype=numpy.int64)
+        self.connection.request({"op": "new_group", "group": key}, members,
+                                what=f"creating the group of ranks {members.tolist()}").wait()
+        group = PSCommunicator.__new__(PSCommunicator)
+        group.connection, group.liveness, group.timeout = self.connection, self.liveness, self.timeout
+        group.rank, group.size, group.local_rank, group.local_size = ranks.index(self.rank), len(ranks), self.local_rank, \
+            self.local_size
+        group.global_ranks, group.group_key, group.collectives, group._splits = tuple(members.tolist()), key, 0, {}
+        return group
+
     def close(self):
+        if self.global_ranks is not None:  # a subgroup: the server forgets it once every member has closed it
+            if not self.connection.socket.closed:
+                self.connection.request({"op": "free_group", "group": self.group_key}).wait()
+            return
         self.connection.close()
+
+
+def _nothing(header, payload):
+    """A request answered with nothing to return (a send's handle returns None)."""
 
 
 __all__ = ["DEFAULT_TIMEOUT", "PSCommunicator", "PSHandle", "ServerConnection"]

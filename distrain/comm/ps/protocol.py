@@ -63,7 +63,7 @@ import numpy
 
 from ...errors import DistrainError
 
-PROTOCOL_VERSION = 3  # 3: a ZAP handshake first; MACs only beyond loopback (hello answers say "signed")
+PROTOCOL_VERSION = 4  # 3: a ZAP handshake first; MACs only beyond loopback. 4: subgroups, send/recv
 SECRET_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET"
 SECRET_FILE_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET_FILE"
 ADDRESS_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_ADDRESS"
@@ -72,13 +72,20 @@ DEFAULT_MAX_MESSAGE_BYTES = 256 * 2 ** 20  # a 64M-parameter float32 model broad
 FRAME_BYTES = 2 ** 20  # the largest frame: a payload travels in parts of this size (a multiple of every itemsize)
 
 # what a client may ask, and the header fields each request must carry (beyond op, rank, seq, session)
+# "group" is 0 (or left out) for the whole job, else the id its members agreed on (p2p.group_key) and registered with new_group
+# (its members, as int64 ranks, are the payload); a collective's "index" and "root" count within its group; a
+# message's "src"/"dst" are ranks of the whole job ("src" -1: any rank) and match only within its group.
 REQUESTS = {
     "hello": {},
     "join": {"world_size": int, "timeout": float, "version": int},
-    "allreduce": {"index": int, "dtype": str, "shape": list, "reduce": str},
-    "broadcast": {"index": int, "dtype": str, "shape": list, "root": int},
-    "allgather": {"index": int, "dtype": str, "shape": list},
-    "barrier": {"index": int},
+    "allreduce": {"group": int, "index": int, "dtype": str, "shape": list, "reduce": str},
+    "broadcast": {"group": int, "index": int, "dtype": str, "shape": list, "root": int},
+    "allgather": {"group": int, "index": int, "dtype": str, "shape": list},
+    "barrier": {"group": int, "index": int},
+    "send": {"group": int, "dst": int, "tag": int, "dtype": str, "shape": list},
+    "recv": {"group": int, "src": int, "tag": int, "dtype": str, "shape": list, "timeout": float},
+    "new_group": {"group": int},
+    "free_group": {"group": int},
     "store_set": {"key": str},
     "store_get": {"key": str},
     "bye": {},
@@ -86,6 +93,7 @@ REQUESTS = {
 COLLECTIVES = frozenset(["allreduce", "broadcast", "allgather", "barrier"])
 ALLOWED_DTYPES = frozenset(["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool"])
 MAX_KEY_LENGTH = 256
+MAX_TAG = 2 ** 31 - 1  # a message's tag: 0..MAX_TAG-1 the user's, MAX_TAG distrain's own (p2p.INTERNAL)
 MAX_DIMENSIONS = 32
 
 
@@ -310,11 +318,18 @@ def check_request(header, world_size):
     """Validate a request header against its op's schema (before the server acts on any field)."""
     op = check_envelope(header, world_size)
     fields = REQUESTS[op]
+    if "group" in fields:
+        header.setdefault("group", 0)  # left out: the whole job
     _check_fields(op, header, fields)
-    if op == "join" and header["timeout"] <= 0:
-        raise ProtocolError(f"join: timeout must be positive, got {header['timeout']}")
-    if "root" in fields and not 0 <= header["root"] < world_size:
-        raise ProtocolError(f"{op}: root rank {header['root']} is outside 0..{world_size - 1}")
+    if "timeout" in fields and header["timeout"] <= 0:
+        raise ProtocolError(f"{op}: timeout must be positive, got {header['timeout']}")
+    for name, lowest in (("root", 0), ("dst", 0), ("src", -1)):
+        if name in fields and not lowest <= header[name] < world_size:
+            raise ProtocolError(f"{op}: {name} rank {header[name]} is outside {lowest}..{world_size - 1}")
+    if "tag" in fields and not 0 <= header["tag"] <= MAX_TAG:
+        raise ProtocolError(f"{op}: tag {header['tag']} is outside 0..{MAX_TAG}")
+    if "group" in fields and not 0 <= header["group"] < 2 ** 63:
+        raise ProtocolError(f"{op}: group id {header['group']} is outside 0..2**63-1")
     if "dtype" in fields:
         if header["dtype"] not in ALLOWED_DTYPES:
             raise ProtocolError(f"{op}: dtype {header['dtype']!r} not one of {sorted(ALLOWED_DTYPES)}")

@@ -5,8 +5,10 @@ gradients to this server, which adds the buckets up once all `world_size` have a
 and sends the sum back to each (the "summation service" of BytePS). Every rank then
 applies the same averaged gradient with its own optimizer, so the parameters stay equal
 on all ranks, exactly as under MPI. The same server answers broadcast, allgather and
-barrier, and keeps a small key-value store that the launcher's ranks use as their
-rendezvous (e.g. to share the NCCL unique id).
+barrier, for the whole job or a subgroup of it (new_group: each group's collectives are
+matched and summed among its members only, in group-rank order), relays point-to-point
+messages (mailbox.py), and keeps a small key-value store that the launcher's ranks use as
+their rendezvous (e.g. to share the NCCL unique id).
 
     python -m distrain.comm.ps.server --world-size 4 --bind tcp://0.0.0.0:5555 --secret-file ~/.distrain/secret
 
@@ -24,8 +26,10 @@ Robustness (shared/DESIGN.md):
   no message read, and ZeroMQ drops a peer announcing a frame over protocol.FRAME_BYTES
   (1 MiB) before buffering it, so a stranger holds at most one such frame per connection.
   After it, a payload may have at most `max_message_bytes`, at most
-  RECEIVE_QUEUE_MESSAGES messages wait per peer, and a rank may have at most
-  MAX_PENDING_PER_RANK collectives and store reads waiting for the other ranks.
+  RECEIVE_QUEUE_MESSAGES messages wait per peer, a rank may have at most
+  MAX_PENDING_PER_RANK collectives, store reads, receives and unreceived sends waiting
+  for the other ranks, its unreceived sends hold at most `max_mailbox_bytes`
+  (mailbox.py), and at most MAX_GROUPS subgroups exist at once.
 - Ranks whose calls disagree (different ops, dtypes, shapes or roots for the same
   collective) all get an error naming both calls, instead of a wrong result.
 - A collective that some ranks never join fails after the ranks' timeout, and the ranks
@@ -50,7 +54,9 @@ import numpy
 import zmq
 
 from .. import zap
+from ..p2p import describe, mismatch_text
 from . import protocol
+from .mailbox import Mailboxes, Message, Receiver
 from .protocol import ProtocolError
 from .refusals import RefusalLog
 
@@ -61,20 +67,34 @@ RECEIVE_QUEUE_MESSAGES = 16  # per peer; beyond it ZeroMQ stops reading that pee
 SEND_QUEUE_MESSAGES = 4096  # answers waiting for a rank that does not read them; beyond it they are dropped, logged
 MAX_PENDING_PER_RANK = 1024  # collectives and store reads of one rank waiting for the others
 MAX_STORE_KEYS = 1024
+MAX_GROUPS = 1024  # subgroups registered at once (the whole job's group is not counted)
 _REDUCE = {"sum": numpy.add, "max": numpy.maximum, "min": numpy.minimum}
 
 
-class _Collective:
-    """One collective (by index) while its ranks arrive."""
+class _Group:
+    """The ranks (of the whole job) whose collectives match each other: the whole job, or a subgroup."""
 
-    def __init__(self, header, now):
+    def __init__(self, members):
+        self.members = tuple(members)
+        self.index = {rank: position for position, rank in enumerate(self.members)}  # rank -> its group rank
+        self.holders = set(self.members)  # members that have not freed it (subgroups end with the last)
+
+    def describe(self):
+        return f"the group of ranks {list(self.members)}"
+
+
+class _Collective:
+    """One collective (by group and index) while its ranks arrive."""
+
+    def __init__(self, header, now, group=None):
         self.op = header["op"]
         self.signature = {k: header[k] for k in ("dtype", "shape", "reduce", "root") if k in header}
         self.started = now
-        self.callers = {}  # rank -> (identity, seq, timeout)
-        self.payloads = {}  # rank -> its payload's parts (flat arrays, views of its frames), until folded into `total`
+        self.group = group
+        self.callers = {}  # rank -> (identity, seq)
+        self.payloads = {}  # group rank -> its payload's parts (flat arrays, views of its frames), until folded
         self.total = None  # flat
-        self.folded = 0  # ranks 0..folded-1 are in `total`
+        self.folded = 0  # group ranks 0..folded-1 are in `total`
 
     def describe(self):
         details = ", ".join(f"{k}={v}" for k, v in self.signature.items())
@@ -110,7 +130,7 @@ class ParameterServer:
     """
 
     def __init__(self, world_size, bind="tcp://127.0.0.1:0", secret=None, timeout=None,
-                 max_message_bytes=None, log_interval=10.0):
+                 max_message_bytes=None, log_interval=10.0, max_mailbox_bytes=None):
         if int(world_size) < 1:
             raise ValueError(f"world_size must be at least 1, got {world_size}")
         self.world_size = int(world_size)
@@ -123,6 +143,8 @@ class ParameterServer:
                                  "--secret-file) on the server and every rank, or bind to tcp://127.0.0.1")
             self.secret = protocol.new_secret().encode()  # loopback: a fresh one, for the ranks this process tells
         self.max_message_bytes = protocol.max_message_bytes(max_message_bytes)
+        # a sender's messages waiting for their receivers: two of the largest by default (mailbox.py)
+        self.mailboxes = Mailboxes(2 * self.max_message_bytes if max_mailbox_bytes is None else max_mailbox_bytes)
         self.timeout = timeout  # None: each collective uses its ranks' own timeout (from their hello)
         self.signed = not protocol.is_loopback(bind)  # beyond loopback, a MAC on every message (protocol.py)
         self.refusals = RefusalLog(log, log_interval)
@@ -142,8 +164,9 @@ class ParameterServer:
         self.address = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.session = secrets.token_bytes(16)
         self.ranks = {}  # rank -> {"identity", "next_seq", "timeout", "left"}
-        self.collectives = {}  # index -> _Collective
-        self.failed = {}  # index -> why, so that ranks arriving after a failure hear it at once
+        self.groups = {0: _Group(range(self.world_size))}  # group id -> _Group (0: the whole job)
+        self.collectives = {}  # (group id, index) -> _Collective
+        self.failed = {}  # (group id, index) -> why, so that ranks arriving after a failure hear it at once
         self.store = {}
         self.store_waiters = {}  # key -> [(rank, identity, seq, deadline)]
         self.pending = collections.Counter()  # rank -> its collectives and store reads waiting for other ranks
@@ -306,42 +329,133 @@ class ParameterServer:
         self.store_waiters.setdefault(key, []).append((rank, identity, header["seq"], deadline))
         self.pending[rank] += 1
 
+    # -- point to point (mailbox.py) and subgroups --------------------------------------------------------------
+    def _on_send(self, header, payload, identity):
+        src, dst = header["rank"], header["dst"]
+        self._group_of(header, src, dst)
+        protocol.payload_arrays(header, payload)  # its size must be its dtype and shape's
+        self._check_pending(src)
+        message = Message(header["group"], src, dst, header["tag"], header["dtype"], header["shape"], payload,
+                          protocol.payload_size(payload))
+        receiver = self.mailboxes.send(message)  # MailboxFullError (a ProtocolError) refuses it, keeping nothing
+        if receiver is None:
+            self.pending[src] += 1
+        else:
+            self.pending[dst] -= 1
+            self._deliver(message, receiver)
+        self._reply(identity, {"op": "send", "seq": header["seq"]})
+
+    def _on_recv(self, header, payload, identity):
+        dst, src = header["rank"], None if header["src"] == -1 else header["src"]
+        self._group_of(header, dst, *(() if src is None else (src,)))
+        self._check_pending(dst)
+        now = time.monotonic()
+        receiver = Receiver(header["group"], src, dst, header["tag"], header["dtype"], header["shape"], identity,
+                            header["seq"], now, header["timeout"])
+        message = self.mailboxes.receive(receiver)
+        if message is None:
+            self.pending[dst] += 1
+        else:
+            self.pending[message.src] -= 1
+            self._deliver(message, receiver)
+
+    def _deliver(self, message, receiver):
+        """Answer `receiver` with `message`, or with why it does not fit its buffer (naming both ranks)."""
+        mismatch = receiver.mismatch(message)
+        if mismatch is None:
+            self._reply(receiver.identity, {"op": "recv", "seq": receiver.seq, "src": message.src}, message.parts)
+            return
+        theirs, mine = mismatch
+        self.refused += 1
+        self._reply(receiver.identity, {"op": "recv", "seq": receiver.seq, "error": mismatch_text(
+            receiver.dst, message.src, message.tag, describe(*mine), describe(*theirs))})
+
+    def _on_new_group(self, header, payload, identity):
+        rank, key = header["rank"], header["group"]
+        size = protocol.payload_size(payload)
+        if size % 8 or size > 8 * self.world_size:
+            raise ProtocolError(f"rank {rank}: new_group {key}: {size} bytes are not a list of at most "
+                                f"{self.world_size} int64 ranks")
+        members = [int(r) for part in protocol.payload_arrays({"op": "new_group", "dtype": "int64",
+                                                               "shape": [size // 8]}, payload) for r in part]
+        if members != sorted(set(members)) or not members or not 0 <= members[0] <= members[-1] < self.world_size:
+            raise ProtocolError(f"rank {rank}: new_group {key}: its members {members[:16]} are not distinct sorted "
+                                f"ranks of 0..{self.world_size - 1}")
+        if rank not in members:
+            raise ProtocolError(f"rank {rank}: new_group {key} of ranks {members} does not hold the rank creating it")
+        group = self.groups.get(key)
+        if group is None:
+            if key == 0 or len(self.groups) > MAX_GROUPS:
+                raise ProtocolError(f"rank {rank}: this server already has {MAX_GROUPS} groups (destroy some) or "
+                                    "the group id is the whole job's")
+            group = self.groups[key] = _Group(members)
+        elif list(group.members) != members:
+            raise ProtocolError(f"rank {rank}: new_group {key} of ranks {members}, but another member created it "
+                                f"with ranks {list(group.members)}")
+        group.holders.add(rank)
+        self._reply(identity, {"op": "new_group", "seq": header["seq"]})
+
+    def _on_free_group(self, header, payload, identity):
+        group = self._group_of(header)
+        if header["group"] != 0:
+            group.holders.discard(header["rank"])
+            if not group.holders:
+                del self.groups[header["group"]]
+        self._reply(identity, {"op": "free_group", "seq": header["seq"]})
+
     def _check_pending(self, rank):
         if self.pending[rank] >= MAX_PENDING_PER_RANK:
             raise ProtocolError(f"rank {rank} already has {self.pending[rank]} collectives or store reads waiting "
-                                f"for the other ranks (at most {MAX_PENDING_PER_RANK}): the other ranks are far "
-                                "behind, or make fewer calls than this one")
+                                f"for the other ranks (unreceived sends and unanswered receives included; at most "
+                                f"{MAX_PENDING_PER_RANK}): the other ranks are far behind, or make fewer calls than "
+                                "this one")
 
     def _timeout_of(self, rank):
         return self.timeout if self.timeout is not None else self.ranks[rank]["timeout"]
 
+    def _group_of(self, header, *ranks):
+        """The header's _Group, checked to hold `ranks` (default: the sender)."""
+        group = self.groups.get(header["group"])
+        if group is None:
+            raise ProtocolError(f"rank {header['rank']}: {header['op']} in group {header['group']}, which no "
+                                "member has created (or all have freed)")
+        outside = [rank for rank in ranks or (header["rank"],) if rank not in group.index]
+        if outside:
+            raise ProtocolError(f"rank {header['rank']}: {header['op']} in {group.describe()}, which does not hold "
+                                f"rank(s) {outside}")
+        return group
+
     def _on_collective(self, header, payload, identity):
-        index, rank = header["index"], header["rank"]
+        index, rank = (header["group"], header["index"]), header["rank"]
+        group = self._group_of(header)
+        name = f"collective #{index[1]}" + (f" of {group.describe()}" if index[0] else "")
         if index in self.failed:
             raise ProtocolError(self.failed[index])
+        if header["op"] == "broadcast" and not header["root"] < len(group.members):
+            raise ProtocolError(f"rank {rank}: broadcast root {header['root']} is outside {group.describe()}")
         contributes = header["op"] in ("allreduce", "allgather") or (header["op"] == "broadcast"
-                                                                     and rank == header["root"])
+                                                                     and group.index[rank] == header["root"])
         parts = protocol.payload_arrays(header, payload) if contributes else None  # refused before it counts
         self._check_pending(rank)
         collective = self.collectives.get(index)
         if collective is None:
-            collective = self.collectives[index] = _Collective(header, time.monotonic())
+            collective = self.collectives[index] = _Collective(header, time.monotonic(), group)
         elif collective.op != header["op"] or collective.signature != _Collective(header, 0).signature:
             theirs = _Collective(header, 0).describe()
             first = min(collective.callers)
-            self._fail(index, f"collective #{index}: rank {rank} called {theirs} but rank {first} called "
+            self._fail(index, f"{name}: rank {rank} called {theirs} but rank {first} called "
                        f"{collective.describe()}; every rank must make the same collective calls in the same order",
                        extra=[(rank, identity, header["seq"])])
             return
         if rank in collective.callers:
-            raise ProtocolError(f"rank {rank} joined collective #{index} twice")
+            raise ProtocolError(f"rank {rank} joined {name} twice")
         collective.callers[rank] = (identity, header["seq"])
         self.pending[rank] += 1
         if contributes:
-            collective.payloads[rank] = parts
+            collective.payloads[group.index[rank]] = parts
             if header["op"] == "allreduce":
                 collective.fold_in_rank_order()
-        if len(collective.callers) == self.world_size:
+        if len(collective.callers) == len(group.members):
             del self.collectives[index]
             self._complete(collective)
 
@@ -352,7 +466,8 @@ class ParameterServer:
             dtype = numpy.dtype(collective.signature["dtype"])
             result = collective.total if collective.total.dtype == dtype else collective.total.astype(dtype)
         elif collective.op == "allgather":
-            result = numpy.concatenate([part for r in range(self.world_size) for part in collective.payloads[r]]
+            result = numpy.concatenate([part for r in range(len(collective.group.members))
+                                        for part in collective.payloads[r]]
                                        or [numpy.empty(0, collective.signature["dtype"])])
         elif collective.op == "broadcast":
             result = collective.payloads[collective.signature["root"]]  # its parts, handed on as they came
@@ -361,7 +476,7 @@ class ParameterServer:
         digest = protocol.payload_digest(result) if self.signed else None  # hashed once for every rank
         for rank, (identity, seq) in collective.callers.items():
             self.pending[rank] -= 1
-            if collective.op == "broadcast" and rank == collective.signature["root"]:
+            if collective.op == "broadcast" and collective.group.index[rank] == collective.signature["root"]:
                 self._reply(identity, {"op": collective.op, "seq": seq})
             else:
                 self._reply(identity, {"op": collective.op, "seq": seq}, result, digest)
@@ -383,9 +498,10 @@ class ParameterServer:
         for index, collective in list(self.collectives.items()):
             limit = min(self._timeout_of(rank) for rank in collective.callers)
             if now - collective.started > limit:
-                missing = sorted(set(range(self.world_size)) - set(collective.callers))
-                self._fail(index, f"collective #{index} {collective.describe()} timed out after {limit:g} s: "
-                           f"rank(s) {missing} never joined it (joined: {sorted(collective.callers)}); a rank "
+                missing = sorted(set(collective.group.members) - set(collective.callers))
+                within = f" of {collective.group.describe()}" if index[0] else ""
+                self._fail(index, f"collective #{index[1]}{within} {collective.describe()} timed out after {limit:g} "
+                           f"s: rank(s) {missing} never joined it (joined: {sorted(collective.callers)}); a rank "
                            "crashed, hangs, or ran out of data early (use DistributedSampler so that every rank "
                            "gets the same number of batches)", timed_out=float(limit))
         for key, waiters in list(self.store_waiters.items()):
@@ -396,6 +512,13 @@ class ParameterServer:
                                         "error": f"no rank set rendezvous key {key!r} in time"})
             if not waiters:
                 del self.store_waiters[key]
+        for receiver in self.mailboxes.expired(now):
+            self.pending[receiver.dst] -= 1
+            sender = "any rank" if receiver.src is None else f"rank {receiver.src}"
+            limit = receiver.timeout
+            self._reply(receiver.identity, {"op": "recv", "seq": receiver.seq, "timed_out": limit,
+                                            "error": f"rank {receiver.dst}: no message from {sender} with tag "
+                                                     f"{receiver.tag} arrived within {limit:g} s"})
 
 
 def _peer_address(frames):
