@@ -93,8 +93,12 @@ def init_process_group(backend=None, init_method=None, world_size=-1, rank=-1, t
     backend: "gloo" (and None) is whatever this job was started with: the launcher's
     --backend, else MPI under an MPI launcher, else the parameter server (a launcher's, or
     the rendezvous's), else a world of one; "mpi", "nccl", "ps" and "local" ask for that
-    communicator. timeout: seconds or a datetime.timedelta.
+    communicator. timeout: seconds or a datetime.timedelta. group_name and device_id are
+    accepted and have nothing to do (one process group; a CPU process or the launcher's GPU).
     """
+    if pg_options is not None:
+        raise ValueError("init_process_group: pg_options= (gloo/nccl tuning) is not supported: distrain's "
+                         "communicators take their settings from distrain.distributed.init and the launcher")
     if store is not None:
         raise ValueError("init_process_group: store= is not supported; give init_method='tcp://HOST:PORT' (or "
                          "MASTER_ADDR/MASTER_PORT) and distrain's rendezvous serves the store")

@@ -48,6 +48,8 @@ def test_init_process_group_refuses_what_it_cannot_do(monkeypatch):
         dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29500", world_size=2)
     with pytest.raises(ValueError, match="MPI ranks are started by an MPI launcher: run mpirun -n 2"):
         dist.init_process_group("mpi", init_method="tcp://127.0.0.1:29500", world_size=2, rank=1)
+    with pytest.raises(ValueError, match="pg_options= .gloo/nccl tuning. is not supported"):
+        dist.init_process_group("gloo", pg_options=object())
     with pytest.raises(ValueError, match="unknown backend 'ucc'"):
         dist.init_process_group("ucc")
     with pytest.raises(ValueError, match="rank=3, but the launcher started this process as rank 0"):
