@@ -188,9 +188,9 @@ class PeerWatch:
         text = (f"rank {self.rank}: {self.what} did not complete within {timeout:g} s (the collective timeout: "
                 f"distrain.distributed.init(timeout=...)){'; ' + cause if cause else ''}")
         if self.peers is not None:
-            who = "no rank" if len(self.watched) > 1 else f"rank {self.watched[0]}"
-            return CommunicatorError(f"{text}; {who} posted the matching message (a crashed or stuck rank, or a "
-                                     "different tag, source or group on the two sides)")
+            who = "no rank posted" if len(self.watched) > 1 else f"rank {self.watched[0]} did not post"
+            return CommunicatorError(f"{text}; {who} the matching message (a crashed or stuck rank, or a different "
+                                     "tag, source or group on the two sides)")
         if self.group is not None:
             return CommunicatorError(f"{text}; some of the group's ranks {list(self.group)} did not join it (a "
                                      "crashed or stuck rank, or ranks calling the group's collectives in different "

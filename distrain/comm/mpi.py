@@ -11,7 +11,6 @@ correct with any MPI; a CUDA-aware MPI or NCCL is the fast path for GPUs.
 """
 from __future__ import annotations
 
-import collections
 import os
 import threading
 import time
@@ -101,7 +100,7 @@ class ProgressThread(threading.Thread):
     def _test(request, status, completion):
         try:
             done = request.Test(status)
-        except Exception as error:  # an MPI error (a truncated receive): the waiting handle reports it
+        except Exception as error:  # noqa: BLE001 - an MPI error (a truncated receive): the handle reports it
             completion.error, done = error, True
         if done:
             completion.set()

@@ -33,6 +33,16 @@ from ..collectives import (  # torch.distributed's collectives  # noqa: F401
     reduce_scatter,
     scatter,
 )
+from .groups import (  # torch.distributed's process groups  # noqa: F401
+    GroupMember,
+    ProcessGroup,
+    get_global_rank,
+    get_group_rank,
+    get_process_group_ranks,
+    group,
+    new_group,
+)
+from .p2p import P2POp, batch_isend_irecv, irecv, isend, recv, send  # noqa: F401
 from ..parallel import (  # Horovod's names, here too  # noqa: F401
     DistributedOptimizer,
     broadcast_parameters,
@@ -168,9 +178,12 @@ def _backend_for(backend):
 
 
 def destroy_process_group(group=None):
-    """Leave the process group (torch.distributed's name for shutdown)."""
+    """Leave the process group (torch.distributed's name for shutdown), or release only `group` (new_group)."""
+    from . import groups
+
     if group is not None:
-        raise NotImplementedError("destroy_process_group(group=...): subgroups are not supported yet")
+        return groups.destroy(group)
+    groups.destroy_all()
     shutdown()
 
 
@@ -194,11 +207,21 @@ def get_communicator():
     return _communicator
 
 
-def get_rank() -> int:
+def get_rank(group=None) -> int:
+    """This rank's number in the job, or in `group` (-1 on a rank not in it, as torch)."""
+    if group is not None:
+        from .groups import rank_in
+
+        return rank_in(group)
     return get_communicator().rank
 
 
-def get_world_size() -> int:
+def get_world_size(group=None) -> int:
+    """The job's number of ranks, or `group`'s (-1 on a rank not in it, as torch)."""
+    if group is not None:
+        from .groups import size_of
+
+        return size_of(group)
     return get_communicator().size
 
 

@@ -25,20 +25,28 @@ import time
 import numpy
 import zmq
 
+from .. import zap
 from ..base import (
     DEFAULT_TIMEOUT,
-    PeerWatch,
     Communicator,
     CommunicatorError,
     Handle,
+    PeerWatch,
     check_op,
     check_root,
     contiguous_copy_if_needed,
     host_staging,
     launched_rank_or_fail,
 )
-from .. import zap
-from ..p2p import agree_on_members, check_peer, check_tag, describe, group_key, peers_of, split_ranks
+from ..p2p import (
+    agree_on_members,
+    check_peer,
+    check_tag,
+    describe,
+    group_key,
+    peers_of,
+    split_ranks,
+)
 from . import protocol
 from .protocol import ProtocolError
 
@@ -59,6 +67,7 @@ class PSHandle(Handle):
         self.error = None
         self.watch = None  # base.PeerWatch when the communicator has a liveness monitor
         self.timed_out = None  # the server's collective timeout, when that is how it failed
+        self.timeout = None  # seconds wait() waits: the communicator's (a subgroup's may differ), else the connection's
 
     def is_completed(self):
         if not self.done:
@@ -68,7 +77,7 @@ class PSHandle(Handle):
     def wait(self, timeout=None):
         if self.done:
             return self._result()
-        timeout = self.connection.timeout if timeout is None else timeout
+        timeout = (self.timeout or self.connection.timeout) if timeout is None else timeout
         deadline = time.monotonic() + timeout + SERVER_GRACE_SECONDS
         with self.watch or contextlib.nullcontext():
             while not self.done:
@@ -251,6 +260,7 @@ class PSCommunicator(Communicator):
     def _watch(self, handle, what, peers=None):
         """With a liveness monitor, the handle's wait also watches for lost peers (base.PeerWatch); only the
         whole job's collectives are counted (PollingHandle says why)."""
+        handle.timeout = self.timeout
         monitor = self.monitor
         if monitor is not None:
             counted = peers is None and self.global_ranks is None
