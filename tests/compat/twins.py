@@ -26,9 +26,9 @@ def program(name):
     return os.path.join(PROGRAMS, name)
 
 
-def distrain_twin(name, directory):
-    """Write program `name` with distrain's imports into `directory`; returns its path."""
-    with open(program(name), encoding="utf-8") as handle:
+def distrain_twin(name, directory, programs=PROGRAMS):
+    """Write program `name` (in the folder `programs`) with distrain's imports into `directory`; returns its path."""
+    with open(os.path.join(programs, name), encoding="utf-8") as handle:
         source = handle.read()
     head, marker, body = source.partition(END_OF_IMPORTS)
     assert marker, f"{name} has no '{END_OF_IMPORTS}' line"
