@@ -94,4 +94,5 @@ for epoch in range(mnist_data.EPOCHS):
         averaged.append((tensor / size).item())
     metrics.append(averaged)
 print("RESULT " + json.dumps({"rank": rank, "losses": losses, "metrics": metrics}), flush=True)
+dist.barrier()
 dist.destroy_process_group()

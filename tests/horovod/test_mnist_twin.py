@@ -26,10 +26,9 @@ def results(command, ranks):
     result = run_group(command, 240, merge_output=True, env=ENV, cwd=HERE)
     assert result.returncode == 0, result.stdout
     found = {}
-    for line in result.stdout.splitlines():
-        if "RESULT " in line:
-            value = json.loads(line.split("RESULT ", 1)[1])
-            found[value["rank"]] = value
+    for piece in result.stdout.split("RESULT ")[1:]:  # torchrun's ranks may print onto one line
+        value, _ = json.JSONDecoder().raw_decode(piece)
+        found[value["rank"]] = value
     assert sorted(found) == list(range(ranks)), result.stdout
     return found
 

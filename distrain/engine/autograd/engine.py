@@ -164,6 +164,10 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
             callbacks, _end_callbacks.pending = _end_callbacks.pending, []
             for callback in callbacks:
                 callback()
+    except BaseException:
+        if capture is None:  # a failed backward's end callbacks must not run at the end of the next one
+            _end_callbacks.pending = []
+        raise
     finally:
         grad_mode.state.enabled = previous_mode
         if accumulation.run is not None:
