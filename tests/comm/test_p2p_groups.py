@@ -101,3 +101,28 @@ def test_a_message_to_a_group_it_is_not_in_is_refused(server):
             sender.connection.request({"op": "new_group", "group": 77}, members).wait()
     finally:
         sender.close()
+
+
+def test_nccl_says_which_backends_have_messages_and_groups():
+    from distrain.comm.nccl import NCCLCommunicator
+
+    nccl = NCCLCommunicator.__new__(NCCLCommunicator)  # no GPU needed: the methods refuse before touching one
+    for call in (lambda: nccl.isend(np.zeros(2), 1), lambda: nccl.irecv(np.zeros(2), 1), lambda: nccl.split([0])):
+        with pytest.raises(NotImplementedError, match="the 'nccl' communicator has no .*use the 'mpi' or 'ps'"):
+            call()
+
+
+def test_a_world_of_one_has_no_one_to_message_and_one_group():
+    from distrain.comm.local import LocalCommunicator
+
+    local = LocalCommunicator()
+    with pytest.raises(ValueError, match="dst=0 is this rank itself"):
+        local.send(np.zeros(2), 0)
+    with pytest.raises(ValueError, match="no other rank to receive from"):
+        local.recv(np.zeros(2))
+    alone = local.split([0])
+    array = np.arange(3.0)
+    alone.allreduce(array)
+    assert array.tolist() == [0.0, 1.0, 2.0] and (alone.rank, alone.size) == (0, 1)
+    with pytest.raises(ValueError, match=r"ranks \[1\] are not ranks of this communicator of 1"):
+        local.split([0, 1])
