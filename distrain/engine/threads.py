@@ -21,6 +21,18 @@ _threads = None
 _pool = None
 
 
+def _forget_pool_in_forked_child():
+    """A forked child has none of the pool's threads (only the forking thread survives a fork):
+    work handed to the inherited pool would wait forever, so the child starts a pool of its own."""
+    global _lock, _pool
+    _lock = threading.Lock()
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_forked_child)
+
+
 def _from_environment():
     for variable in ("DISTRAIN_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(variable, "").strip()

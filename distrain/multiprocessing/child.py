@@ -5,7 +5,8 @@ NOTE [ spawn's children ]
   `python train.py` must not leave workers holding the CPU or a port). Where Linux allows,
   the child asks for SIGKILL when the parent's starting thread ends (PR_SET_PDEATHSIG;
   asked from inside the child, since "spawn" children cannot run a preexec_fn), and checks
-  that the parent did not end before the request. Everywhere, a daemon thread waits on
+  that the parent did not end before the request (not under "forkserver", whose children
+  are the server's). Everywhere, a daemon thread waits on
   multiprocessing's parent sentinel (a pipe the parent holds open) and kills the child
   when it closes, which also covers a parent started from a thread that ends early.
 - Errors: an exception in fn is written, as traceback text, to the child's error file
@@ -28,7 +29,8 @@ from ..process_lifetime import die_with_parent
 
 def tie_to_parent(parent_pid, started_from_main_thread):
     """Make this process end when its parent does (NOTE [ spawn's children ])."""
-    if started_from_main_thread and die_with_parent() and os.getppid() != parent_pid:
+    # under "forkserver" the forking parent is the server, not the program: the watcher alone ties us
+    if started_from_main_thread and os.getppid() == parent_pid and die_with_parent() and os.getppid() != parent_pid:
         os.kill(os.getpid(), signal.SIGKILL)  # the parent ended before the request took effect
     parent = multiprocessing.parent_process()
     if parent is None or parent.sentinel is None:
