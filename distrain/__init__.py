@@ -13,6 +13,7 @@ from .engine import nn
 from .engine import optim
 from . import data
 from . import distributed
+from . import multiprocessing  # torch.multiprocessing.spawn(...) after `import torch`
 from .engine.autograd import (enable_grad, is_anomaly_check_nan_enabled, is_anomaly_enabled, is_grad_enabled, no_grad,
                               set_grad_enabled)
 from .engine.backend import Device as device

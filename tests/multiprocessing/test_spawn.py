@@ -44,6 +44,10 @@ def children(directory):
 def test_reexports_pythons_multiprocessing():
     import multiprocessing
 
+    import distrain
+
+    assert distrain.multiprocessing is mp  # `torch.multiprocessing.spawn(...)` after `import distrain as torch`
+
     for name in ("Process", "Queue", "SimpleQueue", "Pool", "Lock", "Barrier", "Event", "Manager", "get_context",
                  "set_start_method", "get_start_method", "cpu_count", "current_process"):
         assert getattr(mp, name) == getattr(multiprocessing, name), name
