@@ -321,12 +321,15 @@ class GradientReducer:
         self.position = int(self.comm.allreduce(position, "max")[0])
 
 
-def shadow_until_everyone_joined(comm, reducers, before_shadow=None, who="join()"):
+def shadow_until_everyone_joined(comm, reducers, before_shadow=None, who="join()", count_steps=False):
     """A joined rank's loop (NOTE [ join ]): shadow the running ranks' reductions until every rank has joined.
 
     `reducers` maps identities to this rank's reducers; `before_shadow(running ranks)` runs
-    before each shadowed reduction (DDP broadcasts buffers there). Returns the rank that
-    joined last (the highest of those that joined in the last round).
+    before each shadowed reduction (DDP broadcasts buffers there). With `count_steps`, each
+    shadowed reduction moves its reducer's position on by one, as the step it stands for
+    does on the running ranks (DistributedOptimizer's positions count steps), so the ranks
+    are in step afterwards with no further collective. Returns the rank that joined last
+    (the highest of those that joined in the last round).
     """
     size = comm.size
     first_round = True
@@ -349,6 +352,8 @@ def shadow_until_everyone_joined(comm, reducers, before_shadow=None, who="join()
         if before_shadow is not None:
             before_shadow(running)
         reducer.shadow()
+        if count_steps:
+            reducer.position += 1
 
 
 __all__ = ["GradientReducer", "reduction_for", "shadow_until_everyone_joined"]

@@ -32,11 +32,8 @@ def register(reducer):
 def join(device=-1) -> int:
     """Wait, shadowing the other ranks' DistributedOptimizer steps with zeros, until every rank has joined."""
     comm = communicator("join")
-    reducers = dict(_reducers)
-    last = shadow_until_everyone_joined(comm, reducers, who="hvd.join()")
-    for identity in sorted(reducers):  # every rank holds the same optimizers: the same collectives in order
-        reducers[identity].catch_up()
-    return last
+    # no collective per optimizer here: which ones are still alive (weakly held) may differ between ranks
+    return shadow_until_everyone_joined(comm, dict(_reducers), who="hvd.join()", count_steps=True)
 
 
 __all__ = ["join"]
