@@ -22,9 +22,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 ENV = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
-def results(command, ranks):
+def results(command, ranks, clean_exit=True):
     result = run_group(command, 240, merge_output=True, env=ENV, cwd=HERE)
-    assert result.returncode == 0, result.stdout
+    assert result.returncode == 0 or not clean_exit, result.stdout
     found = {}
     for piece in result.stdout.split("RESULT ")[1:]:  # torchrun's ranks may print onto one line
         value, _ = json.JSONDecoder().raw_decode(piece)
@@ -36,7 +36,9 @@ def results(command, ranks):
 @functools.lru_cache(maxsize=None)
 def torch_twin(ranks, variant):
     return results([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
-                    "mnist_torch_twin.py", variant], ranks)
+                    "mnist_torch_twin.py", variant], ranks, clean_exit=False)
+    # clean_exit=False: torch with a Python comm hook (fp16) now and then aborts at interpreter exit after every rank
+    # printed its result ("terminate called without an active exception"); the results are whole, so they count
 
 
 @pytest.mark.timeout(600)
