@@ -1,10 +1,16 @@
 """DistributedDataParallel takes PyTorch's arguments in PyTorch's order, from PyTorch's import path."""
+import os
+import sys
+
 import numpy
 import pytest
 
 import distrain
 import distrain.nn as nn
 from distrain.comm.local import LocalCommunicator
+from tests.process_group import run_group
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_the_import_path_of_pytorch_programs():
@@ -54,3 +60,15 @@ def test_init_sync_false_does_not_broadcast_and_two_communicators_are_refused():
     with pytest.raises(ValueError, match="process_group or comm, not both"):
         distrain.nn.parallel.DistributedDataParallel(nn.Linear(3, 2), process_group=LocalCommunicator(),
                                                      comm=LocalCommunicator())
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("backend", ["mpi", "ps"])
+def test_ddp_over_subgroups_averages_within_each_group(backend):
+    """process_group=new_group(...): two pairs train two replicas at once (tests/comm/ddp_subgroup_script.py)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_subgroup_script.py")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    result = run_group([sys.executable, "-m", "distrain.launch", "-n", "4", "--backend", backend, script], 150,
+                       merge_output=True, env=env)
+    assert result.returncode == 0, result.stdout
+    assert all(f"rank {rank} ok" in result.stdout for rank in range(4)), result.stdout

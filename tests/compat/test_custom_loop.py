@@ -18,7 +18,7 @@ def pytorch_output():
 
     def output(ranks):
         if ranks not in cache:
-            cache[ranks] = run(torchrun(ranks, program(PROGRAM), EPOCHS, port=free_port()))
+            cache[ranks] = run(torchrun(ranks, program(PROGRAM), EPOCHS, port=free_port()), oracle=True)
         return cache[ranks]
 
     return output
@@ -49,7 +49,8 @@ def test_custom_loop_under_torchrun_itself(pytorch_output, tmp_path):
 def test_mp_spawn_ddp_with_a_checkpoint_matches_pytorch(tmp_path, ranks):
     """mp.spawn starts the ranks, which meet at MASTER_ADDR:MASTER_PORT with no launcher at all."""
     name = "ddp_mp_spawn.py"
-    theirs = run([sys.executable, program(name), str(ranks), str(free_port()), str(tmp_path / "torch.pt")])
+    theirs = run([sys.executable, program(name), str(ranks), str(free_port()), str(tmp_path / "torch.pt")],
+                 oracle=True)
     ours = run([sys.executable, distrain_twin(name, tmp_path), str(ranks), str(free_port()),
                 str(tmp_path / "distrain.pt")])
     assert_same_numbers(numbers(ours, "LOSS", 2), numbers(theirs, "LOSS", 2), "per-step losses")

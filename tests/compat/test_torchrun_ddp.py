@@ -18,7 +18,8 @@ def pytorch_runs(tmp_path_factory):
     def output(ranks):
         if ranks not in cache:
             snapshot = tmp_path_factory.mktemp("torch") / "snapshot.pt"
-            cache[ranks] = run(torchrun(ranks, program(PROGRAM), EPOCHS, SAVE_EVERY, snapshot, port=free_port()))
+            cache[ranks] = run(torchrun(ranks, program(PROGRAM), EPOCHS, SAVE_EVERY, snapshot, port=free_port()),
+                               oracle=True)
         return cache[ranks]
 
     return output

@@ -56,10 +56,18 @@ def environment(**extra):
     return env
 
 
-def run(command, timeout=240, env=None, cwd=None):
-    """Run `command` (killing its process group on a timeout); its output, after asserting it succeeded."""
+def run(command, timeout=240, env=None, cwd=None, oracle=False):
+    """Run `command` (killing its process group on a timeout); its output, after asserting it succeeded.
+
+    oracle: this is the PyTorch twin. PyTorch 2.13's gloo now and then aborts (SIGABRT) while
+    tearing down a process group, after the program printed everything; such a run still
+    serves as the oracle, since the comparisons require every number it should have printed.
+    distrain's runs must always end cleanly.
+    """
     result = run_group(command, timeout, merge_output=True, env=env or environment(), cwd=cwd)
-    assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-6000:]}"
+    aborted_in_teardown = oracle and "SIGABRT" in result.stdout
+    assert result.returncode == 0 or aborted_in_teardown, \
+        f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-6000:]}"
     return result.stdout
 
 
