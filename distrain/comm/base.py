@@ -306,12 +306,28 @@ class Communicator:
 
         raise NotImplementedError(unsupported(self, "point-to-point messages (send/recv)"))
 
+    group_key = 0  # the whole job; a subgroup's is the id its members agreed on (p2p.group_key)
+
     def split(self, ranks):
         """A communicator over `ranks` (ranks of this one), numbered 0..n-1 in their order here; None on the
-        ranks not in it. Called by every member (NOTE [ Subgroups ] in p2p.py)."""
-        from .p2p import unsupported
+        ranks not in it. Called by every member (NOTE [ Subgroups ] in p2p.py): they agree on the group's
+        id first, then the backend makes it (`_subgroup`)."""
+        from .p2p import agree_on_members, group_key, split_ranks, unsupported
 
-        raise NotImplementedError(unsupported(self, "subgroups (split)"))
+        if type(self)._subgroup is Communicator._subgroup:
+            raise NotImplementedError(unsupported(self, "subgroups (split)"))
+        ranks = split_ranks(self, ranks)
+        if self.rank not in ranks:
+            return None
+        splits = self.__dict__.setdefault("_splits", {})  # ranks -> how many groups of them this rank made here
+        count = splits[ranks] = splits.get(ranks, 0) + 1
+        key = group_key(self.group_key, ranks, count)
+        agree_on_members(self, ranks, key)  # every member is here before the backend makes the group
+        return self._subgroup(ranks, key)
+
+    def _subgroup(self, ranks, key):
+        """The backend's communicator over `ranks`, once they all agreed on the group id `key`."""
+        raise NotImplementedError
 
     def close(self):
         """Release the communicator's resources (idempotent)."""

@@ -28,14 +28,11 @@ from .base import (
     host_staging,
 )
 from .p2p import (
-    agree_on_members,
     check_peer,
     check_tag,
     describe,
-    group_key,
     mismatch_text,
     peers_of,
-    split_ranks,
 )
 
 
@@ -166,7 +163,6 @@ class MPICommunicator(Communicator):
 
     name = "mpi"
     PROGRESS_MODES = ("thread", "test")
-    group_key = 0  # the whole job; a subgroup's is p2p.group_key(...)
 
     def __init__(self, timeout=DEFAULT_TIMEOUT, progress=None, progress_interval=50e-6):
         MPI = _mpi()
@@ -200,7 +196,6 @@ class MPICommunicator(Communicator):
         self.progress = progress
         self._progress_thread = thread
         self.tag_limit = comm.Get_attr(MPI.TAG_UB)  # the largest tag is distrain's own (split's handshake)
-        self._splits = {}  # ranks -> how many groups of them this rank made from this communicator
 
     # -- arrays -----------------------------------------------------------------------------
     def allreduce_async(self, array, op="sum"):
@@ -298,13 +293,8 @@ class MPICommunicator(Communicator):
         return sender
 
     # -- subgroups (NOTE [ Subgroups ] in p2p.py) -----------------------------------------------------------------
-    def split(self, ranks):
-        ranks = split_ranks(self, ranks)
-        if self.rank not in ranks:
-            return None
-        count = self._splits[ranks] = self._splits.get(ranks, 0) + 1
-        key = group_key(self.group_key, ranks, count)
-        agree_on_members(self, ranks, key)  # every member is here: Create_group, which has no timeout, completes
+    def _subgroup(self, ranks, key):
+        # every member is here (base.split): Create_group, which has no timeout, completes
         everyone = self.comm.Get_group()
         members = everyone.Incl(list(ranks))
         try:

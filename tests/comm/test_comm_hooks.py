@@ -7,7 +7,6 @@ fp16_compress_hook. torch's bf16_compress_hook needs CUDA and NCCL, so bf16 is c
 against the float32 run at bfloat16 tolerance, and its rounding against torch's bfloat16.
 """
 import functools
-import json
 import os
 import sys
 
@@ -19,23 +18,14 @@ from distrain.comm.local import LocalCommunicator
 from distrain.comm_hooks import BucketReduction, GradBucket, bfloat16_decode, bfloat16_encode
 from distrain.futures import Future, FutureError, completed
 from distrain.parallel import DistributedDataParallel
-from tests.process_group import run_group
+from tests.compat.twins import json_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 PROGRAM = "comm_hooks_program.py"
 
 
 def results(command, ranks, clean_exit=True, **env):
-    environment = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **env)
-    result = run_group(command, 150, merge_output=True, env=environment, cwd=HERE)
-    assert result.returncode == 0 or not clean_exit, result.stdout
-    found = {}
-    for piece in result.stdout.split("RESULT ")[1:]:  # torchrun's ranks may print onto one line
-        value, _ = json.JSONDecoder().raw_decode(piece)
-        found[value["rank"]] = value
-    assert sorted(found) == list(range(ranks)), result.stdout
-    return found
+    return json_results(command, ranks, cwd=HERE, oracle=not clean_exit, **env)
 
 
 def distrain_run(ranks, backend, hook):

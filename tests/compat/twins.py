@@ -5,6 +5,7 @@ same program with only its import lines changed (torch -> distrain; torch.utils.
 distrain.data until distrain has that path), and checks that nothing else differs: the
 compatibility promise, tested literally.
 """
+import json
 import os
 import re
 import subprocess
@@ -69,6 +70,17 @@ def run(command, timeout=240, env=None, cwd=None, oracle=False):
     assert result.returncode == 0 or aborted_in_teardown, \
         f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-6000:]}"
     return result.stdout
+
+
+def json_results(command, ranks, cwd=None, oracle=False, **extra_environment):
+    """{rank: value} from each rank's `RESULT {json}` line (found anywhere: torchrun keeps no line whole)."""
+    output = run(command, env=environment(**extra_environment), cwd=cwd, oracle=oracle)
+    found = {}
+    for piece in output.split("RESULT ")[1:]:
+        value, _ = json.JSONDecoder().raw_decode(piece)
+        found[value["rank"]] = value
+    assert sorted(found) == list(range(ranks)), output[-6000:]
+    return found
 
 
 def torchrun(ranks, path, *arguments, port):

@@ -8,29 +8,19 @@ training in PyTorch. Same data, seeds and starting weights: every loss and metri
 float32 tolerance (float16 tolerance with Compression.fp16 against torch's fp16_compress_hook).
 """
 import functools
-import json
 import os
 import sys
 
 import numpy
 import pytest
 
-from tests.process_group import run_group
+from tests.compat.twins import json_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-ENV = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
 def results(command, ranks, clean_exit=True):
-    result = run_group(command, 240, merge_output=True, env=ENV, cwd=HERE)
-    assert result.returncode == 0 or not clean_exit, result.stdout
-    found = {}
-    for piece in result.stdout.split("RESULT ")[1:]:  # torchrun's ranks may print onto one line
-        value, _ = json.JSONDecoder().raw_decode(piece)
-        found[value["rank"]] = value
-    assert sorted(found) == list(range(ranks)), result.stdout
-    return found
+    return json_results(command, ranks, cwd=HERE, oracle=not clean_exit)
 
 
 @functools.lru_cache(maxsize=None)

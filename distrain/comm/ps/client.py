@@ -39,13 +39,10 @@ from ..base import (
     launched_rank_or_fail,
 )
 from ..p2p import (
-    agree_on_members,
     check_peer,
     check_tag,
     describe,
-    group_key,
     peers_of,
-    split_ranks,
 )
 from . import protocol
 from .protocol import ProtocolError
@@ -230,7 +227,6 @@ class PSCommunicator(Communicator):
     """
 
     name = "ps"
-    group_key = 0  # the whole job's; a subgroup's is the id its members agreed on (p2p.group_key)
     tag_limit = protocol.MAX_TAG
 
     def __init__(self, address=None, rank=None, world_size=None, secret=None, timeout=DEFAULT_TIMEOUT):
@@ -247,7 +243,6 @@ class PSCommunicator(Communicator):
         self.rank, self.size = rank, world_size
         self.timeout = float(timeout)
         self.collectives = 0
-        self._splits = {}  # ranks -> how many groups of them this rank made from this communicator
 
     def _collective(self, op, fields, payload, what, finish=None):
         header = {"op": op, "group": self.group_key, "index": self.collectives, **fields}
@@ -347,13 +342,7 @@ class PSCommunicator(Communicator):
                            peers_of(self, src))
 
     # -- subgroups (NOTE [ Subgroups ] in p2p.py) -----------------------------------------------------------------
-    def split(self, ranks):
-        ranks = split_ranks(self, ranks)
-        if self.rank not in ranks:
-            return None
-        count = self._splits[ranks] = self._splits.get(ranks, 0) + 1
-        key = group_key(self.group_key, ranks, count)
-        agree_on_members(self, ranks, key)
+    def _subgroup(self, ranks, key):
         members = numpy.array([self.global_rank(rank) for rank in ranks], dtype=numpy.int64)
         self.connection.request({"op": "new_group", "group": key}, members,
                                 what=f"creating the group of ranks {members.tolist()}").wait()
@@ -361,7 +350,7 @@ class PSCommunicator(Communicator):
         group.connection, group.liveness, group.timeout = self.connection, self.liveness, self.timeout
         group.rank, group.size, group.local_rank, group.local_size = ranks.index(self.rank), len(ranks), self.local_rank, \
             self.local_size
-        group.global_ranks, group.group_key, group.collectives, group._splits = tuple(members.tolist()), key, 0, {}
+        group.global_ranks, group.group_key, group.collectives = tuple(members.tolist()), key, 0
         return group
 
     def close(self):
