@@ -102,12 +102,18 @@ def group_key(parent_key, ranks, count):
     return int.from_bytes(digest, "little") >> (64 - GROUP_KEY_BITS)
 
 
+REFUSED = -1  # the first word of the leader's verdict when some member asked for another group
+
+
 def agree_on_members(communicator, ranks, key):
     """NOTE [ Subgroups ]: the members of `ranks` meet through `communicator` and check they asked for group `key`.
 
-    The lowest member collects every other member's token and answers each with its own;
-    each side compares. Every wait has the communicator's timeout (a member that never
-    comes is named).
+    The lowest member collects every other member's token, then answers every member with
+    the verdict: its own token when all of them match, else a refusal naming a member that
+    asked for another group. Only then may a member go on to make the group, so that no
+    member enters a backend's group creation (MPI's has no timeout) while another has
+    already given up. Every wait has the communicator's timeout (a member that never comes
+    is named).
     """
     token = numpy.array([len(ranks), key], dtype=numpy.int64)
     leader = ranks[0]
@@ -117,16 +123,22 @@ def agree_on_members(communicator, ranks, key):
         receives = {rank: communicator.irecv(tokens[rank], rank, tag=INTERNAL) for rank in ranks[1:]}
         for rank in ranks[1:]:
             receives[rank].wait()
-        sends = [communicator.isend(token, rank, tag=INTERNAL) for rank in ranks[1:]]
+        others = [rank for rank in ranks[1:] if not numpy.array_equal(tokens[rank], token)]
+        verdict = token if not others else numpy.array([REFUSED, others[0]], dtype=numpy.int64)
+        sends = [communicator.isend(verdict, rank, tag=INTERNAL) for rank in ranks[1:]]
         for send in sends:
             send.wait()
-        others = [rank for rank in ranks[1:] if not numpy.array_equal(tokens[rank], token)]
     else:
         answer = numpy.zeros(2, dtype=numpy.int64)
         receive = communicator.irecv(answer, leader, tag=INTERNAL)
         communicator.isend(token, leader, tag=INTERNAL).wait()
         receive.wait()
-        others = [] if numpy.array_equal(answer, token) else [leader]
+        if numpy.array_equal(answer, token):
+            others = []
+        elif answer[0] == REFUSED and answer[1] != communicator.rank:
+            others = [int(answer[1])]  # this member agrees with the leader, another does not
+        else:
+            others = [leader]
     if others:
         raise ValueError(f"rank {communicator.global_rank(communicator.rank)}: {what}: rank(s) "
                          f"{[communicator.global_rank(r) for r in others]} asked for a different group at the same "

@@ -126,3 +126,18 @@ def test_a_world_of_one_has_no_one_to_message_and_one_group():
     assert array.tolist() == [0.0, 1.0, 2.0] and (alone.rank, alone.size) == (0, 1)
     with pytest.raises(ValueError, match=r"ranks \[1\] are not ranks of this communicator of 1"):
         local.split([0, 1])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["mpi", "ps"])
+def test_ranks_asking_for_different_groups_all_get_the_error(backend):
+    """The member that agrees with the leader hears the refusal too, instead of entering the group's creation."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mismatched_group_script.py")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    result = run_group([sys.executable, "-m", "distrain.launch", "-n", "3", "--backend", backend, script], 90,
+                       merge_output=True, env=env)
+    assert result.returncode == 0, result.stdout
+    assert "made the group" not in result.stdout, result.stdout
+    assert "rank 0 refused" in result.stdout and "rank(s) [1] asked for a different group" in result.stdout
+    assert "rank 1 refused" in result.stdout and "rank(s) [0] asked for a different group" in result.stdout
+    assert "rank 2 refused" in result.stdout, result.stdout
