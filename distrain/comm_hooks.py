@@ -242,9 +242,9 @@ def _builtin(reduction, name, doc):
     """A PyTorch default hook: called by a user, it reduces the bucket now; registered, the reducer uses `reduction`."""
 
     def hook(process_group, bucket):
-        from . import distributed
+        from .parallel import _communicator
 
-        comm = distributed.get_communicator() if process_group is None else process_group
+        comm = _communicator(process_group)  # None: the job's; a group of new_group or group.WORLD: its own
         gradient = bucket._gradient
         handle, complete = reduction.start(comm, gradient, reduction.wire_for(gradient))
 

@@ -296,9 +296,9 @@ class DistributedDataParallel(Module):
                                 f"hook(state, bucket) -> Future, got {type(hook).__name__}")
         builtin = getattr(hook, "reduction", None)
         if builtin is not None:
-            if state is not None and state is not self.comm:
+            if state is not None and _communicator(state) is not self.comm:
                 raise DistrainError(f"DistributedDataParallel.register_comm_hook({hook.__name__}): state must be None "
-                                    "(the whole world) or the model's process group; subgroups are not supported")
+                                    "or the model's own process group (the one given to DistributedDataParallel)")
             self._reducer.set_reduction(builtin)
         else:
             self._reducer.set_reduction(UserHookReduction(state, hook))

@@ -43,8 +43,8 @@ from .errors import DistrainError
 from .process_lifetime import die_with_parent_hook
 
 SERVER_START_SECONDS = 30.0  # how long rank 0 waits for its server to say where it listens
-USER_SECRET_ENVIRONMENT_VARIABLE = "DISTRAIN_USER_SECRET"
-TORCHRUN_AGENT_STORE_VARIABLE = "TORCHELASTIC_USE_AGENT_STORE"  # torchrun sets it for the ranks it starts  # the user secret file's path, if not the default
+USER_SECRET_ENVIRONMENT_VARIABLE = "DISTRAIN_USER_SECRET"  # the user secret file's path, if not the default
+TORCHRUN_AGENT_STORE_VARIABLE = "TORCHELASTIC_USE_AGENT_STORE"  # torchrun sets it for the ranks it starts
 
 
 class RendezvousError(DistrainError, RuntimeError):
@@ -111,11 +111,11 @@ def plan(init_method=None, rank=-1, world_size=-1, environ=os.environ) -> Plan:
     if not 0 <= rank < world_size:
         raise RendezvousError(f"init_process_group: rank {rank} is outside the world: ranks are "
                               f"0..{world_size - 1} (world_size={world_size})")
-    local_rank = int(environ.get("LOCAL_RANK", rank))
-    # on a loopback address every rank is on this machine; elsewhere, unless the environment says, assume not
-    # (the liveness hub then listens beyond loopback, authenticated)
-    local_world_size = int(environ.get("LOCAL_WORLD_SIZE",
-                                       world_size if protocol.is_loopback(f"tcp://{host}:{port}") else 1))
+    # on a loopback address every rank is on this machine; elsewhere, unless the environment says, assume each
+    # rank on a machine of its own (the liveness hub then listens beyond loopback, authenticated)
+    together = protocol.is_loopback(f"tcp://{host}:{port}")
+    local_rank = int(environ.get("LOCAL_RANK", rank if together else 0))
+    local_world_size = int(environ.get("LOCAL_WORLD_SIZE", world_size if together else 1))
     return Plan(host, port, rank, world_size, local_rank, local_world_size)
 
 
@@ -186,7 +186,9 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "distrain.comm.ps.server", "--world-size", str(plan_.world_size), "--bind", bind,
              "--quiet"],
-            env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            # its warnings (refused peers, failed collectives) go to rank 0's stderr: a pipe nobody read would
+            # fill and stop the server; the one stdout line it prints is its address
+            env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None,
             preexec_fn=die_with_parent_hook())
         self.address = self._wait_for_address(plan_)
 
@@ -200,10 +202,9 @@ class ServerProcess:
                 if line:
                     return line
             if self.process.poll() is not None:
-                said = self.process.stderr.read().decode(errors="replace").strip().splitlines()
-                raise RendezvousError(f"rank 0 cannot serve the rendezvous at {plan_.address}: "
-                                      f"{said[-1] if said else f'its server exited with code {self.process.returncode}'}"
-                                      " (is the port in use? pick another MASTER_PORT)")
+                raise RendezvousError(f"rank 0 cannot serve the rendezvous at {plan_.address}: its server exited "
+                                      f"with code {self.process.returncode}, saying why above (is the port in use? "
+                                      "pick another MASTER_PORT)")
         self.stop(0)
         raise RendezvousError(f"rank 0's rendezvous server at {plan_.address} did not start within "
                               f"{SERVER_START_SECONDS:g} s")
@@ -219,8 +220,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for pipe in (self.process.stdout, self.process.stderr):
-            pipe.close()
+        self.process.stdout.close()
 
 
 class Meeting:

@@ -180,3 +180,32 @@ def test_registered_default_hooks_are_what_the_reducer_does():
     model = layer_and_ddp()
     model.register_comm_hook(None, default_hooks.fp16_compress_hook)
     assert all(bucket["wire"].dtype == numpy.float16 for bucket in model._buckets)
+
+
+def test_the_process_group_as_hook_state_as_pytorch_documents_it():
+    """model.register_comm_hook(process_group, fp16_compress_hook), and default hooks called from a user's hook
+    with group.WORLD or the model's new_group: the communicator behind the group is used (found in review)."""
+    import distrain.distributed as dist
+    from distrain.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    dist.init("local")
+    try:
+        x = distrain.tensor([[0.1, 1.0 / 3.0, 2.7182818]])
+        distrain.manual_seed(0)
+        model = DistributedDataParallel(distrain.nn.Linear(3, 2), process_group=dist.group.WORLD)
+        model.register_comm_hook(dist.group.WORLD, default_hooks.fp16_compress_hook)
+        model(x).sum().backward()
+        exact = x.numpy().repeat(2, axis=0)
+        numpy.testing.assert_array_equal(model.module.weight.grad.numpy(),
+                                         exact.astype(numpy.float16).astype(numpy.float32))
+        pair = dist.new_group([0])
+        distrain.manual_seed(0)
+        model = DistributedDataParallel(distrain.nn.Linear(3, 2), process_group=pair)
+        model.register_comm_hook(pair, lambda group, bucket: default_hooks.fp16_compress_hook(group, bucket))
+        model(x).sum().backward()
+        numpy.testing.assert_array_equal(model.module.weight.grad.numpy(),
+                                         exact.astype(numpy.float16).astype(numpy.float32))
+        with pytest.raises(distrain.DistrainError, match="state must be None or the model's own process group"):
+            layer_and_ddp().register_comm_hook(dist.group.WORLD, default_hooks.allreduce_hook)
+    finally:
+        dist.destroy_process_group()

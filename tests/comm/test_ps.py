@@ -573,6 +573,25 @@ def test_the_server_refuses_a_payload_over_its_limit_that_a_rank_did_not_check()
         check_server_still_serves(server, world_size=1)
 
 
+def test_a_second_process_joining_as_a_rank_already_there_is_refused():
+    """Two jobs on one port (the same MASTER_PORT): the second job's rank 1 must not take over the first's."""
+    with serving(2) as server:
+        first = ServerConnection(server.address, 1, 2, timeout=5.0)
+        try:
+            with pytest.raises(CommunicatorError, match="rank 1 has already joined from another process: .* or a "
+                                                        "second job uses this server's address .*MASTER_PORT"):
+                ServerConnection(server.address, 1, 2, timeout=5.0)
+            assert server.ranks[1]["identity"] == first_identity(server)
+        finally:
+            first.close()
+        again = ServerConnection(server.address, 1, 2, timeout=5.0)  # once it has left, a fresh process may join
+        again.close()
+
+
+def first_identity(server):
+    return next(info["identity"] for rank, info in server.ranks.items() if rank == 1)
+
+
 def test_rendezvous_store_waits_for_the_key():
     value = bytes(range(256)) * 400  # binary, with zeros, 100 KB
 

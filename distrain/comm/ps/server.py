@@ -267,7 +267,8 @@ class ParameterServer:
         if op == "join":
             if info is not None and info["identity"] != identity and not info["left"]:
                 raise ProtocolError(f"rank {rank} has already joined from another process: two processes were "
-                                    "given the same RANK")
+                                    f"given the same RANK, or a second job uses this server's address "
+                                    f"({self.address}, e.g. the same MASTER_PORT): give each job its own port")
             return
         if info is None or info["identity"] != identity:
             raise ProtocolError(f"rank {rank} sent {op} before joining")
