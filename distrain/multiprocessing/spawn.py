@@ -24,6 +24,7 @@ import signal
 import tempfile
 import threading
 import time
+import weakref
 
 from ..errors import ArgumentError, DistrainError
 from .child import run_child
@@ -67,7 +68,8 @@ class ProcessContext:
         self.processes = processes
         self.error_files = error_files
         self.sentinels = {process.sentinel: index for index, process in enumerate(processes)}
-        self._error_directory = error_directory
+        # removed once joined, else when this context is dropped or at exit (join=False never joined, Ctrl-C)
+        self._error_directory = weakref.finalize(self, shutil.rmtree, error_directory, True)
 
     def pids(self):
         return [int(process.pid) for process in self.processes]
@@ -132,9 +134,7 @@ class ProcessContext:
                                       index, process.pid, exit_code)
 
     def _remove_error_directory(self):
-        if self._error_directory is not None:
-            shutil.rmtree(self._error_directory, ignore_errors=True)
-            self._error_directory = None
+        self._error_directory()  # a finalizer runs at most once
 
 
 SpawnContext = ProcessContext  # PyTorch's older name
@@ -166,12 +166,14 @@ def start_processes(fn, args=(), nprocs=1, join=True, daemon=False, start_method
     error_files = [os.path.join(error_directory, f"process-{index}.error") for index in range(nprocs)]
     from_main_thread = threading.current_thread() is threading.main_thread()
     processes = []
-    for index in range(nprocs):
-        process = context.Process(target=run_child, daemon=daemon,
-                                  args=(fn, index, tuple(args), error_files[index], os.getpid(), from_main_thread))
-        process.start()
-        processes.append(process)
-    process_context = ProcessContext(processes, error_files, error_directory)
+    try:
+        for index in range(nprocs):
+            process = context.Process(target=run_child, daemon=daemon,
+                                      args=(fn, index, tuple(args), error_files[index], os.getpid(), from_main_thread))
+            process.start()
+            processes.append(process)
+    finally:  # a process that could not start (fn not picklable): the context still owns the directory
+        process_context = ProcessContext(processes, error_files, error_directory)
     if not join:
         return process_context
     while not process_context.join():

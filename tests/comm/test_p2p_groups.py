@@ -141,3 +141,17 @@ def test_ranks_asking_for_different_groups_all_get_the_error(backend):
     assert "rank 0 refused" in result.stdout and "rank(s) [1] asked for a different group" in result.stdout
     assert "rank 1 refused" in result.stdout and "rank(s) [0] asked for a different group" in result.stdout
     assert "rank 2 refused" in result.stdout, result.stdout
+
+
+def test_a_destroyed_groups_waiting_messages_no_longer_count_against_their_senders():
+    boxes = mailbox.Mailboxes(max_bytes=1000)
+    for group, tag in ((5, 0), (5, 1), (0, 0)):
+        boxes.send(mailbox.Message(group, 0, 1, tag, "float32", [100], [], 400 if group == 5 else 100))
+    boxes.receive(mailbox.Receiver(5, 1, 0, 3, "float32", [1], b"x", 1, 0.0, 10.0))
+    with pytest.raises(mailbox.MailboxFullError, match="rank 0 already has 900 bytes"):
+        boxes.send(mailbox.Message(0, 0, 1, 0, "float32", [100], [], 400))
+    messages, receivers = boxes.forget_group(5)
+    assert sorted(m.tag for m in messages) == [0, 1] and [r.tag for r in receivers] == [3]
+    assert boxes.bytes[0] == 100 and set(boxes.counts) == {(0, 0, 1, 0)} and list(boxes.messages) == [(0, 1)]
+    assert not boxes.receivers
+    assert boxes.send(mailbox.Message(0, 0, 1, 0, "float32", [100], [], 400)) is None  # room again

@@ -142,3 +142,27 @@ def test_bad_arguments_are_refused():
         mp.start_processes(print, start_method="thread")
     with pytest.raises(ArgumentError, match="unknown sharing strategy"):
         mp.set_sharing_strategy("cuda_ipc")
+
+
+def _nothing(index):
+    """A child's fn that returns at once."""
+
+
+@pytest.mark.timeout(60)
+def test_the_error_directory_goes_with_a_context_never_joined():
+    """join=False and the caller never joins: the directory for the children's tracebacks is not left in /tmp."""
+    context = mp.start_processes(_nothing, nprocs=2, join=False, start_method="fork")
+    directory = os.path.dirname(context.error_files[0])
+    assert os.path.isdir(directory)
+    for process in context.processes:
+        process.join(30)
+    del context, process
+    import gc
+
+    gc.collect()
+    assert not os.path.exists(directory)
+    joined = mp.start_processes(_nothing, nprocs=1, join=False, start_method="fork")
+    directory = os.path.dirname(joined.error_files[0])
+    while not joined.join(30):
+        pass
+    assert not os.path.exists(directory)

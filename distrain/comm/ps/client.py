@@ -354,6 +354,9 @@ class PSCommunicator(Communicator):
         return group
 
     def close(self):
+        if self.__dict__.get("_closed"):  # idempotent, as Communicator.close promises
+            return
+        self._closed = True
         if self.global_ranks is not None:  # a subgroup: the server forgets it once every member has closed it
             if not self.connection.socket.closed:
                 self.connection.request({"op": "free_group", "group": self.group_key}).wait()

@@ -120,6 +120,17 @@ class Mailboxes:
             self._tidy(self.receivers, box)
         return late
 
+    def forget_group(self, group):
+        """Drop every waiting message and receive of `group` (destroyed by all its members); returns them."""
+        messages = [m for box in list(self.messages) if box[0] == group for m in self.messages.pop(box)]
+        receivers = [r for box in list(self.receivers) if box[0] == group for r in self.receivers.pop(box)]
+        for message in messages:
+            self.counts.pop((message.group, message.src, message.dst, message.tag), None)
+            self.bytes[message.src] -= message.nbytes
+            if not self.bytes[message.src]:
+                del self.bytes[message.src]
+        return messages, receivers
+
     @staticmethod
     def _tidy(table, box):
         if not table[box]:

@@ -402,6 +402,13 @@ class ParameterServer:
             group.holders.discard(header["rank"])
             if not group.holders:
                 del self.groups[header["group"]]
+                messages, receivers = self.mailboxes.forget_group(header["group"])  # nobody can take them now
+                for message in messages:
+                    self.pending[message.src] -= 1
+                for receiver in receivers:
+                    self.pending[receiver.dst] -= 1
+                    self._reply(receiver.identity, {"op": "recv", "seq": receiver.seq, "error":
+                                                    f"rank {receiver.dst}: its group was destroyed while it waited"})
         self._reply(identity, {"op": "free_group", "seq": header["seq"]})
 
     def _check_pending(self, rank):
