@@ -7,7 +7,7 @@ applies the same averaged gradient with its own optimizer, so the parameters sta
 on all ranks, exactly as under MPI. The same server answers broadcast, allgather and
 barrier, for the whole job or a subgroup of it (new_group: each group's collectives are
 matched and summed among its members only, in group-rank order), relays point-to-point
-messages (mailbox.py), and keeps a small key-value store that the launcher's ranks use as
+messages (mailbox.py; the handlers in relay.py), and keeps a small key-value store that the launcher's ranks use as
 their rendezvous (e.g. to share the NCCL unique id).
 
     python -m distrain.comm.ps.server --world-size 4 --bind tcp://0.0.0.0:5555 --secret-file ~/.distrain/secret
@@ -54,11 +54,11 @@ import numpy
 import zmq
 
 from .. import zap
-from ..p2p import describe, mismatch_text
 from . import protocol
-from .mailbox import Mailboxes, Message, Receiver
+from .mailbox import Mailboxes
 from .protocol import ProtocolError
 from .refusals import RefusalLog
+from .relay import MessagesAndGroups, Group
 
 log = logging.getLogger("distrain.ps")
 
@@ -67,20 +67,7 @@ RECEIVE_QUEUE_MESSAGES = 16  # per peer; beyond it ZeroMQ stops reading that pee
 SEND_QUEUE_MESSAGES = 4096  # answers waiting for a rank that does not read them; beyond it they are dropped, logged
 MAX_PENDING_PER_RANK = 1024  # collectives and store reads of one rank waiting for the others
 MAX_STORE_KEYS = 1024
-MAX_GROUPS = 1024  # subgroups registered at once (the whole job's group is not counted)
 _REDUCE = {"sum": numpy.add, "max": numpy.maximum, "min": numpy.minimum}
-
-
-class _Group:
-    """The ranks (of the whole job) whose collectives match each other: the whole job, or a subgroup."""
-
-    def __init__(self, members):
-        self.members = tuple(members)
-        self.index = {rank: position for position, rank in enumerate(self.members)}  # rank -> its group rank
-        self.holders = set(self.members)  # members that have not freed it (subgroups end with the last)
-
-    def describe(self):
-        return f"the group of ranks {list(self.members)}"
 
 
 class _Collective:
@@ -121,7 +108,7 @@ class _Collective:
             self.folded += 1
 
 
-class ParameterServer:
+class ParameterServer(MessagesAndGroups):
     """Serves one job of `world_size` ranks at `bind` (see the module docstring).
 
     `start()` runs it in a background thread (the launcher's way), `serve()` in the
@@ -164,7 +151,7 @@ class ParameterServer:
         self.address = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.session = secrets.token_bytes(16)
         self.ranks = {}  # rank -> {"identity", "next_seq", "timeout", "left"}
-        self.groups = {0: _Group(range(self.world_size))}  # group id -> _Group (0: the whole job)
+        self.groups = {0: Group(range(self.world_size))}  # group id -> Group (0: the whole job)
         self.collectives = {}  # (group id, index) -> _Collective
         self.failed = {}  # (group id, index) -> why, so that ranks arriving after a failure hear it at once
         self.store = {}
@@ -330,87 +317,6 @@ class ParameterServer:
         self.store_waiters.setdefault(key, []).append((rank, identity, header["seq"], deadline))
         self.pending[rank] += 1
 
-    # -- point to point (mailbox.py) and subgroups --------------------------------------------------------------
-    def _on_send(self, header, payload, identity):
-        src, dst = header["rank"], header["dst"]
-        self._group_of(header, src, dst)
-        protocol.payload_arrays(header, payload)  # its size must be its dtype and shape's
-        self._check_pending(src)
-        message = Message(header["group"], src, dst, header["tag"], header["dtype"], header["shape"], payload,
-                          protocol.payload_size(payload))
-        receiver = self.mailboxes.send(message)  # MailboxFullError (a ProtocolError) refuses it, keeping nothing
-        if receiver is None:
-            self.pending[src] += 1
-        else:
-            self.pending[dst] -= 1
-            self._deliver(message, receiver)
-        self._reply(identity, {"op": "send", "seq": header["seq"]})
-
-    def _on_recv(self, header, payload, identity):
-        dst, src = header["rank"], None if header["src"] == -1 else header["src"]
-        self._group_of(header, dst, *(() if src is None else (src,)))
-        self._check_pending(dst)
-        now = time.monotonic()
-        receiver = Receiver(header["group"], src, dst, header["tag"], header["dtype"], header["shape"], identity,
-                            header["seq"], now, header["timeout"])
-        message = self.mailboxes.receive(receiver)
-        if message is None:
-            self.pending[dst] += 1
-        else:
-            self.pending[message.src] -= 1
-            self._deliver(message, receiver)
-
-    def _deliver(self, message, receiver):
-        """Answer `receiver` with `message`, or with why it does not fit its buffer (naming both ranks)."""
-        mismatch = receiver.mismatch(message)
-        if mismatch is None:
-            self._reply(receiver.identity, {"op": "recv", "seq": receiver.seq, "src": message.src}, message.parts)
-            return
-        theirs, mine = mismatch
-        self.refused += 1
-        self._reply(receiver.identity, {"op": "recv", "seq": receiver.seq, "error": mismatch_text(
-            receiver.dst, message.src, message.tag, describe(*mine), describe(*theirs))})
-
-    def _on_new_group(self, header, payload, identity):
-        rank, key = header["rank"], header["group"]
-        size = protocol.payload_size(payload)
-        if size % 8 or size > 8 * self.world_size:
-            raise ProtocolError(f"rank {rank}: new_group {key}: {size} bytes are not a list of at most "
-                                f"{self.world_size} int64 ranks")
-        members = [int(r) for part in protocol.payload_arrays({"op": "new_group", "dtype": "int64",
-                                                               "shape": [size // 8]}, payload) for r in part]
-        if members != sorted(set(members)) or not members or not 0 <= members[0] <= members[-1] < self.world_size:
-            raise ProtocolError(f"rank {rank}: new_group {key}: its members {members[:16]} are not distinct sorted "
-                                f"ranks of 0..{self.world_size - 1}")
-        if rank not in members:
-            raise ProtocolError(f"rank {rank}: new_group {key} of ranks {members} does not hold the rank creating it")
-        group = self.groups.get(key)
-        if group is None:
-            if key == 0 or len(self.groups) > MAX_GROUPS:
-                raise ProtocolError(f"rank {rank}: this server already has {MAX_GROUPS} groups (destroy some) or "
-                                    "the group id is the whole job's")
-            group = self.groups[key] = _Group(members)
-        elif list(group.members) != members:
-            raise ProtocolError(f"rank {rank}: new_group {key} of ranks {members}, but another member created it "
-                                f"with ranks {list(group.members)}")
-        group.holders.add(rank)
-        self._reply(identity, {"op": "new_group", "seq": header["seq"]})
-
-    def _on_free_group(self, header, payload, identity):
-        group = self._group_of(header)
-        if header["group"] != 0:
-            group.holders.discard(header["rank"])
-            if not group.holders:
-                del self.groups[header["group"]]
-                messages, receivers = self.mailboxes.forget_group(header["group"])  # nobody can take them now
-                for message in messages:
-                    self.pending[message.src] -= 1
-                for receiver in receivers:
-                    self.pending[receiver.dst] -= 1
-                    self._reply(receiver.identity, {"op": "recv", "seq": receiver.seq, "error":
-                                                    f"rank {receiver.dst}: its group was destroyed while it waited"})
-        self._reply(identity, {"op": "free_group", "seq": header["seq"]})
-
     def _check_pending(self, rank):
         if self.pending[rank] >= MAX_PENDING_PER_RANK:
             raise ProtocolError(f"rank {rank} already has {self.pending[rank]} collectives or store reads waiting "
@@ -420,18 +326,6 @@ class ParameterServer:
 
     def _timeout_of(self, rank):
         return self.timeout if self.timeout is not None else self.ranks[rank]["timeout"]
-
-    def _group_of(self, header, *ranks):
-        """The header's _Group, checked to hold `ranks` (default: the sender)."""
-        group = self.groups.get(header["group"])
-        if group is None:
-            raise ProtocolError(f"rank {header['rank']}: {header['op']} in group {header['group']}, which no "
-                                "member has created (or all have freed)")
-        outside = [rank for rank in ranks or (header["rank"],) if rank not in group.index]
-        if outside:
-            raise ProtocolError(f"rank {header['rank']}: {header['op']} in {group.describe()}, which does not hold "
-                                f"rank(s) {outside}")
-        return group
 
     def _on_collective(self, header, payload, identity):
         index, rank = (header["group"], header["index"]), header["rank"]
