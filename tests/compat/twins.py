@@ -5,11 +5,14 @@ same program with only its import lines changed (torch -> distrain; torch.utils.
 distrain.data until distrain has that path), and checks that nothing else differs: the
 compatibility promise, tested literally.
 """
+import atexit
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -48,12 +51,18 @@ def distrain_twin(name, directory, programs=PROGRAMS):
     return path
 
 
+_PRIVATE = tempfile.mkdtemp(prefix="distrain-twins-")  # the tests' own user secret, not the one in ~/.config
+atexit.register(shutil.rmtree, _PRIVATE, True)
+
+
 def environment(**extra):
-    """Both twins' environment: one BLAS thread per rank (results independent of the machine's cores)."""
+    """Both twins' environment: one BLAS thread per rank (results independent of the machine's cores), and a
+    rendezvous secret file of the tests' own for ranks that meet without a launcher (distrain/rendezvous.py)."""
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("DISTRAIN_", "MASTER_", "OMPI_", "PMI_")) and name not in ("RANK", "WORLD_SIZE",
                                                                                            "LOCAL_RANK")}
-    env.update(PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
+    env.update(PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               DISTRAIN_USER_SECRET=os.path.join(_PRIVATE, "rendezvous-secret"), **extra)
     return env
 
 
