@@ -12,7 +12,7 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_collect
 
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("backend", ["mpi", "ps"])
-@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("ranks", [2, 3, 4])
 def test_every_collective_matches_numpy(backend, ranks):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     result = run_group([sys.executable, "-m", "distrain.launch", "-n", str(ranks), "--backend", backend, SCRIPT], 150,

@@ -35,6 +35,10 @@ def park(index, directory):
 
 def raise_in_one(index, directory):
     if index == 1:
+        deadline = time.monotonic() + 60  # the others say who they are first, so the test can check they were ended
+        while time.monotonic() < deadline and not all(os.path.exists(os.path.join(directory, f"child-{other}"))
+                                                      for other in (0, 2)):
+            time.sleep(0.05)
         raise ValueError(f"boom from child {index}")
     park(index, directory)
 
