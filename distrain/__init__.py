@@ -12,6 +12,7 @@ from .engine import autograd
 from .engine import nn
 from .engine import optim
 from . import data
+from . import utils  # torch.utils.data's import path: distrain.utils.data is distrain.data's objects
 from . import distributed
 from . import multiprocessing  # torch.multiprocessing.spawn(...) after `import torch`
 from .engine.autograd import (enable_grad, is_anomaly_check_nan_enabled, is_anomaly_enabled, is_grad_enabled, no_grad,
@@ -46,6 +47,7 @@ _sys.modules[__name__ + ".nn"] = nn
 _sys.modules[__name__ + ".nn.functional"] = nn.functional
 _sys.modules[__name__ + ".nn.init"] = nn.init
 _sys.modules[__name__ + ".nn.utils"] = nn.utils
+_sys.modules[__name__ + ".nn.utils.rnn"] = nn.utils.rnn
 _sys.modules[__name__ + ".optim"] = optim
 from . import parallel as _parallel  # noqa: E402  (torch.nn.parallel.DistributedDataParallel's import path)
 

@@ -1,0 +1,233 @@
+"""One recurrent layer in one direction (RNN tanh/relu, LSTM with optional projection, GRU) as one fused op.
+
+Why fused: a char-RNN step is a few small matrices; recorded gate by gate, an LSTM of 35
+steps is ~700 graph nodes whose Python overhead dwarfs the arithmetic. Here:
+
+- the input projection of every time step is ONE GEMM before the loop
+  (x (T*B, I) @ W_ih^T, both biases folded in), leaving one hidden GEMM per step;
+- backward through time is one node per layer and direction: the loop runs backwards on
+  arrays, collecting each step's pre-activation gate gradients, then dW_ih, dW_hh and dx
+  are again ONE GEMM each over all steps.
+
+Saved for backward: the activated gates (the forward's own buffer, overwritten in place),
+the hidden state that entered each step, and for the LSTM the cell state that entered each
+step and tanh of the new one; for the GRU the hidden part of the candidate gate (W_hn h + b_hn).
+
+Gate layouts are PyTorch's: LSTM (i, f, g, o), GRU (r, z, n).
+
+Packed sequences: `batch_sizes[t]` rows are active at time t (descending, as a
+PackedSequence sorts them). Each step updates only rows [:n] of the running state, so rows
+that have finished keep their final state (forward) and rows that have not started yet
+keep the initial one (reverse): the same slice gives both directions, and h_n falls out.
+"""
+from __future__ import annotations
+
+from ...errors import AutogradError, ShapeError
+from ..backend import array_module
+from .core import check_same_dtype, grad_state, record, wrap
+
+GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+def _sigmoid_(a, xp):
+    """In place; sigmoid(x) = (1 + tanh(x/2)) / 2 never overflows and costs one transcendental."""
+    a *= 0.5
+    xp.tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
+
+
+def recurrent_layer(mode, input, hx, cx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None,
+                    batch_sizes=None, reverse=False):
+    """Run one layer over a time-major sequence; returns (output (T, B, P), h_n (B, P), c_n (B, H) or None).
+
+    input (T, B, I); hx (B, P) with P = proj_size or hidden_size; cx (B, H) for the LSTM only;
+    weight_ih (G*H, I), weight_hh (G*H, P), biases (G*H,), weight_hr (P, H) for a projected LSTM.
+    """
+    gates = GATES[mode]
+    x = input._data
+    w_ih, w_hh = weight_ih._data, weight_hh._data
+    if x.ndim != 3 or x.shape[2] != w_ih.shape[1]:
+        raise ShapeError(f"{mode}: input must be (seq_len, batch, input_size={w_ih.shape[1]}), "
+                         f"got shape {tuple(x.shape)}")
+    check_same_dtype(mode, ("input", "weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+                     (input, weight_ih, weight_hh, bias_ih, bias_hh))
+    xp = array_module(x)
+    steps, batch, in_size = x.shape
+    for name, state, size in (("hx", hx, w_hh.shape[1]), ("cx", cx, w_hh.shape[0] // gates)):
+        if (state is not None or name == "hx") and tuple(state.shape) != (batch, size):
+            raise ShapeError(f"{mode}: initial state {name} must have shape (batch={batch}, {size}) for this layer, "
+                             f"got {tuple(state.shape)}")
+    width = w_ih.shape[0]
+    hidden = width // gates
+    out_size = w_hh.shape[1]
+    packed = batch_sizes is not None
+    sizes = [int(n) for n in batch_sizes] if packed else [batch] * steps
+    new_buffer = xp.zeros if packed else xp.empty  # packed: inactive rows must hold zeros, not junk
+
+    flat_x = xp.ascontiguousarray(x).reshape(steps * batch, in_size)
+    acts = (flat_x @ w_ih.T).reshape(steps, batch, width)  # pre-activations, activated in place below
+    if bias_ih is not None:
+        acts += bias_ih._data
+    hidden_bias = None
+    if bias_hh is not None:
+        if mode == "GRU":  # b_hn sits inside r * (W_hn h + b_hn): it cannot be folded into the input side
+            acts[..., :2 * hidden] += bias_hh._data[:2 * hidden]
+            hidden_bias = bias_hh._data[2 * hidden:]
+        else:
+            acts += bias_hh._data
+    h = xp.array(hx._data, dtype=x.dtype)
+    c = xp.array(cx._data, dtype=x.dtype) if mode == "LSTM" else None
+    output = new_buffer((steps, batch, out_size), dtype=x.dtype)
+    h_prev = new_buffer((steps, batch, out_size), dtype=x.dtype)
+    c_prev = new_buffer((steps, batch, hidden), dtype=x.dtype) if mode == "LSTM" else None
+    tanh_c = new_buffer((steps, batch, hidden), dtype=x.dtype) if mode == "LSTM" else None
+    hidden_n = new_buffer((steps, batch, hidden), dtype=x.dtype) if mode == "GRU" else None
+    w_hh_t = w_hh.T
+    w_hr_t = weight_hr._data.T if weight_hr is not None else None
+    H = hidden
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        n = sizes[t]
+        if n == 0:
+            continue
+        hp = h[:n]
+        h_prev[t, :n] = hp
+        g = acts[t, :n]
+        if mode == "GRU":
+            gh = hp @ w_hh_t
+            if hidden_bias is not None:
+                gh[:, 2 * H:] += hidden_bias
+            g[:, :2 * H] += gh[:, :2 * H]
+            _sigmoid_(g[:, :2 * H], xp)
+            candidate = g[:, 2 * H:]
+            hidden_n[t, :n] = gh[:, 2 * H:]
+            candidate += g[:, :H] * gh[:, 2 * H:]
+            xp.tanh(candidate, out=candidate)
+            new = hp - candidate
+            new *= g[:, H:2 * H]
+            new += candidate
+        else:
+            g += hp @ w_hh_t
+            if mode == "LSTM":
+                _sigmoid_(g[:, :2 * H], xp)
+                xp.tanh(g[:, 2 * H:3 * H], out=g[:, 2 * H:3 * H])
+                _sigmoid_(g[:, 3 * H:], xp)
+                cp = c[:n]
+                c_prev[t, :n] = cp
+                new_c = g[:, H:2 * H] * cp
+                new_c += g[:, :H] * g[:, 2 * H:3 * H]
+                c[:n] = new_c
+                tc = tanh_c[t, :n]
+                xp.tanh(new_c, out=tc)
+                new = g[:, 3 * H:] * tc
+                if w_hr_t is not None:
+                    new = new @ w_hr_t
+            elif mode == "RNN_TANH":
+                xp.tanh(g, out=g)
+                new = g
+            else:
+                xp.maximum(g, 0, out=g)
+                new = g
+        h[:n] = new
+        output[t, :n] = new
+    out, h_n = wrap(output), wrap(h)
+    c_n = wrap(c) if mode == "LSTM" else None
+    outputs = (out, h_n) if c_n is None else (out, h_n, c_n)
+    inputs = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    if grad_state.enabled and any(t is not None and t._requires_grad for t in inputs):
+        record(mode, _recurrent_backward, inputs, outputs, saved=(weight_ih, weight_hh, weight_hr),
+               args=(mode, sizes, reverse, flat_x, acts, h_prev, c_prev, tanh_c, hidden_n, packed))
+    return out, h_n, c_n
+
+
+def _recurrent_backward(node, grads):
+    """Backward through time on arrays, newest step first; the weight gradients are GEMMs over all steps."""
+    if grad_state.enabled:
+        raise AutogradError(f"{node.args[0]}: create_graph=True (a derivative of the gradient) is not supported "
+                            "through the fused recurrent layers; differentiate once, or write the recurrence with "
+                            "primitive ops (x @ w.t(), sigmoid, tanh) where higher derivatives are needed")
+    mode, sizes, reverse, flat_x, acts, h_prev, c_prev, tanh_c, hidden_n, packed = node.args
+    w_ih_t, w_hh_t, w_hr_t = node.saved_tensors
+    w_ih, w_hh = w_ih_t._data, w_hh_t._data
+    w_hr = w_hr_t._data if w_hr_t is not None else None
+    grad_out, grad_h = grads[0], grads[1]
+    grad_c = grads[2] if mode == "LSTM" else None
+    xp = array_module(acts)
+    steps, batch, width = acts.shape
+    H = width // GATES[mode]
+    out_size = h_prev.shape[2]
+    gy = grad_out._data if grad_out is not None else None
+    dh = xp.array(grad_h._data) if grad_h is not None else xp.zeros((batch, out_size), dtype=acts.dtype)
+    dc = None
+    if mode == "LSTM":
+        dc = xp.array(grad_c._data) if grad_c is not None else xp.zeros((batch, H), dtype=acts.dtype)
+    new_buffer = xp.zeros if packed else xp.empty
+    d_acts = new_buffer(acts.shape, dtype=acts.dtype)
+    d_hidden = new_buffer(acts.shape, dtype=acts.dtype) if mode == "GRU" else d_acts
+    d_proj = new_buffer(h_prev.shape, dtype=acts.dtype) if w_hr is not None else None
+    for t in (range(steps) if reverse else range(steps - 1, -1, -1)):
+        n = sizes[t]
+        if n == 0:
+            continue
+        d = dh[:n]
+        if gy is not None:
+            d += gy[t, :n]
+        a = acts[t, :n]
+        dg = d_acts[t, :n]
+        if mode == "LSTM":
+            if w_hr is not None:
+                d_proj[t, :n] = d
+                d = d @ w_hr
+            i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+            tc = tanh_c[t, :n]
+            dct = dc[:n]
+            d_o = dg[:, 3 * H:]
+            xp.multiply(d, tc, out=d_o)
+            d_o *= o * (1 - o)
+            d_tc = d * o
+            d_tc *= 1 - tc * tc
+            dct += d_tc
+            xp.multiply(dct, g, out=dg[:, :H])
+            dg[:, :H] *= i * (1 - i)
+            xp.multiply(dct, c_prev[t, :n], out=dg[:, H:2 * H])
+            dg[:, H:2 * H] *= f * (1 - f)
+            xp.multiply(dct, i, out=dg[:, 2 * H:3 * H])
+            dg[:, 2 * H:3 * H] *= 1 - g * g
+            dct *= f
+            dh[:n] = dg @ w_hh
+        elif mode == "GRU":
+            r, z, cand = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+            dgh = d_hidden[t, :n]
+            d_cand = dg[:, 2 * H:]
+            xp.multiply(d, 1 - z, out=d_cand)
+            d_cand *= 1 - cand * cand
+            xp.multiply(d_cand, r, out=dgh[:, 2 * H:])
+            xp.multiply(d_cand, hidden_n[t, :n], out=dg[:, :H])
+            dg[:, :H] *= r * (1 - r)
+            xp.multiply(d, h_prev[t, :n] - cand, out=dg[:, H:2 * H])
+            dg[:, H:2 * H] *= z * (1 - z)
+            dgh[:, :2 * H] = dg[:, :2 * H]
+            carried = d * z
+            carried += dgh @ w_hh
+            dh[:n] = carried
+        else:
+            xp.multiply(d, 1 - a * a if mode == "RNN_TANH" else a > 0, out=dg)
+            dh[:n] = dg @ w_hh
+    flat_d = d_acts.reshape(steps * batch, width)
+    x_edge, h_edge, c_edge, w_ih_edge, w_hh_edge, b_ih_edge, b_hh_edge, w_hr_edge = node.next_edges
+    in_size = flat_x.shape[1]
+    grad_x = wrap((flat_d @ w_ih).reshape(steps, batch, in_size)) if x_edge is not None else None
+    grad_w_ih = wrap(flat_d.T @ flat_x) if w_ih_edge is not None else None
+    grad_b_ih = wrap(flat_d.sum(axis=0)) if b_ih_edge is not None else None
+    flat_dh = d_hidden.reshape(steps * batch, width)
+    grad_w_hh = wrap(flat_dh.T @ h_prev.reshape(steps * batch, out_size)) if w_hh_edge is not None else None
+    grad_b_hh = None
+    if b_hh_edge is not None:
+        grad_b_hh = wrap(flat_dh.sum(axis=0))  # equal to grad_b_ih except for the GRU, but its own array
+    grad_w_hr = None
+    if w_hr_edge is not None:
+        raw = (acts[..., 3 * H:] * tanh_c).reshape(steps * batch, H)  # o * tanh(c), the unprojected h
+        grad_w_hr = wrap(d_proj.reshape(steps * batch, out_size).T @ raw)
+    grad_h0 = wrap(dh) if h_edge is not None else None
+    grad_c0 = wrap(dc) if c_edge is not None else None
+    return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr
