@@ -12,7 +12,6 @@ from .engine import autograd
 from .engine import nn
 from .engine import optim
 from . import data
-from . import utils  # torch.utils.data's import path: distrain.utils.data is distrain.data's objects
 from . import distributed
 from . import multiprocessing  # torch.multiprocessing.spawn(...) after `import torch`
 from .engine.autograd import (enable_grad, is_anomaly_check_nan_enabled, is_anomaly_enabled, is_grad_enabled, no_grad,
