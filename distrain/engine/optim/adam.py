@@ -55,21 +55,11 @@ class Adam(Optimizer):
 
     def _update(self, chunk, group):
         xp, param, state = chunk.xp, chunk.param, chunk.state
-        lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        lr, eps = float(group["lr"]), float(group["eps"])
         beta1, beta2 = (float(beta) for beta in group["betas"])
-        if group["decoupled_weight_decay"]:
-            if weight_decay != 0:
-                param *= 1.0 - lr * weight_decay
-            weight_decay = 0.0
-        grad = chunk.grad_with(weight_decay, group["maximize"])
+        grad = decayed_grad(chunk, group)
+        update_moments(chunk, grad, beta1, beta2)
         exp_avg, exp_avg_sq, scratch = state["exp_avg"], state["exp_avg_sq"], chunk.scratch(1)
-        xp.subtract(grad, exp_avg, out=scratch)
-        scratch *= 1.0 - beta1
-        exp_avg += scratch
-        exp_avg_sq *= beta2
-        xp.multiply(grad, 1.0 - beta2, out=scratch)
-        scratch *= grad
-        exp_avg_sq += scratch
         if group["amsgrad"]:
             exp_avg_sq = xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
         step_size = lr / (1.0 - beta1 ** chunk.step)
@@ -80,6 +70,36 @@ class Adam(Optimizer):
         change = xp.multiply(exp_avg, -step_size, out=chunk.scratch(0))  # the gradient is no longer needed
         change /= denom
         param += change
+
+
+def decayed_grad(chunk, group):
+    """The gradient after `maximize` and weight decay: L2 in the gradient, or (decoupled) a shrink of the parameters.
+
+    Shared by the Adam family (Adam, NAdam, RAdam), whose groups carry "decoupled_weight_decay".
+    """
+    weight_decay = float(group["weight_decay"])
+    if group.get("decoupled_weight_decay", False):
+        if weight_decay != 0:
+            chunk.param *= 1.0 - float(group["lr"]) * weight_decay
+        weight_decay = 0.0
+    return chunk.grad_with(weight_decay, group["maximize"])
+
+
+def lerp_towards(chunk, average, grad, weight):
+    """average += weight * (grad - average), in place: PyTorch's `average.lerp_(grad, weight)`. Uses scratch 1."""
+    difference = chunk.xp.subtract(grad, average, out=chunk.scratch(1))
+    difference *= weight
+    average += difference
+
+
+def update_moments(chunk, grad, beta1, beta2):
+    """Adam's running averages of the gradient ("exp_avg") and of its square ("exp_avg_sq"), in place."""
+    exp_avg_sq, scratch = chunk.state["exp_avg_sq"], chunk.scratch(1)
+    lerp_towards(chunk, chunk.state["exp_avg"], grad, 1.0 - beta1)
+    exp_avg_sq *= beta2
+    chunk.xp.multiply(grad, 1.0 - beta2, out=scratch)
+    scratch *= grad
+    exp_avg_sq += scratch
 
 
 class AdamW(Adam):

@@ -41,11 +41,14 @@ class Chunk:
             update), or None for optimizers that keep no count (SGD).
         fresh: True when the state was created for this step (SGD's momentum buffer
             starts as a copy of the gradient, not as zeros).
+        scalars: the values of the per-parameter scalar state (beyond the step) that
+            `Optimizer._advance_scalar_state` returned for these parameters this step,
+            e.g. NAdam's (mu_product,); () for the optimizers that keep none.
     """
 
-    __slots__ = ("_scratch", "fresh", "grad", "param", "state", "step", "xp")
+    __slots__ = ("_scratch", "fresh", "grad", "param", "scalars", "state", "step", "xp")
 
-    def __init__(self, xp, param, grad, state, step, fresh, scratch):
+    def __init__(self, xp, param, grad, state, step, fresh, scratch, scalars=()):
         self.xp = xp
         self.param = param
         self.grad = grad
@@ -53,6 +56,7 @@ class Chunk:
         self.step = step
         self.fresh = fresh
         self._scratch = scratch
+        self.scalars = scalars
 
     def __len__(self):
         return self.param.size
@@ -83,7 +87,7 @@ class Chunk:
 
     def with_scratch(self, scratch):
         """The same arrays with another scratch pool (each thread of a parallel step has its own)."""
-        return Chunk(self.xp, self.param, self.grad, self.state, self.step, self.fresh, scratch)
+        return Chunk(self.xp, self.param, self.grad, self.state, self.step, self.fresh, scratch, self.scalars)
 
     def blocks(self, block_bytes=None):
         """This chunk cut into pieces of `block_bytes` per array (NumPy, contiguous arrays), else itself."""
@@ -96,7 +100,7 @@ class Chunk:
         state = {name: array.reshape(-1) for name, array in self.state.items()}
         return [Chunk(self.xp, param[start:start + block], grad[start:start + block],
                       {name: array[start:start + block] for name, array in state.items()},
-                      self.step, self.fresh, self._scratch)
+                      self.step, self.fresh, self._scratch, self.scalars)
                 for start in range(0, param.size, block)]
 
 
@@ -122,10 +126,10 @@ class ScratchPool:
 
 
 def coalesce(runs, flat_state, scratch):
-    """Chunks for packed parameters: adjacent slices with the same step, freshness and state names.
+    """Chunks for packed parameters: adjacent slices with the same step, freshness, state names and scalars.
 
     Args:
-        runs: [(id(flat), offset, numel, flat, step, fresh, state keys)] for parameters
+        runs: [(id(flat), offset, numel, flat, step, fresh, state keys, scalars)] for parameters
             whose state lives in `flat_state[flat]` and whose `.grad` is their flat view.
         flat_state: {FlatParameters: {state name: 1-D array as long as the buffer}}.
     """
@@ -134,7 +138,7 @@ def coalesce(runs, flat_state, scratch):
     start = 0
     while start < len(runs):
         _, offset, numel, flat = runs[start][:4]
-        same = runs[start][4:]  # step, fresh, state keys
+        same = runs[start][4:]  # step, fresh, state keys, scalars
         end_offset, stop = offset + numel, start + 1
         while stop < len(runs):
             other = runs[stop]
@@ -142,10 +146,10 @@ def coalesce(runs, flat_state, scratch):
                 break
             end_offset += other[2]
             stop += 1
-        step, fresh, names = same
+        step, fresh, names, scalars = same
         arrays = flat_state.get(flat, {})
         chunks.append(Chunk(flat.array_module, flat.data[offset:end_offset], flat.grad[offset:end_offset],
                             {name: arrays[name][offset:end_offset] for name in names if name in arrays}, step, fresh,
-                            scratch))
+                            scratch, scalars))
         start = stop
     return chunks

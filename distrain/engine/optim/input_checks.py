@@ -17,7 +17,8 @@ SET_MESSAGE = ("optimizer parameters must be an ordered collection (a list), not
 _LOWER_BOUNDS = [("lr", "learning rate", 0.0), ("momentum", "momentum value", 0.0),
                  ("weight_decay", "weight_decay value", 0.0), ("eps", "epsilon value", 0.0),
                  ("alpha", "alpha value", 0.0), ("lr_decay", "lr_decay value", 0.0),
-                 ("initial_accumulator_value", "initial_accumulator_value", 0.0)]
+                 ("initial_accumulator_value", "initial_accumulator_value", 0.0),
+                 ("momentum_decay", "momentum_decay value", 0.0)]
 
 
 def check_hyperparameters(group, where):

@@ -57,6 +57,7 @@ class Optimizer:
     """
 
     counts_steps = True  # keep state["step"] (a Python int) per parameter; SGD does not
+    scalar_state = ()  # names of per-parameter Python-number state besides "step" (NAdam: "mu_product")
 
     def __init__(self, params, defaults, packed=None):
         if isinstance(params, Tensor):
@@ -89,6 +90,14 @@ class Optimizer:
     def _update(self, chunk: Chunk, group):
         """Apply one step of the rule to `chunk` in place (NOTE [ Optimizer chunks ])."""
         raise NotImplementedError
+
+    def _advance_scalar_state(self, state, group, step):
+        """Update this parameter's scalar state for `step`; the tuple of values reaches `_update` as `chunk.scalars`.
+
+        Parameters whose values differ are never coalesced into one chunk, so a rule reads
+        one number per chunk (NAdam's mu_product, the running product of its momentum schedule).
+        """
+        return ()
 
     def _check_group(self, group, where):
         """Raise OptimizerError for hyperparameters out of range; subclasses add their own rules."""
@@ -180,18 +189,19 @@ class Optimizer:
             fresh = not state
             if fresh:
                 state = self._create_state(param, group)
-            step = None
+            step, scalars = None, ()
             if counts_steps:
                 step = state["step"] = state["step"] + 1
+                scalars = self._advance_scalar_state(state, group, step)
             updated.append(param)
             home = homes.get(param)
             # still packed where its state lives, and its .grad is its flat view (FlatParameters.grad_is_flat)
             if home is not None and param._flat is home[0] and grad is param._flat_grad:
-                runs.append((id(home[0]), home[1], home[2], home[0], step, fresh, tuple(state)))
+                runs.append((id(home[0]), home[1], home[2], home[0], step, fresh, tuple(state), scalars))
             else:
                 chunks.append(Chunk(array_module(param._data), param._data, grad._data,
                                     {name: value._data for name, value in state.items() if isinstance(value, Tensor)},
-                                    step, fresh, self._scratch))
+                                    step, fresh, self._scratch, scalars))
         return chunks + coalesce(runs, self._flat_state, self._scratch), updated
 
     # -- state --------------------------------------------------------------------------------
@@ -271,7 +281,8 @@ class Optimizer:
                 raise OptimizerError(f"loaded state dict has state for parameter {index}, which no param group lists")
             shape = tuple(by_index[index].shape)
             for name, value in values.items():
-                if name != "step" and _is_array(value) and tuple(value.shape) != shape:
+                if name != "step" and name not in self.scalar_state and _is_array(value) and \
+                        tuple(value.shape) != shape:
                     raise OptimizerError(f"state '{name}' of parameter {index} in the loaded state dict has shape "
                                          f"{tuple(value.shape)}, but parameter {index} has shape {shape}; the state "
                                          "dict belongs to another model")
@@ -293,6 +304,8 @@ class Optimizer:
                 continue
             if name == "step":
                 state[name] = _plain_number(value)
+            elif name in self.scalar_state:  # PyTorch saves them as 0-d tensors
+                state[name] = float(value.item() if hasattr(value, "item") else value)
             elif _is_array(value):
                 target = self._state_array(param, home, name)
                 source = value._data if isinstance(value, Tensor) else numpy.asarray(value)
