@@ -63,14 +63,14 @@ class Tanh(Module):
 
 
 class Softmax(Module):
-    """softmax along `dim` (give it: the class dimension)."""
+    """softmax along `dim` (give it: the class dimension; without it PyTorch's deprecated rule, warning)."""
 
     def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 
     def forward(self, input):
-        return softmax(input, _implicit_dim(self.dim, input))
+        return softmax(input, self.dim, _stacklevel=5)
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -84,17 +84,10 @@ class LogSoftmax(Module):
         self.dim = dim
 
     def forward(self, input):
-        return log_softmax(input, _implicit_dim(self.dim, input))
+        return log_softmax(input, self.dim, _stacklevel=5)
 
     def extra_repr(self):
         return f"dim={self.dim}"
-
-
-def _implicit_dim(dim, input):
-    """PyTorch's legacy rule when dim is not given: 0 for 0-, 1- and 3-D inputs, else 1."""
-    if dim is not None:
-        return dim
-    return 0 if input.ndim in (0, 1, 3) else 1
 
 
 class Dropout(Module):

@@ -6,6 +6,8 @@ where a separate log(softmax) would underflow, and keeps one saved array instead
 """
 from __future__ import annotations
 
+import warnings
+
 from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from .core import Tensor, grad_state, normalize_dim, record, wrap
@@ -20,9 +22,20 @@ def _log_softmax_array(data, axis):
     return shifted
 
 
-def softmax(input, dim, dtype=None):
+def implicit_dim(name, dim, ndim, stacklevel):
+    """`dim`, or PyTorch's deprecated choice when it is None (0 for 0-, 1- and 3-D inputs, else 1), with
+    PyTorch's warning: the rule guesses the class dimension and is wrong for (N, C, L) batches."""
+    if dim is not None:
+        return dim
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X as "
+                  "an argument.", UserWarning, stacklevel=stacklevel)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """exp(x) / sum(exp(x)) along `dim` (give it; without it PyTorch's deprecated rule picks one, warning)."""
     data = input._data if dtype is None else input._data.astype(dtype)
-    axis = normalize_dim(dim, data.ndim, "softmax")
+    axis = normalize_dim(implicit_dim("softmax", dim, data.ndim, _stacklevel), data.ndim, "softmax")
     xp = array_module(data)
     rows = data.reshape(1) if data.ndim == 0 else data  # a 0-d tensor is one row of one class
     if rows.shape[axis] == 0:  # nothing to normalise: an empty result, as in PyTorch
@@ -42,9 +55,10 @@ def _softmax_backward(node, grad):
     return (out * (grad - (grad * out).sum(dim=node.args, keepdim=True)),)
 
 
-def log_softmax(input, dim, dtype=None):
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """log(softmax(x)) along `dim`, computed stably (implicit dim as softmax's)."""
     data = input._data if dtype is None else input._data.astype(dtype)
-    axis = normalize_dim(dim, data.ndim, "log_softmax")
+    axis = normalize_dim(implicit_dim("log_softmax", dim, data.ndim, _stacklevel), data.ndim, "log_softmax")
     result = wrap(_log_softmax_array(data, axis))
     if grad_state.enabled and input._requires_grad:
         record("LogSoftmax", _log_softmax_backward, (input,), (result,), saved=(result,), args=axis)

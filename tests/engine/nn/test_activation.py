@@ -45,12 +45,14 @@ def test_activation_module_repr_matches_torch(name):
 @pytest.mark.parametrize("shape", [(4,), (3, 4), (2, 3, 4), (2, 3, 2, 2)], ids=str)
 @pytest.mark.parametrize("cls", ["Softmax", "LogSoftmax"])
 def test_softmax_module_without_dim_uses_torch_legacy_rule(cls, shape):
-    # torch warns (implicit dim is deprecated); distrain follows the same rule
+    # torch warns (implicit dim is deprecated); distrain follows the same rule with the same warning
     x = np.random.default_rng(1).standard_normal(shape)
     d = getattr(nn, cls)()
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning, match="Implicit dimension choice"):
         expected = getattr(torch.nn, cls)()(torch.tensor(x))
-    assert_close(d(to_distrain(x)), expected)
+    with pytest.warns(UserWarning, match="Implicit dimension choice"):
+        actual = d(to_distrain(x))
+    assert_close(actual, expected)
 
 
 def test_relu_inplace_overwrites_its_input(device):
