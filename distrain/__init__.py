@@ -28,6 +28,11 @@ from .engine.ops import (abs, add, all, amax, amin, any, argmax, argmin, bmm, ca
                          matmul, max, maximum, mean, min, minimum, mm, mul, narrow, ne, neg, permute, pow, prod, relu,
                          remainder, reshape, sigmoid, sign, sin, softmax, split, sqrt, squeeze, stack, std, sub, sum, t, tanh,
                          transpose, unbind, unsqueeze, var, where)
+from .engine.ops import (addmm, allclose, argsort, argwhere, baddbmm, cumprod, cumsum, diag, diagonal, einsum, equal,
+                         index_add, index_copy, index_fill, isclose, kthvalue, lerp, masked_fill, meshgrid, msort,
+                         nan_to_num, nonzero, norm, outer, repeat_interleave, roll, scatter, scatter_add, sort,
+                         tensor_split, topk, tril, triu, unique, unique_consecutive)
+from . import linalg
 from .engine.threads import get_num_threads, set_num_threads
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .checkpoint import load, save
@@ -39,6 +44,7 @@ bool = bool_  # distrain.bool, like torch.bool (shadows the builtin only inside 
 float = float32
 int = int32
 clip = clamp
+ger = outer
 
 # `import distrain.autograd` / `import distrain.nn.functional as F` find the engine's modules.
 _sys.modules[__name__ + ".autograd"] = autograd

@@ -11,6 +11,15 @@ Ops live in one file per kind, each forward beside its backward:
 - `softmax.py`     softmax log_softmax cross_entropy
 - `convert.py`     to cpu cuda float double ...
 - `inplace.py`     add_ sub_ mul_ div_ clamp_ zero_ fill_ copy_
+- `sorting.py`     sort argsort msort topk kthvalue unique unique_consecutive
+- `scatter_gather.py` scatter scatter_add index_add index_copy index_fill masked_fill nonzero (and their `_` forms)
+- `cumulative.py`  cumsum cumprod
+- `einsum.py`      einsum (pairwise batched matmuls)
+- `rearrange.py`   roll tril triu diag diagonal meshgrid repeat_interleave tensor_split
+- `products.py`    outer addmm baddbmm
+- `norms.py`       norm, linalg.vector_norm / matrix_norm / norm
+- `closeness.py`   isclose allclose equal
+- `numeric.py`     lerp nan_to_num
 """
 from __future__ import annotations
 
@@ -29,6 +38,16 @@ from .reduce import all, amax, amin, any, argmax, argmin, logsumexp, max, mean, 
 from .shape import (cat, chunk, clone, contiguous, expand, expand_as, flatten, flip, narrow, pad, permute, repeat, reshape,
                     reverse_dims, split, squeeze, stack, t, transpose, unbind, unsqueeze, view)
 from .softmax import cross_entropy, log_softmax, softmax
+from .closeness import allclose, equal, isclose
+from .cumulative import cumprod, cumsum
+from .einsum import einsum
+from .inplace import in_place_form
+from .norms import tensor_norm as norm
+from .numeric import lerp, nan_to_num
+from .products import addmm, baddbmm, outer
+from .rearrange import diag, diagonal, meshgrid, repeat_interleave, roll, tensor_split, tril, triu
+from .scatter_gather import argwhere, index_add, index_copy, index_fill, masked_fill, nonzero, scatter, scatter_add
+from .sorting import argsort, kthvalue, msort, sort, topk, unique, unique_consecutive
 
 
 def _logical_not(input):
@@ -49,10 +68,6 @@ def _elementwise_test(name):
 isnan = _elementwise_test("isnan")
 isinf = _elementwise_test("isinf")
 isfinite = _elementwise_test("isfinite")
-
-
-def _masked_fill(input, mask, value):
-    return where(mask, value, input)
 
 
 def _square(input):
@@ -116,7 +131,7 @@ TENSOR_METHODS = {
     # elementwise
     "exp": exp, "log": log, "log1p": log1p, "expm1": expm1, "sqrt": sqrt, "abs": abs, "sin": sin, "cos": cos, "sign": sign, "erf": erf,
     "relu": relu, "sigmoid": sigmoid, "tanh": tanh, "clamp": clamp, "clip": clamp,
-    "maximum": maximum, "minimum": minimum, "where": _where_method, "masked_fill": _masked_fill,
+    "maximum": maximum, "minimum": minimum, "where": _where_method, "masked_fill": masked_fill,
     # reductions
     "sum": sum, "mean": mean, "max": max, "min": min, "amax": amax, "amin": amin, "var": var, "std": std,
     "prod": prod, "argmax": argmax, "argmin": argmin, "logsumexp": logsumexp, "all": all, "any": any,
@@ -126,11 +141,25 @@ TENSOR_METHODS = {
     "reshape": reshape, "view": view, "view_as": _view_as, "reshape_as": _reshape_as, "flatten": flatten,
     "transpose": transpose, "t": t, "permute": permute, "squeeze": squeeze, "unsqueeze": unsqueeze,
     "expand": expand, "expand_as": expand_as, "repeat": repeat, "split": split, "chunk": chunk,
-    "unbind": unbind, "narrow": narrow, "contiguous": contiguous, "clone": clone, "flip": flip,
+    "unbind": unbind, "narrow": narrow, "contiguous": contiguous, "clone": clone,
+    "flip": lambda self, *dims: flip(self, dims[0] if len(dims) == 1 else dims),
     # indexing
     "__getitem__": getitem, "__setitem__": _inplace_setitem, "gather": gather, "index_select": index_select,
     # softmax
     "softmax": softmax, "log_softmax": log_softmax,
+    # sorting, scattering, rearranging, norms and comparisons
+    "sort": sort, "argsort": argsort, "msort": msort, "topk": topk, "kthvalue": kthvalue, "unique": unique,
+    "unique_consecutive": unique_consecutive, "cumsum": cumsum, "cumprod": cumprod,
+    "scatter": scatter, "scatter_add": scatter_add, "index_add": index_add, "index_copy": index_copy,
+    "index_fill": index_fill, "nonzero": nonzero, "argwhere": argwhere,
+    "roll": roll, "tril": tril, "triu": triu, "diag": diag, "diagonal": diagonal,
+    "repeat_interleave": repeat_interleave, "tensor_split": tensor_split,
+    "outer": outer, "ger": outer, "addmm": addmm, "baddbmm": baddbmm, "norm": norm,
+    "isclose": isclose, "allclose": allclose, "equal": equal, "lerp": lerp, "nan_to_num": nan_to_num,
+    **{name + "_": in_place_form(name + "_", op) for name, op in (
+        ("scatter", scatter), ("scatter_add", scatter_add), ("index_add", index_add), ("index_copy", index_copy),
+        ("index_fill", index_fill), ("masked_fill", masked_fill), ("tril", tril), ("triu", triu), ("lerp", lerp),
+        ("nan_to_num", nan_to_num))},
     # conversion
     "to": to, "cpu": cpu, "cuda": cuda, "float": float_, "double": double, "half": half, "long": long,
     "int": int_, "bool": bool_, "type_as": type_as, "type": legacy_types.type_,

@@ -160,6 +160,11 @@ def clamp(input, min=None, max=None):
     """Limit every element to [min, max]; the gradient passes where the input was inside."""
     if min is None and max is None:
         raise ArgumentError("clamp: at least one of min and max must be given")
+    if grad_state.enabled and (getattr(min, "_requires_grad", False) or getattr(max, "_requires_grad", False)):
+        # tensor bounds that want gradients: each element's gradient goes to whichever of
+        # input, min and max it came from (ties to the input), as in PyTorch
+        lower = input if min is None else where(input < min, min, input)
+        return lower if max is None else where(lower > max, max, lower)
     data = input._data
     xp = array_module(data)
     low = min._data if isinstance(min, Tensor) else min
@@ -189,12 +194,18 @@ def _clamp_backward(node, grad):
     return (grad * wrap(inside),)
 
 
-def where(condition, input, other):
-    """Elementwise `input if condition else other`, with broadcasting."""
+def where(condition, input=None, other=None):
+    """Elementwise `input if condition else other`, with broadcasting; `where(condition)` alone is
+    `nonzero(condition, as_tuple=True)`."""
+    if input is None and other is None:
+        from .scatter_gather import nonzero
+
+        return nonzero(condition, as_tuple=True)
     cond = condition._data if isinstance(condition, Tensor) else condition
     like = input if isinstance(input, Tensor) else other
-    if not isinstance(like, Tensor):
-        return wrap(numpy.where(cond, input, other))
+    if not isinstance(like, Tensor):  # two numbers: PyTorch's result type of two scalars, on the condition's device
+        out = array_module(cond).where(cond, input, other)
+        return wrap(out.astype(dtypes.get_default_dtype()) if out.dtype == numpy.float64 else out)
     a, b = binary_operands(input, other, "where")
     xp = array_module(like._data)
     try:

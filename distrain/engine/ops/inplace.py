@@ -227,3 +227,22 @@ def setitem(self, index, value):
         raise ShapeError(f"index assignment: a value of shape {tuple(getattr(data, 'shape', ()))} does not fit the "
                          f"selection {index!r} of a tensor of shape {tuple(self._data.shape)}") from None
     self._version_counter[0] += 1
+
+
+def in_place_form(name, out_of_place):
+    """`x.name(...)` for an op with no in-place kernel of its own (scatter_, masked_fill_, tril_, ...):
+    its out-of-place twin's result written back into x, under NOTE [ In-place ops and autograd ]."""
+
+    def method(self, *args, **kwargs):
+        if grad_state.enabled and (self._requires_grad or any(getattr(a, "_requires_grad", False)
+                                                              for a in args + tuple(kwargs.values()))):
+            return _apply_in_graph(self, name, lambda snapshot: out_of_place(snapshot, *args, **kwargs))
+        from ..autograd.grad_mode import no_grad
+
+        with no_grad():
+            result = out_of_place(self, *args, **kwargs)
+        _write(self, result._data, name)
+        return self
+
+    method.__name__ = name
+    return method

@@ -135,12 +135,29 @@ max = _extreme("max", lambda a: a.max(), lambda a, axis: a.argmax(axis=axis))
 min = _extreme("min", lambda a: a.min(), lambda a, axis: a.argmin(axis=axis))
 
 
-def amax(input, dim=None, keepdim=False):
-    return max(input) if dim is None else max(input, dim, keepdim).values
+def _over_dims(extreme):
+    """amax / amin: the extreme over all, one, or several dims (the reduced dims moved last and
+    flattened, so that one `extreme(..., dim=-1)` covers them)."""
+
+    def op(input, dim=None, keepdim=False):
+        if dim is None or (isinstance(dim, (tuple, list)) and not dim):
+            out = extreme(input)
+            return out.reshape((1,) * input.ndim) if keepdim else out
+        axes = normalize_dims(dim, input.ndim, extreme.__name__.replace("m", "am", 1))
+        if axes is None:  # a 0-d tensor
+            return extreme(input)
+        if len(axes) == 1:
+            return extreme(input, axes[0], keepdim).values
+        rest = [d for d in range(input.ndim) if d not in axes]
+        moved = input.permute(rest + list(axes))
+        out = extreme(moved.reshape(tuple(input.shape[d] for d in rest) + (-1,)), -1).values
+        return out.reshape(_kept_shape(input.shape, axes)) if keepdim else out
+
+    return op
 
 
-def amin(input, dim=None, keepdim=False):
-    return min(input) if dim is None else min(input, dim, keepdim).values
+amax = _over_dims(max)
+amin = _over_dims(min)
 
 
 def argmax(input, dim=None, keepdim=False):

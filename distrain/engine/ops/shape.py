@@ -247,11 +247,24 @@ def cat(tensors, dim=0):
             from ...errors import DeviceError
 
             raise DeviceError(f"cat: tensor {index} is on {t.device} but tensor 0 is on {first.device}")
+    tensors = _promoted(tensors)
     xp = array_module(first._data)
     result = wrap(xp.concatenate([t._data for t in tensors], axis=axis))
     if grad_state.enabled and any(t._requires_grad for t in tensors):
         record("Cat", _cat_backward, tuple(tensors), (result,), args=(axis, [t._data.shape[axis] for t in tensors]))
     return result
+
+
+def _promoted(tensors):
+    """The tensors in PyTorch's common dtype: the widest float among them if any (integers do not
+    widen floats: int64 with float32 is float32), else NumPy's integer promotion. The
+    conversions are recorded, so each input's gradient comes back in its own dtype."""
+    kinds = {t._data.dtype for t in tensors}
+    if len(kinds) == 1:
+        return tensors
+    floats = [d for d in kinds if d.kind in "fc"]
+    target = numpy.result_type(*(floats or kinds))
+    return [t if t._data.dtype == target else t.to(target) for t in tensors]
 
 
 def _cat_backward(node, grad):
