@@ -112,9 +112,7 @@ def _index_put_backward(node, grad):
     grad_input = grad_values = None
     index = key if len(key) != 1 else key[0]
     if input_edge is not None:
-        masked = grad._data.copy()
-        masked[index] = 0
-        grad_input = wrap(masked)
+        grad_input = index_put(grad, key, 0)  # itself differentiable, for create_graph
     if values_edge is not None:
         grad_values = sum_to_shape(getitem(grad, key), tuple(values_shape))
     return grad_input, grad_values
