@@ -12,6 +12,7 @@ from .engine import autograd
 from .engine import nn
 from .engine import optim
 from . import data
+from . import utils  # torch.utils.data's import path: distrain.utils.data is distrain.data's objects
 from . import distributed
 from . import multiprocessing  # torch.multiprocessing.spawn(...) after `import torch`
 from .engine.autograd import (enable_grad, is_anomaly_check_nan_enabled, is_anomaly_enabled, is_grad_enabled, no_grad,
@@ -35,6 +36,13 @@ from .engine.ops import (addmm, allclose, argsort, argwhere, baddbmm, cumprod, c
 from . import linalg
 from .engine.threads import get_num_threads, set_num_threads
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
+from . import accelerator, backends  # torch.accelerator, torch.backends (cudnn, cuda, mps)
+from .engine.autograd.inference_mode import inference_mode, is_inference_mode_enabled
+from .engine.default_device import get_default_device, set_default_device
+from .engine.determinism import (are_deterministic_algorithms_enabled, get_deterministic_debug_mode,
+                                 is_deterministic_algorithms_warn_only_enabled, set_deterministic_debug_mode,
+                                 use_deterministic_algorithms)
+from .engine.dtypes import DType as dtype
 from .checkpoint import load, save
 from .errors import (ArgumentError, AutogradError, CheckpointError, CheckpointWriteError, DeviceError, DistrainError,
                      DTypeError, IndexingError, OptimizerError, OutOfMemoryError, ShapeError, ShardError, StateDictError)

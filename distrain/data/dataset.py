@@ -58,22 +58,34 @@ class TensorDataset(Dataset):
     def __init__(self, *tensors):
         if not tensors:
             raise ValueError("TensorDataset needs at least one tensor")
-        self.tensors = tuple(_as_array(t) for t in tensors)
+        self.tensors = tensors  # as given, like PyTorch's: `data, target = dataset.tensors; model(data)`
+        self._arrays = tuple(_as_array(t) for t in tensors)  # what samples and batches are cut from (host memory)
         self._gives_tensors = tuple(isinstance(t, Tensor) for t in tensors)  # rows come back as they went in
-        lengths = [len(t) for t in self.tensors]
+        lengths = [len(t) for t in self._arrays]
         if len(set(lengths)) != 1:
             raise ValueError(f"TensorDataset: all tensors must have the same first dimension, got sizes {lengths}")
 
     def __getitem__(self, index):
         return tuple(_make(numpy.asarray(t[index])) if as_tensor else t[index]
-                     for t, as_tensor in zip(self.tensors, self._gives_tensors))
+                     for t, as_tensor in zip(self._arrays, self._gives_tensors))
 
     def __len__(self):
-        return len(self.tensors[0])
+        return len(self._arrays[0])
 
     def get_batch(self, indices):
         """The batch of rows `indices`, one stacked array per tensor (one fancy index each)."""
-        return tuple(t[indices] for t in self.tensors)
+        return tuple(t[indices] for t in self._arrays)
+
+    def __getstate__(self):
+        """Sent to a spawned loader worker, the values travel once (as arrays), not also as the tensors."""
+        state = dict(self.__dict__)
+        del state["tensors"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.tensors = tuple(_make(array) if as_tensor else array
+                             for array, as_tensor in zip(self._arrays, self._gives_tensors))
 
 
 class Subset(Dataset):

@@ -11,6 +11,7 @@ import math
 
 from ..errors import ArgumentError, DTypeError, ShapeError
 from . import backend, dtypes
+from . import default_device
 from .random import default_generator
 from .sizes import allocating, checked_shape, integers
 from .tensor import Tensor, _make
@@ -25,7 +26,7 @@ def _finish(array, device, requires_grad):
 
 
 def _device(device):
-    return backend.CPU if device is None else backend.Device(device)
+    return default_device.current if device is None else backend.Device(device)
 
 
 def _float_dtype(dtype):

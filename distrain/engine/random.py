@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy
 
+from ..errors import ArgumentError
 from . import backend
 
 
@@ -20,7 +21,7 @@ class Generator:
         self.manual_seed(numpy.random.SeedSequence().entropy % (2**63) if seed is None else seed)
 
     def manual_seed(self, seed):
-        self._seed = int(seed)
+        self._seed = _unsigned_seed(seed)
         if self.device is backend.CPU:
             self._engine = numpy.random.Generator(numpy.random.PCG64(self._seed))
         else:
@@ -63,7 +64,16 @@ class Generator:
         return self._engine.permutation(n)
 
 
+def _unsigned_seed(seed) -> int:
+    """PyTorch's seed range, [-2**63, 2**64): a negative seed s means s + 2**64 (manual_seed(-1) works)."""
+    value = int(seed)
+    if not -2 ** 63 <= value < 2 ** 64:
+        raise ArgumentError(f"manual_seed: seed {value} is out of range; a seed is an integer in [-2**63, 2**64)")
+    return value + 2 ** 64 if value < 0 else value
+
+
 _default_generators: dict = {}
+_cuda_seed = None  # from cuda.manual_seed_all: the seed of CUDA generators made later (else the CPU one's)
 
 
 def default_generator(device=backend.CPU) -> Generator:
@@ -71,17 +81,34 @@ def default_generator(device=backend.CPU) -> Generator:
     generator = _default_generators.get(device)
     if generator is None:
         seed = _default_generators[backend.CPU].initial_seed() if backend.CPU in _default_generators else None
+        if device is not backend.CPU and _cuda_seed is not None:
+            seed = _cuda_seed
         generator = _default_generators[device] = Generator(device, seed)
     return generator
 
 
 def manual_seed(seed) -> Generator:
-    """Seed every device's default generator; returns the CPU one."""
+    """Seed every device's default generator (and those made later); returns the CPU one."""
+    global _cuda_seed
+    _cuda_seed = None  # CUDA generators made later take the CPU generator's seed
     for generator in _default_generators.values():
         generator.manual_seed(seed)
     if backend.CPU not in _default_generators:
         _default_generators[backend.CPU] = Generator(backend.CPU, seed)
     return _default_generators[backend.CPU]
+
+
+def manual_seed_cuda(seed) -> None:
+    """Seed every CUDA generator, made or made later (`distrain.cuda.manual_seed`/`manual_seed_all`).
+
+    PyTorch's `cuda.manual_seed` seeds only the current GPU; distrain seeds every GPU alike,
+    which is the same for the usual one-GPU-per-process program.
+    """
+    global _cuda_seed
+    _cuda_seed = _unsigned_seed(seed)
+    for device, generator in _default_generators.items():
+        if device is not backend.CPU:
+            generator.manual_seed(_cuda_seed)
 
 
 def seed() -> int:

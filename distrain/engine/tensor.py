@@ -89,7 +89,7 @@ class Tensor:
 
     @property
     def dtype(self):
-        return self._data.dtype
+        return dtypes._PUBLIC[self._data.dtype]  # distrain.float32 (a NumPy dtype underneath: dtypes.py)
 
     @property
     def device(self) -> backend.Device:
@@ -148,7 +148,7 @@ class Tensor:
         if self.grad_fn is not None and not requires_grad:
             raise AutogradError(
                 f"requires_grad can only be switched off on leaf tensors; this one was produced by "
-                f"'{self.grad_fn.name}'. Use .detach() to get a tensor outside the graph."
+                f"'{self.grad_fn.name()}'. Use .detach() to get a tensor outside the graph."
             )
         self._requires_grad = requires_grad
         return self
@@ -357,6 +357,13 @@ class Tensor:
         return tensor_repr(self)
 
     __str__ = __repr__
+
+    def __format__(self, format_spec):
+        """`f"{loss:.4f}"` formats a 0-d tensor's number, as PyTorch does; any other tensor accepts
+        only the empty spec (`f"{x}"` is `str(x)`) and raises TypeError for another, like PyTorch."""
+        if self._data.ndim == 0 and type(self) is Tensor:  # PyTorch's rule: not for subclasses (Parameter)
+            return self._data.item().__format__(format_spec)
+        return object.__format__(self, format_spec)
 
     def __reduce__(self):
         """Pickle as (cpu values, dtype, device, requires_grad); the graph is not pickled."""

@@ -23,7 +23,7 @@ def tensor_repr(tensor) -> str:
     if host.dtype not in _IMPLIED_DTYPES or host.size == 0:
         extras.append(f"dtype=distrain.{host.dtype.name}")
     if tensor.grad_fn is not None:
-        extras.append(f"grad_fn=<{tensor.grad_fn.name}Backward>")
+        extras.append(f"grad_fn=<{tensor.grad_fn.name()}>")
     elif tensor._requires_grad:
         extras.append("requires_grad=True")
     return prefix + body + "".join(", " + extra for extra in extras) + ")"

@@ -111,5 +111,5 @@ def test_elementwise_ops_keep_pytorchs_type_promotion(op, left, right):
     else:
         ours = getattr(distrain, op)(to_distrain(a), to_distrain(b))
         theirs = getattr(torch, op)(to_torch(a), to_torch(b))
-    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "distrain.")
     np.testing.assert_allclose(to_numpy(ours).astype(np.float64), to_numpy(theirs).astype(np.float64), rtol=2e-3)

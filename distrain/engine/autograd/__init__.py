@@ -12,6 +12,7 @@ from .anomaly_mode import detect_anomaly, is_anomaly_check_nan_enabled, is_anoma
 from .api import backward, grad
 from .function import Function, FunctionCtx
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .inference_mode import inference_mode
 from .gradcheck import gradcheck
 
 
@@ -29,4 +30,4 @@ def Variable(tensor, requires_grad=False, volatile=False):
 
 __all__ = ["Function", "FunctionCtx", "Variable", "backward", "detect_anomaly", "enable_grad", "grad", "gradcheck",
            "is_anomaly_check_nan_enabled", "is_anomaly_enabled", "is_grad_enabled", "no_grad", "set_detect_anomaly",
-           "set_grad_enabled"]
+           "set_grad_enabled", "inference_mode"]

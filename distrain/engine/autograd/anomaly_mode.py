@@ -117,7 +117,7 @@ def run_backward_checked(node, grads_in):
 
 def backward_name(node) -> str:
     """PyTorch's name for a node's backward: 'DivBackward0', or 'MyFunctionBackward' for a Function."""
-    return node.name + node.name_suffix
+    return node.name()
 
 
 def _describe_forward(node) -> str:

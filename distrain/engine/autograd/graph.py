@@ -21,6 +21,7 @@ re-attached to this node so that second derivatives flow through them.
 from __future__ import annotations
 
 import itertools
+import weakref
 
 from ...errors import AutogradError
 from . import anomaly_mode, grad_mode
@@ -48,7 +49,7 @@ class Node:
     forward_stack = None  # where the forward ran, recorded only in anomaly mode
 
     def __init__(self, name, backward_fn, next_edges):
-        self.name = name
+        self.op_name = name  # 'Mul': the op; name() gives PyTorch's 'MulBackward0'
         self.backward_fn = backward_fn
         self.next_edges = next_edges
         self.seq = next(_sequence)
@@ -63,7 +64,7 @@ class Node:
         """The tensors saved in forward, checked against in-place modification."""
         if self.released:
             raise AutogradError(
-                f"trying to backward through the graph a second time (op '{self.name}'): its saved "
+                f"trying to backward through the graph a second time (op '{self.op_name}'): its saved "
                 "tensors were freed by the first backward. Pass retain_graph=True to the first "
                 "backward() if you need to call it again."
             )
@@ -71,7 +72,7 @@ class Node:
         for position, (tensor, version) in enumerate(zip(saved, self.saved_versions)):
             if tensor is not None and tensor._version_counter[0] != version:
                 raise AutogradError(
-                    f"a tensor that op '{self.name}' saved for backward (saved tensor {position}, shape "
+                    f"a tensor that op '{self.op_name}' saved for backward (saved tensor {position}, shape "
                     f"{tuple(tensor.shape)}) was modified by an in-place operation: it is at version "
                     f"{tensor._version_counter[0]}, the graph expected version {version}. Use an "
                     "out-of-place op (e.g. `x = x + 1` instead of `x += 1`) or .clone() before modifying it."
@@ -95,8 +96,59 @@ class Node:
         self.output_hooks.setdefault(output_nr, []).append(hook)
         return RemovableHandle(self.output_hooks[output_nr], hook)
 
+    def name(self) -> str:
+        """PyTorch's name for this node: 'MulBackward0' (a user Function's node: 'MyFunctionBackward')."""
+        return self.op_name + self.name_suffix
+
+    @property
+    def next_functions(self):
+        """PyTorch's view of where this node's input gradients go: one `(node, output_nr)` per input.
+
+        A non-leaf input gives the node that produced it; a leaf needing a gradient gives
+        its `AccumulateGrad` (whose `.variable` is the leaf); an input needing none gives
+        `(None, 0)`. Graph-walking code written for PyTorch (printing a graph, counting
+        its nodes) runs unchanged over it.
+        """
+        return tuple((None, 0) if edge is None
+                     else (edge[0], edge[1]) if isinstance(edge[0], Node)
+                     else (accumulate_grad_of(edge[0]), 0)
+                     for edge in self.next_edges)
+
     def __repr__(self):
-        return f"<{self.name}Backward>"
+        return f"<{self.name()} object at {id(self):#x}>"
+
+
+class AccumulateGrad:
+    """A leaf's end of the graph as `next_functions` shows it: where gradients pile into `.grad`.
+
+    distrain's engine accumulates into the leaf directly and keeps no such node; this is
+    the view PyTorch programs expect, made on request. While one is alive, asking again for
+    the same leaf gives the same object (as in PyTorch, so `is` comparisons hold).
+    """
+
+    __slots__ = ("variable", "__weakref__")
+    next_functions = ()
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self) -> str:
+        return "distrain::autograd::AccumulateGrad"  # PyTorch's: 'torch::autograd::AccumulateGrad'
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {id(self):#x}>"
+
+
+# id(leaf) -> its AccumulateGrad. The AccumulateGrad holds the leaf, so the id cannot be reused
+# while the entry exists; the entry goes when the AccumulateGrad does.
+_accumulators = weakref.WeakValueDictionary()
+
+
+def accumulate_grad_of(leaf) -> AccumulateGrad:
+    accumulator = _accumulators.get(id(leaf))
+    if accumulator is None:
+        accumulator = _accumulators[id(leaf)] = AccumulateGrad(leaf)
+    return accumulator
 
 
 class RemovableHandle:

@@ -68,7 +68,7 @@ def check_parameter(param, position, group_index):
         raise OptimizerTypeError(f"optimizer can only optimize Tensors, but {which} is a {type(param).__name__}")
     if param.grad_fn is not None:
         raise OptimizerError(f"can't optimize a non-leaf Tensor: {which} (shape {tuple(param.shape)}) was computed by "
-                             f"'{param.grad_fn.name}'; optimize the leaf it comes from, or make it a leaf: "
+                             f"'{param.grad_fn.name()}'; optimize the leaf it comes from, or make it a leaf: "
                              "p = p.detach().requires_grad_()")
     if param.dtype.kind != "f":
         raise OptimizerTypeError(f"{which} (shape {tuple(param.shape)}) has dtype {param.dtype}; optimizers update "
