@@ -14,7 +14,7 @@ from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 utils.rnn = packed_sequence  # torch.nn.utils.rnn
 from .activation import GELU, Dropout, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .containers import ModuleDict, ModuleList, Sequential
-from .conv import Conv2d
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .linear import Flatten, Identity, Linear
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module
@@ -31,3 +31,16 @@ __all__ += ["AdaptiveAvgPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "B
            "LeakyReLU", "Linear", "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleDict", "ModuleList",
            "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "init", "utils"]
 __all__ += ["MultiheadAttention", "TransformerEncoder", "TransformerEncoderLayer"]
+from .channel_dropout import Dropout1d, Dropout2d, Dropout3d
+from .distance_loss import CosineEmbeddingLoss, HuberLoss, KLDivLoss, SmoothL1Loss
+from .group_normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d
+from .pointwise_activation import (CELU, ELU, GLU, SELU, Hardshrink, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid,
+                                   Mish, PReLU, ReLU6, SiLU, Softmin, Softplus, Softshrink, Softsign, Tanhshrink,
+                                   Threshold)
+from .upsampling import PixelShuffle, PixelUnshuffle, Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
+
+__all__ += ["CELU", "Conv1d", "ConvTranspose1d", "ConvTranspose2d", "CosineEmbeddingLoss", "Dropout1d", "Dropout2d",
+            "Dropout3d", "ELU", "GLU", "GroupNorm", "Hardshrink", "Hardsigmoid", "Hardswish", "Hardtanh", "HuberLoss",
+            "InstanceNorm1d", "InstanceNorm2d", "KLDivLoss", "LogSigmoid", "Mish", "PReLU", "PixelShuffle",
+            "PixelUnshuffle", "ReLU6", "SELU", "SiLU", "SmoothL1Loss", "Softmin", "Softplus", "Softshrink",
+            "Softsign", "Tanhshrink", "Threshold", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]
