@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 from ...errors import ArgumentError, DTypeError, ShapeError
 from ..backend import array_module
 from ..random import default_generator
@@ -132,7 +134,7 @@ def attention(query, key, value, mask=None, dropout_p=0.0, scale=None, need_weig
     float_mask = isinstance(mask, Tensor)
     if mask is not None:
         bias = mask._data if float_mask else _bool_to_bias(xp, mask, scores.dtype)
-        if xp.broadcast_shapes(scores.shape, bias.shape) == scores.shape:
+        if numpy.broadcast_shapes(scores.shape, bias.shape) == scores.shape:
             scores += bias
         else:
             scores = scores + bias
@@ -162,7 +164,7 @@ def _softmax_rows(xp, scores, safe):
     row_max = scores.max(axis=-1, keepdims=True)
     if safe:  # an all -inf row would compute -inf - -inf = NaN: shift it by a finite number instead
         xp.maximum(row_max, xp.finfo(scores.dtype).min, out=row_max)
-    with xp.errstate(invalid="ignore"):
+    with numpy.errstate(invalid="ignore"):  # NumPy's warning switch; CuPy never warns
         scores -= row_max
         xp.exp(scores, out=scores)
         total = scores.sum(axis=-1, keepdims=True)
@@ -209,7 +211,7 @@ def _attention_backward(node, grads):
         grad_probs = from_out if grad_probs is None else from_out + grad_probs
     if keep is not None:
         grad_probs = grad_probs * keep
-    with xp.errstate(invalid="ignore"):
+    with numpy.errstate(invalid="ignore"):
         grad_scores = grad_probs * probs  # dS = P * (dP - rowsum(dP * P)), written to reuse one buffer
         grad_scores -= probs * grad_scores.sum(axis=-1, keepdims=True)
     if mask_edge is not None:  # the mask's gradient keeps grad_scores: scale a copy for q and k
