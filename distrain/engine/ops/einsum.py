@@ -110,7 +110,8 @@ def _contract(arrays, inputs, output):
         terms.append(product_term)
     (result,), (term,) = arrays, terms
     result, term = _reduce_alone(xp, result, term, output)
-    return xp.ascontiguousarray(result.transpose([term.index(c) for c in output]))
+    result = result.transpose([term.index(c) for c in output])
+    return result if result.flags.c_contiguous else xp.ascontiguousarray(result)
 
 
 def _reduce_alone(xp, array, term, needed):

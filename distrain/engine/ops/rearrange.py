@@ -166,14 +166,12 @@ def tensor_split(input, indices_or_sections, dim=0):
             raise ArgumentError(f"tensor_split: the number of sections must be positive, got {indices_or_sections}")
         whole, extra = divmod(extent, indices_or_sections)
         sizes = [whole + 1] * extra + [whole] * (indices_or_sections - extra)
-    else:
-        cuts = [min(max(c + extent if c < 0 else c, 0), extent)
-                for c in integers("tensor_split", tuple(indices_or_sections), "indices")]
-        bounds = [0]
-        for cut in cuts + [extent]:
-            bounds.append(max(cut, bounds[-1]))
-        sizes = [end - start for start, end in zip(bounds, bounds[1:])]
-    return split(input, sizes, axis)
+        return split(input, sizes, axis)
+    # cut points are slice bounds, as NumPy's: negative ones count from the end, and the pieces
+    # between out-of-order cuts are empty or overlap (so they are slices, not one split)
+    bounds = [0, *integers("tensor_split", tuple(indices_or_sections), "indices"), None]
+    lead = (slice(None),) * axis
+    return tuple(input[lead + (slice(start, end),)] for start, end in zip(bounds, bounds[1:]))
 
 
 __all__ = ["roll", "tril", "triu", "diagonal", "diag", "meshgrid", "repeat_interleave", "tensor_split", "Tensor"]
