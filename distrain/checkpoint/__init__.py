@@ -33,7 +33,9 @@ nesting at most MAX_NESTING deep) before anything is allocated or viewed, so a t
 damaged or forged file raises `CheckpointError` naming the file and what is wrong.
 
 Here: `writer.py` (save), `reader.py` (load, the frame), `header.py` (the checks of a header
-that may be forged), `format.py` (the constants both sides share).
+that may be forged), `format.py` (the constants both sides share). `distrain.load` also reads
+PyTorch's .pt/.pth files and safetensors files, and `distrain.save` writes safetensors to a
+path ending in ".safetensors": `formats.py` says which file goes where.
 
 File format, version 1 (integers little-endian)
 -----------------------------------------------
@@ -65,7 +67,8 @@ Dict keys are str or int. Containers nest at most MAX_NESTING (100) deep.
 """
 
 from .format import ALIGNMENT, END_MAGIC, FORMAT_VERSION, MAGIC, MAX_NESTING
-from .reader import load
-from .writer import save
+from .formats import load, save
+from .safetensors_format import load_safetensors, save_safetensors
 
-__all__ = ["ALIGNMENT", "END_MAGIC", "FORMAT_VERSION", "MAGIC", "MAX_NESTING", "load", "save"]
+__all__ = ["ALIGNMENT", "END_MAGIC", "FORMAT_VERSION", "MAGIC", "MAX_NESTING", "load", "load_safetensors", "save",
+           "save_safetensors"]

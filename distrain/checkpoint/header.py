@@ -18,6 +18,7 @@ from ..engine import backend
 from ..engine.factories import as_tensor
 from ..errors import DeviceError
 from .format import ALIGNMENT, ARRAY, BIG_INT, MAX_NESTING, NUMPY_SCALAR, TUPLE, error, unpack
+from .placement import Placement
 
 _DTYPE_STRING = re.compile(r"[<>|=][biufc][0-9]{1,2}")  # what dtype.str gives for those kinds, nothing else
 _MAX_DIMENSIONS = 64  # NumPy's limit
@@ -88,12 +89,7 @@ class Decoder:
 
     def __init__(self, name, data, entries, map_location):
         self.name, self.data, self.entries, self.loaded = name, data, entries, {}  # loaded: entry index -> object
-        if isinstance(map_location, dict):
-            map_location = {backend.Device(saved): backend.Device(target) for saved, target in map_location.items()}
-        elif not (map_location is None or isinstance(map_location, (str, backend.Device)) or callable(map_location)):
-            raise TypeError("map_location must be None, a device such as 'cpu', a dict of devices or a callable, "
-                            f"got {type(map_location).__name__}")
-        self.map_location = map_location
+        self.placement = Placement(name, map_location)
 
     def decode(self, node, depth):
         """The value `node` stands for; recursion is bounded by MAX_NESTING, whatever the file says."""
@@ -145,23 +141,7 @@ class Decoder:
         raw = self.data[start:start + nbytes]
         if zlib.crc32(raw) != crc:
             raise error(self.name, f"is damaged: array {label} failed its checksum — use the previous checkpoint")
-        array = self._place(raw.view(dtype).reshape(shape), device, label)
+        array = self.placement.place(raw.view(dtype).reshape(shape), device, label)
         value = array if kind == "ndarray" else as_tensor(array).requires_grad_(requires_grad)
         self.loaded[index] = value
         return value
-
-    def _place(self, host, saved, label):
-        """`host` moved to where map_location sends an array saved on device `saved`."""
-        location = self.map_location
-        if isinstance(location, dict):
-            location = location.get(backend.Device(saved))
-        elif callable(location):
-            location = location(host, saved)
-            if location is not None and not isinstance(location, (str, backend.Device)):
-                return location  # the callable returned the array itself
-        device = backend.Device(saved if location is None else location)
-        try:
-            return backend.move_array(host, device)
-        except DeviceError as exc:
-            raise DeviceError(f"checkpoint {self.name}: array {label} belongs on {device}, which is not available "
-                              f"here ({exc}). Pass map_location='cpu' to load it on the CPU.") from None

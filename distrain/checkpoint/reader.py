@@ -13,7 +13,8 @@ from .format import (ALIGNMENT, END_MAGIC, FOOTER, FORMAT_VERSION, FRAME_SIZE, M
 from .header import Decoder, check_order, checked_entry
 
 _READ_CHUNK = 16 << 20  # a stream of unknown length is read this much at a time, never trusting the header
-_OTHER_FORMATS = {b"PK\x03\x04": "a zip archive (torch.save writes these)", b"\x93NUMPY": "a NumPy .npy file",
+_OTHER_FORMATS = {b"PK\x03\x04": "a zip archive (torch.save writes these; distrain.load reads them from a path or "
+                                  "a seekable file)", b"\x93NUMPY": "a NumPy .npy file",
                   b"\x80": "a Python pickle"}
 
 

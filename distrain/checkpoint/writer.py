@@ -175,4 +175,5 @@ def _where(path: str) -> str:
 
 
 def _unsupported(obj, path):
-    return TypeError(f"cannot save value at {_where(path)} of type {type(obj).__name__}: {_WHAT_FITS}")
+    hint = "; save its state_dict() instead" if callable(getattr(obj, "state_dict", None)) else ""  # a Module
+    return TypeError(f"cannot save value at {_where(path)} of type {type(obj).__name__}: {_WHAT_FITS}{hint}")
