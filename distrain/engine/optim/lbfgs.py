@@ -11,7 +11,10 @@ PyTorch does.
 
 The iteration is PyTorch's (torch/optim/lbfgs.py): the same stopping tests in the same
 order, the same first step `min(1, 1 / |g|_1) * lr`, the same history and line search
-(line_search.py), so the trajectories agree with PyTorch's.
+(line_search.py), so the trajectories agree with PyTorch's. As in PyTorch, the dot
+products and the quantities made from them (step sizes, curvature ratios) are scalars of
+the parameters' dtype, not Python floats: in float32 the line search's tests then round
+as PyTorch's do, and take the same branches.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from .line_search import strong_wolfe
 from .optimizer import Optimizer
 
 _LINE_SEARCHES = (None, "strong_wolfe")
+_COUNTERS = ("func_evals", "n_iter")  # counted in the state itself; the rest is computed on raw arrays (memory)
 
 
 class LBFGS(Optimizer):
@@ -90,7 +94,7 @@ class LBFGS(Optimizer):
     # -- the parameter and gradient vectors -------------------------------------------------
     def _span(self):
         """(flat, start, stop) when the parameters fill flat.data[start:stop] in order, else None."""
-        flat = self._params[0].__dict__.get("_flat")
+        flat = getattr(self._params[0], "_flat", None)
         if flat is None or self.packed is False or self._params[0] not in flat:
             return None
         start = position = flat.segment(self._params[0])[0]
@@ -162,11 +166,11 @@ class LBFGS(Optimizer):
         state = self.state[self._params[0]]
         state.setdefault("func_evals", 0)
         state.setdefault("n_iter", 0)
-        memory = _unwrapped(state)
+        memory = _unwrapped({name: value for name, value in state.items() if name not in _COUNTERS})
         first_loss, loss, flat_grad = evaluate()
         evaluations = 1
         state["func_evals"] += 1
-        if float(abs(flat_grad).max()) <= tolerance_grad:
+        if abs(flat_grad).max() <= tolerance_grad:
             return first_loss
         direction, t = memory.get("d"), memory.get("t")
         old_dirs, old_stps, ro = memory.get("old_dirs"), memory.get("old_stps"), memory.get("ro")
@@ -186,8 +190,8 @@ class LBFGS(Optimizer):
             else:
                 prev_flat_grad[...] = flat_grad
             prev_loss = loss
-            t = min(1.0, 1.0 / float(abs(flat_grad).sum())) * lr if state["n_iter"] == 1 else lr
-            slope = float(flat_grad.dot(direction))
+            t = min(1.0, 1.0 / abs(flat_grad).sum()) * lr if state["n_iter"] == 1 else lr
+            slope = flat_grad.dot(direction)
             if slope > -tolerance_change:  # not a descent direction any more
                 break
             line_evaluations = 0
@@ -203,19 +207,19 @@ class LBFGS(Optimizer):
                 loss, flat_grad, t, line_evaluations = strong_wolfe(evaluate_at, direction, t, loss, flat_grad, slope,
                                                                     max_ls=max_eval - evaluations)
                 self._write_params(span, direction, t)
-                optimal = float(abs(flat_grad).max()) <= tolerance_grad
+                optimal = abs(flat_grad).max() <= tolerance_grad
             else:
                 self._write_params(span, direction, t)
                 optimal = False
                 if iteration != max_iter:  # the last iteration's loss is evaluated by the next step()
                     _, loss, flat_grad = evaluate()
-                    optimal = float(abs(flat_grad).max()) <= tolerance_grad
+                    optimal = abs(flat_grad).max() <= tolerance_grad
                     line_evaluations = 1
             evaluations += line_evaluations
             state["func_evals"] += line_evaluations
             if iteration == max_iter or evaluations >= max_eval or optimal:
                 break
-            if float(abs(direction * t).max()) <= tolerance_change or abs(loss - prev_loss) < tolerance_change:
+            if abs(direction * t).max() <= tolerance_change or abs(loss - prev_loss) < tolerance_change:
                 break
         memory.update({"d": direction, "t": t, "old_dirs": old_dirs, "old_stps": old_stps, "ro": ro, "H_diag": h_diag,
                        "prev_flat_grad": prev_flat_grad, "prev_loss": prev_loss})
@@ -230,25 +234,25 @@ class LBFGS(Optimizer):
         """Record the last update (if its curvature is positive), then apply the inverse-Hessian estimate to -grad."""
         y = flat_grad - prev_flat_grad
         s = direction * t
-        ys = float(y.dot(s))
+        ys = y.dot(s)
         if ys > 1e-10:
             if len(old_dirs) == history_size:
                 del old_dirs[0], old_stps[0], ro[0]
             old_dirs.append(y)
             old_stps.append(s)
             ro.append(1.0 / ys)
-            h_diag = ys / float(y.dot(y))
+            h_diag = ys / y.dot(y)
         memory["H_diag"] = h_diag
         if "al" not in memory:
             memory["al"] = [None] * history_size
         al = memory["al"]
         q = -flat_grad
         for i in range(len(old_dirs) - 1, -1, -1):
-            al[i] = float(old_stps[i].dot(q)) * ro[i]
+            al[i] = old_stps[i].dot(q) * ro[i]
             q -= al[i] * old_dirs[i]
         r = q * h_diag
         for i in range(len(old_dirs)):
-            be_i = float(old_dirs[i].dot(r)) * ro[i]
+            be_i = old_dirs[i].dot(r) * ro[i]
             r += (al[i] - be_i) * old_stps[i]
         return r
 
@@ -290,14 +294,13 @@ def _wrapped(memory):
 
 
 def _loaded(value, xp, like):
-    """A loaded state value as this optimizer keeps it: arrays on the parameters' device and dtype, numbers as floats."""
+    """A loaded state value as this optimizer keeps it: arrays and scalars of the parameters' device and dtype."""
     if isinstance(value, list):
         return [_loaded(item, xp, like) for item in value]
     if isinstance(value, Tensor):
         value = value._data
     if hasattr(value, "shape"):
-        if len(value.shape) == 0:
-            return _as_float(value)
         array = value.numpy() if hasattr(value, "numpy") and not hasattr(value, "__array_interface__") else value
-        return xp.array(array, dtype=like.dtype)  # a copy: prev_flat_grad is updated in place
+        array = xp.array(array, dtype=like.dtype)  # a copy: prev_flat_grad is updated in place
+        return array[()] if array.ndim == 0 else array
     return value

@@ -6,8 +6,9 @@ satisfying the strong Wolfe conditions (the "bracket"), then shrink that interva
 safeguarded cubic interpolation until a point satisfies them. Same tests in the same
 order, so the steps (and the trajectories) are PyTorch's.
 
-Values are plain: the step sizes, losses and directional derivatives are Python floats;
-gradients are 1-D xp arrays (numpy or cupy).
+Losses are Python floats; gradients are 1-D xp arrays (numpy or cupy); directional
+derivatives, and the step sizes made from them, are scalars of the gradients' dtype (as
+PyTorch's 0-d tensors are), so float32 tests round as PyTorch's do.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def strong_wolfe(evaluate, direction, t, loss, grad, slope, c1=1e-4, c2=0.9, tol
         max_ls: the most evaluations to spend.
     """
     xp_dot = _dot_with(direction)
-    direction_norm = float(abs(direction).max())
+    direction_norm = abs(direction).max()
     start = _Point(0, loss, grad, slope)
     new = _Point(t, *_evaluated(evaluate, t, xp_dot))
     evaluations, iterations = 1, 0
@@ -119,7 +120,7 @@ def strong_wolfe(evaluate, direction, t, loss, grad, slope, c1=1e-4, c2=0.9, tol
 
 
 def _dot_with(direction):
-    return lambda array: float(array.dot(direction))
+    return lambda array: array.dot(direction)
 
 
 def _evaluated(evaluate, t, dot):
