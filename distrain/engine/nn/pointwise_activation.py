@@ -18,7 +18,8 @@ class _Pointwise(Module):
     """`function(input, **options)`; subclasses name the function, the options and which of them print."""
 
     function = None
-    shown = ()  # options printed by extra_repr as name=value; inplace prints only when True
+    shown = ()  # options printed by extra_repr as name=value
+    shows_inplace = True  # "inplace=True" when set (PyTorch's Hardswish and Hardsigmoid never print it)
 
     def __init__(self, **options):
         super().__init__()
@@ -31,7 +32,7 @@ class _Pointwise(Module):
 
     def extra_repr(self):
         parts = [f"{name}={getattr(self, name)}" for name in self.shown]
-        if getattr(self, "inplace", False):
+        if self.shows_inplace and getattr(self, "inplace", False):
             parts.append("inplace=True")
         return ", ".join(parts)
 
@@ -58,6 +59,7 @@ class Hardswish(_Pointwise):
     """x * relu6(x + 3) / 6."""
 
     function = activations.hardswish
+    shows_inplace = False
 
     def __init__(self, inplace=False):
         super().__init__(inplace=inplace)
@@ -67,6 +69,7 @@ class Hardsigmoid(_Pointwise):
     """relu6(x + 3) / 6."""
 
     function = activations.hardsigmoid
+    shows_inplace = False
 
     def __init__(self, inplace=False):
         super().__init__(inplace=inplace)

@@ -8,8 +8,8 @@ would get the gradient wrong at a point real inputs hit:
 - `softplus`: the stable form max(z, 0) + log1p(exp(-|z|)) has a kink at z = 0 in each
   term; composed, their one-sided gradients give 1 at 0 instead of sigmoid(0) = 1/2
   (and mish(0), logsigmoid(0) would inherit it). Its backward is grad * sigmoid(beta x).
-- `hardtanh`: clamp passes the gradient on the boundaries; PyTorch's hardtanh, relu6 and
-  hardsigmoid pass none there (x <= min or x >= max).
+- `hardtanh`: clamp passes the gradient on the boundaries; PyTorch's hardtanh, relu6,
+  hardsigmoid and hardswish pass none there (x <= min or x >= max).
 
 Each backward is written on tensors, so create_graph differentiates it again.
 """
@@ -80,8 +80,9 @@ def hardsigmoid(input, inplace=False):
 
 
 def hardswish(input, inplace=False):
-    """x * relu6(x + 3) / 6 (MobileNetV3); its gradient is x/3 + 1/2 on [-3, 3], as PyTorch's."""
-    return _into(input, input * (input + 3.0).clamp(0.0, 6.0) / 6.0, inplace)
+    """x * relu6(x + 3) / 6 (MobileNetV3); its gradient is x/3 + 1/2 strictly inside (-3, 3), 0 at -3 and 1 at 3,
+    as PyTorch's (relu6 passes no gradient on its boundaries)."""
+    return _into(input, input * hardtanh(input + 3.0, 0.0, 6.0) / 6.0, inplace)
 
 
 def silu(input, inplace=False):
