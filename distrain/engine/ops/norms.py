@@ -45,7 +45,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
     else:
         out = (magnitude ** ord).sum(axis=axis, keepdims=keepdim) ** (1.0 / ord)
     result = wrap(xp.asarray(out, dtype=data.dtype))
-    if grad_state.enabled and x._requires_grad and ord != 0:
+    if grad_state.enabled and x._requires_grad:
         record("LinalgVectorNorm", _vector_norm_backward, (x,), (result,), saved=(x, result), args=(ord, axes, keepdim))
     return result
 
@@ -57,6 +57,8 @@ def _vector_norm_backward(node, grad):
     ord, axes, keepdim = node.args
     shape = tuple(x.shape)
     grad = _unreduce(grad, shape, axes, keepdim)
+    if ord == 0:  # a count of nonzeros: flat almost everywhere
+        return (grad * 0.0,)
     norm = _unreduce(norm, shape, axes, keepdim)
     if ord in (math.inf, -math.inf):  # the gradient is shared among the elements that reach the extreme
         hits = (x.abs() == norm).to(x.dtype)
