@@ -57,8 +57,8 @@ def load_safetensors(f, map_location=None):
 
         >>> import distrain
         >>> distrain.save({"w": distrain.ones(2, 3)}, "w.safetensors")
-        >>> distrain.checkpoint.load_safetensors("w.safetensors")["w"].shape
-        (2, 3)
+        >>> distrain.checkpoint.load_safetensors("w.safetensors")["w"].tolist()
+        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
     if isinstance(f, (str, os.PathLike)):
         with open(f, "rb") as file:
@@ -165,7 +165,8 @@ def _host_array(key, value):
     else:
         raise TypeError(f"cannot save {key!r} of type {type(value).__name__} in a safetensors file, which holds "
                         "only tensors; save nested checkpoints with distrain.save to a .dt path")
-    host = numpy.ascontiguousarray(host, host.dtype.newbyteorder("<") if host.dtype.byteorder == ">" else None)
+    if not host.flags.c_contiguous or host.dtype.byteorder == ">":
+        host = host.astype(host.dtype.newbyteorder("<"), order="C")
     if host.dtype not in _CODES:
         raise TypeError(f"cannot save {key!r} of dtype {host.dtype} in a safetensors file; it holds "
                         f"{', '.join(sorted(str(dtype) for dtype in _CODES))}")
