@@ -15,6 +15,7 @@ Example::
 """
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 import types
@@ -48,6 +49,10 @@ class LRScheduler:
                                      "resumes a schedule; load the optimizer's state dict first, or use last_epoch=-1")
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
+        self._initial_step()
+
+    def _initial_step(self):
+        """Apply the lr of the starting epoch (also how SequentialLR starts a scheduler at its milestone)."""
         self._step_count = 0
         self._is_initial = True
         self.step()
@@ -59,11 +64,25 @@ class LRScheduler:
     def _group_lrs(self):
         return [group["lr"] for group in self.optimizer.param_groups]
 
-    def step(self):
-        """Advance one epoch and write the new lrs into the optimizer's param groups."""
+    def step(self, epoch=None):
+        """Advance one epoch (or jump to `epoch`) and write the new lrs into the optimizer's param groups.
+
+        `epoch` is PyTorch's deprecated form: schedulers with a closed form
+        (`_get_closed_form_lr`) compute that epoch's lrs from it, the others apply their
+        recursive rule once.
+        """
         self._step_count += 1
-        self.last_epoch += 1
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+        self._update_lr(epoch)
+
+    def _update_lr(self, epoch=None):
+        if epoch is None:
+            self.last_epoch += 1
+            values = self.get_lr()
+        else:
+            self.last_epoch = epoch
+            closed_form = getattr(self, "_get_closed_form_lr", None)
+            values = closed_form() if closed_form is not None else self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, values):
             group["lr"] = lr
         self._last_lr = self._group_lrs()
 
@@ -138,6 +157,9 @@ class StepLR(LRScheduler):
             return self._group_lrs()
         return [lr * self.gamma for lr in self._group_lrs()]
 
+    def _get_closed_form_lr(self):
+        return [base_lr * self.gamma ** (self.last_epoch // self.step_size) for base_lr in self.base_lrs]
+
 
 class MultiStepLR(LRScheduler):
     """Multiply the lr by gamma at each epoch listed in `milestones`.
@@ -157,6 +179,10 @@ class MultiStepLR(LRScheduler):
             return self._group_lrs()
         return [lr * self.gamma ** self.milestones[self.last_epoch] for lr in self._group_lrs()]
 
+    def _get_closed_form_lr(self):
+        milestones = sorted(self.milestones.elements())
+        return [base_lr * self.gamma ** bisect.bisect_right(milestones, self.last_epoch) for base_lr in self.base_lrs]
+
 
 class ExponentialLR(LRScheduler):
     """Multiply the lr by gamma every epoch.
@@ -174,6 +200,9 @@ class ExponentialLR(LRScheduler):
         if self._is_initial:
             return self._group_lrs()
         return [lr * self.gamma for lr in self._group_lrs()]
+
+    def _get_closed_form_lr(self):
+        return [base_lr * self.gamma ** self.last_epoch for base_lr in self.base_lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -205,6 +234,10 @@ class CosineAnnealingLR(LRScheduler):
         return [(1 + math.cos(math.pi * epoch / t_max)) / (1 + math.cos(math.pi * (epoch - 1) / t_max))
                 * (lr - eta_min) + eta_min for lr in self._group_lrs()]
 
+    def _get_closed_form_lr(self):
+        return [self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+                for base_lr in self.base_lrs]
+
 
 class LinearLR(LRScheduler):
     """Scale the lr by a factor going linearly from start_factor to end_factor over total_iters epochs.
@@ -233,5 +266,45 @@ class LinearLR(LRScheduler):
         factor = 1.0 + change / (self.total_iters * self.start_factor + (self.last_epoch - 1) * change)
         return [lr * factor for lr in self._group_lrs()]
 
+    def _get_closed_form_lr(self):
+        factor = self.start_factor + (self.end_factor - self.start_factor) * min(self.total_iters, self.last_epoch) \
+            / self.total_iters
+        return [base_lr * factor for base_lr in self.base_lrs]
 
-__all__ = ["CosineAnnealingLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR", "StepLR"]
+
+class PolynomialLR(LRScheduler):
+    """Decay the lr to zero over total_iters epochs: lr = initial_lr * (1 - epoch / total_iters) ** power.
+
+    Example::
+
+        >>> scheduler = PolynomialLR(optimizer, total_iters=100, power=2.0)
+    """
+
+    def __init__(self, optimizer, total_iters=5, power=1.0, last_epoch=-1):
+        if not isinstance(total_iters, int) or total_iters < 1:
+            raise OptimizerError(f"PolynomialLR total_iters must be a positive int, got {total_iters!r}")
+        self.total_iters = total_iters
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self._is_initial or self.last_epoch > self.total_iters:
+            return self._group_lrs()
+        factor = ((1.0 - self.last_epoch / self.total_iters) / (1.0 - (self.last_epoch - 1) / self.total_iters)) \
+            ** self.power
+        return [lr * factor for lr in self._group_lrs()]
+
+    def _get_closed_form_lr(self):
+        return [base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
+                for base_lr in self.base_lrs]
+
+
+# The schedulers that cycle, react to a metric, or combine others live in their own files; they
+# subclass LRScheduler (defined above), so they are imported last.
+from .lr_composite import ChainedScheduler, SequentialLR  # noqa: E402
+from .lr_cycles import CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR  # noqa: E402
+from .lr_plateau import ReduceLROnPlateau  # noqa: E402
+
+__all__ = ["ChainedScheduler", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "CyclicLR", "ExponentialLR",
+           "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR", "OneCycleLR", "PolynomialLR", "ReduceLROnPlateau",
+           "SequentialLR", "StepLR"]
