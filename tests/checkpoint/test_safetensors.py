@@ -80,6 +80,14 @@ def test_a_torch_model_saved_by_safetensors_loads_into_distrain_and_bfloat16_wid
     np.testing.assert_array_equal(loaded.numpy(), half.float().numpy())
 
 
+def test_map_location_puts_every_tensor_on_the_device(tmp_path, device):
+    arrays = sample_arrays()
+    safetensors.numpy.save_file(arrays, tmp_path / "c.safetensors")
+    loaded = distrain.load(tmp_path / "c.safetensors", map_location=device)
+    assert {str(tensor.device) for tensor in loaded.values()} == {device}
+    assert_equal_dicts({key: tensor.cpu() for key, tensor in loaded.items()}, arrays)
+
+
 @pytest.mark.parametrize("value, phrase", [
     ({"nested": {"w": distrain.ones(2)}}, "'nested' of type dict"),
     ({"epoch": 3}, "'epoch' of type int"),
