@@ -45,7 +45,7 @@ class inference_mode:
 
     def __new__(cls, mode=True):
         if callable(mode):  # bare decorator: @inference_mode
-            return object.__new__(cls)(mode)
+            return cls(True)(mode)
         return object.__new__(cls)
 
     def __init__(self, mode=True):
