@@ -11,7 +11,7 @@ import torch
 import distrain
 import distrain.nn as nn
 
-from ..oracle import FLOAT_DTYPES, to_distrain, to_numpy, to_torch
+from ..oracle import to_distrain, to_numpy, to_torch
 from .module_oracle import check_module_against_torch, twins
 
 D_MODEL, HEADS, FEEDFORWARD = 8, 2, 16
@@ -81,8 +81,12 @@ def _check_both_modes(d_module, t_module, forward, constructor, dtype, device):
                                    dtype, device, **tolerance)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("case", list(LAYER_CASES))
+# every case in float32; float64 (tight tolerance) for the two that exercise the most
+LAYER_RUNS = [(case, np.float32) for case in LAYER_CASES] + [(case, np.float64) for case in
+                                                             ("post_norm_relu", "causal_and_padding")]
+
+
+@pytest.mark.parametrize("case, dtype", LAYER_RUNS)
 def test_encoder_layer_matches_torch(case, dtype, device):
     constructor, forward = LAYER_CASES[case]
     d_layer = nn.TransformerEncoderLayer(D_MODEL, HEADS, FEEDFORWARD, dropout=0.0, **_activation(distrain, constructor))
