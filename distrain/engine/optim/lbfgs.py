@@ -198,7 +198,7 @@ class LBFGS(Optimizer):
             if group["line_search_fn"] == "strong_wolfe":
                 start = self._params_vector(span)
 
-                def evaluate_at(step_size):
+                def evaluate_at(step_size, direction=direction, start=start):
                     self._write_params(span, direction, step_size)
                     _, value, gradient = evaluate()
                     self._write_params(span, start)

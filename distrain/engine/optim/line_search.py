@@ -34,7 +34,7 @@ def cubic_minimum(x1, f1, g1, x2, f2, g2, bounds=None):
 class _Point:
     """One evaluated step size: t, the loss there, the gradient there and its slope along the direction."""
 
-    __slots__ = ("t", "loss", "grad", "slope")
+    __slots__ = ("grad", "loss", "slope", "t")
 
     def __init__(self, t, loss, grad, slope):
         self.t, self.loss, self.grad, self.slope = t, loss, grad, slope

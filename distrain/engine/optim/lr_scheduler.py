@@ -301,9 +301,9 @@ class PolynomialLR(LRScheduler):
 
 # The schedulers that cycle, react to a metric, or combine others live in their own files; they
 # subclass LRScheduler (defined above), so they are imported last.
-from .lr_composite import ChainedScheduler, SequentialLR  # noqa: E402
-from .lr_cycles import CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR  # noqa: E402
-from .lr_plateau import ReduceLROnPlateau  # noqa: E402
+from .lr_composite import ChainedScheduler, SequentialLR
+from .lr_cycles import CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR
+from .lr_plateau import ReduceLROnPlateau
 
 __all__ = ["ChainedScheduler", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "CyclicLR", "ExponentialLR",
            "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR", "OneCycleLR", "PolynomialLR", "ReduceLROnPlateau",

@@ -99,7 +99,7 @@ def test_quadratic_converges_like_torch():
 
 def test_state_dict_has_torchs_layout_and_loads_both_ways():
     kwargs = {"max_iter": 4, "history_size": 3, "line_search_fn": "strong_wolfe"}
-    _, _, ours, our_params = run(distrain, kwargs, np.float64, 3)
+    _, _, ours, _ = run(distrain, kwargs, np.float64, 3)
     _, _, theirs, their_params = run(torch, kwargs, np.float64, 3)
     our_state, their_state = copy.deepcopy(ours.state_dict()), copy.deepcopy(theirs.state_dict())  # live tensors
     assert list(our_state["state"]) == list(their_state["state"]) == [0]
