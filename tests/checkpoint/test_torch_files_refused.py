@@ -148,3 +148,9 @@ def test_a_zip_that_is_not_a_pytorch_file_is_refused(tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("readme.txt", "hello")
     refused(path, "is a zip archive but not a PyTorch file")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_whole_torch_module_is_refused_naming_its_class_and_suggesting_its_state_dict(tmp_path, layout):
+    path = torch_save(torch.nn.Linear(2, 2), tmp_path / "model.pt", layout)
+    refused(path, "would import torch.nn.modules.linear.Linear", "model.state_dict()")
