@@ -102,8 +102,15 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     rows = input.permute(0, 2, 3, 1).reshape(n * height * width, groups, in_channels // groups).transpose(0, 1)
     kernel = weight.reshape(groups, in_channels // groups, group_out * k_h * k_w)
     windows = matmul(rows, kernel).transpose(0, 1).reshape(n, height, width, out_channels, k_h, k_w)
-    out = fold_windows(windows.permute(0, 3, 1, 2, 4, 5), (n, out_channels) + out_size, (k_h, k_w), stride,
-                       padding, dilation)
+    windows = windows.permute(0, 3, 1, 2, 4, 5)
+    whole = tuple(extra // s for extra, s in zip(output_padding, stride))
+    if any(whole):
+        # output_padding >= stride (allowed below dilation): the output has room for more windows than the input
+        # has pixels, and fold's adjoint (the window view) would cut that many; zero windows fill the room
+        from .shape import pad
+
+        windows = pad(windows, (0, 0, 0, 0, 0, whole[1], 0, whole[0]))
+    out = fold_windows(windows, (n, out_channels) + out_size, (k_h, k_w), stride, padding, dilation)
     if bias is not None:
         out = out + bias.reshape(out_channels, 1, 1)
     return out
