@@ -97,9 +97,10 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise error(self._name, f"holds {self._unsupported[qualified_name]} ({qualified_name}), which distrain "
                                     "cannot represent; convert it to a plain dense tensor in PyTorch and save again")
         if allowed is None:
-            raise error(self._name, f"was refused: loading it would import {qualified_name}, which is not a tensor, "
-                                    "a storage or a plain container (PyTorch's weights_only=True refuses it too). "
-                                    "distrain never runs code from a file and imported nothing from this one. "
+            raise error(self._name, f"was refused: loading it would import {qualified_name}, which is not among "
+                                    "the tensor, storage, dtype and plain-container names distrain rebuilds (the "
+                                    "rule of PyTorch's weights_only=True). distrain never runs code from a file and "
+                                    "imported nothing from this one. "
                                     "If the file is yours and trusted, load it in PyTorch and save only tensors: "
                                     "torch.save(model.state_dict(), path)")
         return allowed
