@@ -234,3 +234,46 @@ def test_create_graph_through_a_fused_layer_is_refused_clearly():
     output, _ = nn.GRU(3, 4)(x)
     with pytest.raises(distrain.AutogradError, match="create_graph"):
         distrain.autograd.grad(output.sum(), x, create_graph=True)
+
+
+def _char_model(lib):
+    nn_ = lib.nn
+
+    class CharModel(nn_.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn_.Embedding(11, 6)
+            self.lstm = nn_.LSTM(6, 8, num_layers=2, batch_first=True)
+            self.decoder = nn_.Linear(8, 11)
+
+        def forward(self, tokens, state=None):
+            output, state = self.lstm(self.embedding(tokens), state)
+            return self.decoder(output).reshape(-1, 11), state
+
+    return CharModel()
+
+
+def test_char_lstm_training_with_carried_state_matches_torch():
+    """The char-RNN loop: truncated BPTT with the state carried (detached) between batches, SGD, clipping."""
+    d_model, t_model = twins(_char_model(distrain), _char_model(torch), np.float32)
+    runs = {}
+    for lib, model in ((distrain, d_model), (torch, t_model)):
+        optimizer = lib.optim.SGD(model.parameters(), lr=0.5)
+        state, losses = None, []
+        for batch in range(3):
+            tokens = np.random.default_rng(batch).integers(0, 11, (4, 7))
+            targets = np.random.default_rng(batch + 10).integers(0, 11, 4 * 7)
+            if state is not None:
+                state = tuple(s.detach() for s in state)
+            logits, state = model(lib.tensor(tokens), state)
+            loss = lib.nn.functional.cross_entropy(logits, lib.tensor(targets))
+            optimizer.zero_grad()
+            loss.backward()
+            lib.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+            optimizer.step()
+            losses.append(loss.item())
+        runs[lib.__name__] = losses
+    np.testing.assert_allclose(runs["distrain"], runs["torch"], rtol=1e-5)
+    t_params = dict(t_model.named_parameters())
+    for name, parameter in d_model.named_parameters():
+        assert_close(parameter, t_params[name].detach(), 1e-4, 1e-5, what=name)
