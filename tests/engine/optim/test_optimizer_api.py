@@ -179,9 +179,9 @@ def test_bad_parameters_raise_with_their_index_and_shape():
     good = distrain.randn(2, requires_grad=True)
     with pytest.raises(TypeError, match="parameter 1 .*is a ndarray"):
         distrain.optim.SGD([good, np.zeros(3)])
-    with pytest.raises(ValueError, match=r"(?i)non-leaf Tensor: parameter 1 of param group 0 \(shape \(2,\)\).*'mul(backward0)?'"):
+    with pytest.raises(ValueError, match=r"(?i)non-leaf Tensor: parameter 1 of param group 0 \(shape \(2,\)\).*'MulBackward0'"):
         distrain.optim.SGD([good, good * 2])
-    with pytest.raises(TypeError, match=r"parameter 0 .*shape \(3,\).*dtype int64"):
+    with pytest.raises(TypeError, match=r"parameter 0 .*shape \(3,\).*dtype distrain.int64"):
         distrain.optim.Adam([distrain.tensor(np.arange(3))])
     with pytest.raises(ValueError, match="empty parameter list"):
         distrain.optim.Adam([])
