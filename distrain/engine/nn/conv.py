@@ -11,8 +11,13 @@ import math
 
 from ...errors import ArgumentError
 from ..ops.conv import _resolve_padding, conv2d
-from ..ops.conv_variants import (as_tuple, conv1d, conv_transpose1d, conv_transpose2d,
-                                 conv_transpose_output_size)
+from ..ops.conv_variants import (
+    as_tuple,
+    conv1d,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose_output_size,
+)
 from . import init
 from .linear import _empty_parameter, register_weight_and_bias
 from .module import Module

@@ -74,7 +74,7 @@ class _InstanceNorm(_BatchNorm):
             if self.affine or self.track_running_stats:
                 raise ShapeError(f"{type(self).__name__}({self.num_features}): input has {input.shape[1]} "
                                  f"channels (shape {tuple(input.shape)}), expected {self.num_features}")
-            warnings.warn(f"input's size at dim=1 does not match num_features. You can silence this warning by "
+            warnings.warn("input's size at dim=1 does not match num_features. You can silence this warning by "
                           "not passing in num_features, which is not used because affine=False", UserWarning,
                           stacklevel=3)
         return instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,

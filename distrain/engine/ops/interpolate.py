@@ -53,7 +53,7 @@ def _sizes(input, size, scale_factor, recompute_scale_factor):
                              f"size {list(spatial)}, got {scale_factor!r}")
         if not all(s > 0 for s in scales):
             raise ArgumentError(f"interpolate: scale_factor must be positive, got {scale_factor!r}")
-        sizes = tuple(int(math.floor(n * s)) for n, s in zip(spatial, scales))
+        sizes = tuple(math.floor(n * s) for n, s in zip(spatial, scales))
         if recompute_scale_factor:
             scales = (None,) * dims
     if min(sizes) <= 0:

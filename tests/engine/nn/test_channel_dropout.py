@@ -2,13 +2,13 @@
 mask, identity in eval, reproducible under manual_seed; torch's conventions for shapes (3-D input to dropout2d,
 unbatched inputs) with its warnings, and its repr. The masks themselves come from distrain's generator, so they are
 compared with torch by their structure and statistics, not element by element."""
+import distrain.nn as nn
+import distrain.nn.functional as F
 import numpy as np
 import pytest
 import torch
 
 import distrain
-import distrain.nn as nn
-import distrain.nn.functional as F
 
 from ..oracle import to_distrain, to_numpy
 
@@ -50,7 +50,7 @@ def test_same_seed_same_mask():
 def test_unbatched_inputs_drop_channels_as_torch_does():
     distrain.manual_seed(1)
     out = F.dropout1d(distrain.ones(64, 5), 0.5).numpy()  # (C, L)
-    assert out.shape == (64, 5) and np.all((out == out[:, :1]))
+    assert out.shape == (64, 5) and np.all(out == out[:, :1])
     out = F.dropout3d(distrain.ones(64, 2, 2, 2), 0.5).numpy()  # (C, D, H, W)
     assert np.all(out.reshape(64, -1) == out.reshape(64, -1)[:, :1])
 

@@ -40,8 +40,8 @@ def test_huber_loss_matches_torch(delta, reduction, dtype, device):
 def test_smooth_l1_and_huber_at_the_switch_point_match_torch():
     x = np.array([0.0, 0.5, 1.0, -1.0, 2.0])  # differences exactly at beta/delta and at 0
     y = np.zeros(5)
-    check_op_against_torch(lambda x, y: F.smooth_l1_loss(x, y, beta=1.0), lambda x, y: TF.smooth_l1_loss(x, y, beta=1.0),
-                           [x, y])
+    check_op_against_torch(lambda x, y: F.smooth_l1_loss(x, y, beta=1.0),
+                           lambda x, y: TF.smooth_l1_loss(x, y, beta=1.0), [x, y])
     check_op_against_torch(lambda x, y: F.huber_loss(x, y, delta=1.0), lambda x, y: TF.huber_loss(x, y, delta=1.0),
                            [x, y])
 
@@ -121,8 +121,8 @@ def test_cosine_embedding_loss_of_one_pair_and_float_targets_matches_torch():
                                          ("SmoothL1Loss", {"reduction": "none"}), ("HuberLoss", {"reduction": "sum"})])
 def test_loss_modules_match_torch(cls, kwargs, device):
     x, y = _pair(np.random.default_rng(7))
-    check_op_against_torch(lambda x, y: getattr(nn, cls)(**kwargs)(x, y), lambda x, y: getattr(torch.nn, cls)(**kwargs)(x, y),
-                           [x, y], np.float32, device)
+    check_op_against_torch(lambda x, y: getattr(nn, cls)(**kwargs)(x, y),
+                           lambda x, y: getattr(torch.nn, cls)(**kwargs)(x, y), [x, y], np.float32, device)
 
 
 def test_losses_gradcheck():

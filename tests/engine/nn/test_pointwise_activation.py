@@ -126,11 +126,11 @@ def test_gradient_at_the_kinks_matches_torch(name):
     check_op_against_torch(lambda x: function(F, x), lambda x: function(TF, x), [KINKS], np.float64)
 
 
-def test_softplus_is_stable_and_linear_beyond_threshold():
+@pytest.mark.parametrize("beta, threshold", [(1.0, 20.0), (3.0, 5.0)])
+def test_softplus_is_stable_and_linear_beyond_threshold(beta, threshold):
     x = np.array([-1000.0, -30.0, 0.0, 19.0, 21.0, 1000.0], dtype=np.float32)
-    for beta, threshold in ((1.0, 20.0), (3.0, 5.0)):
-        check_op_against_torch(lambda x: F.softplus(x, beta, threshold), lambda x: TF.softplus(x, beta, threshold),
-                               [x], np.float32)
+    check_op_against_torch(lambda x: F.softplus(x, beta, threshold), lambda x: TF.softplus(x, beta, threshold),
+                           [x], np.float32)
 
 
 def test_prelu_functional_with_a_per_channel_weight_matches_torch(device):
