@@ -33,6 +33,12 @@ from .engine.ops import (addmm, allclose, argsort, argwhere, baddbmm, cumprod, c
                          index_add, index_copy, index_fill, isclose, kthvalue, lerp, masked_fill, meshgrid, msort,
                          nan_to_num, nonzero, norm, outer, repeat_interleave, roll, scatter, scatter_add, sort,
                          tensor_split, topk, tril, triu, unique, unique_consecutive)
+from .engine.ops import (acos, acosh, addcdiv, addcmul, asin, asinh, atan, atan2, atanh, bincount, broadcast_tensors,
+                         broadcast_to, bucketize, cdist, ceil, clamp_max, clamp_min, column_stack, cosh, count_nonzero,
+                         cross, diff, dstack, exp2, floor, frac, histc, hstack, inner, kron, log2, log10, masked_select,
+                         median, movedim, moveaxis, mv, nanmean, nanmedian, nansum, reciprocal, round, row_stack, rsqrt,
+                         searchsorted, select, sinh, std_mean, swapaxes, take, take_along_dim, tan, tensordot, trace,
+                         tril_indices, triu_indices, trunc, unflatten, var_mean, vdot, vstack)
 from . import linalg
 from .engine.threads import get_num_threads, set_num_threads
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
@@ -53,6 +59,7 @@ float = float32
 int = int32
 clip = clamp
 ger = outer
+absolute, arccos, arcsin, arctan, arctan2, fix, negative = abs, acos, asin, atan, atan2, trunc, neg
 
 # `import distrain.autograd` / `import distrain.nn.functional as F` find the engine's modules.
 _sys.modules[__name__ + ".autograd"] = autograd

@@ -20,6 +20,12 @@ Ops live in one file per kind, each forward beside its backward:
 - `norms.py`       norm, linalg.vector_norm / matrix_norm / norm
 - `closeness.py`   isclose allclose equal
 - `numeric.py`     lerp nan_to_num
+- `math_functions.py` floor ceil round trunc frac reciprocal rsqrt log2 log10 exp2 tan asin ... atan2 addcmul addcdiv
+- `views_and_stacks.py` movedim swapaxes unflatten select broadcast_to broadcast_tensors hstack vstack dstack column_stack
+- `selection.py`   masked_select take take_along_dim diff
+- `nan_reductions.py` nansum nanmean count_nonzero median nanmedian var_mean std_mean
+- `contractions.py` mv inner vdot tensordot trace kron cross cdist
+- `bucketing.py`   searchsorted bucketize bincount histc tril_indices triu_indices
 """
 from __future__ import annotations
 
@@ -48,6 +54,14 @@ from .products import addmm, baddbmm, outer
 from .rearrange import diag, diagonal, meshgrid, repeat_interleave, roll, tensor_split, tril, triu
 from .scatter_gather import argwhere, index_add, index_copy, index_fill, masked_fill, nonzero, scatter, scatter_add
 from .sorting import argsort, kthvalue, msort, sort, topk, unique, unique_consecutive
+from .bucketing import bincount, bucketize, histc, searchsorted, tril_indices, triu_indices
+from .contractions import cdist, cross, inner, kron, mv, tensordot, trace, vdot
+from .math_functions import (acos, acosh, addcdiv, addcmul, asin, asinh, atan, atan2, atanh, ceil, clamp_max, clamp_min,
+                             cosh, exp2, floor, frac, log2, log10, reciprocal, round, rsqrt, sinh, tan, trunc)
+from .nan_reductions import count_nonzero, median, nanmean, nanmedian, nansum, std_mean, var_mean
+from .selection import diff, masked_select, take, take_along_dim
+from .views_and_stacks import (broadcast_tensors, broadcast_to, column_stack, dstack, hstack, movedim, moveaxis,
+                               row_stack, select, swapaxes, unflatten, vstack)
 
 
 def _logical_not(input):
@@ -160,6 +174,21 @@ TENSOR_METHODS = {
         ("scatter", scatter), ("scatter_add", scatter_add), ("index_add", index_add), ("index_copy", index_copy),
         ("index_fill", index_fill), ("masked_fill", masked_fill), ("tril", tril), ("triu", triu), ("lerp", lerp),
         ("nan_to_num", nan_to_num))},
+    # more math, views, selections and reductions under PyTorch's other names
+    **{function.__name__: function for function in (
+        acos, acosh, addcdiv, addcmul, asin, asinh, atan, atan2, atanh, ceil, clamp_max, clamp_min, cosh, exp2, floor,
+        frac, log2, log10, reciprocal, round, rsqrt, sinh, tan, trunc, count_nonzero, median, nanmean, nanmedian,
+        nansum, diff, masked_select, take, take_along_dim, broadcast_to, movedim, select, swapaxes, unflatten,
+        cross, inner, kron, mv, trace, vdot, bincount)},
+    "moveaxis": moveaxis, "absolute": abs, "arctan2": atan2, "fix": trunc, "negative": neg, "multiply": mul,
+    "divide": div, "subtract": sub, "true_divide": div, "greater": gt, "less": lt, "greater_equal": ge,
+    "less_equal": le, "not_equal": ne, "arccos": acos, "arcsin": asin, "arctan": atan,
+    **{name + "_": in_place_form(name + "_", op) for name, op in (
+        ("exp", exp), ("log", log), ("sqrt", sqrt), ("neg", neg), ("abs", abs), ("sigmoid", sigmoid),
+        ("tanh", tanh), ("sin", sin), ("cos", cos), ("floor", floor), ("ceil", ceil), ("round", round),
+        ("trunc", trunc), ("reciprocal", reciprocal), ("rsqrt", rsqrt), ("addcmul", addcmul), ("addcdiv", addcdiv),
+        ("clamp_min", clamp_min), ("clamp_max", clamp_max), ("square", _square), ("frac", frac),
+        ("log1p", log1p), ("expm1", expm1), ("sign", sign))},
     # conversion
     "to": to, "cpu": cpu, "cuda": cuda, "float": float_, "double": double, "half": half, "long": long,
     "int": int_, "bool": bool_, "type_as": type_as, "type": legacy_types.type_,
