@@ -13,6 +13,8 @@ detection and diffusion models use with batches of 1 or 2):
 """
 from __future__ import annotations
 
+import math
+
 from ...errors import ShapeError
 from .normalization import _update_running, batch_norm, layer_norm
 
@@ -66,7 +68,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         if running_mean is None or running_var is None:
             raise ShapeError("instance_norm: use_input_stats=False needs running_mean and running_var")
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
-    positions = input[0, 0].numel()
+    positions = math.prod(input.shape[2:])
     if positions <= 1:
         raise ShapeError(f"instance_norm: expected more than 1 spatial element per channel, got input of shape "
                          f"{tuple(input.shape)}")
