@@ -187,11 +187,11 @@ def test_map_location_puts_every_tensor_and_shared_view_on_the_device(tmp_path, 
                                       else expected.numpy(), err_msg=key)
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch.load's, about its own oracle use
 @pytest.mark.parametrize("protocol", [3, 4, 5])
 def test_files_pickled_with_newer_protocols_load(tmp_path, protocol):
     weight = torch.randn(3, 4)
     path = tmp_path / "w.pt"
     torch.save({"w": weight, "t": weight.t(), "raw": b"xy", "tags": {1, 2}, "pair": (1, 2.5)}, path,
                pickle_protocol=protocol)
-    assert_same(distrain.load(path), torch.load(path, weights_only=True))
+    # torch's own weights_only unpickler lacks protocol 3's bytes opcode: the full one is the oracle (our own file)
+    assert_same(distrain.load(path), torch.load(path, weights_only=False))
