@@ -99,6 +99,9 @@ class RNNBase(Module):
     def reset_parameters(self):
         _uniform_init(self)
 
+    def flatten_parameters(self):
+        """Accepted for PyTorch scripts (cuDNN wants its weights in one buffer); distrain's op reads them as they are."""
+
     @property
     def all_weights(self):
         """Each layer and direction's parameters, in PyTorch's order."""

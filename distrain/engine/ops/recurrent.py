@@ -66,8 +66,8 @@ def recurrent_layer(mode, input, hx, cx, weight_ih, weight_hh, bias_ih=None, bia
     if x.ndim != 3 or x.shape[2] != w_ih.shape[1]:
         raise ShapeError(f"{mode}: input must be (seq_len, batch, input_size={w_ih.shape[1]}), "
                          f"got shape {tuple(x.shape)}")
-    check_same_dtype(mode, ("input", "weight_ih", "weight_hh", "bias_ih", "bias_hh"),
-                     (input, weight_ih, weight_hh, bias_ih, bias_hh))
+    check_same_dtype(mode, ("input", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "hx", "cx", "weight_hr"),
+                     (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr))
     xp = array_module(x)
     steps, batch, in_size = x.shape
     for name, state, size in (("hx", hx, w_hh.shape[1]), ("cx", cx, w_hh.shape[0] // gates)):
@@ -161,7 +161,7 @@ def recurrent_layer(mode, input, hx, cx, weight_ih, weight_hh, bias_ih=None, bia
     outputs = (out, h_n) if c_n is None else (out, h_n, c_n)
     inputs = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     if grad_state.enabled and any(t is not None and t._requires_grad for t in inputs):
-        record(mode, _recurrent_backward, inputs, outputs, saved=(weight_ih, weight_hh, weight_hr),
+        record(mode, _recurrent_backward, inputs, outputs, saved=(input, weight_ih, weight_hh, weight_hr),
                args=(mode, sizes, reverse, flat_x, acts, h_prev, c_prev, tanh_c, hidden_n, packed))
     return out, h_n, c_n
 
@@ -173,7 +173,7 @@ def _recurrent_backward(node, grads):
                             "through the fused recurrent layers; differentiate once, or write the recurrence with "
                             "primitive ops (x @ w.t(), sigmoid, tanh) where higher derivatives are needed")
     mode, sizes, reverse, flat_x, acts, h_prev, c_prev, tanh_c, hidden_n, packed = node.args
-    w_ih_t, w_hh_t, w_hr_t = node.saved_tensors
+    _, w_ih_t, w_hh_t, w_hr_t = node.saved_tensors  # the input too: flat_x may be a view of it (version check)
     w_ih, w_hh = w_ih_t._data, w_hh_t._data
     w_hr = w_hr_t._data if w_hr_t is not None else None
     grad_out, grad_h = grads[0], grads[1]

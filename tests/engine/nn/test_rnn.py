@@ -225,6 +225,8 @@ def test_bad_arguments_raise_distrain_errors_that_say_what_to_fix():
         nn.GRUCell(4, 5)(distrain.randn(3, 4), distrain.zeros(2, 5))
     with pytest.raises(distrain.DTypeError, match="same dtype"):
         nn.GRU(4, 5)(distrain.randn(6, 3, 4, dtype=distrain.float64))
+    with pytest.raises(distrain.DTypeError, match="hx"):
+        nn.RNN(4, 5)(distrain.randn(6, 3, 4), distrain.zeros(1, 3, 5, dtype=distrain.float64))
     with pytest.raises(distrain.ArgumentError, match="enforce_sorted=False"):
         nn.utils.rnn.pack_sequence([distrain.ones(1, 2), distrain.ones(3, 2)])
 
@@ -277,3 +279,12 @@ def test_char_lstm_training_with_carried_state_matches_torch():
     t_params = dict(t_model.named_parameters())
     for name, parameter in d_model.named_parameters():
         assert_close(parameter, t_params[name].detach(), 1e-4, 1e-5, what=name)
+
+
+def test_modifying_the_input_in_place_before_backward_is_detected():
+    x = distrain.randn(4, 2, 3, requires_grad=True)
+    y = x * 1.0
+    output, _ = nn.LSTM(3, 4)(y)
+    y.mul_(2)
+    with pytest.raises(distrain.AutogradError, match="modified by an in-place operation"):
+        output.sum().backward()
