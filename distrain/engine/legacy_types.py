@@ -15,7 +15,7 @@ class LegacyTensorType:
 
     def __init__(self, device, dtype, name):
         self.device = device
-        self.dtype = dtypes.as_dtype(dtype)
+        self.dtype = dtypes.public(dtypes.as_dtype(dtype))
         self.name = name
 
     def __call__(self, *size):
