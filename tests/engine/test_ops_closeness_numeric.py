@@ -6,7 +6,14 @@ import torch
 
 import distrain
 
-from .oracle import FLOAT_DTYPES, check_finite_differences, check_op_against_torch, pair, to_distrain, to_torch
+from .oracle import (
+    FLOAT_DTYPES,
+    check_finite_differences,
+    check_op_against_torch,
+    pair,
+    to_distrain,
+    to_torch,
+)
 
 RNG = np.random.default_rng(6)
 SPECIAL = np.array([[1.0, np.nan, np.inf, -np.inf, 0.0], [-2.5, 1e-9, np.nan, 3.0, -0.0]])

@@ -6,8 +6,15 @@ import torch
 
 import distrain
 
-from .oracle import (FLOAT_DTYPES, check_finite_differences, check_op_against_torch, check_second_order_against_torch,
-                     pair, to_distrain, to_torch)
+from .oracle import (
+    FLOAT_DTYPES,
+    check_finite_differences,
+    check_op_against_torch,
+    check_second_order_against_torch,
+    pair,
+    to_distrain,
+    to_torch,
+)
 
 RNG = np.random.default_rng(3)
 X = RNG.uniform(0.5, 1.5, (3, 4, 5)) * RNG.choice([-1.0, 1.0], (3, 4, 5))

@@ -7,8 +7,14 @@ import torch
 
 import distrain
 
-from .oracle import (FLOAT_DTYPES, check_finite_differences, check_op_against_torch, check_second_order_against_torch,
-                     pair, to_distrain)
+from .oracle import (
+    FLOAT_DTYPES,
+    check_finite_differences,
+    check_op_against_torch,
+    check_second_order_against_torch,
+    pair,
+    to_distrain,
+)
 
 RNG = np.random.default_rng(2)
 

@@ -54,7 +54,7 @@ def test_others_against_torch(name):
 
 def test_integers_round_to_themselves():
     for name in ("floor", "ceil", "round", "trunc"):
-        check_op_against_torch(*pair(lambda lib, x: getattr(lib, name)(x)), [np.arange(-3, 3)])
+        check_op_against_torch(*pair(lambda lib, x, name=name: getattr(lib, name)(x)), [np.arange(-3, 3)])
 
 
 IN_PLACE = ["exp_", "log_", "sqrt_", "neg_", "abs_", "sigmoid_", "tanh_", "sin_", "cos_", "floor_", "ceil_", "round_",

@@ -9,8 +9,15 @@ import torch
 
 import distrain
 
-from .oracle import (FLOAT_DTYPES, check_finite_differences, check_op_against_torch, check_second_order_against_torch,
-                     pair, to_distrain, to_torch)
+from .oracle import (
+    FLOAT_DTYPES,
+    check_finite_differences,
+    check_op_against_torch,
+    check_second_order_against_torch,
+    pair,
+    to_distrain,
+    to_torch,
+)
 
 RNG = np.random.default_rng(5)
 X = RNG.standard_normal((3, 4, 5))

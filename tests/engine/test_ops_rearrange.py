@@ -6,7 +6,14 @@ import torch
 
 import distrain
 
-from .oracle import FLOAT_DTYPES, check_finite_differences, check_op_against_torch, pair, to_distrain, to_torch
+from .oracle import (
+    FLOAT_DTYPES,
+    check_finite_differences,
+    check_op_against_torch,
+    pair,
+    to_distrain,
+    to_torch,
+)
 
 RNG = np.random.default_rng(4)
 X = RNG.standard_normal((4, 5))

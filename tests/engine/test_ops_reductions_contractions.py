@@ -6,7 +6,12 @@ import torch
 
 import distrain
 
-from .oracle import FLOAT_DTYPES, check_finite_differences, check_op_against_torch, pair, to_distrain, to_torch
+from .oracle import (
+    FLOAT_DTYPES,
+    check_finite_differences,
+    check_op_against_torch,
+    pair,
+)
 
 RNG = np.random.default_rng(10)
 X = RNG.permutation(24).reshape(2, 3, 4) / 5.0 - 2.0  # distinct values: one median
@@ -89,10 +94,10 @@ def test_counting_against_torch():
     check_op_against_torch(*pair(lambda lib, i, w: lib.bincount(i, w)), [ints, RNG.standard_normal(6)],
                            requires_grad=[False, False])
     for kwargs in ({}, {"bins": 5}, {"bins": 4, "min": -1, "max": 1}):
-        check_op_against_torch(*pair(lambda lib, x: lib.histc(x, **kwargs)), [M.astype(np.float32)], requires_grad=[False])
+        check_op_against_torch(*pair(lambda lib, x, kwargs=kwargs: lib.histc(x, **kwargs)), [M.astype(np.float32)], requires_grad=[False])
     for args in ((3, 3), (4, 3, 1), (3, 5, -1)):
         for name in ("tril_indices", "triu_indices"):
-            check_op_against_torch(*pair(lambda lib: getattr(lib, name)(*args)), [])
+            check_op_against_torch(*pair(lambda lib, name=name, args=args: getattr(lib, name)(*args)), [])
 
 
 @pytest.mark.parametrize("call, error, message", [

@@ -6,7 +6,14 @@ import torch
 
 import distrain
 
-from .oracle import FLOAT_DTYPES, check_finite_differences, check_op_against_torch, pair, to_distrain, to_torch
+from .oracle import (
+    FLOAT_DTYPES,
+    check_finite_differences,
+    check_op_against_torch,
+    pair,
+    to_distrain,
+    to_torch,
+)
 
 RNG = np.random.default_rng(0)
 DISTINCT = RNG.permutation(60).reshape(3, 4, 5).astype(np.float64) / 7.0  # no ties: one right order
@@ -42,11 +49,11 @@ def test_sort_with_ties_nan_and_integers_as_torch():
     """Ties keep their order (stable), NaN is the largest value, integers and bools sort too."""
     values = np.array([[2.0, np.nan, 1.0, 2.0, -np.inf, 1.0], [0.0, 0.0, 3.0, np.inf, 1.0, np.nan]])
     for descending in (False, True):
-        check_op_against_torch(*pair(lambda lib, x: lib.sort(x, descending=descending, stable=True)),
+        check_op_against_torch(*pair(lambda lib, x, descending=descending: lib.sort(x, descending=descending, stable=True)),
                                [values], np.float32)
     for array in (np.array([3, -9223372036854775808, 3, 7]), np.array([True, False, True])):
         for descending in (False, True):
-            check_op_against_torch(*pair(lambda lib, x: lib.sort(x, descending=descending, stable=True)), [array])
+            check_op_against_torch(*pair(lambda lib, x, descending=descending: lib.sort(x, descending=descending, stable=True)), [array])
 
 
 UNIQUES = {

@@ -72,4 +72,4 @@ def _triangle_indices(name, keep):
 tril_indices = _triangle_indices("tril_indices", tril)
 triu_indices = _triangle_indices("triu_indices", triu)
 
-__all__ = ["searchsorted", "bucketize", "bincount", "histc", "tril_indices", "triu_indices", "Tensor"]
+__all__ = ["Tensor", "bincount", "bucketize", "histc", "searchsorted", "tril_indices", "triu_indices"]

@@ -34,4 +34,4 @@ def equal(input, other):
     return bool((a == b).all())
 
 
-__all__ = ["isclose", "allclose", "equal", "Tensor"]
+__all__ = ["Tensor", "allclose", "equal", "isclose"]

@@ -99,4 +99,4 @@ def cdist(x1, x2, p=2.0):
     return vector_norm(x1.unsqueeze(-2) - x2.unsqueeze(-3), p, dim=-1)
 
 
-__all__ = ["mv", "inner", "vdot", "tensordot", "trace", "kron", "cross", "cdist", "Tensor"]
+__all__ = ["Tensor", "cdist", "cross", "inner", "kron", "mv", "tensordot", "trace", "vdot"]

@@ -69,4 +69,4 @@ cumsum = _accumulate("cumsum", lambda xp, data, axis: xp.cumsum(data, axis=axis)
                      lambda grad, x, out, axis: _reverse_cumsum(grad, axis))
 cumprod = _accumulate("cumprod", lambda xp, data, axis: xp.cumprod(data, axis=axis), _cumprod_backward)
 
-__all__ = ["cumsum", "cumprod", "Tensor"]
+__all__ = ["Tensor", "cumprod", "cumsum"]

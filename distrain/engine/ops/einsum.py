@@ -195,4 +195,4 @@ def _onto_diagonal(values, distinct, term, size):
     return index_into_zeros(values, tuple(size[c] for c in term), tuple(grids[c] for c in term), False)
 
 
-__all__ = ["einsum", "Tensor"]
+__all__ = ["Tensor", "einsum"]

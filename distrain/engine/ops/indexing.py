@@ -110,7 +110,6 @@ def _index_put_backward(node, grad):
     key, values_shape = node.args
     input_edge, values_edge = node.next_edges
     grad_input = grad_values = None
-    index = key if len(key) != 1 else key[0]
     if input_edge is not None:
         grad_input = index_put(grad, key, 0)  # itself differentiable, for create_graph
     if values_edge is not None:

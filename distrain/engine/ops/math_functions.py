@@ -10,7 +10,16 @@ from __future__ import annotations
 import math
 
 from ..backend import array_module
-from .core import Tensor, binary_operands, fix_float_dtype, grad_state, record, shape_error, sum_to_shape, wrap
+from .core import (
+    Tensor,
+    binary_operands,
+    fix_float_dtype,
+    grad_state,
+    record,
+    shape_error,
+    sum_to_shape,
+    wrap,
+)
 from .elementwise import _unary, clamp, sqrt
 
 _LN2 = math.log(2.0)
@@ -101,6 +110,30 @@ def clamp_max(input, max):
     return clamp(input, max=max)
 
 
-__all__ = ["reciprocal", "rsqrt", "log2", "log10", "exp2", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh",
-           "acosh", "atanh", "frac", "floor", "ceil", "round", "trunc", "atan2", "addcmul", "addcdiv", "clamp_min",
-           "clamp_max", "Tensor"]
+__all__ = [
+    "Tensor",
+    "acos",
+    "acosh",
+    "addcdiv",
+    "addcmul",
+    "asin",
+    "asinh",
+    "atan",
+    "atan2",
+    "atanh",
+    "ceil",
+    "clamp_max",
+    "clamp_min",
+    "cosh",
+    "exp2",
+    "floor",
+    "frac",
+    "log2",
+    "log10",
+    "reciprocal",
+    "round",
+    "rsqrt",
+    "sinh",
+    "tan",
+    "trunc",
+]

@@ -78,4 +78,4 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return (std(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim))
 
 
-__all__ = ["nansum", "nanmean", "count_nonzero", "median", "nanmedian", "var_mean", "std_mean", "Tensor"]
+__all__ = ["Tensor", "count_nonzero", "median", "nanmean", "nanmedian", "nansum", "std_mean", "var_mean"]

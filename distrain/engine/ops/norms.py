@@ -104,8 +104,7 @@ def norm(A, ord=None, dim=None, keepdim=False, *, dtype=None):
     """linalg.norm: a vector norm for 1-D input or an int dim, a matrix norm for 2-D input or a dim pair;
     ord=None is the 2-norm of the flattened input (the Frobenius norm of a matrix)."""
     if ord is None:
-        if dim is None or isinstance(dim, int) or len(dim) == 1 or len(dim) == 2:
-            return vector_norm(A, 2, dim, keepdim, dtype=dtype)
+        return vector_norm(A, 2, dim, keepdim, dtype=dtype)
     if isinstance(dim, int) or (isinstance(dim, (tuple, list)) and len(dim) == 1):
         return vector_norm(A, ord, dim, keepdim, dtype=dtype)
     if dim is None:
@@ -128,4 +127,4 @@ def tensor_norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     return vector_norm(input, p, dim, keepdim, dtype=dtype)
 
 
-__all__ = ["vector_norm", "matrix_norm", "norm", "tensor_norm", "Tensor"]
+__all__ = ["Tensor", "matrix_norm", "norm", "tensor_norm", "vector_norm"]

@@ -38,4 +38,4 @@ def _nan_to_num_backward(node, grad):
     return (grad * node.args,)
 
 
-__all__ = ["lerp", "nan_to_num", "Tensor"]
+__all__ = ["Tensor", "lerp", "nan_to_num"]

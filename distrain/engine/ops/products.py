@@ -40,4 +40,4 @@ def _scaled_sum(name, product_fn):
 addmm = _scaled_sum("addmm", mm)
 baddbmm = _scaled_sum("baddbmm", bmm)
 
-__all__ = ["outer", "addmm", "baddbmm", "Tensor"]
+__all__ = ["Tensor", "addmm", "baddbmm", "outer"]

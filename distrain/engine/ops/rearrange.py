@@ -7,6 +7,8 @@ own (roll back; keep the same triangle of the gradient).
 """
 from __future__ import annotations
 
+import itertools
+
 from ...errors import ArgumentError, ShapeError
 from .. import dtypes
 from ..backend import array_module
@@ -171,7 +173,7 @@ def tensor_split(input, indices_or_sections, dim=0):
     # between out-of-order cuts are empty or overlap (so they are slices, not one split)
     bounds = [0, *integers("tensor_split", tuple(indices_or_sections), "indices"), None]
     lead = (slice(None),) * axis
-    return tuple(input[lead + (slice(start, end),)] for start, end in zip(bounds, bounds[1:]))
+    return tuple(input[lead + (slice(start, end),)] for start, end in itertools.pairwise(bounds))
 
 
-__all__ = ["roll", "tril", "triu", "diagonal", "diag", "meshgrid", "repeat_interleave", "tensor_split", "Tensor"]
+__all__ = ["Tensor", "diag", "diagonal", "meshgrid", "repeat_interleave", "roll", "tensor_split", "tril", "triu"]

@@ -179,5 +179,14 @@ def argwhere(input):
     return nonzero(input)
 
 
-__all__ = ["scatter", "scatter_add", "index_add", "index_copy", "index_fill", "masked_fill", "nonzero", "argwhere",
-           "Tensor"]
+__all__ = [
+    "Tensor",
+    "argwhere",
+    "index_add",
+    "index_copy",
+    "index_fill",
+    "masked_fill",
+    "nonzero",
+    "scatter",
+    "scatter_add",
+]

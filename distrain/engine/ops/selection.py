@@ -77,4 +77,4 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
     return input
 
 
-__all__ = ["masked_select", "take", "take_along_dim", "diff", "Tensor"]
+__all__ = ["Tensor", "diff", "masked_select", "take", "take_along_dim"]

@@ -136,4 +136,4 @@ def _unique_result(values, inverse, counts, return_inverse, return_counts):
     return out[0] if len(out) == 1 else tuple(out)
 
 
-__all__ = ["sort", "argsort", "msort", "topk", "kthvalue", "unique", "unique_consecutive", "Tensor"]
+__all__ = ["Tensor", "argsort", "kthvalue", "msort", "sort", "topk", "unique", "unique_consecutive"]

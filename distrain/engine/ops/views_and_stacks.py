@@ -100,5 +100,18 @@ def column_stack(tensors):
 moveaxis = movedim
 row_stack = vstack
 
-__all__ = ["movedim", "moveaxis", "swapaxes", "unflatten", "select", "broadcast_to", "broadcast_tensors", "hstack",
-           "vstack", "row_stack", "dstack", "column_stack", "Tensor"]
+__all__ = [
+    "Tensor",
+    "broadcast_tensors",
+    "broadcast_to",
+    "column_stack",
+    "dstack",
+    "hstack",
+    "moveaxis",
+    "movedim",
+    "row_stack",
+    "select",
+    "swapaxes",
+    "unflatten",
+    "vstack",
+]
