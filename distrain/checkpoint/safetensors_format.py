@@ -76,7 +76,8 @@ def _read(file, name, placement):
     try:
         header = json.loads(file.read(length).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise error(name, f"has a safetensors header that is not JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
+        problem = f"{type(exc).__name__}: {str(exc)[:100]}"
+        raise error(name, f"has a safetensors header that is not JSON ({problem})") from None
     data = _aligned_buffer(name, remaining - length)
     if _read_into(file, memoryview(data)) != data.nbytes:
         raise error(name, "is truncated: its data ended early")

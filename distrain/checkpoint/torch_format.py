@@ -71,7 +71,8 @@ def _load_zip(file, name, placement):
                     raise error(name, f"lacks the record {prefix}data/{key} of storage {key!r}; it is damaged")
                 if info.file_size != nbytes:
                     raise error(name, f"has storage {key!r} of {info.file_size} bytes where its tensors need {nbytes}")
-                if info.compress_type == zipfile.ZIP_STORED and info.compress_size != nbytes or info.compress_size > size:
+                stored_apart = info.compress_type == zipfile.ZIP_STORED and info.compress_size != nbytes
+                if stored_apart or info.compress_size > size:
                     raise error(name, f"has a malformed record for storage {key!r}: {info.compress_size} bytes "
                                       f"stored for {nbytes}, in a file of {size}")
                 buffer = _aligned_buffer(name, nbytes)
@@ -102,7 +103,8 @@ def _load_legacy(file, name, placement):
     restricted_load(file, name, {**TORCH_GLOBALS, **dict.fromkeys(REBUILD_FUNCTIONS, _discard)},
                     dry_run.reference, UNSUPPORTED)
     keys = restricted_load(file, name)
-    if not isinstance(keys, list) or set(keys) != set(dry_run.declared):
+    if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)
+            and sorted(keys) == sorted(dry_run.declared)):
         raise error(name, "lists storages that its pickle does not describe; it is damaged")
     raw = {}
     for key in keys:

@@ -202,4 +202,4 @@ TORCH_GLOBALS = {
     **{f"{module}.{storage}": name for storage, name in _STORAGE_DTYPES.items()
        for module in ("torch", "torch.cuda", "torch.storage")},
 }
-REBUILD_FUNCTIONS = {name for name, value in TORCH_GLOBALS.items() if name.startswith(("torch._utils.", "torch._tensor."))}
+REBUILD_FUNCTIONS = {name for name in TORCH_GLOBALS if name.startswith(("torch._utils.", "torch._tensor."))}

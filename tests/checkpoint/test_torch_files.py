@@ -177,7 +177,8 @@ def test_saving_a_whole_module_is_refused_and_its_state_dict_suggested(tmp_path)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_map_location_puts_every_tensor_and_shared_view_on_the_device(tmp_path, layout, device):
     weight = torch.randn(3, 4)
-    saved = {"weight": weight, "transposed": weight.t(), "half": weight.to(torch.bfloat16)[1:], "steps": torch.arange(5)}
+    saved = {"weight": weight, "transposed": weight.t(), "half": weight.to(torch.bfloat16)[1:],
+             "steps": torch.arange(5)}
     path = torch_save(saved, tmp_path / "w.pt", layout)
 
     loaded = distrain.load(path, map_location=device)

@@ -68,7 +68,8 @@ def test_a_malicious_pickle_is_refused_naming_the_global_and_nothing_runs(tmp_pa
 
 
 HAND_WRITTEN = {  # pickles no torch.save writes, in the opcodes an attacker would pick
-    "builtins.eval, protocol 0": (b"cbuiltins\neval\n(V__import__('os').system('touch {marker}')\ntR.", "builtins.eval"),
+    "builtins.eval, protocol 0": (b"cbuiltins\neval\n(V__import__('os').system('touch {marker}')\ntR.",
+                                  "builtins.eval"),
     "__builtin__.eval, as protocol 2 spells it": (b"\x80\x02c__builtin__\neval\nX\x05\x00\x00\x001 + 1\x85R.",
                                                   "builtins.eval"),
     "STACK_GLOBAL, protocol 4": (pickle.dumps(RunsAShellCommand("{marker}"), protocol=4),
