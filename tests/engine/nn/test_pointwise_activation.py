@@ -189,3 +189,35 @@ def test_softmin_module_without_dim_warns_like_torch():
 def test_explicit_dim_does_not_warn():
     x = distrain.randn(2, 3)
     F.softmax(x, dim=1), F.log_softmax(x, 0), F.softmin(x, -1), x.softmax(1)  # warnings are errors in the tests
+
+
+# inplace=True on an intermediate of a recorded graph: the result overwrites it and the gradient is still right
+IN_PLACE = {
+    "silu": lambda f, y: f.silu(y, inplace=True),
+    "mish": lambda f, y: f.mish(y, inplace=True),
+    "hardswish": lambda f, y: f.hardswish(y, inplace=True),
+    "hardsigmoid": lambda f, y: f.hardsigmoid(y, inplace=True),
+    "hardtanh": lambda f, y: f.hardtanh(y, -0.5, 0.5, True),
+    "relu6": lambda f, y: f.relu6(y, inplace=True),
+    "elu": lambda f, y: f.elu(y, 0.7, True),
+    "selu": lambda f, y: f.selu(y, inplace=True),
+    "celu": lambda f, y: f.celu(y, 0.5, True),
+    "threshold": lambda f, y: f.threshold(y, 0.2, -1.0, True),
+}
+
+
+@pytest.mark.parametrize("name", list(IN_PLACE))
+def test_in_place_inside_a_graph_matches_torch(name):
+    function = IN_PLACE[name]
+
+    def run(f, x):
+        y = x * 1.5
+        out = function(f, y)
+        return out, y
+
+    check_op_against_torch(lambda x: run(F, x), lambda x: run(TF, x),
+                           [random_array(np.random.default_rng(9), (3, 4), "nonzero") * 3])
+
+
+def test_silu_backward_of_backward_matches_torch():
+    check_second_order_against_torch(F.silu, TF.silu, [random_array(np.random.default_rng(10), (5,), "any")])
