@@ -26,6 +26,7 @@ Ops live in one file per kind, each forward beside its backward:
 - `nan_reductions.py` nansum nanmean count_nonzero median nanmedian var_mean std_mean
 - `contractions.py` mv inner vdot tensordot trace kron cross cdist
 - `bucketing.py`   searchsorted bucketize bincount histc tril_indices triu_indices
+- `sampling.py`    multinomial bernoulli normal, and the fills normal_ uniform_ bernoulli_ exponential_ random_
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ from .math_functions import (acos, acosh, addcdiv, addcmul, asin, asinh, atan, a
                              cosh, exp2, floor, frac, log2, log10, reciprocal, round, rsqrt, sinh, tan, trunc)
 from .nan_reductions import count_nonzero, median, nanmean, nanmedian, nansum, std_mean, var_mean
 from .selection import diff, masked_select, take, take_along_dim
+from .sampling import bernoulli, bernoulli_, exponential_, multinomial, normal, normal_, random_, uniform_
 from .views_and_stacks import (broadcast_tensors, broadcast_to, column_stack, dstack, hstack, movedim, moveaxis,
                                row_stack, select, swapaxes, unflatten, vstack)
 
@@ -179,7 +181,8 @@ TENSOR_METHODS = {
         acos, acosh, addcdiv, addcmul, asin, asinh, atan, atan2, atanh, ceil, clamp_max, clamp_min, cosh, exp2, floor,
         frac, log2, log10, reciprocal, round, rsqrt, sinh, tan, trunc, count_nonzero, median, nanmean, nanmedian,
         nansum, diff, masked_select, take, take_along_dim, broadcast_to, movedim, select, swapaxes, unflatten,
-        cross, inner, kron, mv, trace, vdot, bincount)},
+        cross, inner, kron, mv, trace, vdot, bincount, multinomial, bernoulli, normal_, uniform_, bernoulli_,
+        exponential_, random_)},
     "moveaxis": moveaxis, "absolute": abs, "arctan2": atan2, "fix": trunc, "negative": neg, "multiply": mul,
     "divide": div, "subtract": sub, "true_divide": div, "greater": gt, "less": lt, "greater_equal": ge,
     "less_equal": le, "not_equal": ne, "arccos": acos, "arcsin": asin, "arctan": atan,
