@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from ...errors import ArgumentError
-from ..ops import elementwise
-from ..ops.softmax import log_softmax, softmax
+from ..ops import activations, elementwise
 from ..ops.dropout import dropout
+from ..ops.softmax import log_softmax, softmax
 from .module import Module
 
 
@@ -31,8 +31,7 @@ class LeakyReLU(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        out = elementwise.leaky_relu(input, self.negative_slope)
-        return input.copy_(out) if self.inplace else out
+        return activations.leaky_relu(input, self.negative_slope, self.inplace)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")

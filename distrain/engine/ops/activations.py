@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
+from . import elementwise
 from .core import grad_state, record, wrap
 from .elementwise import _floating, _sigmoid, expm1, sigmoid, tanh, where
 from .softmax import implicit_dim, softmax
@@ -83,6 +84,11 @@ def _hardtanh_backward(node, grad):
     low, high = node.args
     inside = wrap((x._data > low) & (x._data < high))
     return (where(inside, grad, 0.0),)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """x for x > 0, negative_slope * x otherwise (elementwise.leaky_relu with PyTorch's inplace option)."""
+    return _in_place_or_not(elementwise.leaky_relu, input, inplace, negative_slope)
 
 
 def relu6(input, inplace=False):
@@ -217,6 +223,6 @@ def softmin(input, dim=None, _stacklevel=3, dtype=None):
     return softmax(-input, implicit_dim("softmin", dim, input.ndim, _stacklevel), dtype=dtype)
 
 
-__all__ = ["celu", "elu", "glu", "hardshrink", "hardsigmoid", "hardswish", "hardtanh", "logsigmoid", "mish",
-           "prelu", "relu6", "selu", "silu", "softmin", "softplus", "softshrink", "softsign", "tanhshrink",
+__all__ = ["celu", "elu", "glu", "hardshrink", "hardsigmoid", "hardswish", "hardtanh", "leaky_relu", "logsigmoid",
+           "mish", "prelu", "relu6", "selu", "silu", "softmin", "softplus", "softshrink", "softsign", "tanhshrink",
            "threshold"]

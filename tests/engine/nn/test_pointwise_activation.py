@@ -221,3 +221,14 @@ def test_in_place_inside_a_graph_matches_torch(name):
 
 def test_silu_backward_of_backward_matches_torch():
     check_second_order_against_torch(F.silu, TF.silu, [random_array(np.random.default_rng(10), (5,), "any")])
+
+
+def test_leaky_relu_in_place_inside_a_graph_matches_torch():
+    def run(f, module, x):
+        y = x * 1.5
+        return module(y), f.leaky_relu(y * 2.0, 0.5, True), y
+
+    # slopes exact in float32: torch's in-place backward rounds the slope to float32 even in float64
+    check_op_against_torch(lambda x: run(F, nn.LeakyReLU(0.25, inplace=True), x),
+                           lambda x: run(TF, torch.nn.LeakyReLU(0.25, inplace=True), x),
+                           [random_array(np.random.default_rng(11), (3, 4), "nonzero")])
