@@ -1,4 +1,4 @@
-"""One rank of a launcher-less job: `python rendezvous_script.py RANK WORLD PORT [destroy|atexit]`.
+"""One rank of a launcher-less job: `python rendezvous_script.py RANK WORLD PORT [destroy|atexit [TIMEOUT]]`.
 
 Meets the others at tcp://127.0.0.1:PORT (distrain/rendezvous.py), checks an all_reduce and an
 all_gather against NumPy, and prints what the environment says before and after leaving.
@@ -12,7 +12,8 @@ import distrain.distributed as dist
 
 rank, world, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 ending = sys.argv[4] if len(sys.argv) > 4 else "destroy"
-dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=20)
+timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 20.0
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timeout)
 assert (dist.get_rank(), dist.get_world_size(), dist.get_backend()) == (rank, world, "ps")
 values = numpy.arange(5, dtype=numpy.float32) * (rank + 1)
 dist.all_reduce(values)

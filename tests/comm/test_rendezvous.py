@@ -73,8 +73,8 @@ def test_a_script_that_never_destroys_its_group_still_ends_promptly(tmp_path):
 @pytest.mark.timeout(120)
 def test_a_rank_with_another_secret_is_not_admitted(tmp_path):
     port = free_port()
-    ours = start_ranks([0], 2, port, env=environment(DISTRAIN_PS_SECRET="a" * 64))
-    stranger = start_ranks([1], 2, port, env=environment(DISTRAIN_PS_SECRET="b" * 64))
+    ours = start_ranks([0], 2, port, "destroy", "3", env=environment(DISTRAIN_PS_SECRET="a" * 64))
+    stranger = start_ranks([1], 2, port, "destroy", "3", env=environment(DISTRAIN_PS_SECRET="b" * 64))
     outputs = finish(ours + stranger)
     assert ours[0].returncode != 0 and stranger[0].returncode != 0
     assert "did not answer" in outputs[1] and "same secret?" in outputs[1], outputs[1]

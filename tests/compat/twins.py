@@ -1,9 +1,8 @@
 """Running a PyTorch program and its distrain twin, the same source but for the imports, and reading their numbers.
 
 The programs in tests/compat/programs/ are PyTorch programs. `distrain_twin` writes the
-same program with only its import lines changed (torch -> distrain; torch.utils.data ->
-distrain.data until distrain has that path), and checks that nothing else differs: the
-compatibility promise, tested literally.
+same program with only its import lines changed (torch -> distrain), and checks that
+nothing else differs: the compatibility promise, tested literally.
 """
 import atexit
 import json
@@ -21,9 +20,7 @@ from tests.process_group import run_group
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs")
 END_OF_IMPORTS = "# --- end of imports"
-# the import lines that differ; the longest module paths first
-_RENAMES = [("torch.utils.data.distributed", "distrain.data"), ("torch.utils.data", "distrain.data"),
-            ("torch", "distrain")]
+_RENAMES = [("torch", "distrain")]  # in the import lines: torch.utils.data -> distrain.utils.data, and so on
 
 
 def program(name):
