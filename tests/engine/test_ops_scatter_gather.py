@@ -138,3 +138,31 @@ def test_bad_arguments_are_named(call, error, message):
         call(distrain, to_distrain(X), to_distrain(SRC))
     with pytest.raises((RuntimeError, IndexError)):
         call(torch, to_torch(X), to_torch(SRC))
+
+
+TIED_SRC = np.round(RNG.standard_normal((3, 5)), 1)
+TIED_SRC[1, 0] = TIED_SRC[0, 0]  # two values tie for the extreme of one target: they share its gradient
+SPREAD = np.array([[0, 0, 2, 0, 1], [0, 2, 2, 3, 1], [1, 1, 1, 1, 1]])
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+@pytest.mark.parametrize("reduce", ["sum", "mean", "amax", "amin"])
+def test_scatter_reduce_against_torch(reduce, include_self):
+    check_op_against_torch(*pair(lambda lib, x, s, i: x.scatter_reduce(0, i, s, reduce, include_self=include_self)),
+                           [X, TIED_SRC, SPREAD], FLOAT_DTYPES)
+    check_op_against_torch(*pair(lambda lib, x, s, i: lib.scatter_reduce(x, 1, i.t()[:4, :3], s.t()[:4, :3], reduce,
+                                                                         include_self=include_self)),
+                           [X, TIED_SRC, SPREAD])
+
+
+def test_scatter_reduce_in_place_and_refusals():
+    results = []
+    for lib in (distrain, torch):
+        x = lib.tensor(X)
+        assert x.scatter_reduce_(0, lib.tensor(SPREAD), lib.tensor(TIED_SRC), "amax") is x
+        results.append(x.numpy())
+    np.testing.assert_array_equal(*results)
+    with pytest.raises(distrain.DTypeError, match="reduce must be"):
+        distrain.tensor(X).scatter_reduce(0, distrain.tensor(SPREAD), distrain.tensor(TIED_SRC), "maxi")
+    with pytest.raises(RuntimeError):
+        torch.tensor(X).scatter_reduce(0, torch.tensor(SPREAD), torch.tensor(TIED_SRC), "maxi")

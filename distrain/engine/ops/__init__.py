@@ -53,7 +53,8 @@ from .norms import tensor_norm as norm
 from .numeric import lerp, nan_to_num
 from .products import addmm, baddbmm, outer
 from .rearrange import diag, diagonal, meshgrid, repeat_interleave, roll, tensor_split, tril, triu
-from .scatter_gather import argwhere, index_add, index_copy, index_fill, masked_fill, nonzero, scatter, scatter_add
+from .scatter_gather import (argwhere, index_add, index_copy, index_fill, masked_fill, nonzero, scatter, scatter_add,
+                             scatter_reduce)
 from .sorting import argsort, kthvalue, msort, sort, topk, unique, unique_consecutive
 from .bucketing import bincount, bucketize, histc, searchsorted, tril_indices, triu_indices
 from .contractions import cdist, cross, inner, kron, mv, tensordot, trace, vdot
@@ -166,14 +167,14 @@ TENSOR_METHODS = {
     # sorting, scattering, rearranging, norms and comparisons
     "sort": sort, "argsort": argsort, "msort": msort, "topk": topk, "kthvalue": kthvalue, "unique": unique,
     "unique_consecutive": unique_consecutive, "cumsum": cumsum, "cumprod": cumprod,
-    "scatter": scatter, "scatter_add": scatter_add, "index_add": index_add, "index_copy": index_copy,
+    "scatter": scatter, "scatter_add": scatter_add, "scatter_reduce": scatter_reduce, "index_add": index_add, "index_copy": index_copy,
     "index_fill": index_fill, "nonzero": nonzero, "argwhere": argwhere,
     "roll": roll, "tril": tril, "triu": triu, "diag": diag, "diagonal": diagonal,
     "repeat_interleave": repeat_interleave, "tensor_split": tensor_split,
     "outer": outer, "ger": outer, "addmm": addmm, "baddbmm": baddbmm, "norm": norm,
     "isclose": isclose, "allclose": allclose, "equal": equal, "lerp": lerp, "nan_to_num": nan_to_num,
     **{name + "_": in_place_form(name + "_", op) for name, op in (
-        ("scatter", scatter), ("scatter_add", scatter_add), ("index_add", index_add), ("index_copy", index_copy),
+        ("scatter", scatter), ("scatter_add", scatter_add), ("scatter_reduce", scatter_reduce), ("index_add", index_add), ("index_copy", index_copy),
         ("index_fill", index_fill), ("masked_fill", masked_fill), ("tril", tril), ("triu", triu), ("lerp", lerp),
         ("nan_to_num", nan_to_num))},
     # more math, views, selections and reductions under PyTorch's other names

@@ -190,3 +190,52 @@ __all__ = [
     "scatter",
     "scatter_add",
 ]
+
+
+def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
+    """out = input, then each src[i][j] combined into out[index[i][j]][j] (dim=0) by `reduce`:
+    "sum", "mean", "amax" or "amin"; include_self=False leaves input's own values out of the
+    targets' reductions. amax/amin share a target's gradient evenly among the values that tie
+    for the extreme, as PyTorch does."""
+    from .elementwise import where
+
+    if reduce not in ("sum", "mean", "amax", "amin"):
+        raise DTypeError(f"scatter_reduce: reduce must be 'sum', 'mean', 'amax' or 'amin', got {reduce!r} "
+                         "('prod' is not supported)")
+    if not isinstance(src, Tensor):
+        raise DTypeError(f"scatter_reduce: src must be a tensor, got {type(src).__name__}")
+    mesh, src = _scatter_target("scatter_reduce", input, dim, index, src)
+    src = src.to(input.dtype)
+    xp = array_module(input._data)
+    hits = index_into_zeros(wrap(xp.ones(src.shape, dtype=input.dtype)), tuple(input.shape), mesh, True)
+    hit = hits._data > 0
+    base = input if include_self else index_put(input, mesh, 0)
+    if reduce in ("sum", "mean"):
+        total = _add_at(base, mesh, src)
+        if reduce == "sum":
+            return total
+        count = hits + 1.0 if include_self else where(wrap(hit), hits, 1.0)
+        return where(wrap(hit), total / count, input)
+    return _scatter_extreme(input, mesh, src, reduce, include_self, hit)
+
+
+def _scatter_extreme(input, mesh, src, reduce, include_self, hit):
+    """amax / amin by scatter: the values on arrays, the gradient through a tie-sharing mask."""
+    from .elementwise import where
+
+    xp = array_module(input._data)
+    fill = -xp.inf if reduce == "amax" else xp.inf
+    if input.dtype.kind != "f":
+        fill = xp.iinfo(input.dtype).min if reduce == "amax" else xp.iinfo(input.dtype).max
+    extreme = input._data.copy() if include_self else xp.where(hit, fill, input._data).astype(input.dtype)
+    (xp.maximum if reduce == "amax" else xp.minimum).at(extreme, mesh, src._data)
+    result = wrap(extreme).detach()
+    # input's own value counts where it ties for the extreme, and wherever no src value landed
+    own = wrap(((input._data == extreme) | ~hit) if include_self else ~hit)
+    from_src = wrap(src._data == extreme[mesh])
+    shares = own.to(input.dtype) + index_into_zeros(from_src.to(input.dtype), tuple(input.shape), mesh, True)
+    weight = 1.0 / shares
+    picked_self = where(own, input * weight, 0.0)
+    picked_src = index_into_zeros(where(from_src, src * weight[mesh], 0.0), tuple(input.shape), mesh, True)
+    # the values are `result`; the graph is that of the weighted sum of the tied elements
+    return picked_self + picked_src + (result - (picked_self + picked_src).detach())
