@@ -1,5 +1,6 @@
-"""cumsum and cumprod against PyTorch: every dim, dtype= and integer inputs (int64 results),
-inputs with zeros (cumprod's exact gradient), second order, and the error for a bad dim."""
+"""cumsum, cumprod, cummax, cummin and logcumsumexp against PyTorch: every dim, dtype= and integer
+inputs (int64 results), inputs with zeros (cumprod's exact gradient) and ties (cummax's index),
+second order, and the error for a bad dim."""
 import numpy as np
 import pytest
 import torch
@@ -30,6 +31,13 @@ OPS = {
     "cumprod_dim_neg_method": lambda lib, x: x.cumprod(-1),
     "cumprod_dim1": lambda lib, x: x.cumprod(dim=1),
     "scalar": lambda lib, x: lib.cumprod(x[0, 0, 0], 0) + lib.cumsum(x[0, 0, 1], -1),
+    "cummax": lambda lib, x: lib.cummax(x, 1),
+    "cummin_method": lambda lib, x: x.cummin(dim=-1),
+    "cummin_values": lambda lib, x: x.cummin(dim=-1).values * 1.0,
+    "cummax_rounded_ties": lambda lib, x: (x * 2).round().cummax(0),
+    "cummax_scalar": lambda lib, x: lib.cummax(x[0, 0, 0], 0),
+    "logcumsumexp": lambda lib, x: lib.logcumsumexp(x * 50, 2),
+    "logcumsumexp_method": lambda lib, x: x.logcumsumexp(dim=0),
 }
 
 
@@ -40,7 +48,8 @@ def test_against_torch(name, data):
 
 
 @pytest.mark.parametrize("data", [X, WITH_ZEROS], ids=["nonzero", "zeros"])
-@pytest.mark.parametrize("name", ["cumsum_dim0", "cumprod_dim_neg_method", "cumprod_dim1"])
+@pytest.mark.parametrize("name", ["cumsum_dim0", "cumprod_dim_neg_method", "cumprod_dim1", "cummin_values",
+                                  "logcumsumexp_method"])
 def test_gradients_of_gradients(name, data):
     check_finite_differences(pair(OPS[name])[0], [data])
     check_second_order_against_torch(*pair(OPS[name]), [data])

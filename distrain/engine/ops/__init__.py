@@ -46,7 +46,7 @@ from .shape import (cat, chunk, clone, contiguous, expand, expand_as, flatten, f
                     reverse_dims, split, squeeze, stack, t, transpose, unbind, unsqueeze, view)
 from .softmax import cross_entropy, log_softmax, softmax
 from .closeness import allclose, equal, isclose
-from .cumulative import cumprod, cumsum
+from .cumulative import cummax, cummin, cumprod, cumsum, logcumsumexp
 from .einsum import einsum
 from .inplace import in_place_form
 from .norms import tensor_norm as norm
@@ -166,7 +166,8 @@ TENSOR_METHODS = {
     "softmax": softmax, "log_softmax": log_softmax,
     # sorting, scattering, rearranging, norms and comparisons
     "sort": sort, "argsort": argsort, "msort": msort, "topk": topk, "kthvalue": kthvalue, "unique": unique,
-    "unique_consecutive": unique_consecutive, "cumsum": cumsum, "cumprod": cumprod,
+    "unique_consecutive": unique_consecutive, "cumsum": cumsum, "cumprod": cumprod, "cummax": cummax,
+    "cummin": cummin, "logcumsumexp": logcumsumexp,
     "scatter": scatter, "scatter_add": scatter_add, "scatter_reduce": scatter_reduce, "index_add": index_add, "index_copy": index_copy,
     "index_fill": index_fill, "nonzero": nonzero, "argwhere": argwhere,
     "roll": roll, "tril": tril, "triu": triu, "diag": diag, "diagonal": diagonal,
