@@ -39,7 +39,8 @@ from .engine.ops import (acos, acosh, addcdiv, addcmul, asin, asinh, atan, atan2
                          median, movedim, moveaxis, mv, nanmean, nanmedian, nansum, reciprocal, round, row_stack, rsqrt,
                          searchsorted, select, sinh, std_mean, swapaxes, take, take_along_dim, tan, tensordot, trace,
                          tril_indices, triu_indices, trunc, unflatten, var_mean, vdot, vstack)
-from .engine.ops import bernoulli, cummax, cummin, logcumsumexp, multinomial, normal, scatter_reduce
+from .engine.ops import (bernoulli, cummax, cummin, index_put, logcumsumexp, masked_scatter, multinomial, normal, rot90,
+                         scatter_reduce)
 from . import linalg
 from .engine.threads import get_num_threads, set_num_threads
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state

@@ -48,6 +48,11 @@ OPS = {
     "chunk_uneven": (lambda lib, x: x.chunk(3, dim=1), [X]),
     "unbind": (lambda lib, x: lib.unbind(x, 1), [CUBE]),
     "flip_varargs": (lambda lib, x: x.flip(0, 1), [X]),
+    "rot90": (lambda lib, x: lib.rot90(x), [X]),
+    "rot90_k3_dims": (lambda lib, x: x.rot90(3, (2, 0)), [CUBE]),
+    "rot90_k2_negative": (lambda lib, x: x.rot90(-2, [1, 2]), [CUBE]),
+    "rot90_k0": (lambda lib, x: x.rot90(4), [X]),
+    "rot90_k_minus1": (lambda lib, x: x.rot90(-1), [X]),
 }
 
 
@@ -91,6 +96,7 @@ def test_triangles_in_place(name):
     (lambda lib, x: lib.meshgrid(x[0], x[0], indexing="yx"), distrain.ArgumentError, "'ij' or 'xy'"),
     (lambda lib, x: x.repeat_interleave(lib.tensor([1, 2]), dim=0), distrain.ShapeError, "repeats has 2 counts"),
     (lambda lib, x: x.tensor_split(0), distrain.ArgumentError, "must be positive"),
+    (lambda lib, x: x.rot90(1, (0, 0)), distrain.ShapeError, "same dimension twice"),
 ])
 def test_bad_arguments_are_named(call, error, message):
     with pytest.raises(error, match=message):

@@ -166,3 +166,41 @@ def test_scatter_reduce_in_place_and_refusals():
         distrain.tensor(X).scatter_reduce(0, distrain.tensor(SPREAD), distrain.tensor(TIED_SRC), "maxi")
     with pytest.raises(RuntimeError):
         torch.tensor(X).scatter_reduce(0, torch.tensor(SPREAD), torch.tensor(TIED_SRC), "maxi")
+
+
+PUTS = {
+    "index_put": (lambda lib, x, v: x.index_put((lib.tensor([0, 2, 0]), lib.tensor([1, 1, 1])), v[0, :3]), [X, SRC]),
+    "index_put_accumulate": (lambda lib, x, v: lib.index_put(x, (lib.tensor([0, 2, 0]),), v[:3, :5], accumulate=True),
+                             [X, SRC]),
+    "index_put_broadcast_value": (lambda lib, x, v: x.index_put((lib.tensor([3, 1]),), v[0, 0], accumulate=True),
+                                  [X, SRC]),
+    "masked_scatter": (lambda lib, x, v: x.masked_scatter(x > 0, v), [X, SRC]),
+    "masked_scatter_broadcast": (lambda lib, x, v: lib.masked_scatter(x, x[0] > 0, v), [X, SRC]),
+}
+
+
+@pytest.mark.parametrize("name", PUTS)
+def test_index_put_and_masked_scatter_against_torch(name):
+    fn, arrays = PUTS[name]
+    check_op_against_torch(*pair(fn), arrays, FLOAT_DTYPES)
+
+
+@pytest.mark.parametrize("shape, wrap", [((4, 4), False), ((6, 3), False), ((7, 3), True), ((3, 5), True), ((3, 3, 3), False)])
+def test_fill_diagonal_and_in_place_puts_as_torch(shape, wrap):
+    results = []
+    for lib in (distrain, torch):
+        x = lib.zeros(shape)
+        assert x.fill_diagonal_(2.5, wrap=wrap) is x
+        y = lib.zeros(4, 5)
+        y.index_put_((lib.tensor([1, 1]), lib.tensor([0, 0])), lib.tensor(3.0), accumulate=True)
+        y.masked_scatter_(y == 0, lib.arange(20.0))
+        results.append((x.numpy().copy(), y.numpy().copy()))
+    for mine, theirs in zip(*results):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_masked_scatter_needs_enough_source():
+    with pytest.raises(distrain.ShapeError, match="selects 20 elements"):
+        distrain.zeros(4, 5).masked_scatter(distrain.ones(4, 5, dtype=distrain.bool), distrain.ones(3))
+    with pytest.raises(RuntimeError):
+        torch.zeros(4, 5).masked_scatter(torch.ones(4, 5, dtype=torch.bool), torch.ones(3))

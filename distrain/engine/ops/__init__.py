@@ -52,9 +52,9 @@ from .inplace import in_place_form
 from .norms import tensor_norm as norm
 from .numeric import lerp, nan_to_num
 from .products import addmm, baddbmm, outer
-from .rearrange import diag, diagonal, meshgrid, repeat_interleave, roll, tensor_split, tril, triu
-from .scatter_gather import (argwhere, index_add, index_copy, index_fill, masked_fill, nonzero, scatter, scatter_add,
-                             scatter_reduce)
+from .rearrange import diag, diagonal, meshgrid, repeat_interleave, roll, rot90, tensor_split, tril, triu
+from .scatter_gather import (argwhere, fill_diagonal, index_add, index_copy, index_fill, index_put, masked_fill,
+                             masked_scatter, nonzero, scatter, scatter_add, scatter_reduce)
 from .sorting import argsort, kthvalue, msort, sort, topk, unique, unique_consecutive
 from .bucketing import bincount, bucketize, histc, searchsorted, tril_indices, triu_indices
 from .contractions import cdist, cross, inner, kron, mv, tensordot, trace, vdot
@@ -170,13 +170,16 @@ TENSOR_METHODS = {
     "cummin": cummin, "logcumsumexp": logcumsumexp,
     "scatter": scatter, "scatter_add": scatter_add, "scatter_reduce": scatter_reduce, "index_add": index_add, "index_copy": index_copy,
     "index_fill": index_fill, "nonzero": nonzero, "argwhere": argwhere,
-    "roll": roll, "tril": tril, "triu": triu, "diag": diag, "diagonal": diagonal,
+    "roll": roll, "rot90": rot90, "tril": tril, "triu": triu, "diag": diag, "diagonal": diagonal,
+    "index_put": index_put, "masked_scatter": masked_scatter,
+    "fill_diagonal_": in_place_form("fill_diagonal_", fill_diagonal),
     "repeat_interleave": repeat_interleave, "tensor_split": tensor_split,
     "outer": outer, "ger": outer, "addmm": addmm, "baddbmm": baddbmm, "norm": norm,
     "isclose": isclose, "allclose": allclose, "equal": equal, "lerp": lerp, "nan_to_num": nan_to_num,
     **{name + "_": in_place_form(name + "_", op) for name, op in (
         ("scatter", scatter), ("scatter_add", scatter_add), ("scatter_reduce", scatter_reduce), ("index_add", index_add), ("index_copy", index_copy),
-        ("index_fill", index_fill), ("masked_fill", masked_fill), ("tril", tril), ("triu", triu), ("lerp", lerp),
+        ("index_fill", index_fill), ("masked_fill", masked_fill), ("index_put", index_put),
+        ("masked_scatter", masked_scatter), ("tril", tril), ("triu", triu), ("lerp", lerp),
         ("nan_to_num", nan_to_num))},
     # more math, views, selections and reductions under PyTorch's other names
     **{function.__name__: function for function in (

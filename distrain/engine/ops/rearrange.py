@@ -176,4 +176,22 @@ def tensor_split(input, indices_or_sections, dim=0):
     return tuple(input[lead + (slice(start, end),)] for start, end in itertools.pairwise(bounds))
 
 
-__all__ = ["Tensor", "diag", "diagonal", "meshgrid", "repeat_interleave", "roll", "tensor_split", "tril", "triu"]
+def rot90(input, k=1, dims=(0, 1)):
+    """Rotate by 90 degrees k times in the plane of `dims`, from the first dim towards the second."""
+    if len(dims) != 2:
+        raise ArgumentError(f"rot90: dims must name two dimensions, got {tuple(dims)}")
+    first, second = (normalize_dim(d, input.ndim, "rot90") for d in dims)
+    if first == second:
+        raise ShapeError(f"rot90: dims {tuple(dims)} name the same dimension twice")
+    k %= 4
+    if k == 0:
+        return input.clone()
+    if k == 2:
+        return input.flip((first, second))
+    if k == 1:
+        return input.flip(second).transpose(first, second)
+    return input.transpose(first, second).flip(second)
+
+
+__all__ = ["Tensor", "diag", "diagonal", "meshgrid", "repeat_interleave", "roll", "rot90", "tensor_split", "tril",
+           "triu"]

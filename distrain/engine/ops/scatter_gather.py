@@ -179,19 +179,6 @@ def argwhere(input):
     return nonzero(input)
 
 
-__all__ = [
-    "Tensor",
-    "argwhere",
-    "index_add",
-    "index_copy",
-    "index_fill",
-    "masked_fill",
-    "nonzero",
-    "scatter",
-    "scatter_add",
-]
-
-
 def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
     """out = input, then each src[i][j] combined into out[index[i][j]][j] (dim=0) by `reduce`:
     "sum", "mean", "amax" or "amin"; include_self=False leaves input's own values out of the
@@ -239,3 +226,73 @@ def _scatter_extreme(input, mesh, src, reduce, include_self, hit):
     picked_src = index_into_zeros(where(from_src, src * weight[mesh], 0.0), tuple(input.shape), mesh, True)
     # the values are `result`; the graph is that of the weighted sum of the tied elements
     return picked_self + picked_src + (result - (picked_self + picked_src).detach())
+
+
+def index_put(input, indices, values, accumulate=False):
+    """out = input, then out[indices] = values (or += with accumulate=True; repeated indices add up).
+
+    `indices` is a tuple of index tensors, as `input[indices]` reads; values broadcast to the selection."""
+    from .indexing import getitem
+    from .indexing import index_put as assign
+
+    if not isinstance(indices, (tuple, list)):
+        raise DTypeError(f"index_put: indices must be a tuple of tensors, got {type(indices).__name__}")
+    key = tuple(indices)
+    if not isinstance(values, Tensor):
+        values = as_tensor_like(values, input)
+    values = values.to(input.dtype)
+    if not accumulate:
+        return assign(input, key, values)
+    from ..autograd.grad_mode import no_grad
+
+    with no_grad():
+        selected = tuple(getitem(input, key).shape)
+    try:
+        values = values.expand(selected)
+    except ShapeError:
+        raise ShapeError(f"index_put: values of shape {tuple(values.shape)} do not broadcast to the selection's "
+                         f"shape {selected}") from None
+    from .indexing import _array_index
+
+    return _add_at(input, _array_index(key)[0], values)
+
+
+def masked_scatter(input, mask, source):
+    """out = input with the positions where `mask` is True filled, in order, from source's elements."""
+    mask_data = mask._data if isinstance(mask, Tensor) else mask
+    if getattr(mask_data, "dtype", None) is None or mask_data.dtype.kind != "b":
+        raise DTypeError(f"masked_scatter: mask must be a bool tensor, got {getattr(mask_data, 'dtype', type(mask))}")
+    xp = array_module(input._data)
+    try:
+        full_mask = xp.broadcast_to(mask_data, input._data.shape)
+    except ValueError:
+        raise ShapeError(f"masked_scatter: mask of shape {tuple(mask_data.shape)} does not broadcast to the input's "
+                         f"shape {tuple(input.shape)}") from None
+    positions = xp.nonzero(full_mask)
+    count = int(positions[0].shape[0]) if positions else int(full_mask.item())
+    if source.numel() < count:
+        raise ShapeError(f"masked_scatter: the mask selects {count} elements but source (shape "
+                         f"{tuple(source.shape)}) has only {source.numel()}")
+    return index_put(input, positions, source.reshape(-1)[:count])
+
+
+def fill_diagonal(input, fill_value, wrap=False):
+    """input with its main diagonal (every dim's index equal) set to fill_value; the out-of-place twin of
+    Tensor.fill_diagonal_. wrap=True continues the diagonal below a tall matrix's square top (NumPy's rule)."""
+    from .indexing import index_put as assign
+
+    shape = tuple(input.shape)
+    if input.ndim < 2 or (input.ndim > 2 and len(set(shape)) != 1):
+        raise ShapeError(f"fill_diagonal_: the tensor must be 2-D or have all dimensions equal, got shape {shape}")
+    xp = array_module(input._data)
+    if input.ndim == 2:
+        rows, columns = shape
+        flat = xp.arange(0, rows * columns if wrap else min(rows, columns) * columns, columns + 1)
+        key = (flat // columns, flat % columns)
+    else:
+        key = (xp.arange(shape[0]),) * input.ndim
+    return assign(input, key, fill_value)
+
+
+__all__ = ["Tensor", "argwhere", "fill_diagonal", "index_add", "index_copy", "index_fill", "index_put", "masked_fill",
+           "masked_scatter", "nonzero", "scatter", "scatter_add", "scatter_reduce"]
