@@ -1,7 +1,7 @@
 """Writing by index: scatter, scatter_add, index_add, index_fill, index_copy, masked_fill, nonzero.
 
 Each is one of indexing's two differentiable primitives applied at an index built here:
-`index_put` (assignment: the overwritten positions get no gradient from the input, the
+`assign_at`, indexing.index_put (assignment: the overwritten positions get no gradient from the input, the
 written values get the gradient at their target) or `input + index_into_zeros(...)`
 (accumulation: the input's gradient passes unchanged, the added values gather theirs).
 So no op here needs a backward of its own, and create_graph works through all of them.
@@ -15,7 +15,8 @@ from ...errors import DTypeError, IndexingError, ShapeError
 from .. import dtypes
 from ..backend import array_module
 from .core import Tensor, as_tensor_like, normalize_dim, wrap
-from .indexing import _open_mesh, index_into_zeros, index_put
+from .indexing import _open_mesh, index_into_zeros
+from .indexing import index_put as assign_at
 
 
 def _index_array(op_name, index, like):
@@ -75,7 +76,7 @@ def scatter(input, dim, index, src=None, value=None, *, reduce=None):
     mesh, src = _scatter_target("scatter", input, dim, index, src)
     if isinstance(src, Tensor) and src.dtype != input.dtype:
         src = src.to(input.dtype)
-    return index_put(input, mesh, src)
+    return assign_at(input, mesh, src)
 
 
 def _filled_like_index(value, index, like):
@@ -132,7 +133,7 @@ def index_copy(input, dim, index, source):
     """out = input, then out[..., index[i], ...] = source[..., i, ...] along `dim`."""
     axis, key = _index_along("index_copy", input, dim, index)
     _check_source("index_copy", input, axis, key[-1].shape[0], source)
-    return index_put(input, key, source.to(input.dtype))
+    return assign_at(input, key, source.to(input.dtype))
 
 
 def index_fill(input, dim, index, value):
@@ -140,7 +141,7 @@ def index_fill(input, dim, index, value):
     _, key = _index_along("index_fill", input, dim, index)
     if isinstance(value, Tensor) and value.ndim:
         raise ShapeError(f"index_fill: value must be a number or a 0-d tensor, got shape {tuple(value.shape)}")
-    return index_put(input, key, value.to(input.dtype) if isinstance(value, Tensor) else value)
+    return assign_at(input, key, value.to(input.dtype) if isinstance(value, Tensor) else value)
 
 
 def masked_fill(input, mask, value):
@@ -196,7 +197,7 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
     xp = array_module(input._data)
     hits = index_into_zeros(wrap(xp.ones(src.shape, dtype=input.dtype)), tuple(input.shape), mesh, True)
     hit = hits._data > 0
-    base = input if include_self else index_put(input, mesh, 0)
+    base = input if include_self else assign_at(input, mesh, 0)
     if reduce in ("sum", "mean"):
         total = _add_at(base, mesh, src)
         if reduce == "sum":
@@ -233,7 +234,6 @@ def index_put(input, indices, values, accumulate=False):
 
     `indices` is a tuple of index tensors, as `input[indices]` reads; values broadcast to the selection."""
     from .indexing import getitem
-    from .indexing import index_put as assign
 
     if not isinstance(indices, (tuple, list)):
         raise DTypeError(f"index_put: indices must be a tuple of tensors, got {type(indices).__name__}")
@@ -242,7 +242,7 @@ def index_put(input, indices, values, accumulate=False):
         values = as_tensor_like(values, input)
     values = values.to(input.dtype)
     if not accumulate:
-        return assign(input, key, values)
+        return assign_at(input, key, values)
     from ..autograd.grad_mode import no_grad
 
     with no_grad():
@@ -279,8 +279,6 @@ def masked_scatter(input, mask, source):
 def fill_diagonal(input, fill_value, wrap=False):
     """input with its main diagonal (every dim's index equal) set to fill_value; the out-of-place twin of
     Tensor.fill_diagonal_. wrap=True continues the diagonal below a tall matrix's square top (NumPy's rule)."""
-    from .indexing import index_put as assign
-
     shape = tuple(input.shape)
     if input.ndim < 2 or (input.ndim > 2 and len(set(shape)) != 1):
         raise ShapeError(f"fill_diagonal_: the tensor must be 2-D or have all dimensions equal, got shape {shape}")
@@ -291,7 +289,7 @@ def fill_diagonal(input, fill_value, wrap=False):
         key = (flat // columns, flat % columns)
     else:
         key = (xp.arange(shape[0]),) * input.ndim
-    return assign(input, key, fill_value)
+    return assign_at(input, key, fill_value)
 
 
 __all__ = ["Tensor", "argwhere", "fill_diagonal", "index_add", "index_copy", "index_fill", "index_put", "masked_fill",
