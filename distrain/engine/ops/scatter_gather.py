@@ -1,8 +1,9 @@
-"""Writing by index: scatter, scatter_add, index_add, index_fill, index_copy, masked_fill, nonzero.
+"""Writing by index: scatter, scatter_add, scatter_reduce, index_add, index_copy, index_fill, index_put,
+masked_fill, masked_scatter, fill_diagonal_, nonzero.
 
 Each is one of indexing's two differentiable primitives applied at an index built here:
-`assign_at`, indexing.index_put (assignment: the overwritten positions get no gradient from the input, the
-written values get the gradient at their target) or `input + index_into_zeros(...)`
+assignment (`assign_at`, indexing's index_put: the overwritten positions get no gradient from
+the input, the written values get the gradient at their target) or `input + index_into_zeros(...)`
 (accumulation: the input's gradient passes unchanged, the added values gather theirs).
 So no op here needs a backward of its own, and create_graph works through all of them.
 The in-place forms (`scatter_`, ...) follow NOTE [ In-place ops and autograd ].
