@@ -39,8 +39,10 @@ from .engine.ops import (acos, acosh, addcdiv, addcmul, asin, asinh, atan, atan2
                          median, movedim, moveaxis, mv, nanmean, nanmedian, nansum, reciprocal, round, row_stack, rsqrt,
                          searchsorted, select, sinh, std_mean, swapaxes, take, take_along_dim, tan, tensordot, trace,
                          tril_indices, triu_indices, trunc, unflatten, var_mean, vdot, vstack)
-from .engine.ops import (bernoulli, cummax, cummin, index_put, logcumsumexp, masked_scatter, multinomial, normal, rot90,
-                         scatter_reduce)
+from .engine.ops import (bernoulli, cummax, cummin, deg2rad, dist, hypot, index_put, logaddexp, logcumsumexp, logical_and,
+                         logical_or, logical_xor, logit, masked_scatter, multinomial, normal, rad2deg, rot90,
+                         scatter_reduce, xlogy)
+from .engine.ops import logical_not, numel, square
 from . import linalg
 from .engine.threads import get_num_threads, set_num_threads
 from .engine.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
@@ -62,6 +64,7 @@ int = int32
 clip = clamp
 ger = outer
 absolute, arccos, arcsin, arctan, arctan2, fix, negative = abs, acos, asin, atan, atan2, trunc, neg
+sgn, true_divide, multiply, divide, subtract = sign, div, mul, div, sub
 
 # `import distrain.autograd` / `import distrain.nn.functional as F` find the engine's modules.
 _sys.modules[__name__ + ".autograd"] = autograd

@@ -92,3 +92,40 @@ def test_atan2_shape_error_names_shapes():
         distrain.atan2(distrain.tensor(ANY), distrain.tensor(ANY[:, 0]))
     with pytest.raises(RuntimeError):
         torch.atan2(torch.tensor(ANY), torch.tensor(ANY[:, 0]))
+
+
+COMPOSED = {
+    "hypot": (lambda lib, a, b: lib.hypot(a, b), [ANY, POSITIVE]),
+    "logaddexp": (lambda lib, a, b: lib.logaddexp(a * 30, b * 30), [ANY, ANY[::-1]]),
+    "logaddexp_method_tie": (lambda lib, a, b: a.logaddexp(a), [ANY, ANY]),
+    "logit": (lambda lib, p, b: lib.logit(p), [UNIT * 0.5 + 0.5, ANY]),
+    "logit_eps_method": (lambda lib, p, b: (p * 1.2 - 0.1).logit(eps=1e-3), [UNIT * 0.5 + 0.5, ANY]),
+    "xlogy": (lambda lib, x, y: lib.xlogy(x, y), [np.where(ANY > 0, ANY, 0.0), POSITIVE]),
+    "deg2rad_rad2deg": (lambda lib, a, b: lib.deg2rad(a) + b.rad2deg(), [ANY, UNIT]),
+    "dist": (lambda lib, a, b: lib.dist(a, b), [ANY, POSITIVE]),
+    "dist_p1_method": (lambda lib, a, b: a.dist(b[0], p=1), [ANY, POSITIVE]),
+    "square_and_numel": (lambda lib, a, b: lib.square(a) * lib.numel(b), [ANY, POSITIVE]),
+    "sgn": (lambda lib, a, b: lib.sgn(a.detach()) + a.detach().sgn() + b, [ANY, POSITIVE]),
+    "logical": (lambda lib, a, b: lib.logical_and(a > 0, b > 1) ^ lib.logical_or(a > 1, lib.logical_not(b > 1))
+                ^ lib.logical_xor(a > 0, b < 1), [ANY, POSITIVE]),
+    "tensor_basics": (lambda lib, a, b: a.t().contiguous().split_with_sizes([1, 3], 0)[1].sum_to_size(1, 3)
+                      * a.nelement() * a.ndimension(), [ANY, POSITIVE]),
+}
+
+
+@pytest.mark.parametrize("name", COMPOSED)
+def test_composed_against_torch(name):
+    fn, arrays = COMPOSED[name]
+    check_op_against_torch(*pair(fn), arrays, FLOAT_DTYPES)
+
+
+def test_xlogy_where_both_are_zero():
+    """The value and input's gradient are PyTorch's; other's gradient there is 0 (PyTorch's is 0/0 = NaN)."""
+    x, y = np.where(ANY > 0, ANY, 0.0), np.where(ANY > 0, POSITIVE, 0.0)
+    check_op_against_torch(*pair(lambda lib, a, b: a.xlogy(b)), [x, y], FLOAT_DTYPES, requires_grad=[True, False])
+
+
+def test_strides_are_in_elements():
+    for lib in (distrain, torch):
+        x = lib.zeros(3, 4, 5)
+        assert x.stride() == (20, 5, 1) and x.transpose(0, 2).stride() == (1, 5, 20) and x.stride(1) == 5

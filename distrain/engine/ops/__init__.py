@@ -33,7 +33,8 @@ from __future__ import annotations
 from ..backend import array_module
 from .. import legacy_types
 from ..tensor import Tensor
-from .core import wrap
+from .core import sum_to_shape, wrap
+from ..sizes import integers
 from .arithmetic import (add, div, eq, eq_operator, floor_divide, ge, gt, le, logical_and, logical_or, logical_xor,
                          lt, mul, ne, ne_operator, neg, pow, rdiv, remainder, rpow, rsub, sub)
 from .convert import bool_, cpu, cuda, double, float_, half, int_, long, to, type_as
@@ -59,7 +60,9 @@ from .sorting import argsort, kthvalue, msort, sort, topk, unique, unique_consec
 from .bucketing import bincount, bucketize, histc, searchsorted, tril_indices, triu_indices
 from .contractions import cdist, cross, inner, kron, mv, tensordot, trace, vdot
 from .math_functions import (acos, acosh, addcdiv, addcmul, asin, asinh, atan, atan2, atanh, ceil, clamp_max, clamp_min,
-                             cosh, exp2, floor, frac, log2, log10, reciprocal, round, rsqrt, sinh, tan, trunc)
+                             cosh, deg2rad, exp2, floor, frac, hypot, log2, log10, logaddexp, logit, rad2deg, reciprocal,
+                             round, rsqrt, sinh, tan, trunc, xlogy)
+from .norms import dist
 from .nan_reductions import count_nonzero, median, nanmean, nanmedian, nansum, std_mean, var_mean
 from .selection import diff, masked_select, take, take_along_dim
 from .sampling import bernoulli, bernoulli_, exponential_, multinomial, normal, normal_, random_, uniform_
@@ -91,6 +94,15 @@ def _square(input):
     return mul(input, input)
 
 
+def numel(input):
+    """The number of elements of `input` (torch.numel)."""
+    return input.numel()
+
+
+square = _square
+logical_not = _logical_not
+
+
 def _new(factory_name):
     def new(self, *size, dtype=None, device=None, requires_grad=False):
         from .. import factories
@@ -118,6 +130,12 @@ def _new_tensor(self, data, dtype=None, device=None, requires_grad=False):
 
 def _where_method(self, condition, other):
     return where(condition, self, other)
+
+
+def _stride(self, dim=None):
+    """Strides in elements (PyTorch's unit), not NumPy's bytes."""
+    strides = tuple(step // self._data.itemsize for step in self._data.strides)
+    return strides if dim is None else strides[dim]
 
 
 def _view_as(self, other):
@@ -188,6 +206,10 @@ TENSOR_METHODS = {
         nansum, diff, masked_select, take, take_along_dim, broadcast_to, movedim, select, swapaxes, unflatten,
         cross, inner, kron, mv, trace, vdot, bincount, multinomial, bernoulli, normal_, uniform_, bernoulli_,
         exponential_, random_)},
+    "hypot": hypot, "logaddexp": logaddexp, "logit": logit, "xlogy": xlogy, "deg2rad": deg2rad, "rad2deg": rad2deg,
+    "dist": dist, "sgn": sign, "nelement": lambda self: self.numel(), "ndimension": lambda self: self.ndim,
+    "split_with_sizes": lambda self, split_sizes, dim=0: split(self, list(split_sizes), dim),
+    "stride": _stride, "sum_to_size": lambda self, *size: sum_to_shape(self, integers("sum_to_size", size)),
     "moveaxis": moveaxis, "absolute": abs, "arctan2": atan2, "fix": trunc, "negative": neg, "multiply": mul,
     "divide": div, "subtract": sub, "true_divide": div, "greater": gt, "less": lt, "greater_equal": ge,
     "less_equal": le, "not_equal": ne, "arccos": acos, "arcsin": asin, "arctan": atan,

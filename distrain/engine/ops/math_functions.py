@@ -1,5 +1,6 @@
 """More elementwise math: rounding, reciprocals, logs and exponentials in other bases, the
-trigonometric and hyperbolic functions, atan2, addcmul/addcdiv, clamp_min/clamp_max.
+trigonometric and hyperbolic functions, atan2, addcmul/addcdiv, clamp_min/clamp_max, and the
+compositions hypot, logaddexp, logit, xlogy, deg2rad, rad2deg.
 
 Each differentiable unary function is one row of elementwise's `_unary` (forward on arrays,
 derivative on tensors). The rounding functions are flat almost everywhere: their outputs
@@ -110,6 +111,42 @@ def clamp_max(input, max):
     return clamp(input, max=max)
 
 
+def hypot(input, other):
+    """sqrt(input^2 + other^2)."""
+    return sqrt(input * input + other * other)
+
+
+def logaddexp(input, other):
+    """log(exp(input) + exp(other)) as max + log1p(exp(-|input - other|)): no overflow; gradient sigmoid(input - other)."""
+    from .elementwise import exp, log1p, maximum
+
+    return maximum(input, other) + log1p(exp(-(input - other).abs()))
+
+
+def logit(input, eps=None):
+    """log(p / (1 - p)), with p clamped to [eps, 1 - eps] when eps is given."""
+    from .elementwise import log
+
+    p = input if eps is None else clamp(input, eps, 1.0 - eps)
+    return log(p / (1.0 - p))
+
+
+def xlogy(input, other):
+    """input * log(other), and 0 where input is 0 (even where other is 0). The gradient to input is
+    log(other), except where input is 0 and other <= 0: there it is 0 (PyTorch's rule)."""
+    from .elementwise import log, where
+
+    return input * log(where((input == 0) & (other <= 0), 1.0, other))
+
+
+def deg2rad(input):
+    return input * (math.pi / 180.0)
+
+
+def rad2deg(input):
+    return input * (180.0 / math.pi)
+
+
 __all__ = [
     "Tensor",
     "acos",
@@ -125,15 +162,21 @@ __all__ = [
     "clamp_max",
     "clamp_min",
     "cosh",
+    "deg2rad",
     "exp2",
     "floor",
     "frac",
+    "hypot",
     "log2",
     "log10",
+    "logaddexp",
+    "logit",
+    "rad2deg",
     "reciprocal",
     "round",
     "rsqrt",
     "sinh",
     "tan",
     "trunc",
+    "xlogy",
 ]

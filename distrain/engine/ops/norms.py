@@ -127,4 +127,9 @@ def tensor_norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     return vector_norm(input, p, dim, keepdim, dtype=dtype)
 
 
-__all__ = ["Tensor", "matrix_norm", "norm", "tensor_norm", "vector_norm"]
+def dist(input, other, p=2):
+    """The p-norm of input - other (broadcast), over all elements."""
+    return vector_norm(input - other, p)
+
+
+__all__ = ["Tensor", "dist", "matrix_norm", "norm", "tensor_norm", "vector_norm"]
