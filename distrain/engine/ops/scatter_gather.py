@@ -217,7 +217,12 @@ def _scatter_extreme(input, mesh, src, reduce, include_self, hit):
     if input.dtype.kind != "f":
         fill = xp.iinfo(input.dtype).min if reduce == "amax" else xp.iinfo(input.dtype).max
     extreme = input._data.copy() if include_self else xp.where(hit, fill, input._data).astype(input.dtype)
-    (xp.maximum if reduce == "amax" else xp.minimum).at(extreme, mesh, src._data)
+    if xp is numpy:
+        (numpy.maximum if reduce == "amax" else numpy.minimum).at(extreme, mesh, src._data)
+    else:  # CuPy's ufuncs have no .at; cupyx has the scatter forms (as indexing uses scatter_add)
+        import cupyx
+
+        (cupyx.scatter_max if reduce == "amax" else cupyx.scatter_min)(extreme, mesh, src._data)
     result = wrap(extreme).detach()
     # input's own value counts where it ties for the extreme, and wherever no src value landed
     own = wrap(((input._data == extreme) | ~hit) if include_self else ~hit)
