@@ -11,6 +11,7 @@ from .oracle import (
     check_finite_differences,
     check_op_against_torch,
     pair,
+    to_distrain,
 )
 
 RNG = np.random.default_rng(10)
@@ -34,6 +35,15 @@ REDUCTIONS = {
     "var_mean": (lambda lib, x: lib.var_mean(x, dim=1), [X]),
     "std_mean": (lambda lib, x: lib.std_mean(x, dim=(0, 2), correction=0, keepdim=True), [X]),
 }
+
+def test_nanmean_of_an_all_nan_slice_is_nan_quietly():
+    """The value is PyTorch's (NaN, and no warning); the gradient there is 0 where PyTorch's is 0/0 = NaN."""
+    columns_of_nan = np.where(np.arange(4) < 2, np.nan, X[0])
+    check_op_against_torch(*pair(lambda lib, x: x.nanmean(dim=0)), [columns_of_nan], FLOAT_DTYPES, grad=False)
+    x = to_distrain(columns_of_nan, requires_grad=True)
+    x.nanmean(dim=0).sum().backward()
+    assert not np.isnan(x.grad.numpy()).any() and not x.grad.numpy()[:, :2].any()
+
 
 CONTRACTIONS = {
     "mv": (lambda lib, m, v: lib.mv(m, v), [M, V]),

@@ -26,8 +26,11 @@ def nansum(input, dim=None, keepdim=False, *, dtype=None):
 
 
 def nanmean(input, dim=None, keepdim=False, *, dtype=None):
+    from .elementwise import where
+
     counted = (~input.isnan()).sum(dim=dim, keepdim=keepdim)
-    return nansum(input, dim, keepdim, dtype=dtype) / counted
+    empty = counted == 0  # an all-NaN slice: NaN, without dividing 0 by 0
+    return where(empty, float("nan"), nansum(input, dim, keepdim, dtype=dtype) / where(empty, 1, counted))
 
 
 def count_nonzero(input, dim=None):
@@ -68,6 +71,7 @@ def _median(name, skip_nan):
 
 median = _median("median", skip_nan=False)
 nanmedian = _median("nanmedian", skip_nan=True)
+
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """(var, mean) over the same dims, as a plain tuple (PyTorch's)."""
