@@ -20,7 +20,7 @@ class Placement:
 
     def __init__(self, name, map_location):
         if isinstance(map_location, dict):
-            map_location = {backend.Device(saved): backend.Device(target) for saved, target in map_location.items()}
+            map_location = {_device_or_name(saved): backend.Device(target) for saved, target in map_location.items()}
         elif not (map_location is None or isinstance(map_location, (str, backend.Device)) or callable(map_location)):
             raise TypeError("map_location must be None, a device such as 'cpu', a dict of devices or a callable, "
                             f"got {type(map_location).__name__}")
@@ -29,15 +29,24 @@ class Placement:
     def place(self, host, saved, label):
         """`host` (a NumPy array) moved to where map_location sends an array saved on device `saved`."""
         location = self.map_location
-        if isinstance(location, dict):
-            location = location.get(backend.Device(saved))
+        if isinstance(location, dict):  # Device == str is False for a name that is no device, e.g. "mps"
+            location = next((target for source, target in location.items() if source == saved), None)
         elif callable(location):
             location = location(host, saved)
             if location is not None and not isinstance(location, (str, backend.Device)):
                 return location  # the callable returned the array itself
-        device = backend.Device(saved if location is None else location)
+        target = saved if location is None else location
         try:
-            return backend.move_array(host, device)
+            return backend.move_array(host, backend.Device(target))
         except DeviceError as exc:
-            raise DeviceError(f"checkpoint {self.name}: array {label} belongs on {device}, which is not available "
+            raise DeviceError(f"checkpoint {self.name}: array {label} belongs on {target}, which is not available "
                               f"here ({exc}). Pass map_location='cpu' to load it on the CPU.") from None
+
+
+def _device_or_name(name):
+    """A saved-device key of a map_location dict: a Device, or the name itself for a device distrain does not
+    have (PyTorch files may say "mps"), so {"mps": "cpu"} still maps it."""
+    try:
+        return backend.Device(name)
+    except DeviceError:
+        return name

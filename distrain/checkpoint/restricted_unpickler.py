@@ -22,6 +22,7 @@ import _compat_pickle
 import collections
 import io
 import pickle
+import pickletools
 
 from .format import error
 
@@ -113,13 +114,36 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def restricted_load(file, name, allowed=PLAIN_GLOBALS, persistent_load=None, unsupported=None):
-    """The object pickled at `file`'s position (a binary file or bytes), unpickled by a
-    RestrictedUnpickler; any failure but a refusal becomes a CheckpointError naming the file."""
+    """The object pickled at `file`'s position (bytes, or a seekable binary file), unpickled by a
+    RestrictedUnpickler after `check_opcodes`; any failure but a refusal becomes a CheckpointError."""
     if isinstance(file, (bytes, bytearray, memoryview)):
         file = io.BytesIO(file)
+    check_opcodes(file, name)
     try:
         return RestrictedUnpickler(file, name, allowed, persistent_load, unsupported).load()
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, IndexError, KeyError, AttributeError,
             OverflowError, MemoryError, RecursionError, UnicodeDecodeError) as exc:
         raise error(name, f"is damaged or not a PyTorch file: its pickle cannot be read "
                           f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def check_opcodes(file, name):
+    """Parse the pickle at `file`'s position without building anything, then seek back.
+
+    NOTE [ A small pickle can ask for gigabytes ]
+    CPython's C unpickler grows its memo table to the largest index a PUT names, zero-filled,
+    and allocates the length a BINBYTES/BINUNICODE names before reading it: a damaged 600-byte
+    file whose LONG_BINPUT says 1,275,750,499 makes it touch 20 GB. `pickletools.genops` only
+    reads opcodes: a PUT index beyond the opcodes seen so far (the pickler numbers them from 0 as
+    it goes), a length beyond the bytes present, or an unknown opcode is refused here first.
+    """
+    start = file.tell()
+    try:
+        for count, (opcode, argument, _) in enumerate(pickletools.genops(file)):
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= argument <= count:
+                raise error(name, f"is damaged or not a PyTorch file: its pickle stores object {argument} after only "
+                                  f"{count} opcodes")
+    except (ValueError, EOFError, UnicodeDecodeError, MemoryError, OverflowError) as exc:
+        raise error(name, f"is damaged or not a PyTorch file: its pickle cannot be read "
+                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    file.seek(start)

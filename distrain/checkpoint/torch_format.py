@@ -62,7 +62,11 @@ def _load_zip(file, name, placement):
             if f"{prefix}constants.pkl" in records or any(path.startswith(f"{prefix}code/") for path in records):
                 raise error(name, "is a TorchScript archive (torch.jit.save): it holds code, not only weights. "
                                   "Load it in PyTorch and save model.state_dict() with torch.save instead")
-            if f"{prefix}byteorder" in records and archive.read(f"{prefix}byteorder") != b"little":
+            def read_record(path):
+                _checked_size(name, records[path], size)
+                return archive.read(path)
+
+            if f"{prefix}byteorder" in records and read_record(f"{prefix}byteorder") != b"little":
                 raise error(name, "was saved on a big-endian machine; distrain reads little-endian PyTorch files")
 
             def read_bytes(key, nbytes):
@@ -71,20 +75,31 @@ def _load_zip(file, name, placement):
                     raise error(name, f"lacks the record {prefix}data/{key} of storage {key!r}; it is damaged")
                 if info.file_size != nbytes:
                     raise error(name, f"has storage {key!r} of {info.file_size} bytes where its tensors need {nbytes}")
-                stored_apart = info.compress_type == zipfile.ZIP_STORED and info.compress_size != nbytes
-                if stored_apart or info.compress_size > size:
-                    raise error(name, f"has a malformed record for storage {key!r}: {info.compress_size} bytes "
-                                      f"stored for {nbytes}, in a file of {size}")
-                buffer = _aligned_buffer(name, nbytes)
+                buffer = _aligned_buffer(name, _checked_size(name, info, size))
                 with archive.open(info) as record:
                     if _read_into(record, memoryview(buffer)) != nbytes:
                         raise error(name, f"is truncated inside storage {key!r}")
                 return buffer
 
             storages = Storages(name, read_bytes, placement)
-            return restricted_load(archive.read(pickles[0]), name, TORCH_GLOBALS, storages.reference, UNSUPPORTED)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            return restricted_load(read_record(pickles[0]), name, TORCH_GLOBALS, storages.reference, UNSUPPORTED)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, ValueError,
+            OverflowError, struct.error) as exc:  # what zipfile raises on a damaged directory
         raise error(name, f"is a damaged zip archive ({type(exc).__name__}: {exc})") from None
+
+
+def _checked_size(name, info, file_size):
+    """The size of a zip record, once its directory entry is seen to fit the file: a damaged or forged
+    directory must not make the reader allocate more than the file could hold (a stored record is its
+    bytes; a compressed one is bounded by zlib's ratio, 1032:1)."""
+    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise error(name, f"has a zip record {info.filename!r:.100} that is encrypted or compressed with method "
+                          f"{info.compress_type}; torch.save stores records as they are: it is damaged")
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if info.compress_size > file_size or info.file_size > (1 if stored else 1032) * info.compress_size + 64:
+        raise error(name, f"has a malformed zip record {info.filename!r:.100}: {info.file_size} bytes from "
+                          f"{info.compress_size} stored, in a file of {file_size}")
+    return info.file_size
 
 
 def _load_legacy(file, name, placement):

@@ -147,15 +147,18 @@ def test_streams_map_location_and_weights_only_are_accepted(tmp_path, layout):
     assert distrain.load(path, map_location=where)["w"].tolist() == (expected["w"] * 2).tolist() and seen == ["cpu"]
 
 
-def test_a_file_saved_from_cuda_needs_a_map_location_where_there_is_no_gpu(tmp_path, monkeypatch):
+@pytest.mark.parametrize("saved_on", ["cuda:0", "mps"])
+def test_a_file_saved_on_a_device_this_machine_lacks_needs_a_map_location(tmp_path, monkeypatch, saved_on):
     path = torch_save({"w": torch.ones(3)}, tmp_path / "cuda.pt", "zip")
-    rewrite_pickle(path, lambda data: data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"))
+    location = b"X" + len(saved_on).to_bytes(4, "little") + saved_on.encode()  # BINUNICODE
+    rewrite_pickle(path, lambda data: data.replace(b"X\x03\x00\x00\x00cpu", location))
     monkeypatch.setattr(distrain.engine.backend, "move_array", refuse_cuda(distrain.engine.backend.move_array))
 
     with pytest.raises(DeviceError, match="map_location='cpu'") as caught:
         distrain.load(path)
-    assert str(path) in str(caught.value) and "cuda:0" in str(caught.value)
-    assert distrain.load(path, map_location={"cuda:0": "cpu"})["w"].tolist() == [1.0, 1.0, 1.0]
+    assert str(path) in str(caught.value) and saved_on in str(caught.value)
+    for map_location in ({saved_on: "cpu"}, "cpu"):
+        assert distrain.load(path, map_location=map_location)["w"].tolist() == [1.0, 1.0, 1.0]
 
 
 def refuse_cuda(move_array):

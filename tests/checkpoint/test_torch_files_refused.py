@@ -3,8 +3,10 @@ runs: each payload is first shown live (PyTorch's full unpickler, weights_only=F
 then distrain.load is shown to refuse it without the side effect. Damaged files and tensors distrain
 cannot represent are refused with what is wrong."""
 import collections
+import io
 import os
 import pickle
+import random
 import zipfile
 
 import pytest
@@ -12,7 +14,8 @@ import torch
 
 import distrain
 from distrain.checkpoint import torch_tensors
-from distrain.errors import CheckpointError
+from distrain.checkpoint.restricted_unpickler import check_opcodes
+from distrain.errors import CheckpointError, DeviceError
 
 from .torch_files import LAYOUTS, rewrite_pickle, torch_save
 
@@ -67,23 +70,24 @@ def test_a_malicious_pickle_is_refused_naming_the_global_and_nothing_runs(tmp_pa
     assert not marker.exists(), message
 
 
-HAND_WRITTEN = {  # pickles no torch.save writes, in the opcodes an attacker would pick
-    "builtins.eval, protocol 0": (b"cbuiltins\neval\n(V__import__('os').system('touch {marker}')\ntR.",
-                                  "builtins.eval"),
-    "__builtin__.eval, as protocol 2 spells it": (b"\x80\x02c__builtin__\neval\nX\x05\x00\x00\x001 + 1\x85R.",
-                                                  "builtins.eval"),
-    "STACK_GLOBAL, protocol 4": (pickle.dumps(RunsAShellCommand("{marker}"), protocol=4),
-                                 f"{os.system.__module__}.system"),
-    "getattr gadget": (b"cbuiltins\ngetattr\n(ccollections\nOrderedDict\nVfromkeys\ntR.", "builtins.getattr"),
+HAND_WRITTEN = {  # pickles no torch.save writes, in the opcodes an attacker would pick: marker path -> bytes
+    "builtins.eval, protocol 0": (
+        lambda marker: f"cbuiltins\neval\n(V__import__('os').system('touch {marker}')\ntR.".encode(), "builtins.eval"),
+    "__builtin__.eval, as protocol 2 spells it": (
+        lambda marker: b"\x80\x02c__builtin__\neval\nX\x05\x00\x00\x001 + 1\x85R.", "builtins.eval"),
+    "STACK_GLOBAL, protocol 4": (
+        lambda marker: pickle.dumps(RunsAShellCommand(marker), protocol=4), f"{os.system.__module__}.system"),
+    "getattr gadget": (
+        lambda marker: b"cbuiltins\ngetattr\n(ccollections\nOrderedDict\nVfromkeys\ntR.", "builtins.getattr"),
 }
 
 
 @pytest.mark.parametrize("case", HAND_WRITTEN)
 def test_hand_written_pickles_are_refused_naming_the_global(tmp_path, case):
-    data, global_name = HAND_WRITTEN[case]
+    build, global_name = HAND_WRITTEN[case]
     marker = tmp_path / "the-payload-ran"
     path = torch_save({"w": torch.ones(1)}, tmp_path / "evil.pt", "zip")
-    rewrite_pickle(path, lambda old: data.replace(b"{marker}", str(marker).encode()))
+    rewrite_pickle(path, lambda old: build(marker))
 
     refused(path, f"would import {global_name}")
     assert not marker.exists()
@@ -155,3 +159,35 @@ def test_a_zip_that_is_not_a_pytorch_file_is_refused(tmp_path):
 def test_a_whole_torch_module_is_refused_naming_its_class_and_suggesting_its_state_dict(tmp_path, layout):
     path = torch_save(torch.nn.Linear(2, 2), tmp_path / "model.pt", layout)
     refused(path, "would import torch.nn.modules.linear.Linear", "model.state_dict()")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_randomly_damaged_files_load_or_are_refused_never_crash(tmp_path, layout):
+    """Bytes changed anywhere (the zip directory, the pickle, a storage) and truncations: each file
+    loads (a changed value) or raises a distrain error naming it; no other exception escapes."""
+    weight = torch.randn(3, 4)
+    saved = {"w": weight, "t": weight.t(), "p": torch.nn.Parameter(torch.ones(2)), "i": torch.arange(3),
+             "h": torch.ones(2, dtype=torch.bfloat16), "tags": {1}, "raw": b"x", "misc": ("a", 1.5, None)}
+    blob = torch_save(saved, tmp_path / "w.pt", layout).read_bytes()
+    generator = random.Random(layout)
+    for _ in range(300):
+        damaged = bytearray(blob)
+        for _ in range(generator.choice([1, 2, 4])):
+            damaged[generator.randrange(len(damaged))] = generator.randrange(256)
+        if generator.random() < 0.1:
+            damaged = damaged[:generator.randrange(len(damaged))]
+        try:
+            distrain.load(io.BytesIO(bytes(damaged)))
+        except (CheckpointError, DeviceError) as exc:
+            assert "<BytesIO>" in str(exc)
+
+
+@pytest.mark.parametrize("pickled, phrase", [
+    (b"\x80\x02]r\xff\xff\xff\x7f.", "stores object 2147483647 after only 2 opcodes"),  # a 16 GB memo table
+    (b"\x80\x04\x8d" + (1 << 40).to_bytes(8, "little") + b"abc.", "only 4 remain"),  # a 1 TB string
+    (b"\x80\x02\xf0.", "unknown"),
+])
+def test_a_pickle_asking_for_gigabytes_is_refused_before_unpickling(pickled, phrase):
+    """NOTE [ A small pickle can ask for gigabytes ]: checked on the opcodes alone, nothing unpickled."""
+    with pytest.raises(CheckpointError, match=phrase):
+        check_opcodes(io.BytesIO(pickled), "forged.pt")
