@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import distrain
+import distrain.models
 from distrain import nn
 from distrain.errors import DeviceError
 
+from ..models.torchvision_twin import TwinResNet, randomise_batch_norms
 from .torch_files import LAYOUTS, assert_same, rewrite_pickle, torch_save
 
 
@@ -48,6 +50,22 @@ def test_a_torch_state_dict_loads_into_the_same_distrain_model_and_computes_the_
     with torch.no_grad():
         expected = torch_model(batch).numpy()
     np.testing.assert_allclose(model(distrain.tensor(batch.numpy())).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_resnet18_pth_saved_by_torch_loads_into_distrains_resnet18(tmp_path):
+    """The README's line, on torchvision's architecture and names (tests/models/torchvision_twin.py)."""
+    torch.manual_seed(4)
+    twin = randomise_batch_norms(TwinResNet("resnet18"), torch.Generator().manual_seed(5)).eval()
+    path = tmp_path / "resnet18.pth"
+    torch.save(twin.state_dict(), path)
+
+    model = distrain.models.create("resnet18")
+    model.load_state_dict(distrain.load(path))
+    model.eval()
+    image = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = twin(image).numpy()
+    np.testing.assert_allclose(model(distrain.tensor(image.numpy())).detach().numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
