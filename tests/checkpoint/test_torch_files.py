@@ -86,6 +86,17 @@ def test_views_of_one_storage_load_as_views_that_share_memory(tmp_path, layout):
     assert np.shares_memory(loaded["window"].numpy(), loaded["expanded"].numpy())
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_conj_and_neg_bits_and_tensors_with_python_attributes_load_as_their_values(tmp_path, layout):
+    torch.manual_seed(6)
+    tagged = torch.randn(2, 3)
+    tagged.note = "pickled with _rebuild_from_type_v2"  # the attribute itself is not restored
+    saved = {"conj": torch.randn(3, dtype=torch.complex64).conj(), "neg": torch._neg_view(torch.randn(3)),
+             "tagged": tagged}
+    path = torch_save(saved, tmp_path / "bits.pt", layout)
+    assert_same(distrain.load(path), torch.load(path, weights_only=True))
+
+
 def nn_parameter(tensor):
     return torch.nn.Parameter(tensor[1:3])
 
