@@ -239,7 +239,6 @@ def _reference(query, key, value, mask, bool_mask, keep, scale, safe):
     scores = (query @ key.transpose(-1, -2)) * scale
     if mask is not None:
         scores = scores + mask
-    xp = array_module(scores._data)
     if bool_mask is not None:
         scores = where(wrap(bool_mask), scores, -math.inf)
     if safe:  # rows with nothing to attend to: softmax of zeros, then multiplied by zero
