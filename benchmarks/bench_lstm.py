@@ -19,8 +19,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_nn_cpu  # paired_setup: the same weights in both frameworks, the same step
 import harness  # stdlib only: numpy is imported after the thread limit is set
-from bench_nn_cpu import paired_setup  # the same weights in both frameworks, the same step
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 VOCABULARY, WIDTH, LAYERS, STEPS, BATCH = 1000, 256, 2, 35, 20
@@ -63,7 +63,7 @@ def lstm_flops():
 
 def main(argv=None):
     args = harness.command_line(__doc__, argv)  # sets the thread limit before anything imports numpy
-    cases = [harness.Case("lstm_lm_step", lambda: paired_setup(language_model, sgd, token_batch), target=1.5,
+    cases = [harness.Case("lstm_lm_step", lambda: bench_nn_cpu.paired_setup(language_model, sgd, token_batch), target=1.5,
                           flops=lstm_flops(),
                           note="Embedding 1000x256, LSTM 256-256 x2 layers, Linear 256->1000; seq 35, batch 20; "
                                "CE; SGD")]

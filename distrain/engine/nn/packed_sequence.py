@@ -17,7 +17,8 @@ Example::
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import itertools
+from typing import NamedTuple
 
 import numpy
 
@@ -27,15 +28,15 @@ from ..ops.indexing import index_select
 from ..ops.shape import cat, stack
 from ..tensor import Tensor
 
-__all__ = ["PackedSequence", "pad_sequence", "pack_padded_sequence", "pad_packed_sequence", "pack_sequence"]
+__all__ = ["PackedSequence", "pack_padded_sequence", "pack_sequence", "pad_packed_sequence", "pad_sequence"]
 
 
 class PackedSequence(NamedTuple):
     """data (sum(lengths), *), batch_sizes (steps,) int64 on the CPU, and the sort permutation and its inverse."""
     data: Tensor
     batch_sizes: Tensor
-    sorted_indices: Optional[Tensor] = None
-    unsorted_indices: Optional[Tensor] = None
+    sorted_indices: Tensor | None = None
+    unsorted_indices: Tensor | None = None
 
     def to(self, *args, **kwargs):
         return self._replace(data=self.data.to(*args, **kwargs))
@@ -109,7 +110,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         raise ShapeError(f"pack_padded_sequence: a length of {max(lengths)} exceeds the {input.shape[0]} padded steps")
     sorted_indices = unsorted_indices = None
     if enforce_sorted:
-        if any(a < b for a, b in zip(lengths, lengths[1:])):
+        if any(a < b for a, b in itertools.pairwise(lengths)):
             raise ArgumentError(f"pack_padded_sequence: lengths {lengths} are not sorted in decreasing order; sort "
                                 "the batch or pass enforce_sorted=False")
     else:

@@ -33,7 +33,7 @@ from .module import Module
 from .packed_sequence import PackedSequence, packed_from_padded, padded_from_packed
 from .parameter import Parameter
 
-__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
 
 
 def _positive_int(owner, name, value, minimum=1):

@@ -22,9 +22,9 @@ keep the initial one (reverse): the same slice gives both directions, and h_n fa
 """
 from __future__ import annotations
 
-from ...errors import AutogradError, ShapeError
+from ...errors import ShapeError
 from ..backend import array_module
-from .core import check_same_dtype, grad_state, record, wrap
+from .core import check_same_dtype, grad_state, record, reference_grads, wrap
 
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
@@ -161,19 +161,18 @@ def recurrent_layer(mode, input, hx, cx, weight_ih, weight_hh, bias_ih=None, bia
     outputs = (out, h_n) if c_n is None else (out, h_n, c_n)
     inputs = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     if grad_state.enabled and any(t is not None and t._requires_grad for t in inputs):
-        record(mode, _recurrent_backward, inputs, outputs, saved=(input, weight_ih, weight_hh, weight_hr),
+        record(mode, _recurrent_backward, inputs, outputs, saved=inputs,
                args=(mode, sizes, reverse, flat_x, acts, h_prev, c_prev, tanh_c, hidden_n, packed))
     return out, h_n, c_n
 
 
 def _recurrent_backward(node, grads):
     """Backward through time on arrays, newest step first; the weight gradients are GEMMs over all steps."""
-    if grad_state.enabled:
-        raise AutogradError(f"{node.args[0]}: create_graph=True (a derivative of the gradient) is not supported "
-                            "through the fused recurrent layers; differentiate once, or write the recurrence with "
-                            "primitive ops (x @ w.t(), sigmoid, tanh) where higher derivatives are needed")
     mode, sizes, reverse, flat_x, acts, h_prev, c_prev, tanh_c, hidden_n, packed = node.args
-    _, w_ih_t, w_hh_t, w_hr_t = node.saved_tensors  # the input too: flat_x may be a view of it (version check)
+    if grad_state.enabled:  # create_graph: differentiate the primitive definition instead (core.reference_grads)
+        return _reference_grads(node, grads)
+    # all inputs are saved: flat_x may be a view of the input (version check), and create_graph recomputes
+    _, _, _, w_ih_t, w_hh_t, _, _, w_hr_t = node.saved_tensors
     w_ih, w_hh = w_ih_t._data, w_hh_t._data
     w_hr = w_hr_t._data if w_hr_t is not None else None
     grad_out, grad_h = grads[0], grads[1]
@@ -257,3 +256,57 @@ def _recurrent_backward(node, grads):
     grad_h0 = wrap(dh) if h_edge is not None else None
     grad_c0 = wrap(dc) if c_edge is not None else None
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr
+
+
+def _reference_grads(node, grads):
+    """Input gradients through `_reference`, recorded, so that they can be differentiated again.
+
+    The upstream gradients must be autograd.grad's grad_outputs, not factors of a scalar built
+    here: they depend on this op's own outputs, and a walk from such a scalar would reach this
+    node again and recurse."""
+    mode, sizes, reverse = node.args[:3]
+    inputs = node.saved_tensors
+    grads = (grads,) if node.n_outputs == 1 else grads
+
+    present = [position for position, grad in enumerate(grads) if grad is not None]
+
+    def outputs_with_grads(*inputs):  # the upstream gradients go in as grad_outputs, never into the graph
+        outputs = _reference(mode, sizes, reverse, *inputs)
+        return tuple(outputs[position] for position in present)
+
+    return reference_grads(outputs_with_grads, inputs, tuple(grads[position] for position in present))
+
+
+def _reference(mode, sizes, reverse, x, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr):
+    """The same recurrence from differentiable primitives (slow; used only under create_graph)."""
+    from .elementwise import relu, sigmoid, tanh
+    from .shape import cat, stack
+
+    steps, batch = x.shape[0], x.shape[1]
+    H = w_hh.shape[0] // GATES[mode]
+    h, c = hx, cx
+    outputs = [None] * steps
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        n = sizes[t]
+        hp = h[:n]
+        from_input = x[t, :n] @ w_ih.t() + (b_ih if b_ih is not None else 0)
+        from_hidden = hp @ w_hh.t() + (b_hh if b_hh is not None else 0)
+        if mode == "GRU":
+            r = sigmoid(from_input[:, :H] + from_hidden[:, :H])
+            z = sigmoid(from_input[:, H:2 * H] + from_hidden[:, H:2 * H])
+            candidate = tanh(from_input[:, 2 * H:] + r * from_hidden[:, 2 * H:])
+            new = (1 - z) * candidate + z * hp
+        elif mode == "LSTM":
+            gates = from_input + from_hidden
+            new_c = sigmoid(gates[:, H:2 * H]) * c[:n] + sigmoid(gates[:, :H]) * tanh(gates[:, 2 * H:3 * H])
+            new = sigmoid(gates[:, 3 * H:]) * tanh(new_c)
+            if w_hr is not None:
+                new = new @ w_hr.t()
+            c = new_c if n == batch else cat([new_c, c[n:]], 0)
+        else:
+            new = (tanh if mode == "RNN_TANH" else relu)(from_input + from_hidden)
+        h = new if n == batch else cat([new, h[n:]], 0)
+        if n < batch:  # rows past a packed batch's active ones are zeros in the output, as in the fast path
+            new = cat([new, wrap(array_module(new._data).zeros((batch - n, new.shape[1]), dtype=new._data.dtype))], 0)
+        outputs[t] = new
+    return (stack(outputs, 0), h) + ((c,) if mode == "LSTM" else ())
