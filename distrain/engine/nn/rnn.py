@@ -160,7 +160,8 @@ class RNNBase(Module):
                              f"{x.shape[2]}")
         states = self._initial_states(hx, x.shape[1], unbatched, x)
         if packed and sorted_indices is not None:
-            states = [state.index_select(1, sorted_indices) for state in states]
+            # the permutations live on the CPU (as in torch); as lists they index a state on any device
+            states = [state.index_select(1, sorted_indices.tolist()) for state in states]
         h0 = states[0].unbind(0)
         c0 = states[1].unbind(0) if self.mode == "LSTM" else None
         directions = 2 if self.bidirectional else 1
@@ -188,8 +189,8 @@ class RNNBase(Module):
             output = PackedSequence(packed_from_padded(x, batch_sizes), batch_sizes_tensor, sorted_indices,
                                     unsorted_indices)
             if unsorted_indices is not None:
-                h_n = h_n.index_select(1, unsorted_indices)
-                c_n = c_n.index_select(1, unsorted_indices) if c_n is not None else None
+                h_n = h_n.index_select(1, unsorted_indices.tolist())
+                c_n = c_n.index_select(1, unsorted_indices.tolist()) if c_n is not None else None
         elif unbatched:
             output, h_n = x.squeeze(1), h_n.squeeze(1)
             c_n = c_n.squeeze(1) if c_n is not None else None
