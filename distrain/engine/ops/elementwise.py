@@ -13,7 +13,16 @@ import numpy
 from ...errors import ArgumentError
 from .. import dtypes
 from ..backend import array_module
-from .core import Tensor, binary_operands, fix_float_dtype, grad_state, record, shape_error, sum_to_shape, wrap
+from .core import (
+    Tensor,
+    binary_operands,
+    fix_float_dtype,
+    grad_state,
+    record,
+    shape_error,
+    sum_to_shape,
+    wrap,
+)
 
 
 def _floating(data):
@@ -33,7 +42,7 @@ def _unary(name, forward, backward, saves="input", quiet=False):
         data = _floating(input._data)
         xp = array_module(data)
         if quiet:
-            with xp.errstate(divide="ignore", invalid="ignore"):
+            with numpy.errstate(divide="ignore", invalid="ignore"):
                 out = forward(xp, data)
         else:
             out = forward(xp, data)

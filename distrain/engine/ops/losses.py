@@ -7,6 +7,8 @@ target of shape (N,) silently broadcasts to (N, N) in NumPy; here it is an error
 """
 from __future__ import annotations
 
+import numpy
+
 from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from .core import Tensor, as_tensor_like, grad_state, record, reference_grads, wrap
@@ -130,7 +132,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         raise ArgumentError("binary_cross_entropy: input must hold probabilities in [0, 1]; for logits use "
                          "binary_cross_entropy_with_logits (numerically stable)")
     xp = array_module(data)
-    with xp.errstate(divide="ignore"):
+    with numpy.errstate(divide="ignore"):
         log_x = xp.maximum(xp.log(data), -100.0)
         log_one_minus_x = xp.maximum(xp.log1p(-data), -100.0)
     y = target._data

@@ -276,7 +276,7 @@ def logsumexp(input, dim, keepdim=False):
     axes = normalize_dims(dim, data.ndim, "logsumexp")
     peak = data.max(axis=_axis(axes), keepdims=True)
     peak = xp.where(xp.isfinite(peak), peak, 0)
-    with xp.errstate(divide="ignore"):  # a slice of all -inf has logsumexp -inf, as in PyTorch
+    with numpy.errstate(divide="ignore"):  # a slice of all -inf has logsumexp -inf, as in PyTorch
         out = xp.log(xp.exp(data - peak).sum(axis=_axis(axes), keepdims=True)) + peak
     if not keepdim:
         out = out.reshape(tuple(n for i, n in enumerate(data.shape) if i not in axes))

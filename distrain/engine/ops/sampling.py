@@ -51,7 +51,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
         picked = xp.stack([xp.searchsorted(c, t, side="right") for c, t in zip(cumulative, targets)])
         picked = xp.minimum(picked, rows.shape[1] - 1)
     else:
-        with xp.errstate(divide="ignore"):
+        with numpy.errstate(divide="ignore"):
             keys = xp.log(rows) - xp.log(-xp.log(draws))  # weight zero: key -inf, never picked
         picked = xp.argsort(-keys, axis=1, kind="stable")[:, :num_samples]
     out = picked.astype(dtypes.int64)

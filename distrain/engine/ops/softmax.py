@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy
+
 from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from .core import Tensor, grad_state, normalize_dim, record, wrap
@@ -132,7 +134,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     else:
         out = per_sample.sum()
         if reduction == "mean":
-            with xp.errstate(invalid="ignore", divide="ignore"):  # every target ignored: nan, as in PyTorch
+            with numpy.errstate(invalid="ignore", divide="ignore"):  # every target ignored: nan, as in PyTorch
                 out = out / xp.asarray(denominator, dtype=logits.dtype)
     result = wrap(xp.asarray(out, dtype=logits.dtype))
     soft_target = target if target_dist is not None and isinstance(target, Tensor) else None
