@@ -32,7 +32,7 @@ from ..engine.tensor import Tensor
 from .format import error, stream_name
 from .placement import Placement
 from .reader import _aligned_buffer, _read_into, _remaining_size
-from .writer import _write_atomically, _write_error
+from .writer import write_chunks
 
 MAX_HEADER = 100_000_000  # bytes; the safetensors library's own limit
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
@@ -145,14 +145,7 @@ def save_safetensors(tensors, f, metadata=None):
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)
     chunks = [struct.pack("<Q", len(encoded)), encoded] + [arrays[key].reshape(-1).view(numpy.uint8) for key in order]
-    if isinstance(f, (str, os.PathLike)):
-        _write_atomically(os.fspath(f), chunks)
-        return
-    try:
-        for chunk in chunks:
-            f.write(chunk)
-    except OSError as exc:
-        raise _write_error(stream_name(f), exc, "what reached the stream is an incomplete safetensors file") from exc
+    write_chunks(f, chunks, "safetensors file")
 
 
 def _host_array(key, value):

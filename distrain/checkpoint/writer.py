@@ -45,7 +45,11 @@ def save(obj, f) -> None:
     """
     encoder = _Encoder()
     root = encoder.encode(obj, "", set(), 0)
-    chunks = encoder.file_chunks(root)
+    write_chunks(f, encoder.file_chunks(root), "checkpoint")
+
+
+def write_chunks(f, chunks, what):
+    """Write a file's `chunks` to path `f` atomically, or to the stream `f` (which then may hold a partial `what`)."""
     if isinstance(f, (str, os.PathLike)):
         _write_atomically(os.fspath(f), chunks)
         return
@@ -53,7 +57,7 @@ def save(obj, f) -> None:
         for chunk in chunks:
             f.write(chunk)
     except OSError as exc:
-        raise _write_error(stream_name(f), exc, "what reached the stream is an incomplete checkpoint") from exc
+        raise _write_error(stream_name(f), exc, f"what reached the stream is an incomplete {what}") from exc
 
 
 class _Encoder:

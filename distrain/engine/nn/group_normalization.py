@@ -9,11 +9,9 @@ from __future__ import annotations
 import warnings
 
 from ...errors import ShapeError
-from .. import factories
 from ..ops.instance_norms import group_norm, instance_norm
 from .module import Module
-from .normalization import _BatchNorm
-from .parameter import Parameter
+from .normalization import _BatchNorm, add_affine_parameters
 
 
 class GroupNorm(Module):
@@ -37,15 +35,7 @@ class GroupNorm(Module):
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        if affine:
-            self.weight = Parameter(factories.ones(num_channels, device=device, dtype=dtype))
-            if bias:
-                self.bias = Parameter(factories.zeros(num_channels, device=device, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        add_affine_parameters(self, (num_channels,), affine, bias, device, dtype)
 
     def forward(self, input):
         if input.ndim < 2 or input.shape[1] != self.num_channels:

@@ -8,6 +8,19 @@ from .module import Module
 from .parameter import Parameter
 
 
+def add_affine_parameters(module, shape, affine, bias, device, dtype):
+    """A normalisation's learnable scale (ones) and shift (zeros) of `shape`, or None for each it does not have."""
+    if affine:
+        module.weight = Parameter(factories.ones(*shape, device=device, dtype=dtype))
+        if bias:
+            module.bias = Parameter(factories.zeros(*shape, device=device, dtype=dtype))
+        else:
+            module.register_parameter("bias", None)
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+
+
 class _BatchNorm(Module):
     """Shared by BatchNorm1d/2d: they differ only in the input ranks they accept."""
 
@@ -21,15 +34,7 @@ class _BatchNorm(Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = Parameter(factories.ones(num_features, device=device, dtype=dtype))
-            if bias:
-                self.bias = Parameter(factories.zeros(num_features, device=device, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        add_affine_parameters(self, (num_features,), affine, bias, device, dtype)
         if track_running_stats:
             self.register_buffer("running_mean", factories.zeros(num_features, device=device, dtype=dtype))
             self.register_buffer("running_var", factories.ones(num_features, device=device, dtype=dtype))
@@ -92,15 +97,7 @@ class LayerNorm(Module):
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        if elementwise_affine:
-            self.weight = Parameter(factories.ones(*self.normalized_shape, device=device, dtype=dtype))
-            if bias:
-                self.bias = Parameter(factories.zeros(*self.normalized_shape, device=device, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        add_affine_parameters(self, self.normalized_shape, elementwise_affine, bias, device, dtype)
 
     def forward(self, input):
         return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
