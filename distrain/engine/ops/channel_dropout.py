@@ -11,27 +11,12 @@ from __future__ import annotations
 import warnings
 
 from ...errors import ArgumentError, ShapeError
-from ..backend import array_module
-from ..random import default_generator
-from .core import wrap
+from .dropout import masked_dropout
 
 
 def _feature_dropout(input, p, training, inplace):
     """Zero each input[n, c] with probability p (input is (N, C, *))."""
-    if not 0.0 <= p <= 1.0:
-        raise ArgumentError(f"dropout probability has to be between 0 and 1, but got {p}")
-    if not training or p == 0.0:
-        return input
-    data = input._data
-    xp = array_module(data)
-    dtype = data.dtype if data.dtype.kind == "f" else xp.dtype("float32")
-    mask_shape = tuple(data.shape[:2]) + (1,) * (data.ndim - 2)
-    if p == 1.0:
-        mask = xp.zeros(mask_shape, dtype=dtype)
-    else:
-        mask = (default_generator(input.device).uniform(mask_shape, dtype) >= p).astype(dtype)
-        mask *= 1.0 / (1.0 - p)
-    return input.mul_(wrap(mask)) if inplace else input * wrap(mask)
+    return masked_dropout(input, p, training, inplace, tuple(input.shape[:2]) + (1,) * (input.ndim - 2))
 
 
 def _channel_dropout(name, spatial_dims):

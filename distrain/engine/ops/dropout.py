@@ -14,6 +14,12 @@ def dropout(input, p=0.5, training=True, inplace=False):
     The mask comes from distrain's generator for the input's device, so `manual_seed`
     makes it reproducible.
     """
+    return masked_dropout(input, p, training, inplace, tuple(input.shape))
+
+
+def masked_dropout(input, p, training, inplace, mask_shape):
+    """Dropout with one draw per entry of `mask_shape` (input's shape, or (N, C, 1, ...) for whole channels),
+    broadcast over the input; kept entries are scaled by 1/(1-p)."""
     if not 0.0 <= p <= 1.0:
         raise ArgumentError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
@@ -22,9 +28,9 @@ def dropout(input, p=0.5, training=True, inplace=False):
     xp = array_module(data)
     dtype = data.dtype if data.dtype.kind == "f" else xp.dtype("float32")
     if p == 1.0:
-        mask = xp.zeros(data.shape, dtype=dtype)
+        mask = xp.zeros(mask_shape, dtype=dtype)
     else:
-        mask = default_generator(input.device).uniform(data.shape, dtype)
+        mask = default_generator(input.device).uniform(mask_shape, dtype)
         mask = (mask >= p).astype(dtype)
         mask *= 1.0 / (1.0 - p)
     if inplace:
