@@ -62,7 +62,7 @@ from .gradient_reducer import GradientReducer, shadow_until_everyone_joined
 
 def check_same_parameters_everywhere(comm, named, who):
     """Every rank raises, naming the first differing parameter, unless all ranks hold the same list."""
-    signature = [(name, tuple(p.shape), str(p.dtype)) for name, p in named]
+    signature = [(name, tuple(p.shape), p.dtype.name) for name, p in named]
     for rank, theirs in enumerate(comm.allgather_object(signature)):
         if theirs == signature:
             continue
