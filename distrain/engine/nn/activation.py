@@ -90,7 +90,11 @@ class LogSoftmax(Module):
 
 
 class Dropout(Module):
-    """During training, zero elements with probability p and scale the rest by 1/(1-p); identity in eval()."""
+    """During training, zero elements with probability p and scale the rest by 1/(1-p); identity in eval().
+
+    `function` is the op applied (channel_dropout.py's layers only change it)."""
+
+    function = staticmethod(dropout)
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
@@ -100,7 +104,7 @@ class Dropout(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return dropout(input, self.p, self.training, self.inplace)
+        return self.function(input, self.p, self.training, self.inplace)
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"

@@ -51,14 +51,20 @@ def msort(input):
     return sort(input, 0).values
 
 
+def _checked_k(name, k, lowest, data, dim):
+    """The axis of `dim`, once `k` is an int in [lowest, that dim's size]; else an ArgumentError naming k."""
+    axis = normalize_dim(dim, data.ndim, name)
+    extent = data.shape[axis] if data.ndim else 1
+    if isinstance(k, bool) or not isinstance(k, int) or not lowest <= k <= extent:
+        raise ArgumentError(f"{name}: k must be an int in [{lowest}, {extent}] (the size of dim {dim} of shape "
+                            f"{tuple(data.shape)}), got {k!r}")
+    return axis
+
+
 def topk(input, k, dim=-1, largest=True, sorted=True):
     """The k largest (or smallest) elements along `dim`, as (values, indices), largest first."""
     data = input._data
-    axis = normalize_dim(dim, data.ndim, "topk")
-    extent = data.shape[axis] if data.ndim else 1
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= extent:
-        raise ArgumentError(f"topk: k must be an int in [0, {extent}] (the size of dim {dim} of shape "
-                            f"{tuple(data.shape)}), got {k!r}")
+    axis = _checked_k("topk", k, 0, data, dim)
     if data.ndim == 0:
         return sort(input)
     order = _order(data, axis, largest, array_module(data))
@@ -69,11 +75,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
 def kthvalue(input, k, dim=-1, keepdim=False):
     """The k-th smallest element (1-based) along `dim`, as (values, indices)."""
     data = input._data
-    axis = normalize_dim(dim, data.ndim, "kthvalue")
-    extent = data.shape[axis] if data.ndim else 1
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= extent:
-        raise ArgumentError(f"kthvalue: k must be an int in [1, {extent}] (the size of dim {dim} of shape "
-                            f"{tuple(data.shape)}), got {k!r}")
+    axis = _checked_k("kthvalue", k, 1, data, dim)
     if data.ndim == 0:
         return sort(input)
     order = _order(data, axis, False, array_module(data))
