@@ -304,6 +304,33 @@ class DistributedDataParallel(Module):
             self._reducer.set_reduction(UserHookReduction(state, hook))
         self._comm_hook = getattr(hook, "__name__", hook)
 
+    def _run_captured_step(self, forward_backward):
+        """One synchronised step whose forward and backward on `self.module` run as a static graph (distrain.jit).
+
+        `forward_backward()` runs the wrapped module's forward and backward without this
+        wrapper (a capture, or a replay in which no gradient hook fires), so this does what
+        forward() and the gradient hooks would: broadcast buffers first, count the backward
+        (NOTE [ sequence check ]), then reduce every bucket once the whole backward is done.
+        """
+        if self._joining:
+            raise DistrainError("DistributedDataParallel: a compiled step (distrain.jit.compile_step) cannot run "
+                                "inside join(); run the uneven tail of the data eagerly")
+        will_sync = self._sync and is_grad_enabled()
+        reducer = self._reducer
+        reducer.backward_counted = False
+        reducer.armed = False  # gradient hooks inside a capture only count, as under no_sync()
+        if will_sync and self.broadcast_buffers and self._has_buffers:
+            reducer.position += 1
+            self._broadcast_buffers(0)
+        result = forward_backward()
+        if not reducer.backward_counted:  # a replay fires no hooks
+            reducer.position += 1
+            reducer.backward_counted = True
+        if will_sync:
+            reducer.arm()
+            reducer.finish()
+        return result
+
     @contextlib.contextmanager
     def no_sync(self):
         """Inside, backward only accumulates gradients locally; the next synced backward reduces the sum."""

@@ -126,6 +126,9 @@ def array_module(array):
     """numpy or cupy, whichever owns `array` (the `xp` every op computes with)."""
     if type(array) is numpy.ndarray:
         return numpy
+    recording = getattr(array, "recording_module", None)  # a TracedArray while distrain.jit captures
+    if recording is not None:
+        return recording
     return _cupy if _cupy is not None else cupy_module()
 
 
@@ -133,6 +136,9 @@ def device_of(array) -> Device:
     """The device an array lives on."""
     if type(array) is numpy.ndarray or isinstance(array, numpy.ndarray):
         return CPU
+    concrete = getattr(array, "concrete", None)  # a TracedArray while distrain.jit captures
+    if concrete is not None:
+        return device_of(concrete)
     return Device("cuda", array.device.id)
 
 
@@ -143,7 +149,7 @@ def array_module_for(device: Device):
 def move_array(array, device: Device):
     """Return `array` on `device`, copying only when it is elsewhere."""
     if device is CPU:
-        return array if isinstance(array, numpy.ndarray) else array.get()
+        return array if isinstance(array, numpy.ndarray) or device_of(array) is CPU else array.get()
     cupy = cupy_module()
     if device.index >= cupy.cuda.runtime.getDeviceCount():
         raise DeviceError(

@@ -11,6 +11,7 @@ import numpy
 
 from ..errors import ArgumentError
 from . import backend
+from .capture_state import active as _capturing
 
 
 class Generator:
@@ -44,23 +45,41 @@ class Generator:
         if self.device is backend.CPU and "state" in state:
             self._engine.bit_generator.state = state["state"]
 
-    # the draws each factory needs, written once for both devices
+    # the draws each factory needs, written once for both devices; while distrain.jit captures,
+    # a draw is recorded in the graph, so that every replay draws anew from this generator
     def normal(self, shape, dtype):
+        recorder = _capturing()
+        return self._draw_normal(shape, dtype) if recorder is None else recorder.draw(self, "normal", (shape, dtype))
+
+    def uniform(self, shape, dtype):
+        recorder = _capturing()
+        return self._draw_uniform(shape, dtype) if recorder is None else recorder.draw(self, "uniform", (shape, dtype))
+
+    def integers(self, low, high, shape, dtype):
+        recorder = _capturing()
+        return self._draw_integers(low, high, shape, dtype) if recorder is None else \
+            recorder.draw(self, "integers", (low, high, shape, dtype))
+
+    def permutation(self, n):
+        recorder = _capturing()
+        return self._draw_permutation(n) if recorder is None else recorder.draw(self, "permutation", (n,))
+
+    def _draw_normal(self, shape, dtype):
         if self.device is backend.CPU:
             return self._engine.standard_normal(shape, dtype=numpy.float32 if dtype == numpy.float16 else dtype).astype(dtype, copy=False)
         return self._engine.standard_normal(shape, dtype=dtype)
 
-    def uniform(self, shape, dtype):
+    def _draw_uniform(self, shape, dtype):
         if self.device is backend.CPU:
             return self._engine.random(shape, dtype=numpy.float32 if dtype == numpy.float16 else dtype).astype(dtype, copy=False)
         return self._engine.random_sample(shape, dtype=dtype)
 
-    def integers(self, low, high, shape, dtype):
+    def _draw_integers(self, low, high, shape, dtype):
         if self.device is backend.CPU:
             return self._engine.integers(low, high, size=shape, dtype=dtype)
         return self._engine.randint(low, high, size=shape, dtype=dtype)
 
-    def permutation(self, n):
+    def _draw_permutation(self, n):
         return self._engine.permutation(n)
 
 

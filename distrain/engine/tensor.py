@@ -315,6 +315,8 @@ class Tensor:
     def numpy(self, force=False):
         """The NumPy array itself (sharing memory) for a cpu tensor that needs no grad."""
         if type(self._data) is not numpy.ndarray:
+            if hasattr(self._data, "escape"):  # a TracedArray: distrain.jit is capturing
+                raise self._data.escape("read with .numpy()")
             if not force:
                 raise DeviceError(f"numpy() needs a cpu tensor; this one is on {self.device}. Use .cpu().numpy().")
             return self._data.get()
@@ -323,6 +325,8 @@ class Tensor:
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        if hasattr(self._data, "escape"):  # a TracedArray: distrain.jit is capturing
+            raise self._data.escape("converted to a NumPy array (numpy.asarray(tensor))")
         array = self._data if type(self._data) is numpy.ndarray else self._data.get()
         if dtype is not None:
             return array.astype(dtype, copy=bool(copy))

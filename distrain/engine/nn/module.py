@@ -26,6 +26,10 @@ from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
+# Bumped by every change to any module's attributes, registries or mode: a captured graph
+# (distrain.jit) compares one number per replay, and looks closer only when it moved.
+changes = [0]
+
 
 class Module:
     """Base class for layers and models: subclass it, create layers in __init__, write forward.
@@ -75,6 +79,7 @@ class Module:
 
     # -- registration --------------------------------------------------------------------
     def __setattr__(self, name, value):
+        changes[0] += 1
         parameters = self.__dict__.get("_parameters")
         if isinstance(value, Parameter):
             if parameters is None:
@@ -122,6 +127,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
+        changes[0] += 1
         for registry in (self._parameters, self._buffers, self._modules):
             if name in registry:
                 del registry[name]
@@ -138,6 +144,7 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot register '{type(param).__name__}' as parameter '{name}' "
                             "(distrain.nn.Parameter or None expected)")
+        changes[0] += 1
         self._forget(name, keep=self._parameters)
         self._parameters[name] = param
 
@@ -149,6 +156,7 @@ class Module:
         _check_name(self, name, "buffer")
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot register '{type(tensor).__name__}' as buffer '{name}' (Tensor or None expected)")
+        changes[0] += 1
         self._forget(name, keep=self._buffers)
         self._non_persistent_buffers.discard(name)
         self._buffers[name] = tensor
@@ -159,6 +167,7 @@ class Module:
         _check_name(self, name, "module")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a distrain.nn.Module subclass")
+        changes[0] += 1
         self._forget(name, keep=self._modules)
         self._modules[name] = module
 
@@ -244,6 +253,7 @@ class Module:
         """Training mode (Dropout drops, BatchNorm uses and updates batch statistics); returns self."""
         if not isinstance(mode, bool):
             raise ValueError(f"training mode is expected to be a bool, got {type(mode).__name__}")
+        changes[0] += 1
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self

@@ -72,7 +72,8 @@ def binary_operands(a, b, op_name):
         a_data = a._data
         if isinstance(b, Tensor):
             b_data = b._data
-            if type(a_data) is not type(b_data) or (type(a_data) is not ndarray and a_data.device != b_data.device):
+            if (type(a_data) is not ndarray or type(b_data) is not ndarray) and \
+                    backend.device_of(a_data) != backend.device_of(b_data):
                 raise DeviceError(
                     f"{op_name}: expected both tensors on the same device, got {a.device} and {b.device}; "
                     "move one with .to(device)"

@@ -6,6 +6,7 @@ from ..autograd import grad_mode
 from ..backend import array_module
 from ..random import default_generator
 from .core import Tensor, wrap
+from .value_checks import require_range
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -49,9 +50,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     if weight.ndim != 2:
         raise ShapeError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got {tuple(weight.shape)}")
     rows = weight.shape[0]
-    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= rows):
-        raise ShapeError(f"embedding: indices must be in [0, {rows}) for a table of {rows} rows, got range "
-                         f"[{int(indices.min())}, {int(indices.max())}]")
+    require_range(indices, 0, rows, ShapeError, f"embedding: indices must be in [0, {rows}) for a table of {rows} "
+                  "rows, got range [{lowest}, {highest}]")
     if sparse or scale_grad_by_freq:
         raise NotImplementedError("embedding: sparse gradients and scale_grad_by_freq are not supported; "
                                   "use the defaults (dense gradients)")

@@ -11,6 +11,7 @@ from ...errors import DTypeError, IndexingError, ShapeError
 from .. import dtypes
 from ..backend import array_module
 from .core import Tensor, grad_state, normalize_dim, record, sum_to_shape, wrap
+from .value_checks import require_range
 
 
 def _array_index(index):
@@ -144,9 +145,9 @@ def gather(input, dim, index):
         if d != axis and n_index > n_input:
             raise ShapeError(f"gather: index shape {tuple(index_data.shape)} exceeds input shape {tuple(data.shape)} in dim {d}")
     xp = array_module(data)
-    if index_data.size and not -data.shape[axis] <= int(index_data.min()) <= int(index_data.max()) < data.shape[axis]:
-        raise IndexingError(f"gather: index values range over [{int(index_data.min())}, {int(index_data.max())}] but "
-                            f"dim {axis} of the input (shape {tuple(data.shape)}) has size {data.shape[axis]}")
+    require_range(index_data, -data.shape[axis], data.shape[axis], IndexingError, "gather: index values range over "
+                  f"[{{lowest}}, {{highest}}] but dim {axis} of the input (shape {tuple(data.shape)}) has size "
+                  f"{data.shape[axis]}")
     mesh = _open_mesh(index_data.shape, axis, index_data, xp)
     result = wrap(data[mesh])
     if grad_state.enabled and input._requires_grad:
@@ -177,7 +178,6 @@ def one_hot(tensor, num_classes=-1):
     xp = array_module(data)
     if num_classes < 0:
         num_classes = int(data.max()) + 1 if data.size else 0
-    if data.size and (int(data.min()) < 0 or int(data.max()) >= num_classes):
-        raise ShapeError(f"one_hot: class values must be in [0, {num_classes}), got range "
-                         f"[{int(data.min())}, {int(data.max())}]")
+    require_range(data, 0, num_classes, ShapeError, f"one_hot: class values must be in [0, {num_classes}), got range "
+                  "[{lowest}, {highest}]")
     return wrap((data[..., None] == xp.arange(num_classes)).astype(dtypes.int64))

@@ -78,6 +78,7 @@ def _rebase_view(view, base, result, op_name):
 
 
 def _address(array):
+    array = getattr(array, "concrete", array)  # a TracedArray's address is its array's (distrain.jit)
     return array.ctypes.data if type(array) is numpy.ndarray else array.data.ptr
 
 

@@ -12,6 +12,7 @@ import numpy
 from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from .core import Tensor, as_tensor_like, grad_state, record, reference_grads, wrap
+from .value_checks import require_range
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -77,9 +78,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     xp = array_module(target_data)
     valid = target_data != ignore_index
     safe_target = xp.where(valid, target_data, 0)
-    if safe_target.size and (int(safe_target.min()) < 0 or int(safe_target.max()) >= n_classes):
-        raise ShapeError(f"nll_loss: target class values must be in [0, {n_classes}) (or ignore_index "
-                         f"{ignore_index}), got range [{int(target_data.min())}, {int(target_data.max())}]")
+    require_range(safe_target, 0, n_classes, ShapeError, f"nll_loss: target class values must be in [0, {n_classes}) "
+                  f"(or ignore_index {ignore_index}), got range [{{lowest}}, {{highest}}]", shown=target_data)
     check_class_weight(weight, n_classes, "nll_loss")
     picked = input.gather(class_axis, wrap(xp.expand_dims(safe_target, class_axis))).squeeze(class_axis)
     sample_weight = valid.astype(input._data.dtype)
@@ -128,9 +128,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """
     target = _same_shape(input, target, "binary_cross_entropy")
     data = input._data
-    if data.size and (float(data.min()) < 0 or float(data.max()) > 1):
-        raise ArgumentError("binary_cross_entropy: input must hold probabilities in [0, 1]; for logits use "
-                         "binary_cross_entropy_with_logits (numerically stable)")
+    require_range(data, 0, 1, ArgumentError, "binary_cross_entropy: input must hold probabilities in [0, 1]; for "
+                  "logits use binary_cross_entropy_with_logits (numerically stable)", high_inclusive=True)
     xp = array_module(data)
     with numpy.errstate(divide="ignore"):
         log_x = xp.maximum(xp.log(data), -100.0)

@@ -16,6 +16,7 @@ from ...errors import DTypeError, IndexingError, ShapeError
 from .. import dtypes
 from ..backend import array_module
 from .core import Tensor, as_tensor_like, normalize_dim, wrap
+from .value_checks import require_range
 from .indexing import _open_mesh, index_into_zeros
 from .indexing import index_put as assign_at
 
@@ -28,10 +29,8 @@ def _index_array(op_name, index, like):
 
 
 def _check_in_range(op_name, index_data, extent, axis, shape):
-    if index_data.size and not 0 <= int(index_data.min()) <= int(index_data.max()) < extent:
-        raise IndexingError(f"{op_name}: index values range over [{int(index_data.min())}, {int(index_data.max())}] "
-                            f"but dim {axis} of the input (shape {tuple(shape)}) has size {extent}; "
-                            f"each must be in [0, {extent})")
+    require_range(index_data, 0, extent, IndexingError, f"{op_name}: index values range over [{{lowest}}, {{highest}}] "
+                  f"but dim {axis} of the input (shape {tuple(shape)}) has size {extent}; each must be in [0, {extent})")
 
 
 def _scatter_target(op_name, input, dim, index, src):

@@ -10,6 +10,7 @@ import numpy
 from ...errors import DTypeError, IndexingError, ShapeError
 from ..backend import array_module
 from .core import Tensor, normalize_dim
+from .value_checks import require_range
 from .indexing import gather
 
 
@@ -35,9 +36,8 @@ def take(input, index):
     if index_data.dtype.kind not in "iu":
         raise DTypeError(f"take: index must be an integer tensor, got dtype {index_data.dtype}")
     size = input.numel()
-    if index_data.size and not -size <= int(index_data.min()) <= int(index_data.max()) < size:
-        raise IndexingError(f"take: index values range over [{int(index_data.min())}, {int(index_data.max())}] but the "
-                            f"input (shape {tuple(input.shape)}) has {size} elements")
+    require_range(index_data, -size, size, IndexingError, "take: index values range over [{lowest}, {highest}] but "
+                  f"the input (shape {tuple(input.shape)}) has {size} elements")
     return input.reshape(-1)[index_data]
 
 

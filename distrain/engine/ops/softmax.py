@@ -13,6 +13,7 @@ import numpy
 from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from .core import Tensor, grad_state, normalize_dim, record, wrap
+from .value_checks import require_range
 
 
 def _log_softmax_array(data, axis):
@@ -113,9 +114,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                              f"shape {expected}, got {tuple(target_data.shape)}")
         valid = target_data != ignore_index
         safe_target = xp.where(valid, target_data, 0)
-        if target_data.size and (int(safe_target.min()) < 0 or int(safe_target.max()) >= n_classes):
-            raise ShapeError(f"cross_entropy: target class values must be in [0, {n_classes}) (or ignore_index "
-                             f"{ignore_index}), got range [{int(target_data.min())}, {int(target_data.max())}]")
+        require_range(safe_target, 0, n_classes, ShapeError, f"cross_entropy: target class values must be in "
+                      f"[0, {n_classes}) (or ignore_index {ignore_index}), got range [{{lowest}}, {{highest}}]",
+                      shown=target_data)
         valid = valid.astype(logits.dtype)
         target_weight = valid if weight_data is None else weight_data[safe_target] * valid
         picked = xp.take_along_axis(log_probs, xp.expand_dims(safe_target, class_axis), axis=class_axis)
@@ -125,7 +126,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             smooth = (log_probs * class_weight).sum(axis=class_axis) * valid
             per_sample -= label_smoothing / n_classes * smooth
         # PyTorch's "mean" divides by the total weight of the non-ignored targets
-        denominator = float(target_weight.sum()) if reduction == "mean" else 1
+        # (an array, not a Python float: a static graph (distrain.jit) recomputes it on every replay)
+        denominator = target_weight.sum() if reduction == "mean" else 1
         sample_scale = (valid, safe_target, target_weight)
         target_dist = None
 
@@ -143,6 +145,14 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                args=(log_probs, class_axis, target_dist, sample_scale, weight_data, label_smoothing,
                      reduction, denominator))
     return result
+
+
+def _mean_scale(xp, denominator, dtype):
+    """1 / denominator (computed in float64, then rounded to `dtype`), or 0 when every target is ignored: the
+    loss is nan then, but its gradient zero, as in PyTorch. A 0-d array, so that a static graph keeps it live."""
+    denominator = xp.asarray(denominator, dtype=xp.float64)
+    with numpy.errstate(divide="ignore"):
+        return xp.where(denominator != 0, 1.0 / denominator, 0.0).astype(dtype)
 
 
 def _along(vector, axis, ndim):
@@ -178,7 +188,7 @@ def _cross_entropy_backward(node, grad):
         # create_graph: the same formula from differentiable ops, so second derivatives flow
         upstream = grad.unsqueeze(class_axis) if reduction == "none" else grad
         if reduction == "mean":
-            upstream = upstream * (1.0 / denominator if denominator else 0.0)
+            upstream = upstream * wrap(_mean_scale(xp, denominator, log_probs.dtype))
         grad_logits = grad_target = None
         if logits_edge is not None:
             probs_tensor = softmax(logits, class_axis)
@@ -190,8 +200,7 @@ def _cross_entropy_backward(node, grad):
     if reduction == "none":
         upstream = xp.expand_dims(upstream, class_axis)
     if reduction == "mean":
-        # every target ignored: the loss is nan but its gradient zero, as in PyTorch
-        upstream = upstream * (1.0 / denominator if denominator else 0.0)
+        upstream = upstream * _mean_scale(xp, denominator, log_probs.dtype)
     grad_logits = grad_target = None
     if logits_edge is not None:
         grad_logits = (xp.exp(log_probs) * target_total - target_mass) * upstream

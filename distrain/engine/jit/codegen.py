@@ -1,0 +1,168 @@
+"""Turn a `Graph` into a Python function of arrays: one line per instruction, compiled once.
+
+A replay that walked a list of instructions would spend most of its time deciding what
+each argument is. The generated function has that decided already: slots are local
+variables, functions/constants/state arrays are globals of the function, and operators are
+written as operators, so one instruction costs little more than the array call itself
+(the same approach as torch.fx's code generation). `source` is kept for `explain` and for
+error messages (the generated code is registered with linecache so tracebacks show it).
+"""
+from __future__ import annotations
+
+import itertools
+import linecache
+import math
+
+import numpy
+
+from .graph import Graph, Ref
+
+_counter = itertools.count()
+_UNARY_SYMBOLS = {"-": "-", "+": "+", "~": "~"}
+
+
+class Generated:
+    """The compiled replay: `function(*inputs)` returns the output structure of arrays."""
+
+    def __init__(self, function, source, globals_):
+        self.function = function
+        self.source = source
+        self.globals = globals_
+
+
+class _Writer:
+    def __init__(self, graph: Graph, plan=None):
+        self.graph = graph
+        self.plan = plan  # buffers.BufferPlan or None
+        self.globals = {"__builtins__": __builtins__}
+        self._global_ids = {}
+        self.lines = []
+
+    def name(self, slot):
+        return f"v{slot}"
+
+    def bind_global(self, value, prefix="k"):
+        key = (prefix, id(value))
+        name = self._global_ids.get(key)
+        if name is None:
+            name = self._global_ids[key] = f"{prefix}{len(self._global_ids)}"
+            self.globals[name] = value
+        return name
+
+    def render(self, value):
+        kind = type(value)
+        if kind is Ref:
+            return self.name(value.slot)
+        if value is None or kind is bool or kind is int or kind is str:
+            return repr(value)
+        if kind is float and math.isfinite(value):
+            return repr(value)
+        if value is Ellipsis:
+            return "..."
+        if kind is tuple:
+            items = [self.render(item) for item in value]
+            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        if kind is list:
+            return "[" + ", ".join(self.render(item) for item in value) + "]"
+        if kind is dict and all(type(key) is str for key in value):
+            return "{" + ", ".join(f"{key!r}: {self.render(item)}" for key, item in value.items()) + "}"
+        if kind is slice:
+            return f"slice({self.render(value.start)}, {self.render(value.stop)}, {self.render(value.step)})"
+        return self.bind_global(value)
+
+    def arguments(self, args, kwargs):
+        parts = [self.render(arg) for arg in args]
+        parts += [f"{key}={self.render(item)}" for key, item in kwargs.items()]
+        return ", ".join(parts)
+
+    def is_local(self, slot):
+        return self.graph.values[slot].kind in ("input", "result") or slot in self.fresh_constants
+
+    def emit(self, index, instruction):
+        # a result that is a state array or constant is the call's own out= argument: the global holds it already
+        outputs = ", ".join(self.name(slot) if self.is_local(slot) else "_" for slot in instruction.outputs)
+        if outputs == "_":
+            outputs = ""
+        if instruction.many:
+            outputs += "," if len(instruction.outputs) == 1 else ""
+        head = f"{outputs} = " if outputs else ""
+        kind, args = instruction.kind, instruction.args
+        kwargs = instruction.kwargs
+        if self.plan is not None:
+            line = self.plan.render(self, index, instruction, head)
+            if line is not None:
+                self.lines.append(line)
+                return
+        if kind == "call":
+            function = self.bind_global(instruction.target, "f")
+            self.lines.append(f"{head}{function}({self.arguments(args, kwargs)})")
+        elif kind == "method":
+            self.lines.append(f"{head}{self.render(args[0])}.{instruction.target}({self.arguments(args[1:], kwargs)})")
+        elif kind == "attribute":
+            self.lines.append(f"{head}{self.render(args[0])}.{instruction.target}")
+        elif kind == "operator":
+            if len(args) == 2:
+                self.lines.append(f"{head}{self.render(args[0])} {instruction.target} {self.render(args[1])}")
+            elif instruction.target == "abs":
+                self.lines.append(f"{head}abs({self.render(args[0])})")
+            else:
+                self.lines.append(f"{head}{_UNARY_SYMBOLS[instruction.target]}{self.render(args[0])}")
+        elif kind == "inplace":
+            target = args[0]
+            if type(target) is Ref and self.is_local(target.slot):
+                self.lines.append(f"{self.render(target)} {instruction.target} {self.render(args[1])}")
+            else:  # a global (state, constant): `x += y` would make it a local of the function
+                function = self.bind_global(instruction.function, "f")
+                self.lines.append(f"{function}({self.render(target)}, {self.render(args[1])})")
+        elif kind == "getitem":
+            self.lines.append(f"{head}{self.render(args[0])}[{self.render(args[1])}]")
+        elif kind == "setitem":
+            self.lines.append(f"{self.render(args[0])}[{self.render(args[1])}] = {self.render(args[2])}")
+        elif kind == "draw":
+            generator = self.bind_global(self.graph.draws[instruction.target[0]], "g")
+            self.lines.append(f"{head}{generator}._draw_{instruction.target[1]}({self.arguments(args, kwargs)})")
+        else:
+            raise AssertionError(f"unknown instruction kind {kind}")
+
+    def write(self, skip=frozenset()):
+        graph = self.graph
+        written = {slot for instruction in graph.instructions for slot in instruction.writes}
+        # constants written in place start each replay as a fresh copy of their captured value
+        self.fresh_constants = {slot for slot in graph.constants if slot in written}
+        for slot, array in graph.constants.items():
+            if slot in self.fresh_constants:
+                self.lines.append(f"{self.name(slot)} = {self.bind_global(array, 'c')}.copy()")
+            else:
+                self.globals[self.name(slot)] = array
+        for slot, array in graph.state.items():
+            self.globals[self.name(slot)] = array
+        errstate, lines = (), self.lines
+        for index, instruction in enumerate(graph.instructions):
+            if index in skip:
+                continue
+            if instruction.errstate != errstate:  # NumPy's error settings as the op had them (errstate blocks)
+                errstate = instruction.errstate
+                self.lines = lines
+                if errstate:
+                    lines.append(f"with {self.bind_global(numpy.errstate, 'e')}(**{self.render(dict(errstate))}):")
+                    self.lines = []
+            self.emit(index, instruction)
+            if self.lines is not lines:
+                lines.extend("    " + line for line in self.lines)
+                self.lines = [] if errstate else lines
+        self.lines = lines
+        self.lines.append(f"return {self.render(graph.output)}")
+        parameters = ", ".join(self.name(slot) for slot in graph.inputs)
+        body = "\n".join("    " + line for line in self.lines)
+        return f"def replay({parameters}):\n{body}\n"
+
+
+def generate(graph: Graph, plan=None, skip=frozenset()) -> Generated:
+    """Compile `graph` (with an optional buffer plan, see buffers.py) into a replay function."""
+    writer = _Writer(graph, plan)
+    source = writer.write(skip)
+    filename = f"<distrain.jit replay {next(_counter)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), writer.globals)
+    return Generated(writer.globals["replay"], source, writer.globals)
+

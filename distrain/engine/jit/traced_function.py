@@ -1,0 +1,116 @@
+"""`distrain.jit.trace`: a function or module captured once, replayed on every call, retraced when needed.
+
+The capture happens at trace time, on the example inputs (as torch.jit.trace does), and
+is verified by a first replay (verify.py). Each call then checks the guards (guards.py):
+a call like the captured one replays; a call with other shapes or a changed model is
+captured again (its own graph, up to `max_graphs`), or refused with the differences.
+"""
+from __future__ import annotations
+
+from ..tensor import Tensor
+from .capture import modules_in, run_capture
+from .errors import GuardError
+from .guards import StateGuard, describe_key_difference, input_key
+from .optimize import build_program
+from .verify import verify as verify_replay
+
+DEFAULT_MAX_GRAPHS = 8
+
+
+class Entry:
+    __slots__ = ("program", "guard", "capture", "key")
+
+    def __init__(self, key, capture, program):
+        self.key = key
+        self.capture = capture
+        self.program = program
+        self.guard = StateGuard(capture)
+
+
+def capture_entry(function, args, kwargs, modules, key, verify=True, passes=None):
+    """Capture, optimise, compile and (optionally) verify one call; (entry, the eager run's result)."""
+    capture = run_capture(function, args, kwargs, modules, verify=verify)
+    program = build_program(capture, passes)
+    if verify:
+        leaves = input_key(args, kwargs)[1]
+        arrays = [leaf._data if isinstance(leaf, Tensor) else leaf for leaf in leaves]
+
+        def replay():
+            outputs, new_grads = program.run_arrays(arrays)
+            return [*outputs, *new_grads]
+
+        verify_replay(capture.before, replay, capture.eager_outputs)
+        capture.before = None
+    return Entry(key, capture, program), capture.result
+
+
+class TracedFunction:
+    """What `distrain.jit.trace` returns: call it like the function (see the module docstring).
+
+    Attributes:
+        function: the traced module or function.
+        example_inputs: the inputs it was traced with.
+        graph: the graph of the latest capture (`graph.instructions`, `graph.values`).
+        code: the generated Python source of the latest capture's replay.
+    """
+
+    def __init__(self, function, example_inputs, example_kwargs=None, *, verify=True, retrace=True,
+                 max_graphs=DEFAULT_MAX_GRAPHS, passes=None, modules=None):
+        self.function = function
+        self.example_inputs = example_inputs
+        self.verify = verify
+        self.retrace = retrace
+        self.max_graphs = int(max_graphs)
+        self.passes = passes
+        self.modules = list(modules) if modules is not None else modules_in(function)
+        self._entries = {}
+        self._latest = None
+        self.captures = 0
+        self.last_result = self._capture(example_inputs, example_kwargs or {})  # the eager run's result
+
+    def _capture(self, args, kwargs):
+        key, _ = input_key(args, kwargs)
+        entry, result = capture_entry(self.function, args, kwargs, self.modules, key, self.verify, self.passes)
+        self._entries[key] = self._latest = entry
+        self.captures += 1
+        return result
+
+    def __call__(self, *args, **kwargs):
+        key, leaves = input_key(args, kwargs)
+        entry = self._entries.get(key)
+        if entry is not None and entry.guard.holds():
+            return entry.program.run(leaves)
+        return self._miss(key, entry, args, kwargs)
+
+    def _miss(self, key, entry, args, kwargs):
+        if entry is not None:  # the model changed under this graph: it can never be right again
+            reasons = entry.guard.differences()
+            del self._entries[key]
+        else:
+            reasons = describe_key_difference(self._latest.key, key) if self._latest is not None else []
+        if not self.retrace:
+            raise GuardError("distrain.jit: this call differs from the captured one, and retracing is off "
+                             "(retrace=False):\n  - " + "\n  - ".join(reasons or ["(no difference found)"]))
+        if len(self._entries) >= self.max_graphs:
+            raise GuardError(f"distrain.jit: {self.max_graphs} graphs are captured already (max_graphs) and this call "
+                             "needs another:\n  - " + "\n  - ".join(reasons or ["(no difference found)"]) +
+                             "\nShapes that change every call defeat static capture: pad inputs to a few fixed "
+                             "shapes (e.g. drop_last=True in the DataLoader), or raise max_graphs.")
+        return self._capture(args, kwargs)
+
+    @property
+    def graph(self):
+        return self._latest.capture.graph
+
+    @property
+    def program(self):
+        return self._latest.program
+
+    @property
+    def code(self) -> str:
+        return self._latest.program.source
+
+    @property
+    def graphs(self) -> int:
+        """How many graphs are cached (one per distinct input signature)."""
+        return len(self._entries)
