@@ -39,6 +39,7 @@ class Capture:
     modules: list = field(default_factory=list)  # (path, module)
     eager_outputs: list = field(default_factory=list)  # the arrays the graph's outputs had in the eager run
     before: object = None  # verify.StateBefore, when the capture is to be verified
+    differentiable_outputs: tuple = ()  # positions of output tensors that had an autograd history eagerly
 
 
 def named_modules_of(modules):
@@ -155,8 +156,10 @@ def run_capture(function, args, kwargs, modules, verify=True) -> Capture:
     output_leaves = []
     output_spec = flatten(result, output_leaves, "the result")
     output_refs = []
-    eager_outputs = []
-    for leaf in output_leaves:
+    eager_outputs, differentiable = [], []
+    for position, leaf in enumerate(output_leaves):
+        if isinstance(leaf, Tensor) and leaf.grad_fn is not None:
+            differentiable.append(position)
         data = leaf._data if isinstance(leaf, Tensor) else leaf
         eager_outputs.append(data.value if type(data) is TracedArray else data)
         if type(data) is TracedArray:
@@ -169,7 +172,8 @@ def run_capture(function, args, kwargs, modules, verify=True) -> Capture:
             output_refs.append(Ref(recorder._constant(data)))
     capture = Capture(recorder.graph, result, input_spec, output_spec,
                       tuple("tensor" if isinstance(leaf, Tensor) else "array" for leaf in leaves),
-                      state_tensors=state, modules=named, eager_outputs=eager_outputs, before=before)
+                      state_tensors=state, modules=named, eager_outputs=eager_outputs, before=before,
+                      differentiable_outputs=tuple(differentiable))
     for name, tensor in state:
         if id(tensor) in grads_before and tensor._grad is not grads_before[id(tensor)]:
             capture.grad_bindings.append((tensor, *_grad_binding(tensor, own_arrays)))

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import numpy
 
+from ..autograd import grad_mode
+from ..autograd.graph import record
 from ..tensor import _make
 from .capture import Capture
 from .codegen import generate
+from .errors import CaptureError
+from .structure import unflatten
 
 
 class Program:
@@ -26,6 +30,8 @@ class Program:
         self.output_spec = capture.output_spec
         self.bindings = capture.grad_bindings
         self._tensor_leaves = tuple(kind == "tensor" for kind in capture.leaf_kinds)
+        # outputs that had an autograd history when captured get a node that explains why there is none now
+        self.differentiable = capture.differentiable_outputs
 
     @property
     def source(self) -> str:
@@ -59,15 +65,24 @@ class Program:
             tensor._grad = grad
 
     def wrap(self, outputs):
-        from .structure import unflatten
-
         spec = self.output_spec
-        if spec[0] == "tensor":  # the common case: one tensor
+        if spec[0] == "tensor" and not self.differentiable:  # the common case: one tensor
             return _make(_as_array(outputs[0]))
         kinds = []
         _leaf_kinds(spec, kinds)
-        return unflatten(spec, iter(_make(_as_array(array)) if kind == "tensor" else array
-                                    for array, kind in zip(outputs, kinds)))
+        leaves = [_make(_as_array(array)) if kind == "tensor" else array for array, kind in zip(outputs, kinds)]
+        if self.differentiable and grad_mode.state.enabled:
+            for index in self.differentiable:
+                record("TracedGraph", _no_backward, (), (leaves[index],))
+        return unflatten(spec, iter(leaves))
+
+
+def _no_backward(node, grad):
+    raise CaptureError(
+        "distrain.jit: backward through the output of a traced graph: a trace replays what the function did, "
+        "and this function computed the output without differentiating it. To train with a static graph, "
+        "capture the whole step (distrain.jit.compile_step(model, loss_fn, optimizer)) or trace a function "
+        "that calls backward itself.")
 
 
 def _as_array(value):

@@ -41,7 +41,9 @@ def capture_entry(function, args, kwargs, modules, key, verify=True, passes=None
 
         verify_replay(capture.before, replay, capture.eager_outputs)
         capture.before = None
-    return Entry(key, capture, program), capture.result
+    # the eager run's outputs, as a replay gives them (no autograd history into the capture's closed graph)
+    outputs = capture.eager_outputs[:len(capture.graph.output[0])]
+    return Entry(key, capture, program), program.wrap(outputs)
 
 
 class TracedFunction:
@@ -83,14 +85,15 @@ class TracedFunction:
         return self._miss(key, entry, args, kwargs)
 
     def _miss(self, key, entry, args, kwargs):
-        if entry is not None:  # the model changed under this graph: it can never be right again
+        if entry is not None:  # the model changed under this graph (it may change back: kept unless retracing)
             reasons = entry.guard.differences()
-            del self._entries[key]
         else:
             reasons = describe_key_difference(self._latest.key, key) if self._latest is not None else []
         if not self.retrace:
             raise GuardError("distrain.jit: this call differs from the captured one, and retracing is off "
                              "(retrace=False):\n  - " + "\n  - ".join(reasons or ["(no difference found)"]))
+        if entry is not None:
+            del self._entries[key]
         if len(self._entries) >= self.max_graphs:
             raise GuardError(f"distrain.jit: {self.max_graphs} graphs are captured already (max_graphs) and this call "
                              "needs another:\n  - " + "\n  - ".join(reasons or ["(no difference found)"]) +

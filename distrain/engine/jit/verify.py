@@ -62,13 +62,21 @@ def verify(before: StateBefore, run_replay, eager_outputs):
     differences = []
     for index, (eager, replayed) in enumerate(zip(eager_outputs, replay_outputs)):
         _compare(f"output {index}", eager, replayed, differences)
+    parameters_moved = False
     for root, eager in zip(before.roots, eager_state):
+        count = len(differences)
         _compare(f"`{before.names[id(root)]}` (and the state stored with it)", eager, root, differences)
+        parameters_moved |= len(differences) > count and not before.names[id(root)].endswith(".grad")
     for index, (array, eager) in enumerate(zip(before.inputs, eager_inputs)):
         _compare(f"input {index} (written in place)", eager, array, differences)
     for device, generator in before.generators.items():
         if _state_key(generator.get_state()) != _state_key(eager_generators[device]):
             differences.append(f"the random generator of {device} advanced differently")
+    if parameters_moved:
+        differences.append("parameters changed outside the recorded calls: an optimizer's step() inside the traced "
+                           "function updates flat buffers the capture does not bind. Capture forward and backward "
+                           "with distrain.jit.compile_step(model, loss_fn, optimizer), which runs the optimizer "
+                           "after each replay")
     if differences:
         raise CaptureError(
             "distrain.jit: the captured graph does not reproduce the eager run:\n  - " + "\n  - ".join(differences) +
