@@ -20,9 +20,17 @@ SECRET = "a-secret-for-the-compile-step-ddp-test-0123"
 STEPS = 8
 
 
+def make_model():
+    return nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 3))
+
+
+distrain.manual_seed(0)
+INITIAL = {name: value.numpy().copy() for name, value in make_model().state_dict().items()}
+
+
 def train(communicator, compiled):
-    distrain.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 3))
+    model = make_model()  # the ranks are threads sharing one generator: start from fixed weights instead
+    model.load_state_dict({name: distrain.tensor(value) for name, value in INITIAL.items()})
     ddp = DistributedDataParallel(model, comm=communicator, bucket_cap_mb=0.0002)  # several buckets
     optimizer = distrain.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
