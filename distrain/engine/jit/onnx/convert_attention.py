@@ -74,7 +74,8 @@ def scaled_dot_product_attention(builder, out, query, key, value, attn_mask=None
 
 def _projection(builder, x, weight, bias, path, name):
     """x W^T + b with W^T and b as initializers (slices of the packed in-projection)."""
-    product = builder.node("MatMul", [x, builder.constant(numpy.ascontiguousarray(weight.T), f"{path}.{name}_weight_T")])
+    transposed = builder.constant(numpy.ascontiguousarray(weight.T), f"{path}.{name}_weight_T")
+    product = builder.node("MatMul", [x, transposed])
     return product if bias is None else builder.node("Add", [product, builder.constant(bias, f"{path}.{name}_bias")])
 
 

@@ -12,7 +12,7 @@ import math
 
 import numpy
 
-from ...ops import TENSOR_METHODS, activations, arithmetic, convert, elementwise, inplace, math_functions
+from ...ops import TENSOR_METHODS, activations, arithmetic, convert, elementwise, math_functions
 from ...ops import scatter_gather
 from ...tensor import Tensor
 from .export_errors import OnnxExportError
@@ -117,8 +117,8 @@ converts(TENSOR_METHODS["logical_not"])(lambda builder, out, input: builder.node
 
 # -- one-operand math --------------------------------------------------------------------
 def _unary(*onnx_ops):
-    def converter(builder, out, input, **_):
-        (name,) = operands(builder, out._data.dtype, input)
+    def converter(builder, out, **named):
+        (name,) = operands(builder, out._data.dtype, next(iter(named.values())))  # input, or a method's self
         for onnx_op in onnx_ops:
             name = builder.node(onnx_op, [name])
         return name
@@ -298,7 +298,8 @@ def where(builder, out, condition, input=None, other=None):
     return builder.node("Where", [mask] + operands(builder, out._data.dtype, input, other))
 
 
-converts(TENSOR_METHODS["where"])(lambda builder, out, self, condition, other: where(builder, out, condition, self, other))
+converts(TENSOR_METHODS["where"])(lambda builder, out, self, condition, other: where(builder, out, condition, self,
+                                                                                    other))
 
 
 @converts(scatter_gather.masked_fill)

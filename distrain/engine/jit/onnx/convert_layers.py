@@ -16,7 +16,6 @@ from ...ops import TENSOR_METHODS, channel_dropout as channel_dropout_ops, conv,
 from ...ops import activations, elementwise, instance_norms, linalg, normalization as norm_ops, pooling, shape
 from ...ops.dropout import dropout as dropout_op, embedding as embedding_op
 from ...ops.softmax import log_softmax, softmax
-from .convert_elementwise import scalar
 from .export_errors import OnnxExportError
 from .registry import converts, functional_layer
 
@@ -89,7 +88,8 @@ def max_pool2d(builder, out, input, kernel_size, stride=None, padding=0, dilatio
     kernel = _tuple(kernel_size, 2)
     return builder.node("MaxPool", [builder.value(input)], kernel_shape=list(kernel),
                         strides=list(_tuple(kernel if stride is None else stride, 2)),
-                        pads=list(_tuple(padding, 2)) * 2, dilations=list(_tuple(dilation, 2)), ceil_mode=int(ceil_mode))
+                        pads=list(_tuple(padding, 2)) * 2, dilations=list(_tuple(dilation, 2)),
+                        ceil_mode=int(ceil_mode))
 
 
 @converts(pooling.avg_pool2d)
@@ -147,8 +147,9 @@ def batch_norm(builder, out, input, running_mean, running_var, weight=None, bias
     _training_precheck(builder.doing, training)
     channels, dtype = input.shape[1], input._data.dtype
     return builder.node("BatchNormalization", [
-        builder.value(input), _affine(builder, weight, 1, (channels,), dtype), _affine(builder, bias, 0, (channels,), dtype),
-        builder.value(running_mean), builder.value(running_var)], epsilon=float(eps))
+        builder.value(input), _affine(builder, weight, 1, (channels,), dtype),
+        _affine(builder, bias, 0, (channels,), dtype), builder.value(running_mean), builder.value(running_var)],
+        epsilon=float(eps))
 
 
 batch_norm.precheck = _training_precheck

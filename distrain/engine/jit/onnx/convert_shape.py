@@ -175,8 +175,9 @@ def narrow(builder, out, input, dim, start, length):
 def flip(builder, out, input, dims):
     axes = [_axis(d, input.ndim) for d in (dims if isinstance(dims, (tuple, list)) else [dims])]
     minimum = numpy.iinfo(numpy.int64).min
-    return builder.node("Slice", [builder.value(input), builder.ints([-1] * len(axes)),
-                                  builder.ints([minimum] * len(axes)), builder.ints(axes), builder.ints([-1] * len(axes))])
+    backwards = builder.ints([-1] * len(axes))
+    return builder.node("Slice", [builder.value(input), backwards, builder.ints([minimum] * len(axes)),
+                                  builder.ints(axes), backwards])
 
 
 converts(TENSOR_METHODS["flip"])(lambda builder, out, self, dims: flip(builder, out, self, dims[0] if len(dims) == 1
@@ -252,15 +253,10 @@ def _gather_index(builder, input, entries, advanced):
 
 @converts(shape.pad)
 def pad(builder, out, input, pad, mode="constant", value=0.0):
-    modes = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-    if mode == "circular" and builder.opset < 19:
-        raise OnnxExportError(f"{builder.doing}: circular padding needs ONNX opset 19 (Pad's wrap mode); this export "
-                              f"asked for opset {builder.opset}. Export with opset=19 or higher.")
+    """Constant padding (the one mode distrain's pad has), (before, after) pairs from the last axis backwards."""
     pairs = [(int(pad[i]), int(pad[i + 1])) for i in range(0, len(pad), 2)]  # last dim first
     begins, ends = [0] * input.ndim, [0] * input.ndim
     for offset, (before, after) in enumerate(pairs):
         begins[input.ndim - 1 - offset], ends[input.ndim - 1 - offset] = before, after
-    inputs = [builder.value(input), builder.ints(begins + ends)]
-    if mode == "constant":
-        inputs.append(builder.constant(numpy.asarray(0.0 if value is None else value, dtype=input._data.dtype)))
-    return builder.node("Pad", inputs, mode=modes[mode])
+    value = builder.constant(numpy.asarray(0.0 if value is None else value, dtype=input._data.dtype))
+    return builder.node("Pad", [builder.value(input), builder.ints(begins + ends), value], mode="constant")

@@ -10,14 +10,16 @@ from ...autograd import enable_grad
 from ...factories import tensor as make_tensor
 from ...nn.module import Module
 from ...tensor import Tensor
-from . import convert_attention, convert_elementwise, convert_layers, convert_recurrent, convert_reduce, convert_shape
+from . import convert_attention, convert_elementwise, convert_factories, convert_layers, convert_recurrent
+from . import convert_reduce, convert_shape
 from .export_errors import OnnxExportError
 from .graph_builder import GraphBuilder
 from .opsets import check_opset
 from .recorder import Recorder, patched
 from .writer import check_and_write, make_model
 
-CONVERTERS = (convert_attention, convert_elementwise, convert_layers, convert_recurrent, convert_reduce, convert_shape)
+CONVERTERS = (convert_attention, convert_elementwise, convert_factories, convert_layers, convert_recurrent,
+              convert_reduce, convert_shape)  # importing them fills registry.FUNCTIONS and registry.MODULES
 
 
 def export(onnx, module_or_graph, path, example_inputs, opset, dynamic_axes, input_names, output_names):

@@ -103,7 +103,14 @@ class GraphBuilder:
         return entry is not None and entry[1]
 
     def any_dynamic(self, arguments):
-        return any(self.is_dynamic(t) for t in _tensors(arguments))
+        """Whether a tensor in `arguments` is dynamic; raises for one that an unrecorded op computed."""
+        dynamic = False
+        for tensor in _tensors(arguments):
+            if self.is_dynamic(tensor):
+                dynamic = True
+            else:
+                self._check_constant(tensor)
+        return dynamic
 
     def fold(self, value):
         """Tensors in `value` were computed by recorded ops from constants only: constants themselves."""
@@ -117,18 +124,22 @@ class GraphBuilder:
         entry = self._values.get(id(tensor))
         if entry is not None:
             return entry[0]
-        known = id(tensor) in self._parameter_names or id(tensor) in self._folded
-        if not known and tensor.grad_fn is not None:
-            raise OnnxExportError(
-                f"{self.doing} uses a tensor of shape {tuple(tensor.shape)} computed from the inputs by "
-                f"{tensor.grad_fn.name()}, an op the export did not record (called through a name it does not "
-                f"patch, e.g. imported from distrain.engine.ops, or inside a layer it cannot convert). Call it "
-                f"as distrain.<op>, a Tensor method or distrain.nn.functional.<op>, or compute it outside the "
-                f"exported model.")
+        self._check_constant(tensor)
         hint = self._parameter_names.get(id(tensor), "constant")
         name = self.constant(tensor.__array__() if type(tensor._data) is not numpy.ndarray else tensor._data, hint)
         self.bind(tensor, name, dynamic=False)
         return name
+
+    def _check_constant(self, tensor):
+        """Refuse a tensor that is not dynamic and not known to be a constant, but that autograd saw computed."""
+        if id(tensor) in self._values or id(tensor) in self._parameter_names or id(tensor) in self._folded:
+            return
+        if tensor.grad_fn is not None:
+            raise OnnxExportError(
+                f"{self.doing} uses a tensor of shape {tuple(tensor.shape)} computed from the inputs by "
+                f"{tensor.grad_fn.name()}, an op the export did not record (called through a name it does not "
+                f"patch, e.g. imported from distrain.engine.ops). Call it as distrain.<op>, a Tensor method or "
+                f"distrain.nn.functional.<op>; a constant computed before the export should be detach()ed.")
 
     def operand(self, value, like):
         """The name of `value`: a tensor's value, or a Python number as a constant of `like`'s dtype."""
@@ -141,9 +152,10 @@ class GraphBuilder:
         """Append one node; returns its output name (or the list of them when outputs > 1)."""
         require(op_type, self.opset, self.doing)
         names = [self.fresh(f"{self.scope}{op_type}_out") for _ in range(outputs)]
+        attributes = {key: value for key, value in attributes.items() if value is not None}
         self.nodes.append(self.onnx.helper.make_node(
-            op_type, ["" if name is None else name for name in inputs], names, name=self.fresh(f"{self.scope}{op_type}"),
-            **{key: value for key, value in attributes.items() if value is not None}))
+            op_type, ["" if name is None else name for name in inputs], names,
+            name=self.fresh(f"{self.scope}{op_type}"), **attributes))
         return names[0] if outputs == 1 else names
 
     def constant(self, array, hint="constant"):

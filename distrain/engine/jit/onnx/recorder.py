@@ -41,8 +41,8 @@ from .symbolic_sizes import SymbolicInt, size_of
 # Python-value exits of a tensor: each would bake the example's value into the graph.
 VALUE_EXITS = ("__bool__", "item", "tolist", "numpy", "__float__", "__int__", "__index__", "__array__")
 FACTORIES = ("zeros", "ones", "full", "zeros_like", "ones_like", "full_like")
-# distrain's own module types that only hold other modules; their forward is recorded op by op.
-CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "TransformerEncoder")
+# distrain's own layers that are made of other layers; their forward is recorded op by op.
+RECORDED_BY_OPS = ("Sequential", "ModuleList", "ModuleDict", "TransformerEncoder", "TransformerEncoderLayer")
 
 
 def _has_symbolic(value):
@@ -76,7 +76,7 @@ class Recorder:
         finally:
             self.depth -= 1
 
-    def _convert(self, doing, converter, out, *args, **kwargs):
+    def _convert(self, doing, converter, out, args, kwargs):
         builder = self.builder
         previous, builder.doing = builder.doing, doing
         try:
@@ -104,7 +104,7 @@ class Recorder:
             if precheck is not None:
                 precheck(doing, **named)
             out = recorder._eager(function, args, kwargs)
-            return recorder._convert(doing, converter, out, **named)
+            return recorder._convert(doing, converter, out, (), named)
 
         wrapper.__wrapped__ = function
         return wrapper
@@ -120,10 +120,12 @@ class Recorder:
             path = recorder.module_paths.get(id(module), type(module).__name__)
             if entry is None and not _is_distrain_layer(module):  # the user's module or a container
                 previous, builder.scope = builder.scope, f"/{path}/"
+                stored = recorder._wrap_stored_ops(module)
                 try:
                     return original_call(module, *args, **kwargs)
                 finally:
                     builder.scope = previous
+                    module.__dict__.update(stored)
             if not builder.any_dynamic((args, kwargs)):
                 out = recorder._eager(original_call, (module, *args), kwargs)
                 builder.fold(out)
@@ -140,11 +142,20 @@ class Recorder:
             out = recorder._eager(original_call, (module, *args), kwargs)
             previous, builder.scope = builder.scope, f"/{path}/"
             try:
-                return recorder._convert(doing, converter, out, module, *args, **kwargs)
+                return recorder._convert(doing, converter, out, (module, *args), kwargs)
             finally:
                 builder.scope = previous
 
         return __call__
+
+    def _wrap_stored_ops(self, module):
+        """Op functions kept as attributes (`self.activation = F.gelu`, bound before the export patched the
+        namespaces) wrapped for this forward; returns the originals to put back."""
+        stored = {name: value for name, value in module.__dict__.items()
+                  if isinstance(value, types.FunctionType) and value.__module__.startswith("distrain.engine.ops")}
+        for name, function in stored.items():
+            module.__dict__[name] = self.op(function.__name__, function)
+        return stored
 
     def value_exit(self, name, original):
         recorder = self
@@ -176,7 +187,7 @@ class Recorder:
 
 def _is_distrain_layer(module):
     cls = type(module)
-    return cls.__module__.startswith("distrain.engine.nn.") and cls.__name__ not in CONTAINERS
+    return cls.__module__.startswith("distrain.engine.nn.") and cls.__name__ not in RECORDED_BY_OPS
 
 
 @contextlib.contextmanager
