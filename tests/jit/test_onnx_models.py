@@ -94,6 +94,13 @@ def test_layer_norm_and_gelu(tmp_path, opset):
     check_export(model, [random(2, 5, 8)], [random(4, 5, 8, seed=1)], tmp_path, opset=opset, atol=1e-5)
 
 
+def test_forward_hooks_of_a_converted_layer_are_recorded(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh()).eval()
+    model[0].register_forward_pre_hook(lambda module, args: (args[0] * 2,))
+    model[0].register_forward_hook(lambda module, args, output: output + args[0].sum(1, keepdim=True))
+    check_export(model, [random(2, 4)], [random(5, 4, seed=1)], tmp_path)
+
+
 def test_registry_mlp_with_dropout_in_eval(tmp_path):
     model = models.create("mlp", input_shape=(1, 8, 8), hidden=(32, 16), num_classes=10, dropout=0.2).eval()
     check_export(model, [random(3, 1, 8, 8)], [random(6, 1, 8, 8, seed=1)], tmp_path)

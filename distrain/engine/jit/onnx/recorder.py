@@ -4,11 +4,12 @@ NOTE [ How export_onnx records ]
 The model runs once, eagerly, on the example inputs. For the length of that run (and only
 then: `patched` restores everything in a `finally`) every way user code reaches an op is
 wrapped:
-- `Module.__call__`: a layer with a converter (registry.MODULES) runs its own forward unseen
-  (`depth` > 0, so the ops inside are not recorded a second time) and is converted whole; a
-  distrain layer without one raises (its ops are imported inside distrain, unpatched, so
-  they would be missed); any other module (the user's, containers) runs its forward, whose
-  ops are recorded one by one.
+- `Module.__call__`: a layer with a converter (registry.MODULES) gets, for that call, a
+  `forward` that runs the real one unseen (`depth` > 0, so the ops inside are not recorded a
+  second time) and converts the layer whole; its forward hooks run outside, recorded. A
+  distrain layer without a converter raises (its ops are imported inside distrain, unpatched,
+  so they would be missed); any other module (the user's, containers) runs its forward, whose
+  ops are recorded one by one, op functions it keeps as attributes included.
 - every Tensor method and operator, and the op functions of `distrain.*` and
   `distrain.nn.functional.*`: an op with a converter is recorded, one without raises, both
   only when an argument is dynamic (computed from the inputs). Ops on constants only run and
@@ -110,24 +111,42 @@ class Recorder:
         return wrapper
 
     def module_call(self, original_call):
+        """Module.__call__ during export. A converted layer's `forward` is replaced, for this call, by one that
+        runs it unseen and converts it; Module.__call__ itself still runs with recording on, so that the
+        layer's forward hooks (user code) are recorded around it."""
         recorder = self
 
         def __call__(module, *args, **kwargs):
-            builder = recorder.builder
             if recorder.depth:
                 return original_call(module, *args, **kwargs)
-            entry = layer_entry(module)
+            builder = recorder.builder
+            entry = None if "forward" in module.__dict__ else layer_entry(module)
             path = recorder.module_paths.get(id(module), type(module).__name__)
+            previous, builder.scope = builder.scope, f"/{path}/"
             if entry is None and not _is_distrain_layer(module):  # the user's module or a container
-                previous, builder.scope = builder.scope, f"/{path}/"
-                stored = recorder._wrap_stored_ops(module)
-                try:
-                    return original_call(module, *args, **kwargs)
-                finally:
-                    builder.scope = previous
-                    module.__dict__.update(stored)
-            if not builder.any_dynamic((args, kwargs)):
-                out = recorder._eager(original_call, (module, *args), kwargs)
+                replaced = recorder._wrap_stored_ops(module)
+            else:
+                replaced = {"forward": None}
+                module.__dict__["forward"] = recorder._converted_forward(module, entry, path)
+            try:
+                return original_call(module, *args, **kwargs)
+            finally:
+                builder.scope = previous
+                for name, value in replaced.items():
+                    if value is None:
+                        del module.__dict__[name]
+                    else:
+                        module.__dict__[name] = value
+
+        return __call__
+
+    def _converted_forward(self, module, entry, path):
+        recorder, builder = self, self.builder
+        forward = type(module).forward
+
+        def converted(*args, **kwargs):
+            if not builder.any_dynamic((args, kwargs)):  # a layer applied to constants: a constant
+                out = recorder._eager(forward, (module, *args), kwargs)
                 builder.fold(out)
                 return out
             doing = describe(f"{path} ({type(module).__name__})", (args, kwargs))
@@ -139,14 +158,10 @@ class Recorder:
                     f"{path} ({type(module).__name__}) is in training mode, where it computes differently (dropout "
                     f"masks, batch statistics) and may update its state; ONNX export writes the inference graph. "
                     f"Call model.eval() before export_onnx.")
-            out = recorder._eager(original_call, (module, *args), kwargs)
-            previous, builder.scope = builder.scope, f"/{path}/"
-            try:
-                return recorder._convert(doing, converter, out, (module, *args), kwargs)
-            finally:
-                builder.scope = previous
+            out = recorder._eager(forward, (module, *args), kwargs)
+            return recorder._convert(doing, converter, out, (module, *args), kwargs)
 
-        return __call__
+        return converted
 
     def _wrap_stored_ops(self, module):
         """Op functions kept as attributes (`self.activation = F.gelu`, bound before the export patched the
