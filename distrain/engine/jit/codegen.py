@@ -124,7 +124,7 @@ class _Writer:
         else:
             raise AssertionError(f"unknown instruction kind {kind}")
 
-    def write(self, skip=frozenset()):
+    def write(self):
         graph = self.graph
         written = {slot for instruction in graph.instructions for slot in instruction.writes}
         # constants written in place start each replay as a fresh copy of their captured value
@@ -138,8 +138,6 @@ class _Writer:
             self.globals[self.name(slot)] = array
         errstate, lines = (), self.lines
         for index, instruction in enumerate(graph.instructions):
-            if index in skip:
-                continue
             if instruction.errstate != errstate:  # NumPy's error settings as the op had them (errstate blocks)
                 errstate = instruction.errstate
                 self.lines = lines
@@ -157,10 +155,10 @@ class _Writer:
         return f"def replay({parameters}):\n{body}\n"
 
 
-def generate(graph: Graph, plan=None, skip=frozenset()) -> Generated:
-    """Compile `graph` (with an optional buffer plan, see buffers.py) into a replay function."""
+def generate(graph: Graph, plan=None) -> Generated:
+    """Compile `graph` (with an optional buffer plan, see passes/buffers.py) into a replay function."""
     writer = _Writer(graph, plan)
-    source = writer.write(skip)
+    source = writer.write()
     filename = f"<distrain.jit replay {next(_counter)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), writer.globals)

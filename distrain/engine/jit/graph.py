@@ -53,6 +53,7 @@ class Value:
     producer: int = -1  # the instruction that made a result, else -1
     name: str = ""  # what it is to the user: "input 0", "fc1.weight", "fc1.weight.grad", ...
     contiguous: bool = True
+    array_type: type = None  # numpy.ndarray, cupy.ndarray, or a NumPy scalar type (a 0-d result of a reduction)
 
     @property
     def nbytes(self):

@@ -21,10 +21,10 @@ from .structure import unflatten
 class Program:
     """The replay of one capture (see the module docstring)."""
 
-    def __init__(self, capture: Capture, plan=None, skip=frozenset()):
+    def __init__(self, capture: Capture, plan=None, graph=None):
         self.capture = capture
-        self.graph = capture.graph
-        self.generated = generate(capture.graph, plan, skip)
+        self.graph = capture.graph if graph is None else graph  # the optimised graph (optimize.py)
+        self.generated = generate(self.graph, plan)
         self.function = self.generated.function
         self.leaf_kinds = capture.leaf_kinds
         self.output_spec = capture.output_spec

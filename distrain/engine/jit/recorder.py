@@ -94,7 +94,7 @@ class Recorder:
         flags = getattr(array, "flags", None)
         contiguous = bool(flags.c_contiguous) if flags is not None else True
         self.graph.values.append(Value(slot, kind, shape, numpy.dtype(dtype), strides, root_slot, producer, name,
-                                       contiguous))
+                                       contiguous, type(array)))
         return slot
 
     def bind_input(self, array, name):
