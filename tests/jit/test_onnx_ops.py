@@ -114,7 +114,7 @@ def test_ops(tmp_path, name):
             axes.pop(f"output{position}")
     if function is arithmetic:
         axes["output10"] = {0: "batch", 1: "batch"}
-    check_export(function, example, other, tmp_path, opset=opset, dynamic_axes=axes, atol=2e-6)
+    check_export(function, example, other, tmp_path, opset=opset, dynamic_axes=axes)
 
 
 LAYERS = {
@@ -144,4 +144,4 @@ def test_layers(tmp_path, name):
     distrain.manual_seed(0)
     layer, shape = LAYERS[name]
     layer.eval()
-    check_export(layer, [random(2, *shape)], [random(3, *shape, seed=1)], tmp_path, atol=2e-6)
+    check_export(layer, [random(2, *shape)], [random(3, *shape, seed=1)], tmp_path)

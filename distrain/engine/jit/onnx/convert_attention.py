@@ -28,7 +28,7 @@ def _additive_mask(builder, mask, dtype, allowed_when_true):
     """A mask as a value added to the scores: float masks as they are, bool masks as 0 / -inf."""
     if isinstance(mask, Tensor) and mask._data.dtype.kind == "f":
         return builder.value(mask)
-    array = mask._data if isinstance(mask, Tensor) else numpy.asarray(mask)
+    array = numpy.asarray(mask.__array__() if isinstance(mask, Tensor) else mask)  # a CuPy mask too
     zero, minus_infinity = numpy.asarray(0.0, dtype=dtype), numpy.asarray(-numpy.inf, dtype=dtype)
     if isinstance(mask, Tensor) and builder.is_dynamic(mask):
         keep, drop = builder.constant(zero), builder.constant(minus_infinity)

@@ -30,7 +30,7 @@ INT64_MAX = numpy.iinfo(numpy.int64).max
 
 def describe(op_name, arguments):
     """'op (input shapes (2, 3), (3,))': how errors name the op being exported."""
-    shapes = [tuple(t.shape) for t in _tensors(arguments)]
+    shapes = [tuple(t._data.shape) for t in _tensors(arguments)]
     listed = ", ".join(str(shape) for shape in shapes)
     return f"{op_name} (input shape{'s' if len(shapes) != 1 else ''} {listed or 'none'})"
 
@@ -113,8 +113,12 @@ class GraphBuilder:
         return dynamic
 
     def fold(self, value):
-        """Tensors in `value` were computed by recorded ops from constants only: constants themselves."""
+        """Tensors in `value` were computed by recorded ops from constants only: constants themselves. One that
+        already was an initializer was changed in place: it becomes a new initializer at its next use."""
         for tensor in _tensors(value):
+            entry = self._values.get(id(tensor))
+            if entry is not None and not entry[1]:
+                del self._values[id(tensor)]
             if id(tensor) not in self._values:
                 self._folded.add(id(tensor))
                 self._alive.append(tensor)
@@ -136,7 +140,7 @@ class GraphBuilder:
             return
         if tensor.grad_fn is not None:
             raise OnnxExportError(
-                f"{self.doing} uses a tensor of shape {tuple(tensor.shape)} computed from the inputs by "
+                f"{self.doing} uses a tensor of shape {tuple(tensor._data.shape)} computed from the inputs by "
                 f"{tensor.grad_fn.name()}, an op the export did not record (called through a name it does not "
                 f"patch, e.g. imported from distrain.engine.ops). Call it as distrain.<op>, a Tensor method or "
                 f"distrain.nn.functional.<op>; a constant computed before the export should be detach()ed.")

@@ -29,7 +29,7 @@ EQUIVALENTS = {
     "det": "Det", "inverse": None, "index_select": "Gather", "masked_fill": "Where", "trace": None,
     "glu": None, "softshrink": "Shrink", "hardshrink": "Shrink", "Softshrink": "Shrink", "Hardshrink": "Shrink",
     "cross_entropy": "SoftmaxCrossEntropyLoss", "nll_loss": "NegativeLogLikelihoodLoss",
-    "RNNCell": "RNN", "LSTMCell": "LSTM", "GRUCell": "GRU",
+    "RNNCell": "RNN", "LSTMCell": "LSTM", "GRUCell": "GRU", "__setitem__": "ScatterND",
 }
 
 

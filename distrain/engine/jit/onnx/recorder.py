@@ -78,11 +78,15 @@ class Recorder:
             self.depth -= 1
 
     def _convert(self, doing, converter, out, args, kwargs):
+        """Run `converter` and bind `out` to its names. Converters run as distrain does (depth > 0): they see
+        the tensors' real sizes, and a tensor op they use is not recorded."""
         builder = self.builder
         previous, builder.doing = builder.doing, doing
+        self.depth += 1
         try:
             bind_outputs(builder, out, converter(builder, out, *args, **kwargs))
         finally:
+            self.depth -= 1
             builder.doing = previous
         return out
 
