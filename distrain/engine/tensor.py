@@ -304,12 +304,20 @@ class Tensor:
         return is_shared(self._data)
 
     # -- leaving distrain ----------------------------------------------------------------
+    def _refuse_if_traced(self, what):
+        """While distrain.jit captures, Python may not read a tensor's values: say where and why (traced_array.py)."""
+        escape = getattr(self._data, "escape", None)
+        if escape is not None:
+            raise escape(what)
+
     def item(self):
+        self._refuse_if_traced("read with .item()")
         if self._data.size != 1:
             raise AutogradError(f"item() needs a tensor with one element; this one has shape {tuple(self.shape)}")
         return self._data.item()
 
     def tolist(self):
+        self._refuse_if_traced("read with .tolist()")
         return self._data.tolist()
 
     def numpy(self, force=False):
@@ -333,6 +341,7 @@ class Tensor:
         return array.copy() if copy else array  # NumPy 2: copy=True must never share memory
 
     def __bool__(self):
+        self._refuse_if_traced("used as a Python truth value (an `if`, `while`, `and`/`or` or `assert` on a tensor)")
         if self._data.size != 1:
             raise AutogradError(
                 f"the truth value of a tensor with {self._data.size} elements is ambiguous; use .any() or .all()"
@@ -340,12 +349,15 @@ class Tensor:
         return bool(self._data.item())
 
     def __float__(self):
+        self._refuse_if_traced("converted to a Python float")
         return float(self.item())
 
     def __int__(self):
+        self._refuse_if_traced("converted to a Python int")
         return int(self.item())
 
     def __index__(self):
+        self._refuse_if_traced("used as a Python integer (an index, a size or a range bound)")
         if self._data.dtype.kind not in "iub" or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self._data.item())
@@ -358,6 +370,8 @@ class Tensor:
     def __repr__(self):
         from .tensor_repr import tensor_repr
 
+        self._refuse_if_traced("printed (repr or str of a tensor)")
+
         return tensor_repr(self)
 
     __str__ = __repr__
@@ -366,6 +380,7 @@ class Tensor:
         """`f"{loss:.4f}"` formats a 0-d tensor's number, as PyTorch does; any other tensor accepts
         only the empty spec (`f"{x}"` is `str(x)`) and raises TypeError for another, like PyTorch."""
         if self._data.ndim == 0 and type(self) is Tensor:  # PyTorch's rule: not for subclasses (Parameter)
+            self._refuse_if_traced("formatted as text (print, f-string or str.format)")
             return self._data.item().__format__(format_spec)
         return object.__format__(self, format_spec)
 

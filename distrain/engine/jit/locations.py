@@ -14,6 +14,8 @@ import numpy
 
 _DISTRAIN = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _JIT = os.path.dirname(os.path.abspath(__file__))
+# frames that only pass a value along (a Tensor's __bool__ asking its array): never "the place"
+_CONDUITS = (_JIT, os.path.join(os.path.dirname(_JIT), "tensor.py"))
 _LIBRARIES = tuple(os.path.dirname(os.path.abspath(module.__file__)) + os.sep for module in (numpy,))
 
 
@@ -32,7 +34,7 @@ def user_location(skip=1) -> str:
     innermost = None
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_JIT) and not filename.startswith(_LIBRARIES) and innermost is None:
+        if not filename.startswith(_CONDUITS) and not filename.startswith(_LIBRARIES) and innermost is None:
             innermost = frame
         if not filename.startswith(_DISTRAIN + os.sep) and not filename.startswith(_LIBRARIES) \
                 and not filename.startswith("<frozen"):

@@ -48,10 +48,13 @@ class BufferPlan:
     planned_peak: int = 0  # with it: the buffers (allocated once) plus what is still allocated per replay
     allocations_before: int = 0  # arrays allocated per replay without the plan
     allocations_after: int = 0  # ... and with it
+    block_bytes: int = 0  # the memory the buffers take: blocks shared by results whose lifetimes do not overlap
+    unshared_bytes: int = 0  # what they would take with one buffer per result (no reuse by liveness)
 
     @property
     def bytes_saved(self) -> int:
-        return max(self.fresh_bytes_peak - self.planned_peak, 0)
+        """Memory that sharing blocks by liveness saves over one buffer per planned result."""
+        return self.unshared_bytes - self.block_bytes
 
     def render(self, writer, index, instruction, head):
         """The line for a planned instruction (codegen.py asks for every one), or None to emit it as captured."""
@@ -96,7 +99,7 @@ def plan_buffers(graph, in_place=True):
     """The BufferPlan of `graph` (see the module docstring)."""
     analysis = Analysis(graph)
     values, plan = graph.values, BufferPlan()
-    free = {}  # (array type, shape, dtype) -> [buffer names]
+    free = _Blocks()  # memory blocks, shared by results whose lifetimes do not overlap
     owner_of = {}  # buffer name -> the slot whose memory it is now
     active = []  # (last use, buffer name)
     eager, unplanned = _Peak(), _Peak()  # temporaries allocated per replay: without the plan, and with it
@@ -104,8 +107,7 @@ def plan_buffers(graph, in_place=True):
         still = []
         for last, name in active:  # buffers whose owner is done by now go back to the pool
             if last < index:
-                buffer = plan.buffers[name]
-                free.setdefault((type(buffer), buffer.shape, buffer.dtype.str), []).append(name)
+                free.release(name)
             else:
                 still.append((last, name))
         active = still
@@ -118,9 +120,62 @@ def plan_buffers(graph, in_place=True):
             if not planned:
                 unplanned.add(index, last, values[slot].nbytes)
     plan.allocations_before, plan.allocations_after = eager.count, unplanned.count
+    plan.buffers = free.allocate()
+    plan.block_bytes = free.total_bytes
+    plan.unshared_bytes = sum(buffer.nbytes for buffer in plan.buffers.values())
     plan.fresh_bytes_peak = eager.peak
-    plan.planned_peak = unplanned.peak + sum(buffer.nbytes for buffer in plan.buffers.values())
+    plan.planned_peak = unplanned.peak + free.total_bytes
     return plan
+
+
+class _Blocks:
+    """Memory blocks for the planned results: best fit among the free ones, grown or added when none fits.
+
+    Planning works on sizes only; `allocate()` then makes one byte array per block and,
+    for each planned result, its view of the block's first bytes (shape and dtype).
+    """
+
+    def __init__(self):
+        self.capacity, self.module, self.free = [], [], []
+        self.placement = {}  # buffer name -> (block, module, shape, dtype)
+
+    def take(self, module, value):
+        need = max(value.nbytes, 1)
+        candidates = [block for block in self.free if self.module[block] is module]
+        fitting = [block for block in candidates if self.capacity[block] >= need]
+        if fitting:
+            block = min(fitting, key=self.capacity.__getitem__)
+        elif candidates:
+            block = max(candidates, key=self.capacity.__getitem__)
+            self.capacity[block] = need
+        else:
+            block = len(self.capacity)
+            self.capacity.append(need)
+            self.module.append(module)
+            self.free.append(block)
+        self.free.remove(block)
+        name = f"buffer{len(self.placement)}"
+        self.placement[name] = (block, module, value.shape, value.dtype)
+        return name
+
+    def release(self, name):
+        self.free.append(self.placement[name][0])
+
+    @property
+    def total_bytes(self):
+        return sum(self.capacity)
+
+    def allocate(self):
+        blocks = [module.empty(capacity, dtype=numpy.uint8) for module, capacity in zip(self.module, self.capacity)]
+        return {name: blocks[block][:_nbytes(shape, dtype)].view(dtype).reshape(shape)
+                for name, (block, module, shape, dtype) in self.placement.items()}
+
+
+def _nbytes(shape, dtype):
+    count = 1
+    for extent in shape:
+        count *= extent
+    return count * dtype.itemsize
 
 
 class _Peak:
@@ -164,6 +219,8 @@ def _plan_one(plan, analysis, values, index, instruction, free, owner_of, active
     if creation is not None and instruction.kwargs.get("order", "C") in ("C", "K", "A") and \
             getattr(instruction.target, "__module__", "").split(".")[0] in ("numpy", "cupy"):
         name = _take(free, plan, module, value)
+        if name is None:
+            return False
         plan.creations[index] = (creation, name)
         owner_of[name] = slot
         active.append((analysis.last_use.get(slot, index), name))
@@ -185,6 +242,8 @@ def _plan_one(plan, analysis, values, index, instruction, free, owner_of, active
                     owner_of[name] = slot
             return True
     name = _take(free, plan, module, value)
+    if name is None:
+        return False
     plan.out[index] = ("buffer", name)
     owner_of[name] = slot
     active.append((analysis.last_use.get(slot, index), name))
@@ -192,16 +251,18 @@ def _plan_one(plan, analysis, values, index, instruction, free, owner_of, active
 
 
 def _take(free, plan, module, value):
-    key_type = module.ndarray
-    names = free.get((key_type, value.shape, value.dtype.str))
-    if names:
-        return names.pop()
-    buffer = module.empty(value.shape, dtype=value.dtype)
-    if tuple(buffer.strides) != tuple(value.strides) and buffer.size > 1:
-        buffer = module.empty_like(buffer)
-    name = f"buffer{len(plan.buffers)}"
-    plan.buffers[name] = buffer
-    return name
+    if tuple(value.strides) != _c_strides(value.shape, value.dtype.itemsize) and _nbytes(value.shape, value.dtype) > \
+            value.dtype.itemsize:
+        return None  # a layout a fresh C-ordered buffer would not reproduce
+    return free.take(module, value)
+
+
+def _c_strides(shape, itemsize):
+    strides, step = [], itemsize
+    for extent in reversed(shape):
+        strides.append(step)
+        step *= max(extent, 1)
+    return tuple(reversed(strides))
 
 
 def _dying_input(instruction, index, value, analysis, values):
