@@ -45,6 +45,13 @@ def shapes(x):  # x: (batch, 4, 6)
             x.view_as(x) + x.reshape_as(x))
 
 
+def tensor_methods(x):  # x: (batch, 4, 6)
+    assert x.stride() == (24, 6, 1) and x.nelement() == x.numel() and x.ndimension() == 3
+    first, second = x.split_with_sizes([1, 3], 1)
+    return (x.detach() * 2, x.data + 1, x.new_zeros(x.size(0), 3) + 1, x.new_full((x.size(0), 2), 3.0),
+            second - first, x[:, 0] + x.new_ones(6) + x.new_tensor([1.0, 2, 3, 4, 5, 6]))
+
+
 def reductions(x):  # x: (batch, 4, 6)
     values, indices = x.max(dim=2)
     return (x.sum(), x.sum((0, 2)), x.mean(1, keepdim=True), x.var(1), x.std(dim=(1, 2), keepdim=True),
@@ -85,6 +92,7 @@ OPS = {
     "getitem": (getitems, [(4, 6)], 17),
     "shapes": (shapes, [(4, 6)], 17),
     "shapes_opset11": (shapes, [(4, 6)], 11),
+    "tensor_methods": (tensor_methods, [(4, 6)], 17),
     "reductions": (reductions, [(4, 6)], 17),
     "reductions_opset18": (reductions, [(4, 6)], 18),
     "reductions_opset11": (reductions, [(4, 6)], 11),

@@ -12,15 +12,10 @@ import math
 
 import numpy
 
-from ...ops import TENSOR_METHODS, activations, arithmetic, convert, elementwise, math_functions
-from ...ops import scatter_gather
+from ...ops import TENSOR_METHODS, activations, arithmetic, convert, elementwise, math_functions, scatter_gather
 from ...tensor import Tensor
 from .export_errors import OnnxExportError
-from .registry import FUNCTIONS, converts
-
-
-def _dtype(value):
-    return value._data.dtype if isinstance(value, Tensor) else None
+from .registry import FUNCTIONS, convert_call, converts
 
 
 def operands(builder, dtype, *values):
@@ -322,16 +317,10 @@ def _in_place(out_of_place):
             raise OnnxExportError(f"{builder.doing}: an in-place op on a view changes the tensor it views too, which "
                                   f"an ONNX graph cannot express; use the out-of-place form (y = x.op(...))")
         if args is not None:  # in_place_form's (self, *args, **kwargs)
-            return convert_out_of_place(builder, out, out_of_place, (self, *args), kwargs or {})
+            return convert_call(builder, out, out_of_place, self, *args, **(kwargs or {}))
         return FUNCTIONS[out_of_place](builder, out, input=self, **named)
 
     return converter
-
-
-def convert_out_of_place(builder, out, function, args, kwargs):
-    from .registry import convert_call
-
-    return convert_call(builder, out, function, *args, **kwargs)
 
 
 for _name in [name for name in TENSOR_METHODS if name.endswith("_") and not name.startswith("__")]:

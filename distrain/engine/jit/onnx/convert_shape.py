@@ -132,9 +132,13 @@ def repeat(builder, out, input, sizes):
     return builder.node("Tile", [x, builder.ints(repeats)])
 
 
-@converts(shape.contiguous, shape.clone)
-def same_values(builder, out, input, **_):
-    return builder.value(input)
+@converts(shape.contiguous, shape.clone, Tensor.__dict__["detach"], Tensor.__dict__["data"].fget)
+def same_values(builder, out, **named):
+    return builder.value(next(iter(named.values())))  # input, or a method's self
+
+
+# sizes and strides: Python values, nothing to record
+converts(*(TENSOR_METHODS[name] for name in ("stride", "nelement", "ndimension")))(lambda builder, out, **_: None)
 
 
 @converts(shape.cat)
@@ -154,6 +158,10 @@ def stack(builder, out, tensors, dim=0):
 def split(builder, out, input, dim=0, **_):
     axis = _axis(dim, input.ndim)
     return tuple(builder.split(builder.value(input), [piece.shape[axis] for piece in out], axis))
+
+
+converts(TENSOR_METHODS["split_with_sizes"])(lambda builder, out, self, split_sizes, dim=0: split(builder, out, self,
+                                                                                                  dim))
 
 
 @converts(shape.unbind)

@@ -34,7 +34,7 @@ from ...tensor import Size, Tensor
 from ..errors import CaptureError
 from ..locations import user_location
 from .export_errors import OnnxExportError
-from .graph_builder import _tensors, describe
+from .graph_builder import describe
 from .opsets import unsupported
 from .registry import FUNCTIONS, arguments, layer_entry
 from .symbolic_sizes import SymbolicInt, size_of
@@ -56,6 +56,8 @@ def _has_symbolic(value):
 
 def bind_outputs(builder, out, names):
     """Bind each tensor in `out` to the name at the same place in `names` (same nesting)."""
+    if names is None:  # a converter with nothing to bind: metadata (stride), or a Python result
+        return
     if isinstance(out, Tensor):
         builder.bind(out, names)
     elif isinstance(out, (tuple, list)):
@@ -224,8 +226,10 @@ def patched(recorder):
         for name, function in TENSOR_METHODS.items():
             if Tensor.__dict__.get(name) is function:
                 patch(Tensor, name, recorder.op(f"Tensor.{name}", function))
-        for name in ("T", "mT"):
-            patch(Tensor, name, property(recorder.op(f"Tensor.{name}", Tensor.__dict__[name].fget)))
+        for name in ("T", "mT", "data"):
+            view = Tensor.__dict__[name]
+            patch(Tensor, name, property(recorder.op(f"Tensor.{name}", view.fget), view.fset))
+        patch(Tensor, "detach", recorder.op("Tensor.detach", Tensor.__dict__["detach"]))
         for namespace, label in ((distrain, "distrain"), (functional, "distrain.nn.functional")):
             for name, function in list(vars(namespace).items()):
                 if isinstance(function, types.FunctionType) and (
@@ -245,5 +249,3 @@ def patched(recorder):
         for owner, name, original in reversed(saved):
             setattr(owner, name, original)
 
-
-__all__ = ["Recorder", "patched", "bind_outputs", "_tensors"]
