@@ -11,6 +11,7 @@ from .engine import Size, Tensor
 from .engine import autograd
 from .engine import nn
 from .engine import optim
+from .engine import jit  # static graphs: distrain.jit.trace, compile_step, explain, load, export_onnx
 from . import data
 from . import utils  # torch.utils.data's import path: distrain.utils.data is distrain.data's objects
 from . import distributed

@@ -132,6 +132,11 @@ def array_module(array):
     return _cupy if _cupy is not None else cupy_module()
 
 
+def is_numpy(xp) -> bool:
+    """True when the array module `xp` computes on the host: numpy, or distrain.jit's recording stand-in for it."""
+    return xp is numpy or getattr(xp, "wrapped_module", None) is numpy
+
+
 def device_of(array) -> Device:
     """The device an array lives on."""
     if type(array) is numpy.ndarray or isinstance(array, numpy.ndarray):
@@ -139,6 +144,8 @@ def device_of(array) -> Device:
     concrete = getattr(array, "concrete", None)  # a TracedArray while distrain.jit captures
     if concrete is not None:
         return device_of(concrete)
+    if isinstance(array, numpy.generic):  # a traced reduction's NumPy scalar
+        return CPU
     return Device("cuda", array.device.id)
 
 

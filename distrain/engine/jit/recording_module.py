@@ -19,6 +19,7 @@ class RecordingModule:
     def __init__(self, module, recorder):
         self._module = module
         self._recorder = recorder
+        self.wrapped_module = module  # backend.is_numpy(xp) reads it
 
     def __getattr__(self, name):
         attribute = getattr(self._module, name)

@@ -12,7 +12,7 @@ import numpy
 
 from ...errors import ArgumentError
 from .. import dtypes
-from ..backend import array_module
+from ..backend import array_module, is_numpy
 from .core import (
     Tensor,
     binary_operands,
@@ -118,7 +118,7 @@ _exact_erf = numpy.frompyfunc(math.erf, 1, 1)
 
 def _erf_array(xp, x):
     """erf with a vectorised special-function library when present (scipy/cupyx), else exact math.erf."""
-    if xp is numpy:
+    if is_numpy(xp):
         try:
             from scipy.special import erf as scipy_erf
         except ImportError:

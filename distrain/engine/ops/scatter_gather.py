@@ -14,7 +14,7 @@ import numpy
 
 from ...errors import DTypeError, IndexingError, ShapeError
 from .. import dtypes
-from ..backend import array_module
+from ..backend import array_module, is_numpy
 from .core import Tensor, as_tensor_like, normalize_dim, wrap
 from .value_checks import require_range
 from .indexing import _open_mesh, index_into_zeros
@@ -216,7 +216,7 @@ def _scatter_extreme(input, mesh, src, reduce, include_self, hit):
     if input.dtype.kind != "f":
         fill = xp.iinfo(input.dtype).min if reduce == "amax" else xp.iinfo(input.dtype).max
     extreme = input._data.copy() if include_self else xp.where(hit, fill, input._data).astype(input.dtype)
-    if xp is numpy:
+    if is_numpy(xp):
         (numpy.maximum if reduce == "amax" else numpy.minimum).at(extreme, mesh, src._data)
     else:  # CuPy's ufuncs have no .at; cupyx has the scatter forms (as indexing uses scatter_add)
         import cupyx
