@@ -168,3 +168,18 @@ def test_without_dynamic_axes_every_size_is_fixed(tmp_path):
     proto = export_onnx(model, str(path), distrain.tensor(random(2, 3, 4)))
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 4]
     assert not any(node.op_type == "Shape" for node in proto.graph.node)  # sizes are constants
+
+
+def test_values_the_forward_does_not_use_are_left_out(tmp_path):
+    linear = nn.Linear(5, 3)
+    unused = nn.Linear(5, 4)
+
+    def forward(x):
+        unused(x).mean()  # computed, never used
+        assert x.size(0) * 2 > 0  # a size read for Python only
+        return linear(x)
+
+    proto = export_onnx(forward, str(tmp_path / "pruned.onnx"), distrain.tensor(random(2, 5)),
+                        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    assert [node.op_type for node in proto.graph.node] == ["Gemm"]
+    assert sorted(tuple(tensor.dims) for tensor in proto.graph.initializer) == [(3,), (3, 5)]

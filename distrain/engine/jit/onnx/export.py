@@ -59,6 +59,7 @@ def export(onnx, module_or_graph, path, example_inputs, opset, dynamic_axes, inp
                               f"{input_names} nor outputs {output_names}")
     graph_outputs = [_output(onnx, builder, tensor, name, dynamic_axes.get(name, {}), graph_inputs)
                      for tensor, name in zip(outputs, output_names)]
+    builder.prune(output_names)
     graph = onnx.helper.make_graph(builder.nodes, "distrain", graph_inputs, graph_outputs, builder.initializers)
     return check_and_write(onnx, make_model(onnx, graph, opset), path)
 

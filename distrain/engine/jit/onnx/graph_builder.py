@@ -89,6 +89,17 @@ class GraphBuilder:
             if name == old:
                 self._values[key] = (new, dynamic)
 
+    def prune(self, outputs):
+        """Drop the nodes and initializers no graph output depends on (values the forward computed and did not
+        use: a size read for a print, an unused branch of a tuple)."""
+        needed, kept = set(outputs), []
+        for node in reversed(self.nodes):
+            if any(name in needed for name in node.output):
+                kept.append(node)
+                needed.update(name for name in node.input if name)
+        self.nodes = kept[::-1]
+        self.initializers = [tensor for tensor in self.initializers if tensor.name in needed]
+
     def produced_by_node(self, name):
         return any(name in node.output for node in self.nodes)
 
