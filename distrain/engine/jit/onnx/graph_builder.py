@@ -60,15 +60,20 @@ class GraphBuilder:
         self._parameter_names = parameter_names  # id(parameter or buffer) -> its path in the module
         self._folded = set()  # ids of tensors recorded ops computed from constants only
         self._taken = set()
+        self._counts = {}  # hint -> the next suffix to try
         self.symbolic_cache = {}  # id(SymbolicInt) -> (it, its ONNX value name)
         self.output_values = []  # graph output names given so far
 
     # -- names ---------------------------------------------------------------------------
     def fresh(self, hint):
-        name, count = hint, 0
+        """`hint`, or `hint_N` with the first N not taken (counted on per hint, so naming stays linear)."""
+        name, count = hint, self._counts.get(hint, 0)
+        if count:
+            name = f"{hint}_{count}"
         while name in self._taken:
             count += 1
             name = f"{hint}_{count}"
+        self._counts[hint] = count + 1
         self._taken.add(name)
         return name
 
