@@ -132,7 +132,8 @@ LAYERS = {
     "conv_transpose1d": (nn.ConvTranspose1d(3, 2, 3, stride=2, padding=1, output_padding=1), (3, 5)),
     "conv_transpose2d": (nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, groups=2, dilation=1), (4, 3, 3)),
     "avg_pool": (nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 7, 7)),
-    "avg_pool_ceil": (nn.AvgPool2d(2, ceil_mode=True), (2, 6, 6)),
+    "avg_pool_ceil": (nn.AvgPool2d(2, ceil_mode=True), (2, 7, 7)),  # a partial last window
+    "max_pool_ceil": (nn.MaxPool2d(2, ceil_mode=True), (2, 7, 7)),
     "max_pool": (nn.MaxPool2d(3, stride=2, padding=1, dilation=1), (2, 7, 7)),
     "adaptive_avg_pool": (nn.AdaptiveAvgPool2d((2, None)), (2, 6, 4)),
     "group_norm": (nn.GroupNorm(2, 4), (4, 3, 3)),
