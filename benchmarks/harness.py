@@ -156,7 +156,7 @@ def time_steps(steps: dict, seconds: float, block_calls: int = 5, block_seconds:
     `settle_seconds` of untimed calls (see NOTE [ Settling between contenders ]). The first
     contender of a round rotates, and every contender goes first at least once.
     """
-    names = [name for name in CONTENDERS if name in steps]
+    names = [name for name in CONTENDERS if name in steps] + [name for name in steps if name not in CONTENDERS]
     for name in names:
         for _ in range(warmup):
             steps[name]()
