@@ -68,3 +68,10 @@ class CompiledStep:
     def traced(self) -> TracedFunction:
         """The traced forward+backward (None before the first step): `.graph`, `.code`, `.graphs`."""
         return self._traced
+
+    def save(self, path):
+        """Write the step's latest graph, weights and optimizer to `path`; `distrain.jit.load(path)` goes on
+        training without the model's code (NOTE [ Saved graph format ] in serialization.py)."""
+        from .serialization import save
+
+        save(self, path)

@@ -7,7 +7,8 @@ passes ("distrain.errors.ShapeError", "numpy.float64"). Loading turns those name
 into objects, and that is the one place where a file could make this process run code
 it chose (the reason pickle is not used). So a name resolves only when:
   - it is a plain dotted path of public names (no component starts with "_": no
-    `__globals__`, `__builtins__`, `__class__` walks), under one of ALLOWED_MODULES;
+    `__globals__`, `__builtins__`, `__class__` walks) through modules only (and a ufunc's
+    method: numpy.add.reduce), under one of ALLOWED_MODULES;
   - every module met on the way is itself under ALLOWED_MODULES (numpy.lib.npyio.os is
     the os module: refused), and none is in REFUSED (file I/O, library loading, code
     generation, callables that call what they are given);
@@ -39,10 +40,12 @@ REFUSED = (
     "numpy.genfromtxt", "numpy.fromfile", "numpy.fromregex", "numpy.memmap", "numpy.DataSource", "numpy.lib.npyio",
     "numpy.lib.format", "numpy.lib.utils", "numpy.ctypeslib", "numpy.f2py", "numpy.distutils", "numpy.testing",
     "numpy.show_config", "numpy.show_runtime", "numpy.info", "numpy.lookfor", "numpy.source", "numpy.set_printoptions",
-    "numpy.seterrcall", "numpy.setbufsize",
+    "numpy.seterrcall", "numpy.setbufsize", "numpy.rec", "numpy.ma",  # record/masked arrays: file readers, pickle
+    "cupy.load", "cupy.save", "cupy.savez", "cupy.savez_compressed", "cupy.fromfile", "cupy.loadtxt", "cupy.savetxt",
+    "cupy.genfromtxt",
     # calling the Python callables they are given
     "numpy.frompyfunc", "numpy.vectorize", "numpy.fromfunction", "numpy.apply_along_axis", "numpy.apply_over_axes",
-    "numpy.piecewise", "numpy.ma.apply_along_axis", "numpy.ma.apply_over_axes",
+    "numpy.piecewise",
     "operator.call", "operator.attrgetter", "operator.methodcaller", "operator.itemgetter",
     "cupy.fuse", "cupy.RawKernel", "cupy.RawModule", "cupy.ElementwiseKernel", "cupy.ReductionKernel", "cupy.cuda",
     "cupy.memoize", "cupy.testing",
@@ -88,11 +91,14 @@ def _walk(name):
     obj = _import(".".join(parts[:start]), name)
     for index in range(start, len(parts)):
         part = parts[index]
+        if not isinstance(obj, types.ModuleType) and not (_is_ufunc(obj) and part in UFUNC_METHODS):
+            raise _kind_error(name, f"goes through {'.'.join(parts[:index])}, a {type(obj).__name__}: a name is a "
+                                    "module's attribute (or a ufunc's method)")
         if hasattr(obj, part):
             obj = getattr(obj, part)
         elif isinstance(obj, types.ModuleType):
             obj = _import(f"{obj.__name__}.{part}", name)
-        else:
+        else:  # a ufunc without that method (cupy's have fewer)
             raise SerializationError(f"distrain.jit: a saved graph names {name!r}, but {'.'.join(parts[:index])} has "
                                      f"no {part!r} in this installation (a different numpy/distrain version?); load "
                                      "it with the versions it was saved with, or save the graph again here")

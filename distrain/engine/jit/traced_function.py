@@ -117,3 +117,10 @@ class TracedFunction:
     def graphs(self) -> int:
         """How many graphs are cached (one per distinct input signature)."""
         return len(self._entries)
+
+    def save(self, path):
+        """Write the latest graph and its weights to `path`; `distrain.jit.load(path)` runs it without this
+        code (NOTE [ Saved graph format ] in serialization.py)."""
+        from .serialization import save
+
+        save(self, path)
