@@ -39,7 +39,7 @@ class MLP(nn.Module):
 class SmallCNN(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2))
         self.head = nn.Linear(4 * 4 * 4, 5)
 
     def forward(self, x):
@@ -298,9 +298,17 @@ def test_an_op_without_an_importable_name_cannot_be_saved(tmp_path):
     assert not (tmp_path / "lambda.dtgraph").exists()
 
 
-def test_as_strided_views_are_checked_in_a_loaded_graph():
+def test_as_strided_views_are_checked_in_a_loaded_graph(tmp_path):
+    """Pooling makes its windows with as_strided; a loaded graph calls the version that checks the view's bounds."""
     from distrain.engine.jit.checked_calls import checked_version
 
+    pool = nn.AvgPool2d(3, stride=2, padding=1)
+    x = distrain.tensor(rng_array(2, 3, 8, 8, seed=0))
+    jit.trace(pool, x).save(tmp_path / "pool.dtgraph")
+    loaded = load(tmp_path / "pool.dtgraph")
+    calls = [getattr(i.target, "__name__", "") for i in loaded.program.graph.instructions if i.kind == "call"]
+    assert "as_strided_within" in calls and "as_strided" not in calls
+    assert np.array_equal(loaded(x).numpy(), pool(x).numpy())
     as_strided = checked_version(np.lib.stride_tricks.as_strided, "numpy.lib.stride_tricks.as_strided")
     base = np.arange(12.0)
     windows = as_strided(base, (5, 4), (16, 8))  # overlapping windows inside `base`: allowed

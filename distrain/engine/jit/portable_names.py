@@ -32,7 +32,8 @@ import numpy
 
 from .errors import SerializationError
 
-ALLOWED_MODULES = ("numpy", "operator", "math", "distrain", "cupy", "scipy.special")
+# distrain's part: the engine (ops, optimizers, their errors) and its error classes, not launchers or communicators
+ALLOWED_MODULES = ("numpy", "operator", "math", "cupy", "scipy.special", "distrain.engine", "distrain.errors")
 DISTRAIN_FUNCTIONS = "distrain.engine.ops"  # distrain functions a graph may call live here
 REFUSED = (
     # reading, writing or mapping files, loading libraries, compiling code
@@ -87,7 +88,7 @@ def _walk(name):
     if _under(name, REFUSED):
         raise _kind_error(name, "reads or writes files, loads code or calls what it is given")
     parts = name.split(".")
-    start = 2 if name.startswith("scipy.special") else 1
+    start = next(len(prefix.split(".")) for prefix in ALLOWED_MODULES if _under(name, (prefix,)))
     obj = _import(".".join(parts[:start]), name)
     for index in range(start, len(parts)):
         part = parts[index]
@@ -144,9 +145,7 @@ def _is_op(obj):
     if isinstance(obj, (type, types.ModuleType)) or not callable(obj):
         return False
     home = _home(obj)
-    if _under(home, ("distrain",)):
-        return _under(home, (DISTRAIN_FUNCTIONS,))
-    return _under(home, ALLOWED_MODULES)
+    return _under(home, (DISTRAIN_FUNCTIONS,)) if _under(home, ("distrain",)) else _under(home, ALLOWED_MODULES)
 
 
 def _is_value_class(obj):
