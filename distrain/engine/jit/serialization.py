@@ -72,9 +72,8 @@ def save(traced, path) -> None:
     Raises SerializationError naming the op and its location when an op has no
     importable name inside the allow-list (a lambda, numpy.frompyfunc, your own function).
     """
-    from ...checkpoint.writer import (
-        save as write_checkpoint,  # the checkpoint package imports the engine
-    )
+    # the checkpoint package imports the engine: imported when used
+    from ...checkpoint.writer import save as write_checkpoint
 
     step = traced if isinstance(traced, CompiledStep) else None
     if step is not None:
@@ -112,7 +111,7 @@ def save(traced, path) -> None:
     try:
         write_checkpoint(tree, path)
     except TypeError as exc:  # a value the checkpoint format cannot hold, e.g. in an optimizer's param group
-        raise SerializationError(f"distrain.jit: cannot save to {os.fspath(path)}: {exc}") from exc
+        raise SerializationError(f"distrain.jit: cannot save to {_file_name(path)}: {exc}") from exc
 
 
 def load(path, map_location=None):
@@ -131,11 +130,9 @@ def load(path, map_location=None):
     not a saved graph, a version this distrain does not know, a name outside the allow-list
     (nothing outside it is imported), or a malformed graph.
     """
-    from ...checkpoint.reader import (
-        load as read_checkpoint,  # the checkpoint package imports the engine
-    )
+    from ...checkpoint.reader import load as read_checkpoint
 
-    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(getattr(path, "name", path))
+    name = _file_name(path)
     where = f"saved graph {name}"
     try:
         tree = read_checkpoint(path, map_location=map_location)
@@ -148,20 +145,16 @@ def load(path, map_location=None):
                              tree.get("optimizer") if what == "step" else None)
     _check_device(tree.get("device"), [*graph.constants.values(), *graph.state.values()], where)
     generators = restore_generators(tree.get("generators"), graph, where)
-    inputs = tree.get("inputs") if type(tree.get("inputs")) is dict else {}
-    spec = decode_spec(inputs.get("spec"), where)
-    leaves = tuple(_leaf(leaf, where) for leaf in _list(inputs, "leaves", where))
-    aliases = inputs.get("aliases")
-    if type(aliases) is not tuple or len(aliases) != len(leaves):
-        raise malformed(where, "the inputs' aliases do not match its tensors")
+    guard = _input_guard(tree.get("inputs"), name, where)
     output_spec = decode_spec(tree.get("output_spec"), where)
-    bindings = [_restore_binding(binding, restored, len(leaves), where) for binding in _list(tree, "grad_bindings",
-                                                                                             where)]
+    bindings = [_restore_binding(binding, restored, len(guard.leaves), where)
+                for binding in _list(tree, "grad_bindings", where)]
     differentiable = tree.get("differentiable_outputs")
     if type(differentiable) is not tuple or not all(type(index) is int and 0 <= index < len(graph.output[0])
                                                     for index in differentiable):
         raise malformed(where, "its differentiable outputs are not output positions")
-    capture = Capture(graph, None, spec, output_spec, tuple(leaf[0] for leaf in leaves), grad_bindings=bindings,
+    capture = Capture(graph, None, guard.spec, output_spec, tuple(leaf[0] for leaf in guard.leaves),
+                      grad_bindings=bindings,
                       state_tensors=[(e["name"], t) for e, t in zip(restored.entries, restored.tensors)],
                       differentiable_outputs=differentiable)
     parameter_names = _list(tree, "parameters", where)
@@ -171,9 +164,25 @@ def load(path, map_location=None):
             type(pair) not in (list, tuple) or len(pair) != 2 or type(pair[0]) is not str or pair[1] not in tensors
             for pair in state_dict_names):
         raise malformed(where, "its parameter or state_dict names are not those of its saved tensors")
-    guard = InputGuard(spec, leaves, aliases, name)
     kind = LoadedStep if what == "step" else LoadedFunction
     return kind(build_program(capture), guard, restored, parameter_names, state_dict_names, generators, name)
+
+
+def _file_name(path):
+    return os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(getattr(path, "name", path))
+
+
+def _input_guard(inputs, name, where):
+    """The InputGuard of the saved input description (structure, and kind/module/shape/dtype/strides per tensor)."""
+    if type(inputs) is not dict:
+        raise malformed(where, "it does not describe its inputs")
+    spec = decode_spec(inputs.get("spec"), where)
+    leaves = tuple(_leaf(leaf, where) for leaf in _list(inputs, "leaves", where))
+    aliases = inputs.get("aliases")
+    if type(aliases) is not tuple or len(aliases) != len(leaves) or \
+            not all(type(index) is int and 0 <= index < len(leaves) for index in aliases):
+        raise malformed(where, "the inputs' aliases do not match its tensors")
+    return InputGuard(spec, leaves, aliases, name)
 
 
 def _check_header(tree, where):
