@@ -144,3 +144,27 @@ def test_forward_and_gradients_of_a_trace_equal_eager():
     assert np.array_equal(loss.detach().numpy(), eager_loss.detach().numpy())
     for grad, parameter in zip(eager_grads, model.parameters()):
         assert np.array_equal(parameter.grad.numpy(), grad)
+
+
+def test_a_learning_rate_schedule_acts_on_the_compiled_step_as_on_eager():
+    def run(compiled):
+        distrain.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        optimizer = distrain.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        schedule = distrain.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
+        loss_fn = nn.CrossEntropyLoss()
+        step = jit.compile_step(model, loss_fn, optimizer) if compiled else None
+        losses = []
+        for x, y in class_data((8,), 2, 4, 10):
+            if compiled:
+                losses.append(step(x, y).item())
+            else:
+                optimizer.zero_grad()
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            schedule.step()
+        return losses
+
+    assert run(True) == run(False)

@@ -30,7 +30,7 @@ from .verify import StateBefore
 @dataclass
 class Capture:
     graph: Graph
-    result: object  # what the eager run returned (concrete tensors)
+    result: object  # what the eager run returned (dropped once the first result is handed out)
     input_spec: tuple
     output_spec: tuple
     leaf_kinds: tuple  # per input leaf: "tensor" or "array"
@@ -138,7 +138,7 @@ def run_capture(function, args, kwargs, modules, verify=True) -> Capture:
         with recorder:
             result = function(*call_args, **call_kwargs)
     finally:
-        recorder.finished = True
+        recorder.finish()
         for tensor, array, traced in swapped.values():
             if tensor._data is not traced:
                 rebound.append(tensor)

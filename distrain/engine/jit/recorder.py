@@ -70,6 +70,11 @@ class Recorder:
     def __exit__(self, *exc_info):
         set_active(self._previous)
 
+    def finish(self):
+        """The capture is over: refuse further recording, and let go of the run's arrays (no memory kept)."""
+        self.finished = True
+        self._keep, self._constant_of, self._modules = [], {}, {}
+
     def module_for(self, concrete):
         module = sys.modules[type(concrete).__module__.split(".")[0]] if not isinstance(concrete, numpy.ndarray) \
             else numpy

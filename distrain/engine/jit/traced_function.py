@@ -43,6 +43,7 @@ def capture_entry(function, args, kwargs, modules, key, verify=True, passes=None
         capture.before = None
     # the eager run's outputs, as a replay gives them (no autograd history into the capture's closed graph)
     outputs = capture.eager_outputs[:len(capture.graph.output[0])]
+    capture.eager_outputs, capture.result = [], None  # the eager run's arrays and autograd graph can go now
     return Entry(key, capture, program), program.wrap(outputs)
 
 
