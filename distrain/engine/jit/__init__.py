@@ -8,6 +8,7 @@ from .errors import CaptureError, GuardError, SerializationError
 from .compiled_step import CompiledStep
 from .explain import Explanation, explain
 from .onnx import export_onnx
+from .serialization import load
 from .traced_function import TracedFunction
 
 
@@ -47,4 +48,4 @@ def compile_step(model, loss_fn, optimizer, *, verify=True, retrace=True, max_gr
                         passes=passes)
 
 
-__all__ = ["trace", "compile_step", "explain", "export_onnx", "Explanation", "CompiledStep", "TracedFunction", "CaptureError", "GuardError", "SerializationError"]
+__all__ = ["trace", "compile_step", "explain", "export_onnx", "load", "Explanation", "CompiledStep", "TracedFunction", "CaptureError", "GuardError", "SerializationError"]

@@ -27,10 +27,19 @@ _get_data = operator.attrgetter("_data")
 _get_requires_grad = operator.attrgetter("_requires_grad")
 
 
+_TENSOR_SPECS = {}  # the spec of n positional tensors and no keywords (the usual call), made once per n
+
+
 def input_key(args, kwargs):
     """(key, leaves) of a call: the key guards (1) above; leaves are the flattened tensors/arrays."""
-    leaves = []
-    spec = flatten((tuple(args), dict(kwargs)), leaves)
+    if not kwargs and all(isinstance(arg, Tensor) for arg in args):
+        spec = _TENSOR_SPECS.get(len(args))
+        if spec is None:
+            spec = _TENSOR_SPECS[len(args)] = flatten((tuple(args), {}), [])
+        leaves = list(args)
+    else:
+        leaves = []
+        spec = flatten((tuple(args), dict(kwargs)), leaves)
     metadata = []
     for leaf in leaves:
         if isinstance(leaf, Tensor):

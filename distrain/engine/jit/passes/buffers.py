@@ -204,7 +204,7 @@ class _Peak:
 def _owns_array(analysis, values, slot):
     value = values[slot]
     array_type = value.array_type
-    return analysis.is_fresh_result(slot) and array_type is not None and \
+    return analysis.is_fresh_result(slot) and array_type is not None and not value.dtype.hasobject and \
         (array_type is numpy.ndarray or array_type.__module__.startswith("cupy"))
 
 
