@@ -16,7 +16,12 @@ path:
 
 On NumPy a chunk whose arrays are contiguous is cut into cache-sized blocks (BLOCK_BYTES
 per array) before `_update` sees it, so the dozen passes of an update rule run over data
-in L2 cache rather than main memory; on CuPy a chunk is one block (one kernel per pass).
+in cache rather than main memory; on CuPy a chunk is one block (one kernel per pass).
+Block size, measured on a 2-core AMD EPYC (one step, SGD momentum / Adam, 1 MiB blocks
+against 128 KiB): 101k parameters 66 / 228 us against 103 / 317; 1.9M parameters 0.97 /
+3.1 ms against 1.18 / 3.5 (one whole-buffer pass: 2.6 / 8.1); 25M parameters 13.4 / 34.5
+ms against 14.6 / 38.3. Below 1 MiB the Python around each block's NumPy calls costs
+more than the cache misses it saves.
 Every update rule is elementwise, so the numbers are identical however the parameters
 are chunked or blocked (tests/engine/optim compares the two paths bit for bit).
 """
@@ -26,7 +31,7 @@ import numpy
 
 from ..backend import array_module
 
-BLOCK_BYTES = 128 * 1024  # per array: a dozen arrays' blocks fit the L2 cache of a server core
+BLOCK_BYTES = 1024 * 1024  # per array (see the module docstring for the measurements)
 
 
 class Chunk:

@@ -28,7 +28,7 @@ from ..tensor import Tensor, _make
 from .. import threads
 from .chunks import BLOCK_BYTES, Chunk, ScratchPool, coalesce
 
-THREADED_BLOCK_BYTES = 512 * 1024  # per array, when blocks go to several threads (see _update_chunks)
+THREADED_BLOCK_BYTES = 1024 * 1024  # per array, when blocks go to several threads (see _update_chunks)
 MIN_BLOCKS_PER_THREAD = 2  # below that, handing blocks to threads costs more than it saves
 from .input_checks import SET_MESSAGE, OptimizerError, OptimizerTypeError, check_hyperparameters, checked_parameters
 
@@ -153,12 +153,17 @@ class Optimizer:
         to different threads, each with its own scratch arrays (engine/threads.py). Threads
         get bigger blocks: measured on a 2-core Xeon (25M-parameter Adam step), 128 KiB
         blocks gained nothing from a second thread (each NumPy call is too short to amortise
-        the GIL hand-over), 512 KiB blocks went from 90 ms to 54 ms.
+        the GIL hand-over), 512 KiB blocks went from 90 ms to 54 ms. Fewer bytes than two
+        such blocks per thread stay on this thread: handing a 30-parameter model's update to
+        the pool cost ~100 us where the update itself takes ~10 us.
         """
         workers = threads.get_num_threads() if chunks and chunks[0].xp is numpy else 1
         if workers > 1:
             blocks = [block for chunk in chunks for block in chunk.blocks(THREADED_BLOCK_BYTES)]
-            workers = min(workers, len(blocks) // MIN_BLOCKS_PER_THREAD)
+            # by bytes, not blocks: many small unpacked parameters are little work, whatever their count
+            total = sum(block.param.nbytes for block in blocks)
+            workers = min(workers, len(blocks) // MIN_BLOCKS_PER_THREAD,
+                          total // (MIN_BLOCKS_PER_THREAD * THREADED_BLOCK_BYTES))
         if workers <= 1:
             for chunk in chunks:
                 for block in chunk.blocks(BLOCK_BYTES):
