@@ -11,10 +11,10 @@ import pytest
 import distrain
 from distrain import nn
 from distrain.comm.ps.server import ParameterServer
-from distrain.engine import jit
 from distrain.parallel import DistributedDataParallel
 
 from ..comm.test_ps import run_ranks
+from .steps import training_step
 
 SECRET = "a-secret-for-the-compile-step-ddp-test-0123"
 STEPS = 8
@@ -37,17 +37,8 @@ def train(communicator, compiled):
     rng = np.random.default_rng(communicator.rank)  # each rank its own data
     batches = [(distrain.tensor(rng.standard_normal((5, 6)).astype(np.float32)),
                 distrain.tensor(rng.integers(0, 3, 5))) for _ in range(STEPS)]
-    losses = []
-    step = jit.compile_step(ddp, loss_fn, optimizer) if compiled else None
-    for x, y in batches:
-        if compiled:
-            losses.append(step(x, y).item())
-        else:
-            optimizer.zero_grad()
-            loss = loss_fn(ddp(x), y)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+    step = training_step(ddp, loss_fn, optimizer, compiled)
+    losses = [step(x, y).item() for x, y in batches]
     return losses, {name: value.numpy().copy() for name, value in model.state_dict().items()}
 
 

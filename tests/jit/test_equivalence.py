@@ -17,6 +17,8 @@ import distrain
 from distrain import nn
 from distrain.engine import jit
 
+from .steps import training_step
+
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples")
 
 
@@ -98,19 +100,10 @@ def train(case, compiled):
     optimizer = optimizer_for(model.parameters())
     batches = data(steps)
     distrain.manual_seed(1)  # the dropout masks: the same draws in both runs
-    losses = []
+    step = training_step(model, loss_fn, optimizer, compiled)
+    losses = [step(x, y).numpy().copy() for x, y in batches]
     if compiled:
-        step = jit.compile_step(model, loss_fn, optimizer)
-        for x, y in batches:
-            losses.append(step(x, y).numpy().copy())
         assert step.traced.captures == 1  # one capture, then replays only
-    else:
-        for x, y in batches:
-            optimizer.zero_grad()
-            value = loss_fn(model(x), y)
-            value.backward()
-            optimizer.step()
-            losses.append(value.detach().numpy().copy())
     return losses, model
 
 
@@ -153,17 +146,10 @@ def test_a_learning_rate_schedule_acts_on_the_compiled_step_as_on_eager():
         optimizer = distrain.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
         schedule = distrain.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
         loss_fn = nn.CrossEntropyLoss()
-        step = jit.compile_step(model, loss_fn, optimizer) if compiled else None
+        step = training_step(model, loss_fn, optimizer, compiled)
         losses = []
         for x, y in class_data((8,), 2, 4, 10):
-            if compiled:
-                losses.append(step(x, y).item())
-            else:
-                optimizer.zero_grad()
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
+            losses.append(step(x, y).item())
             schedule.step()
         return losses
 

@@ -10,6 +10,8 @@ from distrain.engine.jit.optimize import ALL_PASSES
 from distrain.engine.jit.passes.cuda_fusion import kernel_for
 from distrain.engine.jit.passes.fusion import find_groups
 
+from .steps import training_step
+
 
 def randn(*shape, seed=0):
     return distrain.tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
@@ -114,18 +116,8 @@ def test_every_pass_alone_and_all_together_train_bit_identically(passes):
         model = nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.GELU(), nn.Dropout(0.2), nn.Linear(16, 3))
         optimizer = distrain.optim.Adam(model.parameters(), lr=1e-2)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-        step = jit.compile_step(model, loss_fn, optimizer, passes=passes) if compiled else None
-        losses = []
-        for i in range(20):
-            x, y = randn(6, 10, seed=i), distrain.tensor(np.arange(6) % 3)
-            if compiled:
-                losses.append(step(x, y).item())
-            else:
-                optimizer.zero_grad()
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
+        step = training_step(model, loss_fn, optimizer, compiled, passes=passes)
+        losses = [step(randn(6, 10, seed=i), distrain.tensor(np.arange(6) % 3)).item() for i in range(20)]
         return losses, model.state_dict()
 
     (eager_losses, eager_state), (graph_losses, graph_state) = run(False), run(True)
