@@ -1,5 +1,14 @@
 """Turn a `Graph` into a Python function of arrays: one line per instruction, compiled once.
 
+NOTE [ Generated code is made of checked parts ]
+The source is compiled with exec(), so nothing from outside may become text in it: slots
+become `v<number>`, functions, arrays and any value that is not a plain literal become
+globals (`f3`, `k7`), literals are written with repr() (ints, finite floats, bools, None,
+strings), and the only other text — method and attribute names, keyword names, operator
+symbols — must be a Python identifier or one of the known operators (`_identifier`,
+`_operator`), or the graph is refused. A graph loaded from a file is checked again on
+load (serialization.py), but codegen does not rely on that.
+
 A replay that walked a list of instructions would spend most of its time deciding what
 each argument is. The generated function has that decided already: slots are local
 variables, functions/constants/state arrays are globals of the function, and operators are
@@ -10,15 +19,34 @@ error messages (the generated code is registered with linecache so tracebacks sh
 from __future__ import annotations
 
 import itertools
+import keyword
 import linecache
 import math
+import operator
 
 import numpy
 
+from .errors import SerializationError
 from .graph import Graph, Ref
 
 _counter = itertools.count()
 _UNARY_SYMBOLS = {"-": "-", "+": "+", "~": "~"}
+_OPERATORS = frozenset({"+", "-", "*", "/", "//", "%", "**", "@", "&", "|", "^", "<<", ">>", "<", "<=", ">", ">=",
+                        "==", "!=", "+=", "-=", "*=", "/=", "//=", "%=", "**=", "@=", "&=", "|=", "^=", "<<=", ">>=",
+                        "~", "abs"})
+
+
+def _identifier(name):
+    """`name` if it is a plain Python identifier (not a keyword), else a refusal (NOTE above)."""
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise SerializationError(f"distrain.jit: {name!r} cannot be a method, attribute or keyword name in a graph")
+    return name
+
+
+def _operator(symbol):
+    if symbol not in _OPERATORS:
+        raise SerializationError(f"distrain.jit: {symbol!r} is not an operator a graph may use")
+    return symbol
 
 
 class Generated:
@@ -39,7 +67,7 @@ class _Writer:
         self.lines = []
 
     def name(self, slot):
-        return f"v{slot}"
+        return f"v{operator.index(slot)}"  # a number, whatever a graph file says
 
     def bind_global(self, value, prefix="k"):
         key = (prefix, id(value))
@@ -72,7 +100,7 @@ class _Writer:
 
     def arguments(self, args, kwargs):
         parts = [self.render(arg) for arg in args]
-        parts += [f"{key}={self.render(item)}" for key, item in kwargs.items()]
+        parts += [f"{_identifier(key)}={self.render(item)}" for key, item in kwargs.items()]
         return ", ".join(parts)
 
     def is_local(self, slot):
@@ -97,10 +125,12 @@ class _Writer:
             function = self.bind_global(instruction.target, "f")
             self.lines.append(f"{head}{function}({self.arguments(args, kwargs)})")
         elif kind == "method":
-            self.lines.append(f"{head}{self.render(args[0])}.{instruction.target}({self.arguments(args[1:], kwargs)})")
+            method = _identifier(instruction.target)
+            self.lines.append(f"{head}{self.render(args[0])}.{method}({self.arguments(args[1:], kwargs)})")
         elif kind == "attribute":
-            self.lines.append(f"{head}{self.render(args[0])}.{instruction.target}")
+            self.lines.append(f"{head}{self.render(args[0])}.{_identifier(instruction.target)}")
         elif kind == "operator":
+            _operator(instruction.target)
             if len(args) == 2:
                 self.lines.append(f"{head}{self.render(args[0])} {instruction.target} {self.render(args[1])}")
             elif instruction.target == "abs":
@@ -110,7 +140,7 @@ class _Writer:
         elif kind == "inplace":
             target = args[0]
             if type(target) is Ref and self.is_local(target.slot):
-                self.lines.append(f"{self.render(target)} {instruction.target} {self.render(args[1])}")
+                self.lines.append(f"{self.render(target)} {_operator(instruction.target)} {self.render(args[1])}")
             else:  # a global (state, constant): `x += y` would make it a local of the function
                 function = self.bind_global(instruction.function, "f")
                 self.lines.append(f"{function}({self.render(target)}, {self.render(args[1])})")
@@ -120,7 +150,8 @@ class _Writer:
             self.lines.append(f"{self.render(args[0])}[{self.render(args[1])}] = {self.render(args[2])}")
         elif kind == "draw":
             generator = self.bind_global(self.graph.draws[instruction.target[0]], "g")
-            self.lines.append(f"{head}{generator}._draw_{instruction.target[1]}({self.arguments(args, kwargs)})")
+            draw = _identifier(instruction.target[1])
+            self.lines.append(f"{head}{generator}._draw_{draw}({self.arguments(args, kwargs)})")
         else:
             raise AssertionError(f"unknown instruction kind {kind}")
 
