@@ -12,14 +12,24 @@ import math
 from ..errors import ArgumentError, DTypeError, ShapeError
 from . import backend, dtypes
 from . import default_device
+from .capture_state import active as _capturing
 from .random import default_generator
 from .sizes import allocating, checked_shape, integers
 from .tensor import Tensor, _make
 
 
-def _finish(array, device, requires_grad):
-    """Wrap `array` (moved to `device` unless that is None) as a tensor, a leaf if asked."""
-    tensor = _make(array if device is None else backend.move_array(array, device))
+def _finish(array, device, requires_grad, fresh=True):
+    """Wrap `array` (moved to `device` unless that is None) as a tensor, a leaf if asked.
+
+    `fresh`: the factory made a new array (not one shared with the caller). While distrain.jit
+    captures, such an array is recorded as made anew on every replay, not taken from outside.
+    """
+    array = array if device is None else backend.move_array(array, device)
+    if fresh:
+        recorder = _capturing()
+        if recorder is not None and not hasattr(array, "concrete"):
+            array = recorder.created(array)
+    tensor = _make(array)
     if requires_grad:
         tensor.requires_grad_(True)
     return tensor
@@ -87,7 +97,7 @@ def as_tensor(data, dtype=None, device=None):
     if isinstance(data, numpy.ndarray):
         target_dtype = data.dtype if dtype is None else dtypes.as_dtype(dtype)
         array = data if data.dtype == target_dtype else data.astype(target_dtype)
-        return _finish(array, _device(device), False)
+        return _finish(array, _device(device), False, fresh=array is not data)
     if hasattr(data, "__cuda_array_interface__"):
         return _make(data if dtype is None else data.astype(dtypes.as_dtype(dtype), copy=False))
     return tensor(data, dtype=dtype, device=device)
@@ -95,7 +105,7 @@ def as_tensor(data, dtype=None, device=None):
 
 def from_numpy(array):
     """A cpu tensor that shares memory with the NumPy array: changes to one show in the other."""
-    if not isinstance(array, numpy.ndarray):
+    if not isinstance(array, numpy.ndarray) and not hasattr(array, "concrete"):  # (a traced NumPy input is fine)
         raise DTypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
     return _make(array)
 

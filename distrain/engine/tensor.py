@@ -97,7 +97,7 @@ class Tensor:
 
     @property
     def is_cuda(self) -> bool:
-        return type(self._data) is not numpy.ndarray
+        return type(self._data) is not numpy.ndarray and backend.device_of(self._data) is not backend.CPU
 
     def size(self, dim=None):
         if dim is None:

@@ -12,6 +12,7 @@ replay re-applies (a parameter's `.grad` is its flat gradient view, or a new arr
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy
@@ -40,11 +41,14 @@ class Capture:
     eager_outputs: list = field(default_factory=list)  # the arrays the graph's outputs had in the eager run
     before: object = None  # verify.StateBefore, when the capture is to be verified
     differentiable_outputs: tuple = ()  # positions of output tensors that had an autograd history eagerly
+    had_grad: frozenset = frozenset()  # ids of the state tensors that had a .grad before the capture ran
+    input_positions: tuple = ()  # which input leaves are the graph's inputs (a leaf passed twice is one)
 
 
 def named_modules_of(modules):
-    """(path, module) for every module reachable from `modules`, each once."""
+    """(path, module) for every module reachable from `modules` (modules and loose tensors), each once."""
     found, seen = [], set()
+    modules = [module for module in modules if isinstance(module, Module)]
     for index, module in enumerate(modules):
         prefix = "" if len(modules) == 1 else f"[{index}]"
         for path, sub in module.named_modules():
@@ -54,7 +58,7 @@ def named_modules_of(modules):
     return found
 
 
-def state_tensors_of(named_modules):
+def state_tensors_of(named_modules, loose=()):
     """(name, tensor) for every parameter, parameter gradient and buffer: what a capture binds as state."""
     found, seen = [], set()
 
@@ -73,31 +77,67 @@ def state_tensors_of(named_modules):
             add(prefix + key + ".grad", parameter._grad)
         for key, buffer in module._buffers.items():
             add(prefix + key, buffer)
+        for key, value in vars(module).items():  # a plain tensor kept on a module (a counter, a mask)
+            if isinstance(value, Tensor):
+                add(prefix + key, value)
+    for index, tensor in enumerate(loose):
+        add(f"a tensor the function reaches ({index})", tensor)
+        if tensor._requires_grad and tensor.grad_fn is None:
+            add(f"a tensor the function reaches ({index}).grad", tensor._grad)
     return found
 
 
 def modules_in(function):
-    """The modules a plain function can reach: itself, its bound object, closure cells and globals it names."""
+    """What a function can reach that a capture must bind: modules and loose tensors (see `reachable`)."""
+    return reachable(function)
+
+
+def reachable(function, depth=2):
+    """Modules and tensors `function` can reach: itself if a module, its bound object, the functions and
+    values its closure cells and the globals it names hold, and their attributes and containers, `depth`
+    levels down. Their parameters, buffers and tensors are then state (bound by reference and guarded);
+    anything missed is still read by reference, but its module's mode and hooks are not guarded (pass
+    `modules=` to trace then)."""
+    found, seen = [], set()
+
+    def visit(value, level):
+        if id(value) in seen or level < 0:
+            return
+        seen.add(id(value))
+        if isinstance(value, (Module, Tensor)):
+            found.append(value)
+            return
+        if isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                visit(item, level - 1)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item, level - 1)
+        elif callable(value) and hasattr(value, "__code__"):
+            visit_function(value, level - 1)
+        elif hasattr(value, "__dict__") and not isinstance(value, type) and not callable(value):
+            for item in vars(value).values():
+                visit(item, level - 1)
+
+    def visit_function(function, level):
+        owner = getattr(function, "__self__", None)
+        if owner is not None:
+            visit(owner, level)
+        function = getattr(function, "__func__", function)
+        for cell in getattr(function, "__closure__", None) or ():
+            try:
+                visit(cell.cell_contents, level)
+            except ValueError:
+                continue
+        code, namespace = getattr(function, "__code__", None), getattr(function, "__globals__", {})
+        if code is not None:
+            for name in code.co_names:
+                if name in namespace and not isinstance(namespace[name], type(sys)):
+                    visit(namespace[name], level)
+
     if isinstance(function, Module):
         return [function]
-    found = []
-    owner = getattr(function, "__self__", None)
-    if isinstance(owner, Module):
-        found.append(owner)
-    code = getattr(function, "__code__", None)
-    for cell in getattr(function, "__closure__", None) or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:
-            continue
-        if isinstance(value, Module):
-            found.append(value)
-    if code is not None:
-        namespace = getattr(function, "__globals__", {})
-        for name in code.co_names:
-            value = namespace.get(name)
-            if isinstance(value, Module):
-                found.append(value)
+    visit_function(function, depth)
     return found
 
 
@@ -109,22 +149,28 @@ def run_capture(function, args, kwargs, modules, verify=True) -> Capture:
     leaves = []
     input_spec = flatten((tuple(args), dict(kwargs)), leaves)
     named = named_modules_of(modules)
-    state = state_tensors_of(named)
-    before = StateBefore(state, [leaf._data if isinstance(leaf, Tensor) else leaf for leaf in leaves]) \
-        if verify else None
+    state = state_tensors_of(named, [tensor for tensor in modules if isinstance(tensor, Tensor)])
+    before = StateBefore(state, list({id(array): array for array in (leaf._data if isinstance(leaf, Tensor) else leaf
+                                                                      for leaf in leaves)}.values())) if verify else None
     snapshot = ModuleSnapshot(named)  # before any array is swapped for its TracedArray
     recorder = Recorder()
+    recorder.snapshots = {} if verify else None
     swapped = {}  # id(tensor) -> (tensor, its own array, the TracedArray given)
     arguments = []
+    bound_arrays, positions = {}, []  # an array passed twice is one input (the guards key the aliasing)
     for index, leaf in enumerate(leaves):
         if isinstance(leaf, Tensor):
             if id(leaf) not in swapped:
                 traced = recorder.bind_input(leaf._data, f"input {index}")
                 swapped[id(leaf)] = (leaf, leaf._data, traced)
                 leaf._data = traced
+                positions.append(index)
             arguments.append(leaf)
         else:
-            arguments.append(recorder.bind_input(leaf, f"input {index}"))
+            if id(leaf) not in bound_arrays:
+                bound_arrays[id(leaf)] = recorder.bind_input(leaf, f"input {index}")
+                positions.append(index)
+            arguments.append(bound_arrays[id(leaf)])
     for name, tensor in state:
         if id(tensor) not in swapped:
             traced = recorder.bind_state(tensor._data, name)
@@ -157,33 +203,39 @@ def run_capture(function, args, kwargs, modules, verify=True) -> Capture:
     output_spec = flatten(result, output_leaves, "the result")
     output_refs = []
     eager_outputs, differentiable = [], []
-    for position, leaf in enumerate(output_leaves):
+    datas = [leaf._data if isinstance(leaf, Tensor) else leaf for leaf in output_leaves]  # before any is settled
+    for position, (leaf, data) in enumerate(zip(output_leaves, datas)):
         if isinstance(leaf, Tensor) and leaf.grad_fn is not None:
             differentiable.append(position)
-        data = leaf._data if isinstance(leaf, Tensor) else leaf
         eager_outputs.append(data.value if type(data) is TracedArray else data)
         if type(data) is TracedArray:
             output_refs.append(Ref(data.slot))
-            if isinstance(leaf, Tensor):
-                _settle(leaf)
         elif id(data) in own_arrays:
             output_refs.append(Ref(own_arrays[id(data)]))
         else:
-            output_refs.append(Ref(recorder._constant(data)))
+            output_refs.append(Ref(recorder.external(data)))
     capture = Capture(recorder.graph, result, input_spec, output_spec,
                       tuple("tensor" if isinstance(leaf, Tensor) else "array" for leaf in leaves),
                       state_tensors=state, modules=named, eager_outputs=eager_outputs, before=before,
-                      differentiable_outputs=tuple(differentiable))
+                      differentiable_outputs=tuple(differentiable),
+                      had_grad=frozenset(key for key, grad in grads_before.items() if grad is not None),
+                      input_positions=tuple(positions))
     for name, tensor in state:
         if id(tensor) in grads_before and tensor._grad is not grads_before[id(tensor)]:
             capture.grad_bindings.append((tensor, *_grad_binding(tensor, own_arrays)))
     for index, leaf in enumerate(leaves):
         if isinstance(leaf, Tensor) and leaf._grad is not input_grads_before[index]:
             capture.grad_bindings.append((index, *_grad_binding(leaf, own_arrays)))
+    for leaf in output_leaves:  # the result's tensors get their arrays back (a returned .grad is settled already)
+        if isinstance(leaf, Tensor):
+            _settle(leaf)
     # the replay returns the outputs, then the arrays that become new .grad tensors
     recorder.graph.output = (tuple(output_refs),
                              tuple(Ref(what) for _, how, what, _ in capture.grad_bindings if how == "slot"))
     capture.eager_outputs += [array for _, how, _, array in capture.grad_bindings if how == "slot"]
+    if before is not None:
+        before.add_outside_arrays(recorder.graph, recorder.snapshots, recorder.generator_states)
+    recorder.snapshots = None
     capture.grad_bindings = [binding[:3] for binding in capture.grad_bindings]
     return capture
 

@@ -27,7 +27,7 @@ import operator
 import numpy
 
 from .errors import SerializationError
-from .graph import Graph, Ref
+from .graph import Graph, Ref, map_refs
 
 _counter = itertools.count()
 _UNARY_SYMBOLS = {"-": "-", "+": "+", "~": "~"}
@@ -47,6 +47,15 @@ def _operator(symbol):
     if symbol not in _OPERATORS:
         raise SerializationError(f"distrain.jit: {symbol!r} is not an operator a graph may use")
     return symbol
+
+
+class _Copy:
+    """In a rendered return value: a fresh copy of the global `name`."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
 
 
 class Generated:
@@ -81,6 +90,8 @@ class _Writer:
         kind = type(value)
         if kind is Ref:
             return self.name(value.slot)
+        if kind is _Copy:
+            return f"{value.name}.copy()"
         if value is None or kind is bool or kind is int or kind is str:
             return repr(value)
         if kind is float and math.isfinite(value):
@@ -102,6 +113,13 @@ class _Writer:
         parts = [self.render(arg) for arg in args]
         parts += [f"{_identifier(key)}={self.render(item)}" for key, item in kwargs.items()]
         return ", ".join(parts)
+
+    def _returned(self, ref):
+        """A returned constant of the graph's own is copied: the caller may keep or change what it gets."""
+        slot = ref.slot
+        if slot in self.graph.constants and slot not in self.graph.by_reference and slot not in self.fresh_constants:
+            return _Copy(self.bind_global(self.graph.constants[slot], "c"))
+        return ref
 
     def is_local(self, slot):
         return self.graph.values[slot].kind in ("input", "result") or slot in self.fresh_constants
@@ -158,8 +176,9 @@ class _Writer:
     def write(self):
         graph = self.graph
         written = {slot for instruction in graph.instructions for slot in instruction.writes}
-        # constants written in place start each replay as a fresh copy of their captured value
-        self.fresh_constants = {slot for slot in graph.constants if slot in written}
+        # the graph's own constants written in place start each replay as a fresh copy; arrays from outside
+        # (by_reference) are the live arrays themselves, written where eager writes
+        self.fresh_constants = {slot for slot in graph.constants if slot in written and slot not in graph.by_reference}
         for slot, array in graph.constants.items():
             if slot in self.fresh_constants:
                 self.lines.append(f"{self.name(slot)} = {self.bind_global(array, 'c')}.copy()")
@@ -180,7 +199,7 @@ class _Writer:
                 lines.extend("    " + line for line in self.lines)
                 self.lines = [] if errstate else lines
         self.lines = lines
-        self.lines.append(f"return {self.render(graph.output)}")
+        self.lines.append(f"return {self.render(map_refs(graph.output, self._returned))}")
         parameters = ", ".join(self.name(slot) for slot in graph.inputs)
         body = "\n".join("    " + line for line in self.lines)
         return f"def replay({parameters}):\n{body}\n"

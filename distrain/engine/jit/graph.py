@@ -7,7 +7,11 @@ traced_array.py). Every array the program touches has a slot:
   state     a persistent array bound by reference: a parameter, gradient or buffer; the
             program reads it and may write it in place, so a replay sees the optimizer's
             updates and leaves running statistics and gradients where eager would
-  constant  an array captured by value (a tensor the function closed over, a table)
+  constant  an array from outside the graph: one the function reached without it being an
+            input or state (a tensor it closed over, a module's plain tensor attribute, the
+            weights of a module the capture could not find) is bound by reference
+            (`by_reference`): a replay reads its current values and writes it in place as eager
+            would; constants made by the passes (folding) are the graph's own
   result    what an instruction returned (a fresh array, or a view of another slot)
 
 An instruction is one array call exactly as eager made it: a function or ufunc method,
@@ -152,7 +156,8 @@ class Graph:
     instructions: list = field(default_factory=list)
     inputs: list = field(default_factory=list)  # input slots, in the order of the flattened inputs
     output: object = None  # the returned structure, with a Ref for every array
-    constants: dict = field(default_factory=dict)  # slot -> captured array
+    constants: dict = field(default_factory=dict)  # slot -> array (see by_reference)
+    by_reference: set = field(default_factory=set)  # constant slots bound to a live array from outside
     state: dict = field(default_factory=dict)  # slot -> the live array it is bound to
     draws: dict = field(default_factory=dict)  # generator key -> the generator object
 

@@ -37,13 +37,18 @@ class Program:
     def source(self) -> str:
         return self.generated.source
 
+    def input_arrays(self, leaves):
+        """The arrays the generated function takes, from the call's flattened leaves (each distinct one once)."""
+        tensor_leaves = self._tensor_leaves
+        return [leaves[i]._data if tensor_leaves[i] else leaves[i] for i in self.capture.input_positions]
+
     def run_arrays(self, arrays):
         """The generated function on raw arrays: (output arrays, arrays of new .grad tensors)."""
         return self.function(*arrays)
 
     def run(self, leaves):
         """Replay on the flattened input leaves (tensors or arrays); the result structure."""
-        arrays = [leaf._data if is_tensor else leaf for leaf, is_tensor in zip(leaves, self._tensor_leaves)]
+        arrays = self.input_arrays(leaves)
         outputs, new_grads = self.function(*arrays)
         if self.bindings:
             self._bind_grads(leaves, new_grads)

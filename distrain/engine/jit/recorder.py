@@ -5,9 +5,12 @@ shapes, dtypes and view relations are known exactly), and is appended to the gra
 its arrays replaced by slot references. How arrays become slots:
 
 - a TracedArray argument is its slot;
-- a plain array argument is a constant, copied at its first use (value semantics, as
-  torch.jit.trace treats tensors that are not parameters or buffers); used again after
-  it changed, it becomes a new constant, so a replay sees what eager saw;
+- a plain array argument is an array from outside the graph (a tensor the function closed
+  over, a module's plain tensor attribute): bound by reference, so a replay reads its
+  values at that time and writes into it as eager would; tensors the function makes with
+  distrain's factories are recorded as made afresh on every replay (`created`), so a plain
+  array met here was there before the call (or comes from code that escapes the capture,
+  which the verifying replay catches);
 - a result is a new slot, whose `root` is the slot owning its memory (a view of a slot,
   or of a constant, keeps that slot as root) — what buffer planning needs to know.
 
@@ -38,8 +41,11 @@ def _is_array(value):
 
 
 def _root(array):
+    """The array owning `array`'s memory (through as_strided's stand-in object, whose .base is the array)."""
     while True:
         base = getattr(array, "base", None)
+        if base is not None and not hasattr(base, "shape"):
+            base = getattr(base, "base", None)
         if base is None or not hasattr(base, "shape"):
             return array
         array = base
@@ -52,11 +58,13 @@ class Recorder:
         self.graph = Graph()
         self._root_slot = {}  # id(root array) -> slot owning it
         self._keep = []  # every root array seen, so that ids stay unique while capturing
-        self._constant_of = {}  # id(plain array) -> (slot, snapshot)
+        self._external_of = {}  # id(plain array) -> its constant slot (bound by reference)
+        self.snapshots = {}  # constant slot -> its values at first use (for the verifying replay), or None
         self._modules = {}
         self._previous = None
         self._errors = numpy.geterr()
         self.finished = False
+        self.generator_states = {}  # draw key -> (generator, its state before the capture's first draw)
 
     # -- the capture context ------------------------------------------------------------------
     def __enter__(self):
@@ -73,7 +81,7 @@ class Recorder:
     def finish(self):
         """The capture is over: refuse further recording, and let go of the run's arrays (no memory kept)."""
         self.finished = True
-        self._keep, self._constant_of, self._modules = [], {}, {}
+        self._keep, self._external_of, self._modules = [], {}, {}
 
     def module_for(self, concrete):
         module = sys.modules[type(concrete).__module__.split(".")[0]] if not isinstance(concrete, numpy.ndarray) \
@@ -112,17 +120,26 @@ class Recorder:
         self.graph.state[slot] = array
         return TracedArray(array, slot, self)
 
-    def _constant(self, array):
-        known = self._constant_of.get(id(array))
-        if known is not None:
-            slot, snapshot, original = known
-            if original is array and snapshot.shape == array.shape and bool((snapshot == array).all()):
-                return slot
-        snapshot = array.copy()
-        slot = self._new_value(snapshot, "constant", f"constant {tuple(array.shape)} {array.dtype}")
-        self.graph.constants[slot] = snapshot
-        self._constant_of[id(array)] = (slot, snapshot, array)
+    def external(self, array):
+        """The slot of a plain array from outside the graph, bound by reference (see the module docstring)."""
+        slot = self._external_of.get(id(array))
+        if slot is None:
+            slot = self._new_value(array, "constant", f"a tensor from outside the function {tuple(array.shape)} "
+                                                      f"{array.dtype}")
+            self.graph.constants[slot] = array
+            self.graph.by_reference.add(slot)
+            self._external_of[id(array)] = slot
+            self._keep.append(array)
+            if self.snapshots is not None:
+                self.snapshots[slot] = array.copy()
         return slot
+
+    def created(self, array):
+        """A tensor made by a distrain factory during capture: made afresh on every replay (a copy of its values)."""
+        own = array.copy()
+        slot = self._new_value(own, "constant", f"made by a factory {tuple(array.shape)} {array.dtype}")
+        self.graph.constants[slot] = own
+        return self._record("method", "copy", type(own).copy, (TracedArray(own, slot, self),), {})
 
     # -- arguments ----------------------------------------------------------------------------
     def _convert(self, value, traced):
@@ -145,7 +162,7 @@ class Recorder:
             raise next(v for v in (value.start, value.stop, value.step) if type(v) is TracedArray).escape(
                 "used as a slice bound")
         if _is_array(value):
-            return Ref(self._constant(value)), value
+            return Ref(self.external(value)), value
         return value, value
 
     def _location(self):
@@ -226,6 +243,11 @@ class Recorder:
                 f"its input (shape {tuple(traced_args[0].value.shape)}); a static graph cannot hold it. Use "
                 "fixed-shape forms: a mask multiplied in (x * mask), distrain.where, masked_fill, or topk with "
                 "a fixed k.")
+        if name == "repeat" and len(args) > 1 and type(args[1]) is TracedArray:  # x.repeat(r) and numpy.repeat(x, r)
+            raise CaptureError(
+                f"distrain.jit: repeat/repeat_interleave with repeat counts from a tensor at {user_location(4)}: the "
+                "result's length depends on the counts' values; a static graph cannot hold it. Pass the counts "
+                "as Python ints, or pad to a fixed length.")
         if kind == "call" and target is numpy.where and len(args) == 1 and traced_args:
             raise CaptureError(f"distrain.jit: numpy.where(condition) with one argument at {user_location(4)} "
                                "returns indices whose count depends on the values; use where(cond, a, b).")
@@ -271,11 +293,24 @@ class Recorder:
     def call_inplace(self, symbol, function, array, other):
         self._record("inplace", symbol, function, (array, other), {}, writes_first=True, symbol=function)
 
+    def _generator_key(self, generator):
+        """The device's name for its default generator (what a saved graph draws from), another name for others."""
+        from ..random import _default_generators
+
+        if _default_generators.get(generator.device) is generator:
+            return str(generator.device)
+        for key, known in self.graph.draws.items():
+            if known is generator:
+                return key
+        return f"{generator.device}#{len(self.graph.draws)}"
+
     def draw(self, generator, name, args):
         """A random draw from a distrain Generator: recorded, so every replay draws anew (see random.py)."""
+        key = self._generator_key(generator)
+        if key not in self.graph.draws:
+            self.graph.draws[key] = generator
+            self.generator_states[key] = (generator, generator.get_state())  # for the verifying replay
         result = getattr(generator, "_draw_" + name)(*args)
-        key = f"{generator.device}"
-        self.graph.draws[key] = generator
         instruction = Instruction("draw", (key, name), tuple(args), {}, location=self._location())
         wrapped, outputs, _ = self._wrap(result, {})
         instruction.outputs = tuple(outputs)

@@ -84,16 +84,16 @@ def save(traced, path) -> None:
     else:
         main = traced.function if isinstance(traced.function, Module) else None
     entry = traced._latest
-    if not entry.guard.holds():
+    if not entry.guard.holds(check_grads=False):  # (whether .grad is set says how a call runs, not what to save)
         raise SerializationError("distrain.jit: cannot save: the model changed since its graph was captured:\n  - " +
-                                 "\n  - ".join(entry.guard.differences()) + "\nCall it once more (it captures again), "
+                                 "\n  - ".join(entry.guard.differences(check_grads=False)) + "\nCall it once more (it captures again), "
                                  "then save.")
     capture = entry.capture
     state = describe_state(capture, main)
     parameters, state_dict = user_names(state, main)
     _refuse_namedtuples(capture.input_spec, "its inputs")
     _refuse_namedtuples(capture.output_spec, "its result")
-    spec, metadata, aliases, _ = entry.key
+    spec, metadata, aliases = entry.key[:3]
     leaves = tuple((kind, "numpy" if item[0].__module__ == "numpy" else item[0].__module__.split(".")[0],
                     tuple(item[1]), encode_value(item[2], "an input's dtype"), tuple(item[3]))
                    for kind, item in zip(capture.leaf_kinds, metadata))
@@ -156,7 +156,8 @@ def load(path, map_location=None):
     capture = Capture(graph, None, guard.spec, output_spec, tuple(leaf[0] for leaf in guard.leaves),
                       grad_bindings=bindings,
                       state_tensors=[(e["name"], t) for e, t in zip(restored.entries, restored.tensors)],
-                      differentiable_outputs=differentiable)
+                      differentiable_outputs=differentiable,
+                      input_positions=tuple(index for index, first in enumerate(guard.aliases) if first == index))
     parameter_names = _list(tree, "parameters", where)
     state_dict_names = _list(tree, "state_dict", where)
     tensors = {**restored.parameters, **restored.buffers}

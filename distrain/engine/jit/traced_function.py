@@ -33,7 +33,7 @@ def capture_entry(function, args, kwargs, modules, key, verify=True, passes=None
     program = build_program(capture, passes)
     if verify:
         leaves = input_key(args, kwargs)[1]
-        arrays = [leaf._data if isinstance(leaf, Tensor) else leaf for leaf in leaves]
+        arrays = program.input_arrays(leaves)
 
         def replay():
             outputs, new_grads = program.run_arrays(arrays)

@@ -19,9 +19,9 @@ from .errors import CaptureError
 
 
 def _root(array):
-    while getattr(array, "base", None) is not None and hasattr(array.base, "shape"):
-        array = array.base
-    return array
+    from .recorder import _root as root_of
+
+    return root_of(array)
 
 
 class StateBefore:
@@ -40,11 +40,26 @@ class StateBefore:
         self.generators = {device: generator for device, generator in random_module._default_generators.items()}
         self.generator_states = {device: generator.get_state() for device, generator in self.generators.items()}
 
+    def add_outside_arrays(self, graph, snapshots, generator_states):
+        """After capture: the arrays from outside that the graph writes, and the generators it drew from."""
+        written = {graph.values[slot].root for instruction in graph.instructions for slot in instruction.writes}
+        for slot, snapshot in snapshots.items():
+            if slot in written or graph.values[slot].root in written:
+                array = graph.constants[slot]
+                self.roots.append(array)
+                self.copies.append(snapshot)
+                self.names[id(array)] = graph.values[slot].name
+        for key, (generator, state) in generator_states.items():
+            if generator not in self.generators.values():
+                self.generators[key] = generator
+                self.generator_states[key] = state
+
     def restore(self):
         for root, copy in zip(self.roots, self.copies):
             root[...] = copy
         for array, copy in zip(self.inputs, self.input_copies):
-            array[...] = copy
+            if array.flags.writeable:  # a broadcast view is read-only: nothing wrote it
+                array[...] = copy
         for device, generator in self.generators.items():
             generator.set_state(self.generator_states[device])
 

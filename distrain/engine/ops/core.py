@@ -28,8 +28,11 @@ __all__ = ["Tensor", "_make", "record", "grad_state", "wrap", "operand", "binary
 
 def wrap(array):
     """A result array as a Tensor (NumPy returns scalars from 0-d ops; keep them arrays)."""
-    if type(array) is not ndarray and isinstance(array, numpy.generic):
-        array = numpy.asarray(array)
+    if type(array) is not ndarray:
+        if isinstance(array, numpy.generic):
+            array = numpy.asarray(array)
+        elif isinstance(getattr(array, "concrete", None), numpy.generic):  # a traced reduction (distrain.jit)
+            array = array.recording_module.asarray(array)
     return _make(array)
 
 

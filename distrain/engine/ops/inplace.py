@@ -87,6 +87,10 @@ def _region(array, geometry):
     _, offset, shape, strides = geometry
     if type(array) is numpy.ndarray:
         return numpy.ndarray(shape, dtype=array.dtype, buffer=array, offset=offset, strides=strides)
+    if isinstance(getattr(array, "concrete", None), numpy.ndarray):  # traced (distrain.jit): a recorded strided view
+        xp = array_module(array)
+        flat = array.reshape(-1)[offset // array.itemsize:]
+        return xp.lib.stride_tricks.as_strided(flat, shape, strides)
     cupy = array_module(array)
     return cupy.ndarray(shape, dtype=array.dtype, memptr=array.data + offset, strides=strides)
 

@@ -26,6 +26,7 @@ from ..flat import pack_parameters
 from ..nn.parameter import Parameter
 from ..tensor import Tensor, _make
 from .. import threads
+from ..capture_state import active as _capturing
 from .chunks import BLOCK_BYTES, Chunk, ScratchPool, coalesce
 
 THREADED_BLOCK_BYTES = 1024 * 1024  # per array, when blocks go to several threads (see _update_chunks)
@@ -135,6 +136,13 @@ class Optimizer:
                 calls backward and returns the loss; it runs (with grad enabled) before
                 the update, and its loss is returned.
         """
+        if _capturing() is not None:
+            from ..jit.errors import CaptureError
+
+            raise CaptureError(
+                f"distrain.jit: {type(self).__name__}.step() inside a traced function: its learning rate and step "
+                "counts are Python numbers a replay would freeze. Capture forward and backward with "
+                "distrain.jit.compile_step(model, loss_fn, optimizer), which runs the optimizer after each replay.")
         loss = None
         if closure is not None:
             with enable_grad():

@@ -56,7 +56,9 @@ def eliminate_common_subexpressions(graph):
     if not merged:
         return graph, 0
     output = map_refs(graph.output, lambda ref: renamed.get(ref.slot, ref))
-    return replace(graph, instructions=keep, output=output), merged
+    values = [value if value.root not in renamed else replace(value, root=renamed[value.root].slot)
+              for value in graph.values]  # a view of a dropped result is a view of the one kept
+    return replace(graph, instructions=keep, output=output, values=values), merged
 
 
 def _target_key(target):
@@ -67,6 +69,7 @@ def _target_key(target):
 def _pure(instruction, analysis):
     if instruction.writes or instruction.effect or instruction.kind in ("draw", "inplace", "setitem"):
         return False
-    if not instruction.outputs or any(analysis.written(slot) for slot in instruction.outputs):
-        return False
+    if not instruction.outputs or any(analysis.written(slot) or analysis.root[slot] in analysis.pinned
+                                      for slot in instruction.outputs):
+        return False  # written later, or handed to the caller (two results must not become one array)
     return not any(analysis.written(slot) for slot in instruction.reads())

@@ -77,5 +77,6 @@ def _foldable(instruction, constants, analysis):
         return False
     name = getattr(instruction.target, "__name__", "")
     reads = [] if name in SHAPE_ONLY else instruction.reads()
-    return all(slot in constants and not analysis.written(slot) for slot in reads)
+    own = analysis.graph.by_reference
+    return all(slot in constants and slot not in own and not analysis.written(slot) for slot in reads)
 
