@@ -53,6 +53,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     if isinstance(data, (list, tuple)) and any(isinstance(item, Tensor) for item in _flatten_items(data)):
         data = _nested_to_arrays(data)
     dtype = None if dtype is None else dtypes.as_dtype(dtype)
+    if hasattr(data, "concrete"):  # a NumPy input traced by distrain.jit: a recorded copy
+        return _finish(data.astype(data.dtype if dtype is None else dtype, copy=True), _device(device), requires_grad)
     if hasattr(data, "__cuda_array_interface__"):
         return _finish(backend.cupy_module().array(data, dtype=dtype, copy=True), None, requires_grad)
     try:
@@ -94,7 +96,7 @@ def as_tensor(data, dtype=None, device=None):
         if device is not None and result.device is not _device(device):
             result = result.to(device)
         return result
-    if isinstance(data, numpy.ndarray):
+    if isinstance(data, numpy.ndarray) or hasattr(data, "concrete"):  # (or a NumPy input traced by distrain.jit)
         target_dtype = data.dtype if dtype is None else dtypes.as_dtype(dtype)
         array = data if data.dtype == target_dtype else data.astype(target_dtype)
         return _finish(array, _device(device), False, fresh=array is not data)

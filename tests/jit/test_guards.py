@@ -56,7 +56,7 @@ def test_a_changed_model_is_named_when_retracing_is_off():
     model[0].weight.requires_grad_(True)
     assert np.array_equal(traced(randn(2, 3)).detach().numpy(), model(randn(2, 3)).detach().numpy())
     model.eval()
-    with pytest.raises(GuardError, match=r"module 0 \(Linear\): attribute `training` changed \(True -> False\)"):
+    with pytest.raises(GuardError, match=r"training/eval modes differ"):
         traced(randn(2, 3))
 
 
@@ -105,3 +105,27 @@ def test_an_optimizer_step_inside_a_traced_function_is_caught_and_compile_step_d
     assert [compiled(x, y).item() for x, y in batches] == eager_losses
     for a, b in zip(eager_model.parameters(), graph_model.parameters()):
         assert np.array_equal(a.detach().numpy(), b.detach().numpy())
+
+
+def test_train_and_eval_each_keep_their_graph():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5))
+    traced = jit.trace(model, randn(2, 3))
+    for _ in range(3):
+        model.eval()
+        assert np.array_equal(traced(randn(2, 3)).detach().numpy(), model(randn(2, 3)).detach().numpy())
+        model.train()
+        traced(randn(2, 3))
+    assert traced.captures == 2 and traced.graphs == 2
+
+
+def test_a_hook_or_a_patched_forward_after_capture_is_seen():
+    model = nn.Linear(3, 3)
+    traced = jit.trace(model, randn(2, 3), retrace=False)
+    handle = model.register_forward_hook(lambda module, inputs, output: output * 2)
+    with pytest.raises(GuardError, match="_forward_hooks"):
+        traced(randn(2, 3))
+    handle.remove()
+    assert np.array_equal(traced(randn(2, 3)).detach().numpy(), model(randn(2, 3)).detach().numpy())
+    model.forward = lambda x: x
+    with pytest.raises(GuardError, match="new attribute `forward`"):
+        traced(randn(2, 3))

@@ -13,6 +13,7 @@ replay re-applies (a parameter's `.grad` is its flat gradient view, or a new arr
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass, field
 
 import numpy
@@ -141,7 +142,19 @@ def reachable(function, depth=2):
     return found
 
 
+_one_capture_at_a_time = threading.Lock()  # a capture swaps arrays of shared tensors: two at once would mix them
+
+
 def run_capture(function, args, kwargs, modules, verify=True) -> Capture:
+    """Capture `function(*args, **kwargs)` (see `_run_capture`), one capture in the process at a time.
+
+    While a capture runs, the tensors it binds hold TracedArrays: other threads must not use that model
+    then (as they must not while another thread trains it)."""
+    with _one_capture_at_a_time:
+        return _run_capture(function, args, kwargs, modules, verify)
+
+
+def _run_capture(function, args, kwargs, modules, verify=True) -> Capture:
     """Capture `function(*args, **kwargs)` with the state of `modules` bound (see the module docstring).
 
     With `verify`, what the run may change is copied first (verify.py), for the verifying replay.

@@ -98,6 +98,8 @@ def describe_key_difference(captured, given) -> list:
         found.append(f"the default dtype was {captured[5]} when captured and is {given[5]} now")
     if captured[6] != given[6]:
         found.append(f"anomaly detection was {'on' if captured[6] else 'off'} when captured")
+    if len(captured) > 7 and captured[7] != given[7]:
+        found.append("the modules' training/eval modes differ from those of every captured graph")
     return found
 
 
@@ -113,12 +115,12 @@ class StateGuard:
         self.leaves = tuple(tensor for tensor in self.tensors if tensor._requires_grad and tensor.grad_fn is None)
         self.had_grad = tuple(id(tensor) in capture.had_grad for tensor in self.leaves)  # before the capture ran
         self.modules = capture.modules
-        self.snapshot = ModuleSnapshot(capture.modules)
+        self.snapshot = ModuleSnapshot(capture.modules, ignore=("training",))  # modes are in the key
         self.changes = module_registry.changes[0]
 
     def holds(self, check_grads=True) -> bool:
         if module_registry.changes[0] != self.changes:
-            if self.snapshot.differences({}):
+            if self.snapshot.differences({}, strict=True):
                 return False
             self.changes = module_registry.changes[0]  # only unrelated modules changed
         return all(map(operator.is_, map(_get_data, self.tensors), self.arrays)) and \
@@ -126,7 +128,8 @@ class StateGuard:
             (not check_grads or tuple(grad is not None for grad in map(_get_grad, self.leaves)) == self.had_grad)
 
     def differences(self, check_grads=True) -> list:
-        found = self.snapshot.differences({})
+        """Every change that makes this graph wrong now, in words."""
+        found = self.snapshot.differences({}, strict=True)
         for name, tensor, array, requires_grad in zip(self.names, self.tensors, self.arrays, self.requires_grad):
             if tensor._data is not array:
                 found.append(f"`{name}` now has another array (assigned .data, moved, or repacked)")

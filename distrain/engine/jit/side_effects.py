@@ -15,8 +15,7 @@ from ..tensor import Tensor
 from .traced_array import TracedArray
 
 _REGISTRIES = ("_parameters", "_buffers", "_modules")
-_IGNORED = frozenset(_REGISTRIES) | {"_non_persistent_buffers", "_forward_hooks", "_forward_pre_hooks",
-                                      "_backward_hooks", "_state_dict_hooks", "_load_state_dict_pre_hooks"}
+_IGNORED = frozenset(_REGISTRIES) | {"_non_persistent_buffers", "_state_dict_hooks", "_load_state_dict_pre_hooks"}
 
 
 def _holds_capture(value):
@@ -47,18 +46,23 @@ def _frozen(value):
 class ModuleSnapshot:
     """The Python-side state of `modules` (named), to compare after a capture."""
 
-    def __init__(self, named_modules):
+    def __init__(self, named_modules, ignore=()):
         self.entries = []
+        self.ignored = _IGNORED | frozenset(ignore)
         for path, module in named_modules:
-            attributes = {key: (_frozen(value), value) for key, value in vars(module).items() if key not in _IGNORED}
+            attributes = {key: (_frozen(value), value) for key, value in vars(module).items()
+                          if key not in self.ignored}
             registries = {name: tuple((key, id(item)) for key, item in getattr(module, name, {}).items())
                           for name in _REGISTRIES}
             arrays = {key: (tensor, tensor._data, tensor._requires_grad)
                       for key, tensor in [*module._parameters.items(), *module._buffers.items()] if tensor is not None}
             self.entries.append((path, module, attributes, registries, arrays))
 
-    def differences(self, swapped):
-        """Every Python-side change since the snapshot, in words. `swapped`: id(tensor) -> array it had."""
+    def differences(self, swapped, strict=False):
+        """Every Python-side change since the snapshot, in words. `swapped`: id(tensor) -> array it had.
+
+        `strict` (the guards): any new attribute counts (a patched `forward`); otherwise (after a capture) only
+        new attributes holding tensors made during it do, as a layer may cache plain values on first use."""
         found = []
         for path, module, attributes, registries, arrays in self.entries:
             where = f"module {path or '(the model)'} ({type(module).__name__})"
@@ -74,14 +78,16 @@ class ModuleSnapshot:
                     found.append(f"{where}: `{key}.data` was replaced by another array")
                 if tensor._requires_grad != requires_grad:
                     found.append(f"{where}: `{key}.requires_grad` changed to {tensor._requires_grad}")
-            current = {key: value for key, value in vars(module).items() if key not in _IGNORED}
+            current = {key: value for key, value in vars(module).items() if key not in self.ignored}
             for key, (frozen, value) in attributes.items():
                 if key not in current:
                     found.append(f"{where}: attribute `{key}` was deleted")
                 elif _frozen(current[key]) != frozen:
                     found.append(f"{where}: attribute `{key}` changed ({_short(value)} -> {_short(current[key])})")
             for key in current.keys() - attributes.keys():
-                if _holds_capture(current[key]):
+                if strict:
+                    found.append(f"{where}: new attribute `{key}` ({_short(current[key])})")
+                elif _holds_capture(current[key]):
                     found.append(f"{where}: new attribute `{key}` keeps a tensor computed during the capture")
         return found
 

@@ -7,8 +7,10 @@ captured again (its own graph, up to `max_graphs`), or refused with the differen
 """
 from __future__ import annotations
 
+import threading
+
 from ..tensor import Tensor
-from .capture import modules_in, run_capture
+from .capture import modules_in, named_modules_of, run_capture
 from .errors import GuardError
 from .guards import StateGuard, describe_key_difference, input_key
 from .optimize import build_program
@@ -66,24 +68,32 @@ class TracedFunction:
         self.max_graphs = int(max_graphs)
         self.passes = passes
         self.modules = list(modules) if modules is not None else modules_in(function)
+        self._mode_modules = [module for _, module in named_modules_of(self.modules)]
         self._entries = {}
         self._latest = None
+        self._lock = threading.Lock()
         self.captures = 0
         self.last_result = self._capture(example_inputs, example_kwargs or {})  # the eager run's result
 
+    def _key(self, args, kwargs):
+        """The guard key of a call (guards.input_key) and the modules' training flags: each mode its own graph."""
+        key, leaves = input_key(args, kwargs)
+        return key + (tuple(module.training for module in self._mode_modules),), leaves
+
     def _capture(self, args, kwargs):
-        key, _ = input_key(args, kwargs)
+        key, _ = self._key(args, kwargs)
         entry, result = capture_entry(self.function, args, kwargs, self.modules, key, self.verify, self.passes)
         self._entries[key] = self._latest = entry
         self.captures += 1
         return result
 
     def __call__(self, *args, **kwargs):
-        key, leaves = input_key(args, kwargs)
-        entry = self._entries.get(key)
-        if entry is not None and entry.guard.holds():
-            return entry.program.run(leaves)
-        return self._miss(key, entry, args, kwargs)
+        with self._lock:  # one call at a time: a replay writes into buffers allocated once for the graph
+            key, leaves = self._key(args, kwargs)
+            entry = self._entries.get(key)
+            if entry is not None and entry.guard.holds():
+                return entry.program.run(leaves)
+            return self._miss(key, entry, args, kwargs)
 
     def _miss(self, key, entry, args, kwargs):
         if entry is not None:  # the model changed under this graph (it may change back: kept unless retracing)

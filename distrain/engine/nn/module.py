@@ -26,9 +26,19 @@ from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
-# Bumped by every change to any module's attributes, registries or mode: a captured graph
+# Bumped by every change to any module's attributes, registries, hooks or mode: a captured graph
 # (distrain.jit) compares one number per replay, and looks closer only when it moved.
 changes = [0]
+
+
+class _ModuleHookHandle(RemovableHandle):
+    """A module hook's handle: removing the hook is a change of the module too (see `changes`)."""
+
+    __slots__ = ()
+
+    def remove(self):
+        changes[0] += 1
+        super().remove()
 
 
 class Module:
@@ -425,13 +435,15 @@ class Module:
     # -- hooks -----------------------------------------------------------------------------
     def register_forward_pre_hook(self, hook):
         """hook(module, args) runs before forward; a returned value replaces the args."""
+        changes[0] += 1
         self._forward_pre_hooks.append(hook)
-        return RemovableHandle(self._forward_pre_hooks, hook)
+        return _ModuleHookHandle(self._forward_pre_hooks, hook)
 
     def register_forward_hook(self, hook):
         """hook(module, args, output) runs after forward; a returned value replaces the output."""
+        changes[0] += 1
         self._forward_hooks.append(hook)
-        return RemovableHandle(self._forward_hooks, hook)
+        return _ModuleHookHandle(self._forward_hooks, hook)
 
     # -- printing --------------------------------------------------------------------------
     def extra_repr(self) -> str:

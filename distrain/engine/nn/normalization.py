@@ -62,7 +62,10 @@ class _BatchNorm(Module):
             self.num_batches_tracked._data += 1
             self.num_batches_tracked._version_counter[0] += 1
             if self.momentum is None:  # cumulative moving average over all batches seen
-                factor = 1.0 / float(self.num_batches_tracked.item())
+                # a 0-d array of the statistics' dtype, not a Python float: a static graph recomputes it
+                counted = self.num_batches_tracked._data
+                factor = (1.0 / counted).astype(self.running_mean._data.dtype if self.running_mean is not None
+                                                else counted.dtype)
         use_batch_stats = self.training or self.running_mean is None
         track = not self.training or self.track_running_stats
         return batch_norm(input, self.running_mean if track else None, self.running_var if track else None,

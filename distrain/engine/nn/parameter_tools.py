@@ -6,6 +6,7 @@ overflow or lose the small gradients' contribution.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy
@@ -14,6 +15,7 @@ from ...errors import DistrainError
 from ..autograd.grad_mode import no_grad
 from ..backend import array_module
 from ..flat import FlatParameters, pack_parameters
+from ..ops.value_checks import require_range
 from ..tensor import Tensor, _make
 
 
@@ -38,19 +40,21 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     norm_type = float(norm_type)
     arrays = [p._grad._data for p in params]
     xp = array_module(arrays[0])
+    # arrays throughout, no Python floats: a static graph (distrain.jit) recomputes the norm on every replay
     if norm_type == math.inf:
-        total = max(float(xp.abs(a).max()) if a.size else 0.0 for a in arrays)
+        norms = [xp.abs(a).max().astype(numpy.float64) for a in arrays if a.size]
+        total = functools.reduce(xp.maximum, norms) if norms else xp.asarray(0.0)
     else:
-        total = sum(float((xp.abs(a.astype("float64", copy=False)) ** norm_type).sum()) for a in arrays) ** (1.0 / norm_type)
-    if error_if_nonfinite and not math.isfinite(total):
-        raise DistrainError(f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {total}; "
-                            "pass error_if_nonfinite=False to clip anyway")
-    coefficient = max_norm / (total + 1e-6)
-    if coefficient < 1:
-        with no_grad():
-            for p in params:
-                p._grad._data *= coefficient
-                p._grad._version_counter[0] += 1
+        total = sum((xp.abs(a.astype("float64", copy=False)) ** norm_type).sum() for a in arrays) ** (1.0 / norm_type)
+    if error_if_nonfinite:
+        require_range(xp.isfinite(total), True, None, DistrainError, "clip_grad_norm_: the total norm of order "
+                      f"{norm_type} of the gradients is not finite; pass error_if_nonfinite=False to clip anyway")
+    # as PyTorch: scale by min(max_norm / (norm + 1e-6), 1) always (times 1.0 leaves a gradient as it is)
+    scale = xp.minimum(max_norm / (total + 1e-6), 1.0).astype(arrays[0].dtype)
+    with no_grad():
+        for p in params:
+            p._grad._data *= scale
+            p._grad._version_counter[0] += 1
     return _make(xp.asarray(total, dtype=arrays[0].dtype))
 
 

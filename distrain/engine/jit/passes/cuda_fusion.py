@@ -3,9 +3,11 @@
 The kernel computes the chain per element in registers: each op becomes one line of C
 with a typed temporary, using the CUDA math functions CuPy's own ufuncs call, and is
 compiled with `--fmad=false` so that no multiply-add is contracted (the rounding stays
-that of the separate kernels). Python numbers in the chain become literals of the
-array's dtype, as NumPy's weak scalars are. A group whose op has no C form here stays
-unfused (its ops run as captured).
+that of the separate kernels). Only groups computing in one floating dtype throughout are
+fused (every operand and result float32, say): then Python numbers become literals of that
+dtype, as NumPy's weak scalars are, and no C promotion rule (integer division, int to
+float) can differ from NumPy's. A group with another dtype, or an op without a C form
+here, stays unfused (its ops run as captured).
 """
 from __future__ import annotations
 
@@ -82,11 +84,11 @@ def kernel_for(graph, group):
         name = group.names[position]
         form = C_FORMS.get(name)
         output = values[instruction.outputs[0]]
-        if form is None or output.dtype.name not in C_TYPES:
-            return None
+        if form is None or output.dtype.kind != "f" or output.dtype != values[group.output].dtype \
+                or any(values[a.slot].dtype != output.dtype for a in instruction.args if type(a) is Ref):
+            return None  # one floating dtype throughout (see the module docstring)
         operands = [operand(arg, output.dtype) for arg in instruction.args]
-        if any(op is None for op in operands) or any(values[a.slot].dtype.name not in C_TYPES
-                                                     for a in instruction.args if type(a) is Ref):
+        if any(op is None for op in operands):
             return None
         temporary = f"t{position}"
         names[instruction.outputs[0]] = temporary
