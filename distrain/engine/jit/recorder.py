@@ -32,7 +32,8 @@ from .recording_module import RecordingModule
 from .traced_array import MUTATING_METHODS, VALUE_SHAPED, TracedArray
 
 # functions (by name) that write into their first argument
-MUTATING_FUNCTIONS = frozenset({"copyto", "put", "place", "putmask", "fill_diagonal", "put_along_axis"})
+MUTATING_FUNCTIONS = frozenset({"copyto", "put", "place", "putmask", "fill_diagonal", "put_along_axis",
+                                "scatter_add", "scatter_max", "scatter_min"})  # (the last three: cupyx's)
 
 
 

@@ -32,7 +32,8 @@ from .errors import CaptureError
 from .locations import user_location
 
 # ndarray methods that write into the array itself (their self argument is mutated)
-MUTATING_METHODS = frozenset({"fill", "sort", "put", "partition", "itemset", "setfield", "resize", "byteswap"})
+MUTATING_METHODS = frozenset({"fill", "sort", "put", "partition", "itemset", "setfield", "resize", "byteswap",
+                              "scatter_add", "scatter_max", "scatter_min"})  # (the last three: cupy.ndarray's)
 # methods and functions whose result's shape depends on the values: a static graph cannot hold them
 VALUE_SHAPED = frozenset({"nonzero", "argwhere", "flatnonzero", "unique", "extract", "compress", "trim_zeros",
                           "bincount", "setdiff1d", "intersect1d", "union1d", "setxor1d", "unique_values",

@@ -91,7 +91,9 @@ def _channel_major(data):
 
 def _view_or_fail(data, shape):
     out = data.reshape(shape)
-    if out.data.ptr != data.data.ptr or (out.base is None and data.size > 1):
+    # (a TracedArray's concrete array says whether the reshape copied: distrain.jit on the GPU)
+    concrete_out, concrete_in = getattr(out, "concrete", out), getattr(data, "concrete", data)
+    if concrete_out.data.ptr != concrete_in.data.ptr or (concrete_out.base is None and data.size > 1):
         raise ValueError("copy needed")
     return out
 
