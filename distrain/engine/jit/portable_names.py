@@ -34,7 +34,7 @@ from .errors import SerializationError
 
 # distrain's part: the engine (ops, optimizers, their errors) and its error classes, not launchers or communicators
 ALLOWED_MODULES = ("numpy", "operator", "math", "cupy", "scipy.special", "distrain.engine", "distrain.errors")
-DISTRAIN_FUNCTIONS = "distrain.engine.ops"  # distrain functions a graph may call live here
+DISTRAIN_FUNCTIONS = ("distrain.engine.ops", "distrain.engine.kernels")  # distrain functions a graph may call live here
 REFUSED = (
     # reading, writing or mapping files, loading libraries, compiling code
     "numpy.load", "numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.savetxt", "numpy.loadtxt",
@@ -145,7 +145,7 @@ def _is_op(obj):
     if isinstance(obj, (type, types.ModuleType)) or not callable(obj):
         return False
     home = _home(obj)
-    return _under(home, (DISTRAIN_FUNCTIONS,)) if _under(home, ("distrain",)) else _under(home, ALLOWED_MODULES)
+    return _under(home, DISTRAIN_FUNCTIONS) if _under(home, ("distrain",)) else _under(home, ALLOWED_MODULES)
 
 
 def _is_value_class(obj):
