@@ -14,7 +14,9 @@ from distrain.errors import ArgumentError
 
 # id -> (kernel, stride, padding, dilation, ceil_mode, input shape)
 CASES = {
-    "k2": ((2, 2), (2, 2), (0, 0), (1, 1), False, (2, 3, 6, 6)),
+    "k2": ((2, 2), (2, 2), (0, 0), (1, 1), False, (2, 3, 6, 6)),  # the unrolled 2x2 loop
+    "k2_odd": ((2, 2), (2, 2), (0, 0), (1, 1), False, (2, 3, 7, 5)),  # the 2x2 loop, last row/column unread
+    "k2_ceil": ((2, 2), (2, 2), (0, 0), (1, 1), True, (1, 2, 7, 5)),  # partial windows: the general loop
     "k3_s1_overlap": ((3, 3), (1, 1), (0, 0), (1, 1), False, (2, 2, 6, 7)),
     "k3_s2_p1": ((3, 3), (2, 2), (1, 1), (1, 1), False, (2, 2, 7, 6)),
     "pair_kernel": ((2, 3), (1, 2), (1, 0), (1, 1), False, (1, 2, 5, 7)),

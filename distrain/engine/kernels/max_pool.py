@@ -49,7 +49,9 @@ def max_pool2d_forward(input, kernel, stride, padding, dilation, out_size):
     best = xp.empty(shape, dtype=input.dtype)
     taps = xp.empty(shape, dtype=tap_dtype(kernel))
     loops = compiled_loops("max_pool_loops", input) if input.dtype in COMPILED_DTYPES else None
-    if loops is not None:
+    if loops is not None and _is_2x2(kernel, stride, padding, dilation, planes.shape[2:], out_size):
+        loops.max_pool2d_forward_2x2(planes, best, taps)
+    elif loops is not None:
         loops.max_pool2d_forward(planes, *kernel, *stride, *padding, *dilation, best, taps)
     else:
         _forward_reference(xp, planes, kernel, stride, padding, dilation, best, taps)
@@ -77,6 +79,12 @@ def max_pool2d_backward(grad, taps, input_shape, kernel, stride, padding, dilati
     else:
         _backward_reference(xp, grad_planes, taps_planes, kernel, stride, padding, dilation, grad_input)
     return back_from(grad_input, order)
+
+
+def _is_2x2(kernel, stride, padding, dilation, size, out_size):
+    """Whether the windows are 2x2, stride 2, all inside the input: max_pool_loops' unrolled loop applies."""
+    return (tuple(kernel) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0) and tuple(dilation) == (1, 1)
+            and 2 * out_size[0] <= size[0] and 2 * out_size[1] <= size[1])
 
 
 def _plane_order(array):

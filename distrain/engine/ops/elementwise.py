@@ -13,6 +13,7 @@ import numpy
 from ...errors import ArgumentError
 from .. import dtypes
 from ..backend import array_module, is_numpy
+from ..kernels import relu as relu_kernels
 from .core import (
     Tensor,
     binary_operands,
@@ -66,7 +67,15 @@ sigmoid = _unary("sigmoid", lambda xp, x: _sigmoid(xp, x),
                  lambda grad, out: grad * (out * (1.0 - out)), saves="output")
 log1p = _unary("log1p", lambda xp, x: xp.log1p(x), lambda grad, x: grad / (x + 1.0), quiet=True)
 expm1 = _unary("expm1", lambda xp, x: xp.expm1(x), lambda grad, out: grad * (out + 1.0), saves="output")
-relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), lambda grad, out: grad * (out > 0), saves="output")
+relu = _unary("relu", lambda xp, x: relu_kernels.relu_forward(x), lambda grad, out: _relu_backward(grad, out),
+              saves="output")
+
+
+def _relu_backward(grad, out):
+    """grad * (out > 0): one compiled pass (kernels/relu.py) unless a create_graph backward records this."""
+    if grad_state.enabled:
+        return grad * (out > 0)
+    return wrap(relu_kernels.relu_backward(grad._data, out._data))
 
 
 def _sigmoid(xp, x):

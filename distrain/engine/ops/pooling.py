@@ -1,6 +1,6 @@
 """Pooling: max_pool2d, avg_pool2d, adaptive_avg_pool2d, built on conv.sliding_windows.
 
-Max pooling is a fused op over the kernel taps (see max_pool2d); average pooling sums
+Max pooling is a fused op on the kernels of distrain/engine/kernels/max_pool.py; average pooling sums
 windows of the convolution machinery (a strided view, no copy) and each window and divides by how many elements
 count (PyTorch's count_include_pad / ceil_mode / divisor_override rules).
 Adaptive average pooling is two small averaging matrices, rows then columns
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ...errors import ArgumentError
 from ..backend import array_module
+from ..kernels import max_pool as max_pool_kernels
 from .conv import _geometry, pair, sliding_windows
 from .core import grad_state, record, reference_grads, wrap
 
@@ -27,10 +28,10 @@ def _pool_arguments(op_name, kernel_size, stride, padding):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max over each window; the gradient goes to the window's first maximum, as in PyTorch.
 
-    A fused op: the forward keeps a running maximum over the KH*KW kernel taps (each tap
-    a strided slice of the input, so no window matrix is built) and remembers which tap
-    won; the backward adds the gradient to the winning tap's pixels, one strided add per
-    tap. `_max_pool2d_reference` (windows + gather) is what create_graph differentiates.
+    A fused op on two kernels (distrain/engine/kernels/max_pool.py: compiled loops, or
+    their NumPy reference): the forward keeps, per output, which kernel tap won (uint8),
+    and the backward adds each gradient to that tap's pixel in one pass.
+    `_max_pool2d_reference` (windows + gather) is what create_graph differentiates.
     """
     kernel, stride, padding = _pool_arguments("max_pool2d", kernel_size, stride, padding)
     dilation = pair(dilation, "dilation", "max_pool2d")
@@ -38,86 +39,27 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if unbatched:
         input = input.unsqueeze(0)
     data = input._data
-    (out_h, out_w), extra = _geometry(data.shape, kernel, stride, padding, dilation, ceil_mode, "max_pool2d")
-    xp = array_module(data)
-    if any(padding) or any(extra):
-        padded = xp.pad(data, ((0, 0), (0, 0), (padding[0], padding[0] + extra[0]),
-                               (padding[1], padding[1] + extra[1])), constant_values=-float("inf"))
-    else:
-        padded = data
-    slices = [_tap(i, j, stride, dilation, out_h, out_w) for i in range(kernel[0]) for j in range(kernel[1])]
-    best = xp.array(padded[slices[0]], order="K", copy=True)  # keeps the input's memory order
-    for region in slices[1:]:
-        xp.maximum(best, padded[region], out=best)
+    out_size, _ = _geometry(data.shape, kernel, stride, padding, dilation, ceil_mode, "max_pool2d")
+    best, taps = max_pool_kernels.max_pool2d_forward(data, kernel, stride, padding, dilation, tuple(out_size))
     result = wrap(best)
     if grad_state.enabled and input._requires_grad:
-        record("MaxPool2d", _max_pool2d_backward, (input,), (result,), saved=(input, result),
-               args=(padded, slices, padding, (kernel, stride, dilation, ceil_mode)))
+        record("MaxPool2d", _max_pool2d_backward, (input,), (result,), saved=(input,),
+               args=(taps, padding, (kernel, stride, dilation, ceil_mode)))
     out = result.squeeze(0) if unbatched else result
     if return_indices:
-        return out, _flat_input_indices(_winning_taps(padded, slices, best), input.shape, kernel, stride, padding, dilation, unbatched)
+        return out, _flat_input_indices(taps.astype("int64"), input.shape, kernel, stride, padding, dilation, unbatched)
     return out
 
 
-def _tap(i, j, stride, dilation, out_h, out_w):
-    """The slice of the padded input that kernel tap (i, j) covers for every output pixel."""
-    return (slice(None), slice(None),
-            slice(i * dilation[0], i * dilation[0] + stride[0] * (out_h - 1) + 1, stride[0]),
-            slice(j * dilation[1], j * dilation[1] + stride[1] * (out_w - 1) + 1, stride[1]))
-
-
-def _winning_taps(padded, slices, best):
-    """For return_indices: the index of the first tap holding each window's maximum."""
-    xp = array_module(best)
-    winner = xp.full(best.shape, len(slices), dtype=xp.int64)
-    for tap in reversed(range(len(slices))):
-        winner[padded[slices[tap]] == best] = tap
-    return winner
-
-
 def _max_pool2d_backward(node, grad):
-    """Route each window's gradient to its first maximal tap, with arithmetic only.
-
-    `remaining` holds the gradient not yet routed: a tap equal to the window maximum
-    takes all of it and leaves zero for later ties (PyTorch's first-maximum rule).
-    Masked NumPy ops (where=, boolean indexing) run at ~6 ns per element against
-    ~1 ns for these multiplies, so none is used.
-    """
-    padded, slices, padding, options = node.args
-    x, out = node.saved_tensors
+    """Route each window's gradient to its winning tap (the kernel visits outputs in PyTorch's order)."""
+    taps, padding, options = node.args
+    (x,) = node.saved_tensors
     if grad_state.enabled:  # create_graph: differentiate the primitive definition
         return reference_grads(lambda x: _max_pool2d_reference(x, padding, *options), (x,), grad)
-    xp = array_module(padded)
-    best = out._data
-    remaining = xp.empty_like(best)  # every operand below in one memory order: mixed orders run ~5x slower
-    remaining[...] = grad._data
-    padded_grad = _zeros_in_memory_order_of(x._data, padded.shape)
     kernel, stride, dilation, _ = options
-    last = len(slices) - 1
-    if kernel == stride and dilation == (1, 1):
-        # Windows tile without overlap: each tap owns its pixels, so write them directly.
-        for tap, region in enumerate(slices):
-            routed = padded_grad[region]
-            xp.multiply(remaining, padded[region] == best, out=routed)
-            if tap != last:
-                remaining -= routed
-    else:
-        routed = xp.empty_like(best)
-        for tap, region in enumerate(slices):
-            xp.multiply(remaining, padded[region] == best, out=routed)
-            padded_grad[region] += routed
-            if tap != last:
-                remaining -= routed
-    height, width = x._data.shape[2:]
-    return (wrap(padded_grad[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width]),)
-
-
-def _zeros_in_memory_order_of(array, shape):
-    """Zeros of NCHW `shape`, laid out channel-major like `array` when it is (NOTE [ Convolution layout ])."""
-    xp = array_module(array)
-    if array.ndim == 4 and array.strides[1] > array.strides[0]:
-        return xp.zeros((shape[1], shape[0]) + tuple(shape[2:]), dtype=array.dtype).transpose(1, 0, 2, 3)
-    return xp.zeros(shape, dtype=array.dtype)
+    return (wrap(max_pool_kernels.max_pool2d_backward(grad._data, taps, tuple(x._data.shape), kernel, stride, padding,
+                                                      dilation)),)
 
 
 def _max_pool2d_reference(input, padding, kernel, stride, dilation, ceil_mode):
