@@ -36,11 +36,13 @@ def _inputs(shape, kind, seed=0):
     if kind == "ties":  # few distinct values: many tied windows
         return rng.integers(-2, 2, shape).astype(np.float32)
     x = rng.standard_normal(shape).astype(np.float32)
-    if kind == "special":
+    if kind in ("special", "no_nan"):  # no_nan: NumPy's reference takes its fast passes
         flat = x.reshape(-1)
-        flat[rng.integers(0, flat.size, max(1, flat.size // 10))] = np.nan
+        if kind == "special":
+            flat[rng.integers(0, flat.size, max(1, flat.size // 10))] = np.nan
         flat[rng.integers(0, flat.size, max(1, flat.size // 5))] = -np.inf
         flat[rng.integers(0, flat.size, max(1, flat.size // 5))] = -0.0
+        flat[rng.integers(0, flat.size, max(1, flat.size // 5))] = 0.0
     return x
 
 
@@ -53,7 +55,7 @@ def _run(x, case, grad):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channel_major"])
-@pytest.mark.parametrize("kind", ["distinct", "ties", "special"])
+@pytest.mark.parametrize("kind", ["distinct", "ties", "special", "no_nan"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_max_pool_paths_agree_bit_for_bit_and_with_torch(case, kind, layout, monkeypatch):
     x = _inputs(CASES[case][-1], kind)
@@ -65,6 +67,8 @@ def test_max_pool_paths_agree_bit_for_bit_and_with_torch(case, kind, layout, mon
     def grad(shape):
         if "g" not in grads:
             grads["g"] = rng.standard_normal(shape).astype(np.float32)
+            if kind == "special":  # a non-finite gradient: the reference's exact (masked) routing
+                grads["g"].reshape(-1)[::7] = np.inf
         return grads["g"]
 
     results = {}
@@ -126,3 +130,22 @@ def test_import_distrain_does_not_import_numba():
 
     code = "import sys, distrain; print('numba' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("case", ["k3_s2_p1", "ceil_mode", "dilation"])
+def test_all_minus_inf_windows_take_their_first_tap_inside_on_both_paths(case, monkeypatch):
+    x = np.full(CASES[case][-1], -np.inf, np.float32)
+    x[..., -1, -1] = -0.0  # one finite window corner; every other window holds only -inf
+    kernel, stride, padding, dilation, ceil_mode, _ = CASES[case]
+    _, t_index = torch.nn.functional.max_pool2d(torch.tensor(x), kernel, stride, padding, dilation, ceil_mode, True)
+    results = {}
+    for name in ("numba", "numpy"):
+        monkeypatch.setattr(kernels, "_path", name)
+        results[name] = _run(x, case, lambda shape: np.ones(shape, np.float32))
+        taps = results[name][1].astype(np.int64)
+        best = results[name][0]
+        rows = (np.arange(best.shape[2]) * stride[0] - padding[0]).reshape(-1, 1) + taps // kernel[1] * dilation[0]
+        cols = (np.arange(best.shape[3]) * stride[1] - padding[1]).reshape(1, -1) + taps % kernel[1] * dilation[1]
+        np.testing.assert_array_equal(rows * x.shape[3] + cols, t_index.numpy())
+    for compiled, reference in zip(results["numba"], results["numpy"]):
+        assert np.array_equal(compiled.view(np.uint8), reference.view(np.uint8))

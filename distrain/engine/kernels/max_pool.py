@@ -119,8 +119,41 @@ def _first_inside(xp, kernel, stride, padding, dilation, out_size):
 
 
 def _forward_reference(xp, planes, kernel, stride, padding, dilation, best, taps):
+    """Whole-array passes: the maximum over the taps, then the first tap equal to it; PyTorch's rule for NaN.
+
+    `maximum(value, best)` returns `best` on ties (NumPy returns its second argument when
+    both compare equal), so of 0.0 and -0.0 the earlier tap's stays, as in the rule. The
+    winning tap is found from the last tap back, with uint8 arithmetic (taps += (tap -
+    taps) * equal, wrapping) instead of masked writes, which run ~10x slower. A NaN
+    anywhere in the result sends the whole call to `_forward_by_rule` (which NaN wins,
+    and its bits, are the rule's); windows that hold only -inf get their first tap
+    inside the input, not a padding one.
+    """
     out_size = best.shape[2:]
     padded = _padded_planes(xp, planes, kernel, stride, padding, dilation, out_size)
+    regions = [padded[_tap_region(i, j, stride, dilation, out_size)] for i in range(kernel[0]) for j in range(kernel[1])]
+    best[...] = regions[0]
+    for value in regions[1:]:
+        xp.maximum(value, best, out=best)
+    if bool(xp.isnan(best).any()):
+        _forward_by_rule(xp, padded, kernel, stride, padding, dilation, best, taps)
+        return
+    taps[...] = 0
+    step = xp.empty_like(taps)
+    for tap in reversed(range(len(regions))):
+        xp.subtract(tap, taps, out=step)
+        step *= regions[tap] == best
+        taps += step
+    if padded is not planes:
+        all_minus_inf = best == -numpy.inf
+        if bool(all_minus_inf.any()):
+            first = xp.broadcast_to(_first_inside(xp, kernel, stride, padding, dilation, out_size), taps.shape)
+            xp.copyto(taps, first, where=all_minus_inf, casting="unsafe")
+
+
+def _forward_by_rule(xp, padded, kernel, stride, padding, dilation, best, taps):
+    """PyTorch's rule tap by tap, with masked writes: exact for NaN, slow (only for results holding NaN)."""
+    out_size = best.shape[2:]
     best[...] = -numpy.inf
     taps[...] = _first_inside(xp, kernel, stride, padding, dilation, out_size)
     for i in range(kernel[0]):
@@ -133,16 +166,30 @@ def _forward_reference(xp, planes, kernel, stride, padding, dilation, best, taps
 
 
 def _backward_reference(xp, grad, taps, kernel, stride, padding, dilation, grad_input):
+    """Per tap, from the last: each output's gradient, or zero, added to the tap's pixels.
+
+    With a finite gradient the zeros come from `grad * chosen` (~10x faster than where):
+    the ±0.0 it adds changes no sum that starts at +0.0. Without padding the pixels are
+    `grad_input` itself, else a padded buffer copied back.
+    """
     out_size = grad.shape[2:]
     height, width = grad_input.shape[2:]
     reach = [(out_size[axis] - 1) * stride[axis] + (kernel[axis] - 1) * dilation[axis] + 1 for axis in range(2)]
-    padded = xp.zeros(grad.shape[:2] + (max(reach[0], padding[0] + height), max(reach[1], padding[1] + width)),
-                      dtype=grad.dtype)
+    shape = grad.shape[:2] + (max(reach[0], padding[0] + height), max(reach[1], padding[1] + width))
+    padded = grad_input if shape == grad_input.shape else xp.zeros(shape, dtype=grad.dtype)
+    finite = bool(xp.isfinite(grad).all())
     zero = xp.zeros((), dtype=grad.dtype)
+    routed = xp.empty_like(grad)
     for tap in reversed(range(kernel[0] * kernel[1])):  # reversed: each pixel's sum in output row-major order
         region = padded[_tap_region(tap // kernel[1], tap % kernel[1], stride, dilation, out_size)]
-        region += xp.where(taps == tap, grad, zero)
-    grad_input[...] = padded[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width]
+        chosen = taps == tap
+        if finite:
+            xp.multiply(grad, chosen, out=routed)
+        else:
+            routed = xp.where(chosen, grad, zero)
+        region += routed
+    if padded is not grad_input:
+        grad_input[...] = padded[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width]
 
 
 __all__ = ["max_pool2d_backward", "max_pool2d_forward", "tap_dtype"]
