@@ -72,8 +72,15 @@ def max_pool2d_backward(grad, taps, input_shape, kernel, stride, padding, dilati
     taps_planes = in_order(taps, order)
     grad_planes = in_order(grad, order)
     permuted_shape = tuple(input_shape[axis] for axis in order)
-    grad_input = xp.zeros(permuted_shape, dtype=grad.dtype)
     loops = compiled_loops("max_pool_loops", grad) if grad.dtype in COMPILED_DTYPES else None
+    if (loops is not None and _is_2x2(kernel, stride, padding, dilation, permuted_shape[2:], grad.shape[2:])
+            and permuted_shape[2:] == tuple(2 * size for size in grad.shape[2:])):
+        grad_input = xp.empty(permuted_shape, dtype=grad.dtype)  # the windows tile it: the loop writes every pixel
+        bits = numpy.dtype(f"int{8 * grad.dtype.itemsize}")
+        loops.max_pool2d_backward_2x2(grad_planes.view(bits), taps_planes, grad_input.view(bits),
+                                      numpy.array(-0.0, grad.dtype).view(bits)[()])
+        return back_from(grad_input, order)
+    grad_input = xp.zeros(permuted_shape, dtype=grad.dtype)
     if loops is not None:
         loops.max_pool2d_backward(grad_planes, taps_planes, kernel[1], *stride, *padding, *dilation, grad_input)
     else:
