@@ -51,9 +51,7 @@ def max_pool2d_forward(input, kernel, stride, padding, dilation, out_size):
     loops = compiled_loops("max_pool_loops", input) if input.dtype in COMPILED_DTYPES else None
     if loops is not None and _is_2x2(kernel, stride, padding, dilation, planes.shape[2:], out_size):
         loops.max_pool2d_forward_2x2(planes, best, taps)
-    elif loops is not None:
-        loops.max_pool2d_forward(planes, *kernel, *stride, *padding, *dilation, best, taps)
-    else:
+    else:  # other windows: NumPy's passes beat a general compiled loop (max_pool_loops' docstring)
         _forward_reference(xp, planes, kernel, stride, padding, dilation, best, taps)
     return back_from(best, order), back_from(taps, order)
 
