@@ -42,6 +42,10 @@ def test_compile_step_with_pooling_and_relu_kernels_trains_like_eager(path, monk
         assert np.array_equal(eager(x, y).numpy(), compiled(x, y).numpy())
     for a, b in zip(eager_model.parameters(), compiled_model.parameters()):
         assert np.array_equal(a.detach().numpy(), b.detach().numpy())
+    called = {getattr(instruction.target, "__name__", None) for instruction in compiled.traced.graph.instructions}
+    assert {"max_pool2d_forward", "max_pool2d_backward"} <= called  # one recorded call each, on both paths
+    # ReLU's compiled loops are one call; its reference stays NumPy calls (which the GPU fusion pass can fuse)
+    assert ({"relu_forward", "relu_backward"} <= called) == (path == "numba")
 
     compiled.save(tmp_path / "cnn.dtgraph")
     loaded = jit.load(tmp_path / "cnn.dtgraph")

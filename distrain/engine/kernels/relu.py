@@ -20,12 +20,12 @@ COMPILED_DTYPES = (numpy.dtype("float32"), numpy.dtype("float64"))
 
 def relu_forward(input):
     """max(input, 0), elementwise, in `input`'s memory order."""
+    loops = _loops(input)
+    if loops is None:  # recorded as NumPy/CuPy calls under capture, which the GPU fusion pass can fuse
+        return array_module(input).maximum(input, 0)
     handed, result = handed_to_recorder(relu_forward, (input,))
     if handed:
         return result
-    loops = _loops(input)
-    if loops is None:
-        return array_module(input).maximum(input, 0)
     order = memory_order(input)
     flat = in_order(input, order)
     out = numpy.empty_like(flat)
@@ -35,13 +35,13 @@ def relu_forward(input):
 
 def relu_backward(grad, output):
     """grad * (output > 0): the input gradient of relu from its output, in `output`'s memory order."""
-    handed, result = handed_to_recorder(relu_backward, (grad, output))
-    if handed:
-        return result
     loops = _loops(grad, output) if grad.shape == output.shape and grad.dtype == output.dtype else None
     if loops is None:
         with numpy.errstate(invalid="ignore"):  # inf * 0 is NaN, as in the compiled loop: no warning there either
             return grad * (output > 0)
+    handed, result = handed_to_recorder(relu_backward, (grad, output))
+    if handed:
+        return result
     order = memory_order(output)
     flat_output = in_order(output, order)
     flat_grad = in_order(grad, order)
@@ -51,7 +51,11 @@ def relu_backward(grad, output):
 
 
 def _loops(*arrays):
-    """relu_loops when the compiled path applies: numba active, NumPy arrays (not 0-d) of a compiled dtype."""
+    """relu_loops when the compiled path applies: numba active, NumPy arrays (not 0-d) of a compiled dtype.
+
+    Under capture the arrays are traced: their concrete arrays decide (the recorder then runs the loops).
+    """
+    arrays = [getattr(array, "concrete", array) for array in arrays]
     if any(not isinstance(array, numpy.ndarray) or array.ndim == 0 or array.dtype not in COMPILED_DTYPES
            for array in arrays):
         return None
