@@ -16,10 +16,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-import numpy
-
 from ..nn.module import Module
-from ..tensor import Tensor, _make
+from ..tensor import Tensor
 from .errors import CaptureError
 from .graph import Graph, Ref
 from .recorder import Recorder
@@ -277,12 +275,3 @@ def _grad_binding(tensor, own_arrays):
     if id(grad._data) in own_arrays:
         return ("tensor", grad, None)
     raise CaptureError("distrain.jit: a gradient was set to an array the graph does not know; run this step eagerly")
-
-
-def wrap_outputs(capture_spec, arrays):
-    """The result structure of a replay: each array as a Tensor (NumPy arrays stay arrays where they were)."""
-    return unflatten(capture_spec, iter(arrays))
-
-
-def make_tensor(array):
-    return _make(array if not isinstance(array, numpy.generic) else numpy.asarray(array))

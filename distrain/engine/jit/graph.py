@@ -161,10 +161,5 @@ class Graph:
     state: dict = field(default_factory=dict)  # slot -> the live array it is bound to
     draws: dict = field(default_factory=dict)  # generator key -> the generator object
 
-    def output_slots(self):
-        found = []
-        _collect_refs(self.output, found)
-        return found
-
     def op_count(self) -> int:
         return len(self.instructions)

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import operator
 
-import numpy
-
 from .errors import CaptureError
 from .locations import user_location
 

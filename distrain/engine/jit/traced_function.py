@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 
-from ..tensor import Tensor
 from .capture import modules_in, named_modules_of, run_capture
 from .errors import GuardError
 from .guards import StateGuard, describe_key_difference, input_key

@@ -16,12 +16,7 @@ import numpy
 
 from .. import random as random_module
 from .errors import CaptureError
-
-
-def _root(array):
-    from .recorder import _root as root_of
-
-    return root_of(array)
+from .recorder import _root
 
 
 class StateBefore:
@@ -30,7 +25,7 @@ class StateBefore:
     def __init__(self, state_tensors, input_arrays):
         roots, self.names = {}, {}
         for name, tensor in state_tensors:
-            root = _root(tensor._data)
+            root = _root(tensor._data)  # the array owning the memory (recorder.py)
             roots.setdefault(id(root), root)
             self.names.setdefault(id(root), name)
         self.roots = list(roots.values())
