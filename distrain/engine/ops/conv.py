@@ -17,6 +17,7 @@ from __future__ import annotations
 from ...errors import ArgumentError, ShapeError
 from ..backend import array_module
 from ..flat import claim_flat_gradient
+from ..kernels.col2im import col2im
 from .core import check_same_dtype, grad_state, record, reference_grads, wrap
 
 
@@ -208,17 +209,9 @@ def _im2col(x, geometry):
 
 
 def _col2im(cols_grad, geometry):
-    """The adjoint of _im2col: add each tap's column gradient back onto the pixels it read."""
-    shape, (k_h, k_w), _, padding, _, (out_h, out_w), _ = geometry
-    n, channels, height, width = shape
-    xp = array_module(cols_grad)
-    padded = xp.zeros((channels, n, height + 2 * padding[0], width + 2 * padding[1]), dtype=cols_grad.dtype)
-    taps = cols_grad.reshape(channels, k_h, k_w, n, out_h, out_w)
-    for i in range(k_h):
-        for j in range(k_w):
-            rows, columns = _plane_slices(geometry, i, j)
-            padded[:, :, rows, columns] += taps[:, i, j]
-    return padded[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width].transpose(1, 0, 2, 3)
+    """The adjoint of _im2col: add each tap's column gradient back onto the pixels it read (kernels/col2im.py)."""
+    shape, kernel, stride, padding, dilation, out_size, _ = geometry
+    return col2im(cols_grad, shape, kernel, stride, padding, dilation, out_size)
 
 
 def _conv2d_backward(node, grad):
