@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from . import relu_pool_fusion
 from .module import Module
 
 
@@ -57,7 +58,8 @@ class Sequential(_NumberedModules):
 
     Also built from an OrderedDict of names to modules, which names the children.
     Supports len(), indexing (an int gives a module, a slice a new Sequential), iteration,
-    append/insert/extend.
+    append/insert/extend. A ReLU followed by a MaxPool2d runs as the max-pool first, where
+    nothing can tell the difference (NOTE [ ReLU after max-pool ], relu_pool_fusion.py).
     """
 
     def __init__(self, *modules):
@@ -80,8 +82,17 @@ class Sequential(_NumberedModules):
         return super().__getitem__(index)
 
     def forward(self, input):
-        for module in self._modules.values():
+        modules = list(self._modules.values())
+        previous, index = None, 0
+        while index < len(modules):
+            module = modules[index]
+            if index + 1 < len(modules) and relu_pool_fusion.fuses(module, modules[index + 1], previous):
+                # ReLU then MaxPool2d run as max-pool first: NOTE [ ReLU after max-pool ] (relu_pool_fusion.py)
+                input = relu_pool_fusion.pool_then_relu(module, modules[index + 1], input)
+                previous, index = modules[index + 1], index + 2
+                continue
             input = module(input)
+            previous, index = module, index + 1
         return input
 
 
