@@ -95,6 +95,19 @@ def two_layer_net_numpy_step(data, weights):
     return step
 
 
+def two_layer_net_flops():
+    """x @ w1 forward and its weight gradient (x needs none); h @ w2 forward and both gradients."""
+    n, d_in, hidden, d_out = 64, 1000, 100, 10
+    return 2 * n * (2 * d_in * hidden + 3 * hidden * d_out)
+
+
+def two_layer_net_traffic():
+    """No unavoidable DRAM traffic (NOTE [ Physical limit ], harness.py): the whole working set
+    (x, y, the weights, their gradients and the activations: ~0.8 MB) stays in the caches from
+    one step to the next, so the limit is the FLOPs alone."""
+    return 0
+
+
 def two_layer_net_setup():
     import torch
 
@@ -111,6 +124,12 @@ def two_layer_net_setup():
 # --- (b) an MLP 784-1024-1024-10 with cross-entropy -----------------------------------------
 
 MLP_SIZES, MLP_BATCH = (784, 1024, 1024, 10), 256
+
+
+def mlp_traffic():
+    """Bytes as two_layer_net_traffic's model: the batch once, every layer's output 4x, parameters 6x."""
+    parameters = sum(a * b + b for a, b in itertools.pairwise(MLP_SIZES))
+    return 4 * (MLP_BATCH * MLP_SIZES[0] + 4 * MLP_BATCH * sum(MLP_SIZES[1:]) + 6 * parameters)
 
 
 def mlp_data():
@@ -214,9 +233,9 @@ def matmul_setup():
 def main(argv=None):
     args = harness.command_line(__doc__, argv)  # sets the thread limit before anything imports numpy
     cases = [
-        harness.Case("two_layer_net", two_layer_net_setup, target=0.75,
-                     note="N=64 D_in=1000 H=100 D_out=10, fwd+bwd+SGD"),
-        harness.Case("mlp_784_1024", mlp_setup, target=0.95, flops=mlp_flops(),
+        harness.Case("two_layer_net", two_layer_net_setup, target=0.75, flops=two_layer_net_flops(),
+                     traffic=two_layer_net_traffic(), note="N=64 D_in=1000 H=100 D_out=10, fwd+bwd+SGD"),
+        harness.Case("mlp_784_1024", mlp_setup, target=0.95, flops=mlp_flops(), traffic=mlp_traffic(),
                      note="784-1024-1024-10 + biases, relu, batch 256, cross_entropy, fwd+bwd+SGD"),
         harness.Case("matmul_f32_1024", matmul_setup, flops=2 * MATMUL_SIZE**3,
                      note="float32 1024x1024 @ 1024x1024, no autograd: the BLAS rate"),

@@ -11,7 +11,10 @@ zero_grad, forward, loss, backward, optimizer.step):
 
   cnn_step          conv 3->32 (3x3, pad 1), relu, maxpool 2, conv 32->64, relu, maxpool 2,
                     linear 4096->10; batch 64 of 3x32x32; cross-entropy; SGD momentum 0.9.
-                    target distrain/peer <= 1.5
+                    target distrain/peer <= 1.1 (issue 15)
+  resnet18_cifar_step  ResNet-18 with the CIFAR stem (3x3 conv, no max-pool), BasicBlocks with
+                    BatchNorm (training mode), batch 32 of 3x32x32, cross-entropy, SGD momentum.
+                    target distrain/peer <= 1.2
   mlp_sgd_momentum  784-1024-1024-10 (nn.Linear + ReLU), batch 256, cross-entropy,
                     SGD(momentum=0.9).                                 target <= 0.95
   mlp_adam          the same MLP with Adam.                             target <= 0.95
@@ -56,6 +59,32 @@ def training_step(lib, model, optimizer, x, y):
         optimizer.step()
 
     return step
+
+
+def training_traffic(build_model, make_batch, optimizer_states):
+    """The unavoidable memory traffic of one training step, in bytes (NOTE [ Physical limit ], harness.py).
+
+    The model: the batch is read once; every activation that no fusion can remove (the
+    output of a layer with weights or of a pooling: not of an elementwise activation, a
+    residual add or a view) is written and read once forward and its gradient written and
+    read once backward (4x its bytes); the parameters are read forward and backward, their
+    gradient written once, and the optimizer reads the parameters, gradients and its
+    `optimizer_states` state arrays and writes the parameters and states once
+    ((6 + 2 * optimizer_states)x their bytes: 8x for SGD momentum, 10x for Adam).
+    """
+    import torch
+
+    model = build_model(torch)
+    layers = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.MaxPool2d, torch.nn.BatchNorm2d, torch.nn.AdaptiveAvgPool2d)
+    activation_bytes = []
+    for module in model.modules():
+        if isinstance(module, layers):
+            module.register_forward_hook(lambda m, args, out: activation_bytes.append(out.numel() * out.element_size()))
+    x, _ = make_batch()
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 4 * sum(activation_bytes) + x.nbytes + (6 + 2 * optimizer_states) * parameter_bytes
 
 
 def paired_setup(build_model, make_optimizer, make_batch):
@@ -108,6 +137,60 @@ def cnn_flops():
     conv2 = 2 * 64 * 16 * 16 * 64 * 32 * 9
     linear = 2 * 64 * 4096 * 10
     return 2 * conv1 + 3 * conv2 + 3 * linear  # conv1 needs no input gradient
+
+
+# --- (a2) ResNet-18 on CIFAR-shaped data ---------------------------------------------------
+
+RESNET_BATCH = 32
+
+
+def resnet18_cifar(lib):
+    """ResNet-18 with the CIFAR stem (3x3 conv, no max-pool), 10 classes, written once for both frameworks."""
+    nn = lib.nn
+
+    class BasicBlock(nn.Module):
+        def __init__(self, in_channels, planes, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.relu = nn.ReLU()
+            self.downsample = None
+            if stride != 1 or in_channels != planes:
+                self.downsample = nn.Sequential(nn.Conv2d(in_channels, planes, 1, stride=stride, bias=False),
+                                                nn.BatchNorm2d(planes))
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+            return self.relu(out + identity)
+
+    layers, in_channels = [nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU()], 64
+    for index, planes in enumerate((64, 128, 256, 512)):
+        layers += [BasicBlock(in_channels, planes, 1 if index == 0 else 2), BasicBlock(planes, planes, 1)]
+        in_channels = planes
+    layers += [nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(512, 10)]
+    return nn.Sequential(*layers)
+
+
+def resnet_batch():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((RESNET_BATCH, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, RESNET_BATCH)
+
+
+def resnet_flops():
+    """Multiply-adds of the convolutions and the head, x2 for FLOPs, x3 for forward + both gradients."""
+    macs, size, in_channels = 3 * 64 * 9 * 32 * 32, 32, 64
+    for index, planes in enumerate((64, 128, 256, 512)):
+        if index:
+            size //= 2
+            macs += in_channels * planes * size * size  # the 1x1 projection
+        macs += (in_channels + 3 * planes) * planes * 9 * size * size
+        in_channels = planes
+    return 2 * 3 * RESNET_BATCH * (macs + 512 * 10)
 
 
 # --- (b) the MLP with an optimizer --------------------------------------------------------
@@ -192,11 +275,18 @@ def _optimizer_step(optimizer):
 def main(argv=None):
     args = harness.command_line(__doc__, argv)  # sets the thread limit before anything imports numpy
     cases = [
-        harness.Case("cnn_step", cnn_setup, target=1.5, flops=cnn_flops(),
+        harness.Case("cnn_step", cnn_setup, target=1.1, flops=cnn_flops(),
+                     traffic=training_traffic(cnn, cnn_batch, 1),
                      note="conv3-32,pool,conv32-64,pool,linear; batch 64x3x32x32; CE; SGD momentum"),
+        harness.Case("resnet18_cifar_step", lambda: paired_setup(resnet18_cifar, sgd_momentum, resnet_batch),
+                     target=1.2, flops=resnet_flops(), traffic=training_traffic(resnet18_cifar, resnet_batch, 1),
+                     note=f"ResNet-18, CIFAR stem, batch {RESNET_BATCH}x3x32x32, BatchNorm in training mode, CE, "
+                          "SGD momentum"),
         harness.Case("mlp_sgd_momentum", lambda: paired_setup(mlp, sgd_momentum, mlp_batch), target=0.95,
-                     flops=mlp_flops(), note="nn.Sequential 784-1024-1024-10, batch 256, CE, SGD momentum 0.9"),
+                     flops=mlp_flops(), traffic=training_traffic(mlp, mlp_batch, 1),
+                     note="nn.Sequential 784-1024-1024-10, batch 256, CE, SGD momentum 0.9"),
         harness.Case("mlp_adam", lambda: paired_setup(mlp, adam, mlp_batch), target=0.95, flops=mlp_flops(),
+                     traffic=training_traffic(mlp, mlp_batch, 2),
                      note="nn.Sequential 784-1024-1024-10, batch 256, CE, Adam"),
         harness.Case("matmul_f32_1024", matmul_setup, flops=2 * 1024 ** 3,
                      note="float32 1024x1024 @ 1024x1024: the GEMM rate the MLP cases are measured against"),

@@ -57,6 +57,8 @@ class Case:
     A step on a GPU must synchronise before returning, or the time is only the launch.
     target is the largest acceptable distrain/peer ratio of medians (None: no target).
     flops, when given, is the floating-point work of one step: the JSON then has GFLOP/s.
+    traffic, when given with flops, is the step's unavoidable memory traffic in bytes: the
+    JSON then has the step's physical limit on this machine (NOTE [ Physical limit ]).
     """
 
     name: str
@@ -64,6 +66,50 @@ class Case:
     target: float | None = None
     flops: float | None = None
     note: str = ""
+    traffic: float | None = None
+
+
+# NOTE [ Physical limit ]
+# The fastest a step can run here: its FLOPs at the machine's float32 GEMM rate (NumPy's
+# BLAS on 1024x1024 operands, with the benchmark's thread count) plus its unavoidable
+# memory traffic at the machine's copy bandwidth (bytes read + written by one large
+# NumPy copy). Each framework's fraction of it is limit / its median step time: how
+# much of the machine it uses. What counts as unavoidable traffic is the benchmark's
+# model (e.g. bench_nn_cpu.training_traffic); the rates are measured once per run.
+
+
+def machine_rates() -> dict:
+    """{"gemm_gflops": float32 GEMM rate, "copy_gbytes_per_s": copy bandwidth}, measured now (~2 s)."""
+    import numpy
+
+    def best_of(function, repeats):
+        function()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    rng = numpy.random.default_rng(0)
+    a, b = (rng.standard_normal((1024, 1024)).astype(numpy.float32) for _ in range(2))
+    gemm = 2 * 1024 ** 3 / best_of(lambda: a @ b, 10) / 1e9
+    source = numpy.ones(32 * 1024 * 1024, dtype=numpy.float32)  # 128 MB: far beyond the caches
+    target = numpy.empty_like(source)
+    copy = 2 * source.nbytes / best_of(lambda: numpy.copyto(target, source), 5) / 1e9
+    return {"gemm_gflops": round(gemm, 1), "copy_gbytes_per_s": round(copy, 1)}
+
+
+def physical_limit(case: Case, rates: dict, medians: dict) -> dict:
+    """The limit fields of a result (NOTE [ Physical limit ])."""
+    compute_ms = case.flops / (rates["gemm_gflops"] * 1e9) * 1e3
+    memory_ms = case.traffic / (rates["copy_gbytes_per_s"] * 1e9) * 1e3
+    limit_ms = compute_ms + memory_ms
+    fields = {"limit_ms": round(limit_ms, 3), "limit_compute_ms": round(compute_ms, 3),
+              "limit_memory_ms": round(memory_ms, 3), "traffic_mb": round(case.traffic / 1e6, 1), **rates}
+    for name, median in medians.items():
+        fields[f"{name}_fraction_of_limit"] = round(limit_ms / (median * 1e3), 3)
+    return fields
 
 
 def limit_threads_before_import(threads: int) -> None:
@@ -181,7 +227,7 @@ def time_steps(steps: dict, seconds: float, block_calls: int = 5, block_seconds:
     return times
 
 
-def summarise(case: Case, times: dict, machine: dict) -> dict:
+def summarise(case: Case, times: dict, machine: dict, rates: dict | None = None) -> dict:
     """The headline fields first (name, medians, ratio, target, pass), then the details."""
     medians = {name: statistics.median(values) for name, values in times.items()}
     result = {"name": case.name}
@@ -198,6 +244,8 @@ def summarise(case: Case, times: dict, machine: dict) -> dict:
         result[f"{name}_calls"] = len(values)
         if case.flops:
             result[f"{name}_gflops"] = round(case.flops / medians[name] / 1e9, 2)
+    if rates and case.flops and case.traffic is not None:
+        result.update(physical_limit(case, rates, medians))
     result["note"] = case.note
     result["machine"] = machine
     return result
@@ -295,10 +343,17 @@ def run_cases(cases: list, threads: int, seconds: float, json_path: str | None =
           f"torch {machine['torch']}, {seconds:g} s per case")
     header = f"{'case':<18}" + "".join(f"{name + ' ms (p10-p90)':>24}" for name in CONTENDERS)
     print(header + f"{'ratio':>8}{'floor/peer':>11}{'target':>8}")
+    rates = machine_rates() if any(case.flops and case.traffic is not None for case in cases) else None
     results = []
     for case in cases:
-        result = summarise(case, time_steps(case.setup(), seconds), machine)
+        result = summarise(case, time_steps(case.setup(), seconds), machine, rates)
         print(format_row(result), flush=True)
+        if "limit_ms" in result:
+            fractions = ", ".join(f"{name} {result[f'{name}_fraction_of_limit']:.0%}" for name in CONTENDERS
+                                  if f"{name}_fraction_of_limit" in result)
+            print(f"{'':<18}limit {result['limit_ms']:.4g} ms = {case.flops / 1e9:.3g} GFLOP at "
+                  f"{rates['gemm_gflops']:g} GFLOP/s + {result['traffic_mb']:g} MB at "
+                  f"{rates['copy_gbytes_per_s']:g} GB/s; fraction reached: {fractions}", flush=True)
         results.append(result)
     print("# ratio = distrain / peer (medians); floor = the same step in plain NumPy, "
           "floor/peer = the ratio zero engine overhead would reach")
