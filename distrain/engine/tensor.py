@@ -14,6 +14,7 @@ import numpy
 
 from ..errors import AutogradError, DeviceError, DTypeError
 from . import backend, dtypes
+from .autograd.api import backward as _autograd_backward
 from .autograd.graph import RemovableHandle
 
 
@@ -281,9 +282,7 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see `distrain.autograd.backward`)."""
-        from .autograd.api import backward
-
-        backward(self, gradient, retain_graph, create_graph, inputs)
+        _autograd_backward(self, gradient, retain_graph, create_graph, inputs)
 
     # -- sharing between processes (engine/shared_memory.py) ----------------------------
     def share_memory_(self):

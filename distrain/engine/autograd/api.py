@@ -18,14 +18,22 @@ def _root_grads(tensors, grad_tensors):
     grads = _as_list(grad_tensors) or [None] * len(tensors)
     if len(grads) != len(tensors):
         raise AutogradError(f"got {len(tensors)} tensors but {len(grads)} gradients; pass one gradient per tensor")
-    from ..tensor import Tensor, _make
-
     prepared = []
     for index, (tensor, grad) in enumerate(zip(tensors, grads)):
-        if grad is not None and not isinstance(grad, Tensor):
-            grad = _make(array_module(tensor._data).asarray(grad, dtype=tensor.dtype))
+        if grad is not None:  # (a loss's backward() passes None: no import on every step)
+            grad = _as_tensor(grad, tensor)
         prepared.append(check_root(tensor, grad, index))
     return prepared
+
+
+def _as_tensor(grad, tensor):
+    """A root gradient given as an array or a number, as a tensor of `tensor`'s dtype.
+    (tensor.py imports this package, hence the import here rather than at the top.)"""
+    from ..tensor import Tensor, _make
+
+    if isinstance(grad, Tensor):
+        return grad
+    return _make(array_module(tensor._data).asarray(grad, dtype=tensor.dtype))
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):

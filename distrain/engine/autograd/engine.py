@@ -32,36 +32,14 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
     Without `capture`, leaf gradients are accumulated into `.grad` (Tensor.backward).
     With `capture` (a list of tensors), nothing is accumulated and their gradients are
     returned instead (autograd.grad).
+
+    Every training step runs this once, through every node of the step: the walk keys its
+    tables by the targets themselves (Nodes and Tensors both hash by identity) and keeps
+    per-edge work to a few dictionary operations.
     """
-    dependencies = {}  # id(target) -> edges still to deliver
-    targets = {}
-    stack = []
-    root_edges = []
-    for tensor in roots:
-        edge = (tensor.grad_fn, tensor._output_nr) if tensor.grad_fn is not None else (tensor, 0)
-        root_edges.append(edge)
-        key = id(edge[0])
-        if key in dependencies:
-            dependencies[key] += 1
-        else:
-            dependencies[key] = 1
-            targets[key] = edge[0]
-            if type(edge[0]) is Node:
-                stack.append(edge[0])
-    while stack:
-        node = stack.pop()
-        for edge in node.next_edges:
-            if edge is None:
-                continue
-            target = edge[0]
-            key = id(target)
-            if key in dependencies:
-                dependencies[key] += 1
-            else:
-                dependencies[key] = 1
-                targets[key] = target
-                if type(target) is Node:
-                    stack.append(target)
+    root_edges = [(tensor.grad_fn, tensor._output_nr) if tensor.grad_fn is not None else (tensor, 0)
+                  for tensor in roots]
+    dependencies = _count_dependencies(root_edges)
 
     captured = None
     capture_keys = None
@@ -75,30 +53,30 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
     # Pending gradients per target: for single-output nodes and leaves the entry is one
     # (tensor, engine_owns_it) pair, for multi-output nodes a list of them, one per output.
     buffers = {}
-    ready = []
+    ready = []  # (-seq, node): newest first; seq is unique, so nodes themselves are never compared
     push = heapq.heappush
 
     def deliver(target, output_nr, grad, owned):
-        key = id(target)
         is_node = type(target) is Node
         # A gradient has its tensor's dtype, whatever dtypes the formula mixed (as in PyTorch).
         dtype = target.output_dtype if is_node else target._data.dtype
         if grad._data.dtype != dtype and dtype is not None:
             grad, owned = grad.to(dtype), True
         if is_node and target.n_outputs != 1:
-            slots = buffers.get(key)
+            slots = buffers.get(target)
             if slots is None:
-                slots = buffers[key] = [None] * target.n_outputs
+                slots = buffers[target] = [None] * target.n_outputs
             slots[output_nr] = _accumulate(slots[output_nr], grad, owned, create_graph)
         else:
-            buffers[key] = _accumulate(buffers.get(key), grad, owned, create_graph)
-        remaining = dependencies[key] - 1
-        dependencies[key] = remaining
+            pending = buffers.get(target)
+            buffers[target] = (grad, owned) if pending is None else _accumulate(pending, grad, owned, create_graph)
+        remaining = dependencies[target] - 1
+        dependencies[target] = remaining
         if remaining == 0:
             if is_node:
-                push(ready, (-target.seq, key, target))
+                push(ready, (-target.seq, target))
             else:
-                finish_leaf(target, buffers.pop(key), create_graph, capture_keys, captured)
+                finish_leaf(target, buffers.pop(target), create_graph, capture_keys, captured)
 
     def deliver_nothing(target):
         """A formula returned None for an input that needs a gradient: that edge is done,
@@ -107,16 +85,15 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
         pending = [target]
         while pending:
             target = pending.pop()
-            key = id(target)
-            remaining = dependencies[key] - 1
-            dependencies[key] = remaining
+            remaining = dependencies[target] - 1
+            dependencies[target] = remaining
             if remaining:
                 continue
-            if key in buffers:
+            if target in buffers:
                 if type(target) is Node:
-                    push(ready, (-target.seq, key, target))
+                    push(ready, (-target.seq, target))
                 else:
-                    finish_leaf(target, buffers.pop(key), create_graph, capture_keys, captured)
+                    finish_leaf(target, buffers.pop(target), create_graph, capture_keys, captured)
             elif type(target) is Node:
                 if not retain_graph:
                     target.release()
@@ -130,8 +107,8 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
         for edge, grad in zip(root_edges, root_grads):
             deliver(edge[0], edge[1], grad, False)
         while ready:
-            _, key, node = heapq.heappop(ready)
-            entry = buffers.pop(key)
+            node = heapq.heappop(ready)[1]
+            entry = buffers.pop(node)
             if node.n_outputs == 1:
                 grads_in = [entry[0]]
             else:
@@ -140,7 +117,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
                 grads_in = _run_output_hooks(node, grads_in)
             if capture_keys is not None:
                 for output_nr, grad in enumerate(grads_in):
-                    for index in capture_keys.get((key, output_nr), ()):
+                    for index in capture_keys.get((id(node), output_nr), ()):
                         captured[index] = grad
             if node.released:
                 node.saved_tensors  # raises the "backward a second time" error
@@ -149,7 +126,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
                 input_grads = anomaly_mode.run_backward_checked(node, grads_arg)
             else:
                 input_grads = node.backward_fn(node, grads_arg)
-            if not retain_graph:
+            if not retain_graph and node.saved:
                 node.release()
             for edge, grad in zip(node.next_edges, input_grads):
                 if edge is None:
@@ -174,6 +151,31 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
             accumulation.run.finished = True
         accumulation.run = previous_run
     return captured
+
+
+def _count_dependencies(root_edges):
+    """{target: how many edges lead into it} for every node and leaf reachable from the roots
+    (a root counts as one edge). Iterative, so 10,000-op chains work."""
+    dependencies = {}
+    stack = []
+    for target, _ in root_edges:
+        if target in dependencies:
+            dependencies[target] += 1
+        else:
+            dependencies[target] = 1
+            if type(target) is Node:
+                stack.append(target)
+    while stack:
+        for edge in stack.pop().next_edges:
+            if edge is not None:
+                target = edge[0]
+                if target in dependencies:
+                    dependencies[target] += 1
+                else:
+                    dependencies[target] = 1
+                    if type(target) is Node:
+                        stack.append(target)
+    return dependencies
 
 
 class _EndCallbacks(threading.local):

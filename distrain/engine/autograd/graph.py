@@ -189,6 +189,10 @@ def record(name, backward_fn, inputs, outputs, saved=(), args=None):
     `inputs` are the op's tensor arguments in the order `backward_fn` returns gradients
     for them (non-tensors may appear and get no edge); `saved` lists the tensors the
     formula needs, inputs or outputs (None for an optional input that is absent); `args` carries non-tensor parameters (axes, shapes).
+
+    Every differentiable op calls this once per forward, so it is written for that: one pass
+    over `inputs` and one over `saved`, and the single-output case (nearly every op) without
+    a loop over outputs.
     """
     edges = []
     for tensor in inputs:
@@ -202,29 +206,44 @@ def record(name, backward_fn, inputs, outputs, saved=(), args=None):
         node.forward_stack = anomaly_mode.forward_stack()
     if args is not None:
         node.args = args
-    if len(outputs) != 1:
-        node.n_outputs = len(outputs)
     if saved:
-        saved_list = []
-        output_nrs = None
-        for position, tensor in enumerate(saved):
-            nr = _index_by_identity(outputs, tensor)
-            if nr is not None:
-                if output_nrs is None:
-                    output_nrs = []
-                output_nrs.append((position, nr))
-                tensor = tensor._saved_alias()
-            saved_list.append(tensor)
-        node.saved = tuple(saved_list)
-        node.saved_versions = tuple([None if t is None else t._version_counter[0] for t in saved_list])
-        if output_nrs is not None:
-            node.saved_output_nrs = output_nrs
+        _save(node, saved, outputs)
+    if len(outputs) == 1:
+        output = outputs[0]
+        node.output_dtype = output._data.dtype
+        output.grad_fn = node
+        output._output_nr = 0  # an in-place op re-records a tensor that may have been output 1 of another node
+        output._requires_grad = True
+        return node
+    node.n_outputs = len(outputs)
     node.output_dtype = outputs[0]._data.dtype if outputs else None
-    for output_nr, out in enumerate(outputs):
-        out.grad_fn = node
-        out._output_nr = output_nr
-        out._requires_grad = True
+    for output_nr, output in enumerate(outputs):
+        output.grad_fn = node
+        output._output_nr = output_nr
+        output._requires_grad = True
     return node
+
+
+def _save(node, saved, outputs):
+    """Keep `saved` on `node` with their versions (NOTE [ Saved tensors and the version counter ]);
+    outputs among them are kept as aliases that do not lead back to the node."""
+    tensors = []
+    versions = []
+    for tensor in saved:
+        if tensor is None:
+            versions.append(None)
+        else:
+            for output in outputs:
+                if output is tensor:  # identity: == is elementwise on tensors
+                    if node.saved_output_nrs is None:
+                        node.saved_output_nrs = []
+                    node.saved_output_nrs.append((len(tensors), _index_by_identity(outputs, tensor)))
+                    tensor = tensor._saved_alias()
+                    break
+            versions.append(tensor._version_counter[0])
+        tensors.append(tensor)
+    node.saved = tuple(tensors)
+    node.saved_versions = tuple(versions)
 
 
 def _index_by_identity(items, target):

@@ -65,14 +65,23 @@ def rsub(input, other):
 def _saved_operands(*operands):
     """(tensors to save, args) for a formula that needs its operands: scalars go in args,
     tensors are saved (version-checked) and marked TENSOR in args."""
-    return (tuple(x for x in operands if isinstance(x, Tensor)),
-            tuple(TENSOR if isinstance(x, Tensor) else x for x in operands))
+    saved, args = [], []
+    for x in operands:  # plain loops here and below: every mul and pow runs them (half a generator's cost)
+        if isinstance(x, Tensor):
+            saved.append(x)
+            args.append(TENSOR)
+        else:
+            args.append(x)
+    return tuple(saved), tuple(args)
 
 
 def _operands_back(node, count):
     """The operands of `_saved_operands`, with saved tensors unpacked and checked."""
     saved = iter(node.saved_tensors)
-    return tuple(next(saved) if x is TENSOR else x for x in node.args[:count])
+    operands = []
+    for x in node.args[:count]:
+        operands.append(next(saved) if x is TENSOR else x)
+    return operands
 
 
 TENSOR = object()  # marks an operand that was saved as a tensor
@@ -180,7 +189,10 @@ def _pow_backward(node, grad):
     grad_base = grad_exponent = None
     if base_edge is not None:
         if not isinstance(exponent, Tensor) and exponent == 2:
-            grad_base = grad * (base * 2.0)
+            if grad_state.enabled:  # create_graph: recorded
+                grad_base = grad * (base * 2.0)
+            else:  # the same arithmetic on the arrays (grad has base's dtype and shape): no op overhead
+                grad_base = wrap(grad._data * (base._data * 2.0))
         elif not isinstance(exponent, Tensor) and exponent == 0:
             grad_base = grad * 0.0  # d(x**0)/dx = 0, also at x = 0 where x**-1 is infinite
         else:
