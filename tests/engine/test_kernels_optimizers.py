@@ -1,9 +1,10 @@
-"""Adam's compiled update (distrain/engine/kernels/adam.py): bit for bit its array code, and PyTorch's trajectory.
+"""The optimizers' compiled updates (kernels/adam.py, kernels/sgd.py): bit for bit their array code, and PyTorch.
 
-The choice of path is monkeypatched, so the compiled loop and its NumPy reference (Adam's
-array code in optim/adam.py) run on every variant of the rule: L2 or decoupled weight
-decay, maximize, amsgrad. The gradients come from backward of sum(param * c), so they
-are exactly c in both frameworks.
+The choice of path is monkeypatched, so the compiled loop and its NumPy reference (the
+optimizer's array code in optim/adam.py, optim/sgd.py) run on every variant of the rule:
+Adam's L2 or decoupled weight decay, maximize, amsgrad; SGD's momentum (the first step
+and the next), dampening, Nesterov, weight decay, maximize. The gradients come from
+backward of sum(param * c), so they are exactly c in both frameworks.
 """
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ import torch
 import distrain
 import distrain.engine.kernels as kernels
 from distrain.engine.kernels.adam import adam_update
+from distrain.engine.kernels.sgd import sgd_update
 from distrain.engine.optim import adam as adam_module
+from distrain.engine.optim import sgd as sgd_module
 
 SHAPES = [(37, 29), (29,), (3,)]  # packed: one chunk of 1105 values, not a multiple of any vector width
 STEPS = 5
@@ -24,6 +27,12 @@ CONFIGS = [
     ("Adam", {"lr": 0.01, "amsgrad": True, "maximize": True, "weight_decay": 0.1}),
     ("AdamW", {"lr": 0.01, "weight_decay": 0.1}),
     ("AdamW", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True}),
+    ("SGD", {"lr": 0.05}),
+    ("SGD", {"lr": 0.05, "weight_decay": 0.01, "maximize": True}),
+    ("SGD", {"lr": 0.05, "momentum": 0.9}),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01}),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("SGD", {"lr": 0.05, "momentum": 0.5, "maximize": True}),
 ]
 IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kwargs.items())}" for name, kwargs in CONFIGS]
 
@@ -65,14 +74,17 @@ def _train(lib, name, kwargs, weights, grads, packed=True):
 
 @pytest.fixture
 def compiled_calls(monkeypatch):
-    """Whether each of Adam's updates ran the compiled loop (True) or fell back to its array code (False)."""
+    """Whether each update ran the compiled loop (True) or fell back to the optimizer's array code (False)."""
     calls = []
 
-    def recording(*args, **kwargs):
-        calls.append(adam_update(*args, **kwargs))
-        return calls[-1]
+    def recording(kernel):
+        def record(*args, **kwargs):
+            calls.append(kernel(*args, **kwargs))
+            return calls[-1]
+        return record
 
-    monkeypatch.setattr(adam_module, "adam_update", recording)
+    monkeypatch.setattr(adam_module, "adam_update", recording(adam_update))
+    monkeypatch.setattr(sgd_module, "sgd_update", recording(sgd_update))
     return calls
 
 
@@ -106,21 +118,25 @@ def test_compiled_adam_follows_torch(name, kwargs, packed, compiled_calls, monke
             np.testing.assert_allclose(our_values, their_values, rtol=2e-5, atol=1e-6, err_msg=f"step {step}")
 
 
-def test_what_the_loop_does_not_cover_takes_the_array_code(compiled_calls, monkeypatch):
+def test_what_the_loops_do_not_cover_takes_the_array_code(compiled_calls, monkeypatch):
     """float16, arrays of mixed dtypes, non-contiguous arrays: False, nothing touched; the rule still runs."""
     monkeypatch.setattr(kernels, "_path", "numba")
-    hyperparameters = {"step": 1, "lr": 0.1, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-                       "decoupled_weight_decay": False, "maximize": False}
+    adam = {"step": 1, "lr": 0.1, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+            "decoupled_weight_decay": False, "maximize": False}
+    sgd = {"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False, "maximize": False,
+           "first_step": False}
     half = [np.ones(4, np.float16) for _ in range(4)]
-    assert adam_update(*half, None, **hyperparameters) is False
-    mixed = [np.ones(4, np.float32), np.ones(4, np.float64), np.zeros(4, np.float32), np.zeros(4, np.float32)]
-    assert adam_update(*mixed, None, **hyperparameters) is False
+    mixed = [np.ones(4, np.float32), np.ones(4, np.float64), np.ones(4, np.float32), np.ones(4, np.float32)]
     strided = [np.ones(8, np.float32)[::2] for _ in range(4)]
-    assert adam_update(*strided, None, **hyperparameters) is False
-    assert all(np.array_equal(array, np.ones(4)) for array in half + mixed[:2] + strided)
-    parameter = distrain.nn.Parameter(distrain.tensor(np.ones(4, np.float16)))
-    optimizer = distrain.optim.Adam([parameter], lr=0.1)
-    (parameter * 2).sum().backward()
-    optimizer.step()
-    assert compiled_calls == [False]
-    np.testing.assert_array_equal(parameter.detach().numpy(), np.full(4, 0.9, np.float16))
+    for arrays in (half, mixed, strided):
+        assert adam_update(*arrays, None, **adam) is False
+        assert sgd_update(*arrays[:3], **sgd) is False
+        assert all(np.array_equal(array, np.ones(4)) for array in arrays)
+    for name, expected in (("Adam", 0.9), ("SGD", 0.8)):
+        parameter = distrain.nn.Parameter(distrain.tensor(np.ones(4, np.float16)))
+        optimizer = getattr(distrain.optim, name)([parameter], lr=0.1)
+        (parameter * 2).sum().backward()
+        compiled_calls.clear()
+        optimizer.step()
+        assert compiled_calls == [False]
+        np.testing.assert_array_equal(parameter.detach().numpy(), np.full(4, expected, np.float16))

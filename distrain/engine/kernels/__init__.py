@@ -26,7 +26,9 @@ function called with traced arrays hands itself to the recorder (`handed_to_reco
 which calls it again on the concrete arrays and records that one call; a replay calls
 the entry function again, and a saved graph names it (distrain.engine.kernels is on
 the allow-list of distrain/engine/jit/portable_names.py). Entry functions therefore
-return new arrays and never write into their arguments.
+return new arrays and never write into their arguments; the optimizers' kernels (adam.py,
+sgd.py) are the exception: they update in place, inside `Optimizer.step`, which never runs
+under capture.
 """
 from __future__ import annotations
 

@@ -22,8 +22,9 @@ def adam_loop(decoupled_decay, l2_decay, maximize, amsgrad):
     """The compiled one-pass update for one combination of switches (built and loaded once per process)."""
 
     @numba.njit(cache=True, error_model="numpy", nogil=True)
-    def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, decay_factor, weight_decay,
-                    one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, negative_step_size):
+    def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars):
+        decay_factor, weight_decay, one_minus_beta1, beta2 = scalars[0], scalars[1], scalars[2], scalars[3]
+        one_minus_beta2, bias_correction2_sqrt, eps, negative_step_size = scalars[4], scalars[5], scalars[6], scalars[7]
         for index in range(param.size):
             value = param[index]
             if decoupled_decay:
