@@ -53,8 +53,8 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
     # Pending gradients per target: for single-output nodes and leaves the entry is one
     # (tensor, engine_owns_it) pair, for multi-output nodes a list of them, one per output.
     buffers = {}
-    ready = []  # (-seq, node): newest first; seq is unique, so nodes themselves are never compared
-    push = heapq.heappush
+    ready = []  # (-seq, node, pending gradient): newest first; seq is unique, so nothing else is compared
+    push, pop = heapq.heappush, heapq.heappop
 
     def deliver(target, output_nr, grad, owned):
         is_node = type(target) is Node
@@ -62,21 +62,25 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
         dtype = target.output_dtype if is_node else target._data.dtype
         if grad._data.dtype != dtype and dtype is not None:
             grad, owned = grad.to(dtype), True
+        remaining = dependencies[target] - 1
+        dependencies[target] = remaining
         if is_node and target.n_outputs != 1:
             slots = buffers.get(target)
             if slots is None:
                 slots = buffers[target] = [None] * target.n_outputs
             slots[output_nr] = _accumulate(slots[output_nr], grad, owned, create_graph)
+            if remaining == 0:
+                push(ready, (-target.seq, target, buffers.pop(target)))
+            return
+        # Most targets have one incoming edge: their gradient goes straight on, never stored.
+        pending = buffers.pop(target, None)
+        entry = (grad, owned) if pending is None else _accumulate(pending, grad, owned, create_graph)
+        if remaining:
+            buffers[target] = entry
+        elif is_node:
+            push(ready, (-target.seq, target, entry))
         else:
-            pending = buffers.get(target)
-            buffers[target] = (grad, owned) if pending is None else _accumulate(pending, grad, owned, create_graph)
-        remaining = dependencies[target] - 1
-        dependencies[target] = remaining
-        if remaining == 0:
-            if is_node:
-                push(ready, (-target.seq, target))
-            else:
-                finish_leaf(target, buffers.pop(target), create_graph, capture_keys, captured)
+            finish_leaf(target, entry, create_graph, capture_keys, captured)
 
     def deliver_nothing(target):
         """A formula returned None for an input that needs a gradient: that edge is done,
@@ -91,7 +95,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
                 continue
             if target in buffers:
                 if type(target) is Node:
-                    push(ready, (-target.seq, target))
+                    push(ready, (-target.seq, target, buffers.pop(target)))
                 else:
                     finish_leaf(target, buffers.pop(target), create_graph, capture_keys, captured)
             elif type(target) is Node:
@@ -107,9 +111,9 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
         for edge, grad in zip(root_edges, root_grads):
             deliver(edge[0], edge[1], grad, False)
         while ready:
-            node = heapq.heappop(ready)[1]
-            entry = buffers.pop(node)
-            if node.n_outputs == 1:
+            _, node, entry = pop(ready)
+            single = node.n_outputs == 1
+            if single:
                 grads_in = [entry[0]]
             else:
                 grads_in = [None if slot is None else slot[0] for slot in entry]
@@ -121,7 +125,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
                         captured[index] = grad
             if node.released:
                 node.saved_tensors  # raises the "backward a second time" error
-            grads_arg = grads_in[0] if node.n_outputs == 1 else tuple(grads_in)
+            grads_arg = grads_in[0] if single else tuple(grads_in)
             if anomaly_state.enabled:
                 input_grads = anomaly_mode.run_backward_checked(node, grads_arg)
             else:
@@ -135,7 +139,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, capt
                     deliver_nothing(edge[0])
                     continue
                 # NOTE [ Gradient ownership ]: fresh arrays only, never a formula's own input
-                owned = grad._data.base is None and not _is_one_of(grad, grads_in)
+                owned = grad._data.base is None and (grad is not grads_arg if single else not _is_one_of(grad, grads_in))
                 deliver(edge[0], edge[1], grad, owned)
         if capture is None and _end_callbacks.pending:
             callbacks, _end_callbacks.pending = _end_callbacks.pending, []
