@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import threading
 
-_local = threading.local()
+
+class _CaptureState(threading.local):
+    # A class-level default, not getattr(..., None): kernels and factories ask on every call, and a
+    # getattr that misses costs 0.8 us (it raises and catches AttributeError), a plain read 0.1 us.
+    recorder = None  # each thread starts with no capture
+
+
+_local = _CaptureState()
 
 
 def active():
     """The recorder capturing on this thread, or None."""
-    return getattr(_local, "recorder", None)
+    return _local.recorder
 
 
 def set_active(recorder):
