@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import distrain
-import distrain.engine.kernels as kernels
+from distrain.engine import kernels
 from distrain.engine.kernels.adam import adam_update
 from distrain.engine.kernels.sgd import sgd_update
 from distrain.engine.optim import adam as adam_module

@@ -42,7 +42,7 @@ def adam_loop(decoupled_decay, l2_decay, maximize, amsgrad):
             exp_avg_sq[index] = square
             if amsgrad:  # numpy.maximum(max_exp_avg_sq, exp_avg_sq): a NaN in either wins
                 largest = max_exp_avg_sq[index]
-                largest = largest if (largest >= square or largest != largest) else square
+                largest = largest if (largest >= square or numpy.isnan(largest)) else square
                 max_exp_avg_sq[index] = largest
                 square = largest
             denom = numpy.sqrt(square) / bias_correction2_sqrt + eps
