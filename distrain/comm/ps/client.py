@@ -9,7 +9,9 @@ allreduce really proceeds while backward computes, with no polling needed from t
 training loop (unlike MPICH: NOTE [ MPI progress ] in parallel.py).
 
 `ServerConnection` is the request/answer machinery (also the launcher's rendezvous store
-for the NCCL backend); `PSCommunicator` turns it into the Communicator interface. A rank
+for the NCCL backend); `PSCommunicator` turns it into the Communicator interface. A job may
+have several servers: a rank then holds a connection to each and splits its large
+allreduces among them (NOTE [ Partitions on several servers ] in partitions.py). A rank
 authenticates with the job's secret (the argument, else $DISTRAIN_PS_SECRET, else the file
 named by $DISTRAIN_PS_SECRET_FILE; the launcher sets the first for its ranks): in its
 connection's handshake (comm/zap.py), and, when the server's signed answer to hello says
@@ -19,11 +21,11 @@ secret a rank fails at once instead of going unanswered.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 import numpy
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .. import zap
 from ..base import (
@@ -44,7 +46,7 @@ from ..p2p import (
     describe,
     peers_of,
 )
-from . import protocol
+from . import partitions, protocol
 from .protocol import ProtocolError
 
 LIVENESS_CHECK_SECONDS = 0.1  # how often a wait looks at the liveness monitor
@@ -110,12 +112,20 @@ class PSHandle(Handle):
 
 
 class ServerConnection:
-    """A rank's connection to the server: numbered, authenticated requests and their answers."""
+    """A rank's connection to the server: numbered, authenticated requests and their answers.
 
-    def __init__(self, address, rank, world_size, secret=None, timeout=DEFAULT_TIMEOUT):
+    `layout`: (the job's server addresses, partition size in bytes), which the join tells the
+    server (partitions.py); by default this server alone. `name` words the server in errors.
+    A server that closes the connection once joined (its process died) fails every request
+    in flight at once, naming it: the connection's ZeroMQ monitor reports the disconnection.
+    """
+
+    def __init__(self, address, rank, world_size, secret=None, timeout=DEFAULT_TIMEOUT, layout=None, name=None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1} (world size {world_size})")
         self.address = address
+        self.name = name or f"the parameter server at {address}"
+        self.lost = None  # why this connection can no longer be used (its server went away), once it is
         self.rank = rank
         self.world_size = world_size
         self.timeout = float(timeout)
@@ -133,6 +143,10 @@ class ServerConnection:
         for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0)):
             self.socket.setsockopt(option, value)
         zap.present_credentials(self.socket, self.secret)
+        self.events = self.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)  # before connect: no event missed
+        self.poller = zmq.Poller()
+        self.poller.register(self.socket, zmq.POLLIN)
+        self.poller.register(self.events, zmq.POLLIN)
         self.socket.connect(address)
         self.seq = 0
         self.session = None
@@ -145,8 +159,10 @@ class ServerConnection:
                 raise CommunicatorError(f"rank {rank}: the server at {address} sent no session token, message "
                                         "size limit or signing mode: is it running the same distrain?")
             self.session, self.max_message_bytes, self.signed = answer["session"], limit, answer["signed"]
+            servers, partition = layout or ((address,), partitions.DEFAULT_PARTITION_BYTES)
             self.request({"op": "join", "world_size": world_size, "timeout": self.timeout,
-                          "version": protocol.PROTOCOL_VERSION}, what="joining").wait()
+                          "version": protocol.PROTOCOL_VERSION, "servers": list(servers),
+                          "partition_bytes": int(partition)}, what="joining").wait()
         except BaseException:
             self.session = None
             self._close_socket()
@@ -167,6 +183,8 @@ class ServerConnection:
                 f"limit where the server starts (${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE} in MiB for python -m "
                 "distrain.launch, --max-message-mb for python -m distrain.comm.ps.server), or send less at once "
                 "(DistributedDataParallel(bucket_cap_mb=...))")
+        if self.lost is not None:
+            raise CommunicatorError(f"rank {self.rank}: cannot send {what or header['op']}: {self.lost}")
         header = {**header, "rank": self.rank, "seq": self.seq}
         if self.session is not None:
             header["session"] = self.session
@@ -178,9 +196,15 @@ class ServerConnection:
         return handle
 
     def pump(self, timeout):
-        """Deliver the answers that arrive within `timeout` seconds (at least one, if any comes)."""
-        if not self.socket.poll(max(0, int(timeout * 1000))):
-            return
+        """Deliver the answers that arrive within `timeout` seconds (at least one, if any comes); once the
+        server has gone, fail every request in flight."""
+        ready = dict(self.poller.poll(max(0, int(timeout * 1000))))
+        if self.socket in ready:
+            self._deliver()
+        if self.events in ready:
+            self._take_events()
+
+    def _deliver(self):
         while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             frames = self.socket.recv_multipart(copy=False)
             try:
@@ -193,6 +217,20 @@ class ServerConnection:
             handle = self.in_flight.pop(header.get("seq"), None)
             if handle is not None:
                 handle._answered(header, payload)
+
+    def _take_events(self):
+        """The monitor's news: a disconnection once joined means the server is gone (its process died or was
+        stopped; a restarted one would not know this session), so nothing in flight will be answered."""
+        while self.events.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            event = recv_monitor_message(self.events)
+            if event["event"] != zmq.EVENT_DISCONNECTED or self.session is None or self.lost is not None:
+                continue
+            self._deliver()  # answers that arrived before it closed still count
+            self.lost = (f"{self.name} closed its connection (the server process died or was stopped; the "
+                         "launcher's output or the server's log says why), and the job cannot go on without it")
+            for handle in self.in_flight.values():
+                handle._answered({"error": self.lost}, [])
+            self.in_flight.clear()
 
     # -- the rendezvous store ---------------------------------------------------------------
     def store_set(self, key, value: bytes):
@@ -207,7 +245,7 @@ class ServerConnection:
         if self.socket.closed:
             return
         try:
-            if self.session is not None:
+            if self.session is not None and self.lost is None:
                 self.request({"op": "bye"}).wait(timeout=min(self.timeout, 5.0))
         except CommunicatorError:
             pass  # the server is gone already: nothing left to tell it
@@ -215,41 +253,63 @@ class ServerConnection:
             self._close_socket()
 
     def _close_socket(self):
+        self.socket.disable_monitor()
+        self.events.close(linger=0)
         self.socket.close(linger=0)
         self.context.term()
 
 
 class PSCommunicator(Communicator):
-    """Collectives through a parameter server at `address` (default $DISTRAIN_PS_ADDRESS).
+    """Collectives through the parameter server(s) at `address` (default $DISTRAIN_PS_ADDRESSES, else
+    $DISTRAIN_PS_ADDRESS): one address, or several (a comma-separated string or a sequence, server 0 first),
+    among which large allreduces are split into partitions of `partition_mb` MiB (default
+    $DISTRAIN_PS_PARTITION_MB, else 4): NOTE [ Partitions on several servers ] in partitions.py.
 
-    A subgroup (`split`) shares its parent's connection and liveness; its requests name its
-    group id, under which the server matches and sums them among its members only.
+    A subgroup (`split`) shares its parent's connection to server 0 and its liveness; its
+    requests name its group id, under which the server matches and sums them among its
+    members only.
     """
 
     name = "ps"
     tag_limit = protocol.MAX_TAG
 
-    def __init__(self, address=None, rank=None, world_size=None, secret=None, timeout=DEFAULT_TIMEOUT):
-        address = address or os.environ.get(protocol.ADDRESS_ENVIRONMENT_VARIABLE)
-        if not address:
-            raise ValueError(f"the parameter-server backend needs the server's address: set "
-                             f"{protocol.ADDRESS_ENVIRONMENT_VARIABLE} or pass address= (the launcher does it for you: "
-                             "python -m distrain.launch -n N --backend ps script.py)")
+    def __init__(self, address=None, rank=None, world_size=None, secret=None, timeout=DEFAULT_TIMEOUT,
+                 partition_mb=None):
+        addresses = partitions.server_addresses(address)
+        self.partition_bytes = partitions.partition_bytes(partition_mb)
         if rank is None or world_size is None:
             rank, world_size, self.local_rank, self.local_size = launched_rank_or_fail("ps")
         else:
             self.local_rank, self.local_size = rank, world_size
-        self.connection = ServerConnection(address, rank, world_size, secret, timeout)
+        layout = (tuple(addresses), self.partition_bytes)
+        self.connections = []  # server 0 first
+        try:
+            for number, server in enumerate(addresses):
+                name = f"parameter server {number} of {len(addresses)} at {server}" if len(addresses) > 1 else None
+                self.connections.append(ServerConnection(server, rank, world_size, secret, timeout, layout, name))
+        except BaseException:
+            for connection in self.connections:
+                connection.close()
+            raise
+        self.connection = self.connections[0]
         self.rank, self.size = rank, world_size
         self.timeout = float(timeout)
-        self.collectives = 0
+        self.collectives = 0  # server 0's count: every request but the partitions on the other servers
+        self.partition_collectives = [0] * len(self.connections)  # the other servers' counts (index 0 unused)
 
     def _collective(self, op, fields, payload, what, finish=None):
-        header = {"op": op, "group": self.group_key, "index": self.collectives, **fields}
-        handle = self.connection.request(header, payload, what=f"{what} (collective #{header['index']})",
-                                         finish=finish)
-        self.collectives += 1  # only once sent: a request refused before sending leaves the ranks in step
-        self._watch(handle, what)
+        return self._watch(self._request_collective(0, op, fields, payload, what, finish), what)
+
+    def _request_collective(self, server, op, fields, payload, what, finish):
+        """Send one collective to `server` (0, or another for a partition), numbered by that server's count."""
+        index = self.collectives if server == 0 else self.partition_collectives[server]
+        header = {"op": op, "group": self.group_key, "index": index, **fields}
+        connection = self.connection if server == 0 else self.connections[server]
+        handle = connection.request(header, payload, what=f"{what} (collective #{index})", finish=finish)
+        if server == 0:  # counted only once sent: a request refused before sending leaves the ranks in step
+            self.collectives += 1
+        else:
+            self.partition_collectives[server] += 1
         return handle
 
     def _watch(self, handle, what, peers=None):
@@ -272,15 +332,39 @@ class PSCommunicator(Communicator):
         if op == "mean" and host.dtype.kind not in "fc":
             raise TypeError(f"allreduce op 'mean' needs a floating-point array, got {host.dtype}")
 
-        def finish(header, payload):
-            protocol.copy_payload({**self._fields(host), "op": "allreduce"}, payload, host)
+        def done():
             if op == "mean":
                 numpy.divide(host, self.size, out=host)
             if copy_back is not None:
                 copy_back()
 
-        fields = {**self._fields(host), "reduce": "sum" if op == "mean" else op}
-        return self._collective("allreduce", fields, host, f"allreduce({op}) of {host.nbytes} bytes", finish)
+        reduce, what = "sum" if op == "mean" else op, f"allreduce({op}) of {host.nbytes} bytes"
+        slices = None if self.global_ranks is not None else partitions.plan(
+            host.size, host.itemsize, self.partition_bytes, len(self.connections))
+        if slices is not None:
+            return self._allreduce_in_partitions(host, slices, reduce, what, done)
+
+        def finish(header, payload):
+            protocol.copy_payload({**self._fields(host), "op": "allreduce"}, payload, host)
+            done()
+
+        return self._collective("allreduce", {**self._fields(host), "reduce": reduce}, host, what, finish)
+
+    def _allreduce_in_partitions(self, host, slices, reduce, what, done):
+        """Every slice to its server at once; each answer copied into its slice (NOTE [ Partitions on several
+        servers ] in partitions.py)."""
+        partitions.check_slices_fit(slices, self.connections, host.itemsize, self.rank, what)
+        flat, parts = host.reshape(-1), []
+        for number, (start, stop, server) in enumerate(slices):
+            piece = flat[start:stop]
+            fields = {"dtype": host.dtype.name, "shape": [stop - start], "reduce": reduce}
+            parts.append(self._request_collective(
+                server, "allreduce", fields, piece, f"{what}, partition {number + 1} of {len(slices)} "
+                f"(elements {start}..{stop - 1}) on {self.connections[server].name}", _into(piece)))
+        watched = self._watch(parts[0], what)  # one collective for the liveness monitor, however many parts
+        for part in parts[1:]:
+            part.watch, part.timeout = watched.watch, watched.timeout
+        return partitions.PartitionedHandle(parts, done)
 
     def broadcast(self, array, root=0):
         check_root(self, root)
@@ -348,6 +432,7 @@ class PSCommunicator(Communicator):
                                 what=f"creating the group of ranks {members.tolist()}").wait()
         group = PSCommunicator.__new__(PSCommunicator)
         group.connection, group.liveness, group.timeout = self.connection, self.liveness, self.timeout
+        group.connections, group.partition_bytes = (self.connection,), self.partition_bytes
         group.rank, group.size, group.local_rank, group.local_size = ranks.index(self.rank), len(ranks), self.local_rank, \
             self.local_size
         group.global_ranks, group.group_key, group.collectives = tuple(members.tolist()), key, 0
@@ -361,11 +446,22 @@ class PSCommunicator(Communicator):
             if not self.connection.socket.closed:
                 self.connection.request({"op": "free_group", "group": self.group_key}).wait()
             return
+        for connection in self.connections[:0:-1]:  # server 0 last: it is the job's rendezvous
+            connection.close()
         self.connection.close()
 
 
 def _nothing(header, payload):
     """A request answered with nothing to return (a send's handle returns None)."""
+
+
+def _into(piece):
+    """A partition's `finish`: its answer copied into its slice of the array."""
+
+    def finish(header, payload):
+        protocol.copy_payload({"dtype": piece.dtype.name, "shape": [piece.size], "op": "allreduce"}, payload, piece)
+
+    return finish
 
 
 __all__ = ["DEFAULT_TIMEOUT", "PSCommunicator", "PSHandle", "ServerConnection"]

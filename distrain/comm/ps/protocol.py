@@ -63,10 +63,13 @@ import numpy
 
 from ...errors import DistrainError
 
-PROTOCOL_VERSION = 4  # 3: a ZAP handshake first; MACs only beyond loopback. 4: subgroups, send/recv
+PROTOCOL_VERSION = 5  # 3: a ZAP handshake first; MACs only beyond loopback. 4: subgroups, send/recv. 5: join names
+# the job's servers and partition size (several servers: partitions.py)
 SECRET_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET"
 SECRET_FILE_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET_FILE"
-ADDRESS_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_ADDRESS"
+ADDRESS_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_ADDRESS"  # server 0 (the only one, or the first of DISTRAIN_PS_ADDRESSES)
+ADDRESSES_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_ADDRESSES"  # every server of the job, comma-separated, server 0 first
+PARTITION_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_PARTITION_MB"
 MAX_MESSAGE_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_MAX_MESSAGE_MB"
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2 ** 20  # a 64M-parameter float32 model broadcast in one message
 FRAME_BYTES = 2 ** 20  # the largest frame: a payload travels in parts of this size (a multiple of every itemsize)
@@ -77,7 +80,7 @@ FRAME_BYTES = 2 ** 20  # the largest frame: a payload travels in parts of this s
 # message's "src"/"dst" are ranks of the whole job ("src" -1: any rank) and match only within its group.
 REQUESTS = {
     "hello": {},
-    "join": {"world_size": int, "timeout": float, "version": int},
+    "join": {"world_size": int, "timeout": float, "version": int},  # + JOIN_LAYOUT, checked after the version
     "allreduce": {"group": int, "index": int, "dtype": str, "shape": list, "reduce": str},
     "broadcast": {"group": int, "index": int, "dtype": str, "shape": list, "root": int},
     "allgather": {"group": int, "index": int, "dtype": str, "shape": list},
@@ -90,6 +93,10 @@ REQUESTS = {
     "store_get": {"key": str},
     "bye": {},
 }
+# what a join says of the job's layout, which every rank must have alike (partitions.py): checked after the version,
+# so that an older rank is told to upgrade rather than that a field is missing
+JOIN_LAYOUT = {"servers": list, "partition_bytes": int}
+MAX_SERVERS = 256  # the longest server list a join may carry
 COLLECTIVES = frozenset(["allreduce", "broadcast", "allgather", "barrier"])
 ALLOWED_DTYPES = frozenset(["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool"])
 MAX_KEY_LENGTH = 256
@@ -342,6 +349,19 @@ def check_request(header, world_size):
     if op == "allreduce" and header["reduce"] not in ("sum", "max", "min"):
         raise ProtocolError(f"allreduce: reduce {header['reduce']!r} not one of sum, max, min")
     return op
+
+
+def check_join_layout(header):
+    """The job's layout a join names (JOIN_LAYOUT): (server addresses as a tuple, partition size in bytes)."""
+    _check_fields("join", header, JOIN_LAYOUT)
+    servers, partition = header["servers"], header["partition_bytes"]
+    if not 1 <= len(servers) <= MAX_SERVERS or not all(
+            isinstance(address, str) and 0 < len(address) <= MAX_KEY_LENGTH for address in servers):
+        raise ProtocolError(f"join: servers must be 1..{MAX_SERVERS} addresses of 1..{MAX_KEY_LENGTH} characters, "
+                            f"got {servers!r:.200}")
+    if partition < 1:
+        raise ProtocolError(f"join: partition_bytes must be positive, got {partition}")
+    return tuple(servers), partition
 
 
 def payload_arrays(header, parts):

@@ -151,6 +151,7 @@ class ParameterServer(MessagesAndGroups):
         self.address = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.session = secrets.token_bytes(16)
         self.ranks = {}  # rank -> {"identity", "next_seq", "timeout", "left"}
+        self.layout = None  # ((server addresses), partition bytes) and the rank that joined first with it
         self.groups = {0: Group(range(self.world_size))}  # group id -> Group (0: the whole job)
         self.collectives = {}  # (group id, index) -> _Collective
         self.failed = {}  # (group id, index) -> why, so that ranks arriving after a failure hear it at once
@@ -289,9 +290,24 @@ class ParameterServer(MessagesAndGroups):
         if header["world_size"] != self.world_size:
             raise ProtocolError(f"rank {rank} expects a world of {header['world_size']} ranks, but this server "
                                 f"serves {self.world_size}: start every rank and the server with the same size")
+        self._check_layout(rank, protocol.check_join_layout(header))
         self.ranks[rank] = {"identity": identity, "next_seq": header["seq"] + 1, "timeout": header["timeout"],
                             "left": False}
         self._reply(identity, {"op": "join", "seq": header["seq"], "world_size": self.world_size})
+
+    def _check_layout(self, rank, layout):
+        """Every rank must split its allreduces alike onto the same servers (partitions.py): the first join's
+        server list and partition size are the job's, and a rank that names others is refused, naming both."""
+        if self.layout is None:
+            self.layout = (layout, rank)
+            return
+        (servers, partition), first = self.layout
+        if layout != (servers, partition):
+            raise ProtocolError(
+                f"rank {rank} was started with the parameter servers {list(layout[0])} and partitions of "
+                f"{layout[1]} bytes, but rank {first} with {list(servers)} and {partition} bytes: start every rank "
+                f"with the same servers (${protocol.ADDRESSES_ENVIRONMENT_VARIABLE}, the launcher's --servers) and "
+                f"partition size (${protocol.PARTITION_ENVIRONMENT_VARIABLE}, --partition-mb)")
 
     def _on_bye(self, header, payload, identity):
         self.ranks[header["rank"]]["left"] = True
