@@ -267,13 +267,22 @@ def _supervise(script_argv):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m distrain.launch", description=__doc__.split("\n\n")[0],
-        usage="python -m distrain.launch [-n N | --nproc_per_node N] [--backend mpi|ps|nccl] [--no-prefix] [--rank0-only] "
+        usage="python -m distrain.launch [-n N | --nproc_per_node N] [--backend mpi|ps|nccl] [--servers S] "
+              "[--partition-mb MB] [--no-prefix] [--rank0-only] "
               "[--config FILE.toml] [--set KEY=VALUE ...] [--resume] [--timeline [PATH]] [script.py [args ...]]")
     parser.add_argument("-n", "--nproc", "--nproc_per_node", "--nproc-per-node", type=int, dest="nproc",
                         help="start N ranks on this machine (omit under mpirun/srun); torchrun's --nproc_per_node too")
     parser.add_argument("--backend", default="mpi", choices=["mpi", "ps", "nccl"],
                         help="with -n: mpi runs mpiexec; ps (ZeroMQ parameter server) and nccl (one GPU per rank) "
                              "start the ranks around a rendezvous server (default mpi)")
+    parser.add_argument("--servers", type=int, default=1,
+                        help="with --backend ps: how many parameter servers (default 1); allreduces larger than a "
+                             "partition are split among them, so push/pull bandwidth grows with them (the first is "
+                             "the launcher's, the others processes of their own; with --nnodes all on node 0, at "
+                             "--server's port + 1, + 2, ...)")
+    parser.add_argument("--partition-mb", type=float, dest="partition_mb",
+                        help="with several --servers: the largest piece (MiB) of an allreduce one server gets "
+                             "(default 4, or $DISTRAIN_PS_PARTITION_MB)")
     parser.add_argument("--no-prefix", action="store_true", help="no \"[rank] \" prefix on output lines")
     parser.add_argument("--rank0-only", action="store_true",
                         help="show only rank 0's standard output (every rank's stderr still shows)")
@@ -303,6 +312,21 @@ def main(argv=None):
             parser.error("give --server or --master-addr/--master-port, not both")
         if args.backend != "mpi":  # under MPI, mpiexec does the rendezvous: torchrun's flags have nothing to do
             args.server = f"tcp://{args.master_addr}:{args.master_port}"
+    from .ps_servers import check_server_count
+
+    wrong = check_server_count(args.servers, args.backend, args.nproc)
+    if wrong:
+        parser.error(wrong)
+    if args.partition_mb is not None:
+        from .comm.ps.partitions import partition_bytes
+
+        if args.backend != "ps":
+            parser.error(f"--partition-mb is for --backend ps (it sizes the pieces of an allreduce that several "
+                         f"parameter servers share), not {args.backend}")
+        try:
+            partition_bytes(args.partition_mb)
+        except ValueError as error:
+            parser.error(str(error).replace("partition_mb=", "--partition-mb", 1))
     if args.script_argv and uses_trainer_options(args):
         parser.error("--config, --set, --resume, --timeline and --debug are the built-in trainer's options; "
                      "with a script, put your script's own options after its name")
@@ -327,7 +351,7 @@ def main(argv=None):
         try:
             return run_workers(args.nproc, args.backend, args.script_argv, prefix=not args.no_prefix,
                                rank0_only=args.rank0_only, nnodes=args.nnodes, node_rank=args.node_rank,
-                               server=args.server,
+                               server=args.server, servers=args.servers, partition_mb=args.partition_mb,
                                secret=read_secret_file(args.secret_file) if args.secret_file else None)
         except (ValueError, OSError) as error:
             parser.error(str(error))

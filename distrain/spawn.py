@@ -25,6 +25,10 @@ machine, as torchrun): each launcher starts its N local ranks as global ranks K*
 of a world of M*N; the launcher of node 0 serves the rendezvous at PORT on every
 interface, which needs the shared secret ($DISTRAIN_PS_SECRET, or --secret-file), and the
 others connect to it. launchers/ps_cluster.sh does this over ssh.
+
+Several parameter servers (`--servers S`, ps backend): the rendezvous server is server 0,
+and node 0's launcher starts servers 1..S-1 as processes of their own (ps_servers.py says
+where they listen); the ranks get every address in $DISTRAIN_PS_ADDRESSES.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from .comm.ps import protocol
 from .comm.ps.server import ParameterServer
 from .comm.ranks import OUTER_LAUNCHER_PREFIXES
 from .process_lifetime import die_with_parent_hook
+from .ps_servers import ServerProcesses, remote_addresses
 from .supervision import SAID, OutputRelay, exit_status, note_pipe, read_note, verdict
 
 GRACE_SECONDS = 3.0
@@ -49,13 +54,20 @@ POLL_SECONDS = 0.05
 
 
 def worker_environment(base, rank, size, backend, address, rank0_only=False, local_rank=None, local_size=None):
-    """The environment of rank `rank`: the base one, less an outer launcher's numbering, plus the rank's variables."""
+    """The environment of rank `rank`: the base one, less an outer launcher's numbering, plus the rank's variables.
+
+    `address`: the server's, or a list of every server's (server 0 first: $DISTRAIN_PS_ADDRESSES when several).
+    """
     env = {name: value for name, value in base.items() if not name.startswith(OUTER_LAUNCHER_PREFIXES)}
     local_rank = rank if local_rank is None else local_rank
     local_size = size if local_size is None else local_size
+    addresses = [address] if isinstance(address, str) else list(address)
+    env.pop(protocol.ADDRESSES_ENVIRONMENT_VARIABLE, None)  # only this job's list, never one from outside
+    if len(addresses) > 1:
+        env[protocol.ADDRESSES_ENVIRONMENT_VARIABLE] = ",".join(addresses)
     env.update({"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(local_rank),
                 "LOCAL_WORLD_SIZE": str(local_size),
-                "DISTRAIN_BACKEND": backend, protocol.ADDRESS_ENVIRONMENT_VARIABLE: address,
+                "DISTRAIN_BACKEND": backend, protocol.ADDRESS_ENVIRONMENT_VARIABLE: addresses[0],
                 "DISTRAIN_LAUNCHER_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"})
     if rank0_only:
         env["DISTRAIN_RANK0_ONLY"] = "1"
@@ -108,8 +120,12 @@ def server_bind_address(server):
 
 
 def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grace=GRACE_SECONDS,
-                python=sys.executable, nnodes=1, node_rank=0, server=None, secret=None):
-    """Run `count` ranks of `script_argv` (module docstring); returns the launcher's exit code."""
+                python=sys.executable, nnodes=1, node_rank=0, server=None, secret=None, servers=1, partition_mb=None):
+    """Run `count` ranks of `script_argv` (module docstring); returns the launcher's exit code.
+
+    `servers`: how many parameter servers (ps_servers.py says where they run); `partition_mb`: the ranks'
+    partition size ($DISTRAIN_PS_PARTITION_MB), when given.
+    """
     world = count * nnodes
     if not 0 <= node_rank < nnodes:
         raise ValueError(f"--node-rank {node_rank} is outside 0..{nnodes - 1} (--nnodes {nnodes})")
@@ -121,16 +137,26 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
     # fresh one. The ranks get it in their environment (readable only by this user), never on a command line.
     environment[protocol.SECRET_ENVIRONMENT_VARIABLE] = protocol.job_secret(secret, environment, nnodes)
     environment.pop(protocol.SECRET_FILE_ENVIRONMENT_VARIABLE, None)
-    rendezvous = None
-    if node_rank == 0:
-        rendezvous = ParameterServer(world, server_bind_address(server) if server else "tcp://127.0.0.1:0",
-                                     secret=environment[protocol.SECRET_ENVIRONMENT_VARIABLE]).start()
-    address = server or rendezvous.address
+    if partition_mb is not None:
+        environment[protocol.PARTITION_ENVIRONMENT_VARIABLE] = str(partition_mb)
+    remote = remote_addresses(server, servers) if server and servers > 1 else None
+    rendezvous = extra_servers = None
     processes, copiers = [], []
     try:
+        if node_rank == 0:
+            rendezvous = ParameterServer(world, server_bind_address(server) if server else "tcp://127.0.0.1:0",
+                                         secret=environment[protocol.SECRET_ENVIRONMENT_VARIABLE]).start()
+            if servers > 1:
+                binds = [server_bind_address(address) for address in remote[1:]] if remote else \
+                    ["tcp://127.0.0.1:0"] * (servers - 1)
+                extra_servers = ServerProcesses(binds, world, environment, python)
+        addresses = remote or [server or rendezvous.address, *(extra_servers.addresses if extra_servers else [])]
         with interrupt_on_sigterm():
-            return _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python,
-                                    environment, backend, address, rank0_only, prefix, grace)
+            code = _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python,
+                                    environment, backend, addresses, rank0_only, prefix, grace)
+        if code and extra_servers is not None:  # a server that died first is why: name it too
+            sys.stderr.write("".join(extra_servers.ended()))
+        return code
     except KeyboardInterrupt:
         stop_ranks(processes, signal.SIGINT, grace)
         sys.stderr.write(f"distrain.launch: interrupted; stopped all {count} ranks of this node\n")
@@ -139,6 +165,8 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
         stop_ranks(processes, signal.SIGKILL, 0)  # nothing outlives the launcher
         for copier in copiers:
             copier.join(timeout=grace)
+        if extra_servers is not None:
+            extra_servers.stop(grace)
         if rendezvous is not None:
             rendezvous.close()
 

@@ -2,6 +2,7 @@
 # Data-parallel training through a ZeroMQ parameter server on several machines, without MPI.
 #
 #   HOSTS="node1 node2" launchers/ps_cluster.sh 4 examples/ddp_digits.py --epochs 5   # 2 machines x 4 ranks
+#   HOSTS="node1 node2" SERVERS=2 launchers/ps_cluster.sh 4 examples/ddp_digits.py     # ... and 2 servers
 #   launchers/ps_cluster.sh 4 examples/ddp_digits.py                                   # this machine only
 #
 # The first host is node 0: its launcher runs the parameter server on PORT (default 29600)
@@ -12,6 +13,11 @@
 # Every host needs the same Python environment and the script at the same path. If a rank
 # fails, its host's launcher stops that host's ranks; the others' collectives then fail
 # within the timeout naming the ranks that never arrived.
+#
+# SERVERS=S (default 1) runs S parameter servers, all on the first host, at PORT, PORT+1, ...
+# PORT+S-1 (open them all): allreduces larger than a partition (PARTITION_MB, default 4) are
+# split among them, so push/pull bandwidth grows with S. Every host's launcher gets the same
+# --servers and computes the same list of addresses; a server that dies fails the job naming it.
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -23,11 +29,15 @@ shift
 
 python=${PYTHON:-python}
 port=${PORT:-29600}
+server_options=(--servers "${SERVERS:-1}")
+if [ -n "${PARTITION_MB:-}" ]; then
+    server_options+=(--partition-mb "$PARTITION_MB")
+fi
 read -r -a hosts <<< "${HOSTS:-localhost}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one BLAS thread per rank: ranks already fill the cores
 
 if [ "${#hosts[@]}" -eq 1 ] && [ "${hosts[0]}" = localhost ]; then
-    exec "$python" -m distrain.launch -n "$ranks" --backend ps "$@"
+    exec "$python" -m distrain.launch -n "$ranks" --backend ps "${server_options[@]}" "$@"
 fi
 
 secret_file=${SECRET_FILE:-$HOME/.distrain/ps_secret}
@@ -41,8 +51,8 @@ pids=()
 for node_rank in "${!hosts[@]}"; do
     host=${hosts[$node_rank]}
     launch=$(printf '%q ' env "OMP_NUM_THREADS=$OMP_NUM_THREADS" "$python" -m distrain.launch \
-        -n "$ranks" --backend ps --nnodes "${#hosts[@]}" --node-rank "$node_rank" --server "$server" \
-        --secret-file "$secret_file" "$@")
+        -n "$ranks" --backend ps "${server_options[@]}" --nnodes "${#hosts[@]}" --node-rank "$node_rank" \
+        --server "$server" --secret-file "$secret_file" "$@")
     ssh "$host" "cd $(printf '%q' "$PWD") && $launch" &
     pids+=($!)
 done

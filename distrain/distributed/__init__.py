@@ -52,14 +52,25 @@ _communicator = None
 _meeting = None  # the launcher-less rendezvous this process joined (distrain/rendezvous.py), if any
 
 
-def init(backend="auto", timeout=DEFAULT_TIMEOUT):
-    """Join the process group; returns the communicator (also kept for get_rank() etc.)."""
+def init(backend="auto", timeout=DEFAULT_TIMEOUT, partition_mb=None):
+    """Join the process group; returns the communicator (also kept for get_rank() etc.).
+
+    partition_mb: on the ps backend with several servers, the size (MiB) of the partitions a
+    large allreduce is split into, one server each (default $DISTRAIN_PS_PARTITION_MB, else 4;
+    NOTE [ Partitions on several servers ] in comm/ps/partitions.py).
+    """
     global _communicator
     if _communicator is not None:
         raise RuntimeError(f"distrain.distributed is already initialised ({_communicator!r}); call shutdown() first")
     if backend == "auto":
         backend = choose_backend()
-    _communicator = create_communicator(backend, timeout=timeout)
+    options = {}
+    if partition_mb is not None:
+        if backend != "ps":
+            raise ValueError(f"init: partition_mb={partition_mb!r} is for the parameter-server backend (\"ps\"), "
+                             f"but this job uses {backend!r}; leave it out")
+        options["partition_mb"] = partition_mb
+    _communicator = create_communicator(backend, timeout=timeout, **options)
     from .. import timeline
 
     try:  # $DISTRAIN_TIMELINE: record this rank's comm events (distrain/timeline), finished by shutdown()
@@ -73,16 +84,17 @@ def init(backend="auto", timeout=DEFAULT_TIMEOUT):
 def choose_backend(environ=os.environ):
     """What init("auto") uses: the launcher's --backend, else nccl for several ranks with GPUs and
     cupy, mpi under an MPI launcher, ps when a parameter server is given, else local."""
-    from ..comm.ps.protocol import ADDRESS_ENVIRONMENT_VARIABLE
+    from ..comm.ps.protocol import ADDRESS_ENVIRONMENT_VARIABLE, ADDRESSES_ENVIRONMENT_VARIABLE
 
     if environ.get("DISTRAIN_BACKEND"):
         return environ["DISTRAIN_BACKEND"]
     _, size, _ = discover_ranks(environ)
-    if size > 1 and (under_mpi_launcher(environ) or ADDRESS_ENVIRONMENT_VARIABLE in environ) and cuda_device_count():
+    server = ADDRESS_ENVIRONMENT_VARIABLE in environ or ADDRESSES_ENVIRONMENT_VARIABLE in environ
+    if size > 1 and (under_mpi_launcher(environ) or server) and cuda_device_count():
         return "nccl"
     if under_mpi_launcher(environ):
         return "mpi"
-    if ADDRESS_ENVIRONMENT_VARIABLE in environ:
+    if server:
         return "ps"
     return "local"
 

@@ -20,8 +20,12 @@ SCRIPT = textwrap.dedent("""
     comm = dist.init(timeout=30)
     value = np.array([float(comm.rank + 1)])
     comm.allreduce(value)
+    large = np.full(300_000, comm.rank + 1.0)  # 2.4 MB: partitions of at most 1 MiB, on every server
+    comm.allreduce(large)
+    assert (large == 1 + 2 + 3 + 4).all()
     print("rank", comm.rank, "of", comm.size, "local", os.environ["LOCAL_RANK"], "backend", comm.name,
-          "secret", bool(os.environ.get("DISTRAIN_PS_SECRET")), "sum", value[0], flush=True)
+          "secret", bool(os.environ.get("DISTRAIN_PS_SECRET")), "sum", value[0], "servers",
+          len(comm.connections), comm.partition_collectives[1:], flush=True)
     dist.shutdown()
 """)
 
@@ -39,15 +43,18 @@ def run(command, env, cwd, timeout=120):
     return result.returncode, result.stdout
 
 
-def check_world_of_four(output):
-    reports = re.findall(r"rank (\d) of 4 local (\d) backend ps secret (\w+) sum ([0-9.]+)", output)
+def check_world_of_four(output, servers):
+    reports = re.findall(r"rank (\d) of 4 local (\d) backend ps secret (\w+) sum ([0-9.]+) servers (\d) (.*)", output)
     assert sorted(int(rank) for rank, *_ in reports) == [0, 1, 2, 3], output
-    for rank, local, secret, total in reports:
+    for rank, local, secret, total, connections, counts in reports:
         assert int(local) == int(rank) % 2 and secret == "True" and float(total) == 1 + 2 + 3 + 4, output
+        assert int(connections) == servers and counts == str([2] * (servers - 1)), output  # 4 of 0.6 MB, 2 each
 
 
 @pytest.mark.timeout(150)
-def test_ps_cluster_script_starts_one_launcher_per_host_with_a_shared_secret(tmp_path):
+@pytest.mark.parametrize("servers", [1, 2])
+def test_ps_cluster_script_starts_one_launcher_per_host_with_a_shared_secret(tmp_path, servers):
+    """SERVERS=2: node 0 runs server 1 too, at PORT+1, and every node's ranks use both."""
     fake_ssh = tmp_path / "bin" / "ssh"
     fake_ssh.parent.mkdir()
     fake_ssh.write_text('#!/usr/bin/env bash\nshift\nexec bash -c "$1"\n')  # "ssh HOST COMMAND": run COMMAND here
@@ -55,10 +62,11 @@ def test_ps_cluster_script_starts_one_launcher_per_host_with_a_shared_secret(tmp
     (tmp_path / "script.py").write_text(SCRIPT)
     secret_file = tmp_path / "secret" / "ps_secret"
     env = dict(os.environ, PATH=f"{fake_ssh.parent}{os.pathsep}{os.environ['PATH']}", HOSTS="127.0.0.1 127.0.0.1",
-               PORT=str(free_port()), SECRET_FILE=str(secret_file), PYTHON=sys.executable, PYTHONPATH=REPO)
+               PORT=str(free_port()), SECRET_FILE=str(secret_file), PYTHON=sys.executable, PYTHONPATH=REPO,
+               SERVERS=str(servers), PARTITION_MB="1")
     code, output = run(["bash", os.path.join(REPO, "launchers", "ps_cluster.sh"), "2", "script.py"], env, tmp_path)
     assert code == 0, output
-    check_world_of_four(output)
+    check_world_of_four(output, servers)
     assert secret_file.stat().st_mode & 0o777 == 0o600  # created private on first use
 
 
