@@ -15,8 +15,8 @@ distrain.comm.ps.server`), so that each sums its partitions on a core of its own
 
 The ranks learn the list from $DISTRAIN_PS_ADDRESSES (server 0 first; $DISTRAIN_PS_ADDRESS
 still names server 0). The servers get the secret in their environment, never on a command
-line; each dies with the launcher (and is stopped when the ranks end), and one that ended
-on its own before the job failed is named in the launcher's output.
+line; each dies with the launcher (and is stopped when the ranks end), and one that fails
+(ends by a signal or an error) ends the job, named in the launcher's output.
 """
 from __future__ import annotations
 
@@ -76,12 +76,13 @@ class ServerProcesses:
             self.stop(0)
             raise
 
-    def ended(self):
-        """Lines naming the servers whose process has ended (before the launcher stopped them)."""
+    def failed(self):
+        """Lines naming the servers whose process ended with an error or a signal (a server that ends well, once
+        every rank has said goodbye, is not named)."""
         return [f"distrain.launch: parameter server {number} at {address} (pid {process.pid}) "
                 f"{describe_ending(process.returncode)}\n"
                 for number, (process, address) in enumerate(zip(self.processes, self.addresses), start=1)
-                if process.poll() is not None]
+                if process.poll() not in (None, 0)]
 
     def stop(self, grace):
         """SIGTERM to every server still running (it leaves its log and secret file tidy), SIGKILL after `grace`."""

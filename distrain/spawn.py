@@ -152,11 +152,8 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
                 extra_servers = ServerProcesses(binds, world, environment, python)
         addresses = remote or [server or rendezvous.address, *(extra_servers.addresses if extra_servers else [])]
         with interrupt_on_sigterm():
-            code = _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python,
-                                    environment, backend, addresses, rank0_only, prefix, grace)
-        if code and extra_servers is not None:  # a server that died first is why: name it too
-            sys.stderr.write("".join(extra_servers.ended()))
-        return code
+            return _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python,
+                                    environment, backend, addresses, rank0_only, prefix, grace, extra_servers)
     except KeyboardInterrupt:
         stop_ranks(processes, signal.SIGINT, grace)
         sys.stderr.write(f"distrain.launch: interrupted; stopped all {count} ranks of this node\n")
@@ -172,8 +169,11 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
 
 
 def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python, environment, backend,
-                     address, rank0_only, prefix, grace):
-    """Start this node's ranks (into `processes`, their output copiers into `copiers`) and wait for them."""
+                     address, rank0_only, prefix, grace, servers=None):
+    """Start this node's ranks (into `processes`, their output copiers into `copiers`) and wait for them.
+
+    `servers`: the parameter-server processes (ps_servers.py) that the ranks need: one that fails ends the
+    job (the ranks that use it fail naming it; this catches it even while no rank waits on it)."""
     lock = threading.Lock()
     relays = {}
     notes = []  # each rank's note pipe (supervision.leave_note), until read
@@ -196,7 +196,7 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
                 relay.start()
                 copiers.append(relay)
             relays[local_rank] = relay  # the stderr one: it knows whether a traceback came out
-        failure = _watch(processes, grace)
+        failure = _watch(processes, grace, servers)
         for copier in copiers:  # the failing rank's traceback comes out before the verdict
             copier.join(timeout=grace)
         left = []
@@ -209,6 +209,11 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
         return 0
     local_rank, code, others = failure
     stopped = f"; stopped rank(s) {[node_rank * count + r for r in others]}" if others else ""
+    failed_servers = servers.failed() if servers is not None else []
+    sys.stderr.write("".join(failed_servers))  # a server that failed first is why the ranks failed
+    if local_rank is None:
+        sys.stderr.write(f"distrain.launch: the job cannot go on without its parameter servers{stopped}\n")
+        return 1
     kind, _, lost_line = left[local_rank].partition("\t")
     if kind == SAID:  # the rank printed why it ended (a usage error)
         pass
@@ -220,11 +225,14 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
     return exit_status(code)
 
 
-def _watch(processes, grace):
-    """Wait for every rank: None when all succeed, else (failed rank, its code, the ranks stopped for it)."""
+def _watch(processes, grace, servers=None):
+    """Wait for every rank: None when all succeed, else (failed rank, its code, the ranks stopped for it), the
+    failed rank None when one of `servers` failed first."""
     while True:
         codes = [p.poll() for p in processes]
         failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+        if not failed and servers is not None and servers.failed():
+            failed = [(None, None)]
         if failed:
             rank, code = failed[0]
             others = [r for r, c in enumerate(codes) if c is None]

@@ -67,6 +67,7 @@ class PSHandle(Handle):
         self.watch = None  # base.PeerWatch when the communicator has a liveness monitor
         self.timed_out = None  # the server's collective timeout, when that is how it failed
         self.timeout = None  # seconds wait() waits: the communicator's (a subgroup's may differ), else the connection's
+        self.alongside = ()  # other connections whose loss also ends the wait (a partitioned allreduce's servers)
 
     def is_completed(self):
         if not self.done:
@@ -88,7 +89,13 @@ class PSHandle(Handle):
                         "same secret?")
                 if self.watch is not None and self.watch.peer_lost():
                     raise self.watch.lost_error()
-                self.connection.pump(remaining if self.watch is None else min(remaining, LIVENESS_CHECK_SECONDS))
+                for other in self.alongside:
+                    other.pump(0)
+                    if other.lost is not None:
+                        raise CommunicatorError(f"rank {self.connection.rank}: {self.what} cannot complete: "
+                                                f"{other.lost}")
+                checks = self.watch is not None or self.alongside
+                self.connection.pump(min(remaining, LIVENESS_CHECK_SECONDS) if checks else remaining)
         return self._result()
 
     def _result(self):
@@ -183,6 +190,7 @@ class ServerConnection:
                 f"limit where the server starts (${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE} in MiB for python -m "
                 "distrain.launch, --max-message-mb for python -m distrain.comm.ps.server), or send less at once "
                 "(DistributedDataParallel(bucket_cap_mb=...))")
+        self._take_events()
         if self.lost is not None:
             raise CommunicatorError(f"rank {self.rank}: cannot send {what or header['op']}: {self.lost}")
         header = {**header, "rank": self.rank, "seq": self.seq}
@@ -362,8 +370,9 @@ class PSCommunicator(Communicator):
                 server, "allreduce", fields, piece, f"{what}, partition {number + 1} of {len(slices)} "
                 f"(elements {start}..{stop - 1}) on {self.connections[server].name}", _into(piece)))
         watched = self._watch(parts[0], what)  # one collective for the liveness monitor, however many parts
-        for part in parts[1:]:
+        for part in parts:
             part.watch, part.timeout = watched.watch, watched.timeout
+            part.alongside = tuple(connection for connection in self.connections if connection is not part.connection)
         return partitions.PartitionedHandle(parts, done)
 
     def broadcast(self, array, root=0):
