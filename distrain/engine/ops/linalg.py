@@ -37,6 +37,11 @@ def matmul(input, other):
         return _matmul_with_vectors(input, other)
     if a.shape[-1] != b.shape[-2]:
         _check_inner("matmul", a.shape, b.shape)
+    return _product(input, other, a, b)
+
+
+def _product(input, other, a, b):
+    """`a @ b`, the arrays of tensors `input` and `other` that the caller has checked, recorded if needed."""
     try:
         out = a @ b
     except ValueError:
@@ -97,7 +102,11 @@ def mm(input, mat2):
         check_same_dtype("mm", ("input", "mat2"), (input, mat2))
     if a.shape[1] != b.shape[0]:
         _check_inner("mm", a.shape, b.shape)
-    return matmul(input, mat2)
+    if not isinstance(mat2, Tensor):
+        return matmul(input, mat2)  # which makes a tensor of it
+    # matmul's other checks hold already (2-D, one dtype, inner sizes): only the device is left
+    a, b = binary_operands(input, mat2, "matmul")
+    return _product(input, mat2, a, b)
 
 
 def bmm(input, mat2):
