@@ -69,10 +69,11 @@ def test_the_plan_covers_the_array_in_partitions_balanced_over_the_servers(count
     assert plan(count, itemsize, partition, servers) == slices  # the same on every rank: nothing but its arguments
 
 
-def test_one_server_or_one_partition_sends_the_array_whole():
-    assert plan(10 ** 8, 4, 2 ** 20, 1) is None
+def test_one_partition_goes_whole_to_server_zero_and_one_server_gets_every_slice():
     assert plan(2 ** 18, 4, 2 ** 20, 4) is None  # exactly one partition
-    assert plan(2 ** 18 + 1, 4, 2 ** 20, 4) is not None
+    assert len(plan(2 ** 18 + 1, 4, 2 ** 20, 4)) == 4
+    slices = plan(10 ** 6, 4, 2 ** 20, 1)
+    assert len(slices) == 4 and {server for _, _, server in slices} == {0}
 
 
 # -- settings -------------------------------------------------------------------------------------

@@ -13,7 +13,10 @@ exactly as the one server of a single-server job (zap.py, protocol.py). Then:
   slices, largest first, to the least-loaded server gives for slices this equal: each
   server carries 1/S of the bytes of every allreduce, so push and pull bandwidth grow
   with S. The plan depends only on the array's size, the dtype, the partition size and S,
-  so every rank computes the same one without a word exchanged.
+  so every rank computes the same one without a word exchanged. One server splits too:
+  it then sums slice k while slice k+1 arrives, a rank copies answer k in while k+1 is
+  on its way, and the server's sums come from reused memory rather than a fresh mapping
+  of the whole array (benchmarks/bench_ps.py).
 - Every slice is a collective of its own on its server, numbered by that server's count
   of collectives from this rank (server 0's count is the one every other request uses),
   and all slices are sent at once: the connections' ZeroMQ I/O threads move them
@@ -90,9 +93,9 @@ def partition_bytes(partition_mb=None, environ=os.environ):
 
 def plan(count, itemsize, partition, servers):
     """The slices of an allreduce of `count` elements: [(start, stop, server)], or None to send it whole to
-    server 0 (one server, or no more than one partition). NOTE [ Partitions on several servers ]."""
+    server 0 (no more than one partition). NOTE [ Partitions on several servers ]."""
     per_partition = max(1, partition // itemsize)
-    if servers == 1 or count <= per_partition:
+    if count <= per_partition:
         return None
     pieces = min(count, servers * math.ceil(math.ceil(count / per_partition) / servers))
     base, extra = divmod(count, pieces)
