@@ -84,7 +84,10 @@ def init(backend="auto", timeout=DEFAULT_TIMEOUT, partition_mb=None):
 def choose_backend(environ=os.environ):
     """What init("auto") uses: the launcher's --backend, else nccl for several ranks with GPUs and
     cupy, mpi under an MPI launcher, ps when a parameter server is given, else local."""
-    from ..comm.ps.protocol import ADDRESS_ENVIRONMENT_VARIABLE, ADDRESSES_ENVIRONMENT_VARIABLE
+    from ..comm.ps.protocol import (
+        ADDRESS_ENVIRONMENT_VARIABLE,
+        ADDRESSES_ENVIRONMENT_VARIABLE,
+    )
 
     if environ.get("DISTRAIN_BACKEND"):
         return environ["DISTRAIN_BACKEND"]

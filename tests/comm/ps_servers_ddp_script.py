@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 import distrain
-import distrain.nn as nn
+from distrain import nn
 from distrain.comm.ps.client import PSCommunicator
 from distrain.parallel import DistributedDataParallel
 

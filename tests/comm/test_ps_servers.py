@@ -89,7 +89,7 @@ def test_server_lists_from_the_argument_and_the_environment():
     with pytest.raises(ValueError, match=r"names the parameter server\(s\) \['tcp://a:1'\] more than once"):
         server_addresses("tcp://a:1,tcp://b:2,tcp://a:1", {})
     with pytest.raises(ValueError, match="must be non-empty strings"):
-        server_addresses(f"tcp://a:1,,tcp://b:2", {})
+        server_addresses("tcp://a:1,,tcp://b:2", {})
     with pytest.raises(ValueError, match=f"set {one} \\(or {many} for several servers\\)"):
         server_addresses(None, {})
 

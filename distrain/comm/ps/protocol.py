@@ -32,7 +32,9 @@ one), so a recorded message cannot be replayed into this or another session. Onl
 first message, "hello", has no session: it only asks for the server's session token
 (random per server) and claims nothing; a rank takes its place with "join", which
 carries the token, so a join recorded in one session is refused in any other. Answers
-carry the token too: a rank drops an answer from any other session. A collective also
+carry the token too: a rank drops an answer from any other session. A join also names
+the job's servers and partition size (JOIN_LAYOUT, NOTE [ Partitions on several servers ]
+in partitions.py), which every rank must share. A collective also
 carries its "index", the count of collectives this rank has started: the server matches
 the ranks' calls by index and checks that they agree.
 

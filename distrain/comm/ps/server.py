@@ -8,7 +8,8 @@ on all ranks, exactly as under MPI. The same server answers broadcast, allgather
 barrier, for the whole job or a subgroup of it (new_group: each group's collectives are
 matched and summed among its members only, in group-rank order), relays point-to-point
 messages (mailbox.py; the handlers in relay.py), and keeps a small key-value store that the launcher's ranks use as
-their rendezvous (e.g. to share the NCCL unique id).
+their rendezvous (e.g. to share the NCCL unique id). A job may run several servers, each
+summing its share of the large allreduces (NOTE [ Partitions on several servers ]).
 
     python -m distrain.comm.ps.server --world-size 4 --bind tcp://0.0.0.0:5555 --secret-file ~/.distrain/secret
 
@@ -296,8 +297,7 @@ class ParameterServer(MessagesAndGroups):
         self._reply(identity, {"op": "join", "seq": header["seq"], "world_size": self.world_size})
 
     def _check_layout(self, rank, layout):
-        """Every rank must split its allreduces alike onto the same servers (partitions.py): the first join's
-        server list and partition size are the job's, and a rank that names others is refused, naming both."""
+        """The first join's servers and partition size are the job's: a rank naming others is refused."""
         if self.layout is None:
             self.layout = (layout, rank)
             return
