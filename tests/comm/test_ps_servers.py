@@ -215,6 +215,27 @@ def test_ranks_given_different_servers_or_partitions_are_refused_naming_both():
         close_all(servers)
 
 
+def test_partitions_over_a_servers_message_limit_are_refused_before_anything_is_sent(monkeypatch):
+    monkeypatch.setenv(protocol.PARTITION_ENVIRONMENT_VARIABLE, "2")
+    servers = [ParameterServer(2).start(), ParameterServer(2, max_message_bytes=2 ** 20).start()]
+
+    def body(comm):
+        with pytest.raises(CommunicatorError, match=rf"partitions of 1572864 bytes to the parameter server at "
+                                                    rf"{servers[1].address}, over its limit of 1048576 bytes: lower "
+                                                    rf"the partition size \(\${protocol.PARTITION_ENVIRONMENT_VARIABLE}"):
+            comm.allreduce(np.zeros(3 * 2 ** 18, np.float32))  # 3 MiB: 2 partitions of 1.5 MiB
+        fits = np.full(2 ** 19, comm.rank + 1.0, np.float32)  # 2 MiB: one partition, whole to server 0
+        comm.allreduce(fits)
+        return fits, list(comm.partition_collectives), comm.collectives
+
+    try:
+        results = run_ok([server.address for server in servers], 2, body)
+    finally:
+        close_all(servers)
+    for fits, counts, collectives in results.values():  # the refused call used up no collective number
+        assert (fits == 3).all() and counts == [0, 0] and collectives == 1
+
+
 # -- real processes ----------------------------------------------------------------------------------
 
 def rank_environment(rank, world_size, **extra):
