@@ -98,8 +98,9 @@ def test_server_lists_from_the_argument_and_the_environment():
 def test_a_partition_size_that_is_not_positive_is_refused_naming_it(value):
     with pytest.raises(ValueError, match=rf"partition_mb=: .*positive number of MiB.*got {re.escape(repr(value))}"):
         partition_bytes(value, {})
-    with pytest.raises(ValueError, match=rf"\${protocol.PARTITION_ENVIRONMENT_VARIABLE}: .*got '{re.escape(str(value))}'"):
-        partition_bytes(None, {protocol.PARTITION_ENVIRONMENT_VARIABLE: str(value)})
+    variable = protocol.PARTITION_ENVIRONMENT_VARIABLE
+    with pytest.raises(ValueError, match=rf"\${variable}: .*got '{re.escape(str(value))}'"):
+        partition_bytes(None, {variable: str(value)})
 
 
 def test_partition_sizes_in_mib():
@@ -216,13 +217,14 @@ def test_ranks_given_different_servers_or_partitions_are_refused_naming_both():
 
 
 def test_partitions_over_a_servers_message_limit_are_refused_before_anything_is_sent(monkeypatch):
-    monkeypatch.setenv(protocol.PARTITION_ENVIRONMENT_VARIABLE, "2")
+    variable = protocol.PARTITION_ENVIRONMENT_VARIABLE
+    monkeypatch.setenv(variable, "2")
     servers = [ParameterServer(2).start(), ParameterServer(2, max_message_bytes=2 ** 20).start()]
 
     def body(comm):
         with pytest.raises(CommunicatorError, match=rf"partitions of 1572864 bytes to the parameter server at "
                                                     rf"{servers[1].address}, over its limit of 1048576 bytes: lower "
-                                                    rf"the partition size \(\${protocol.PARTITION_ENVIRONMENT_VARIABLE}"):
+                                                    rf"the partition size \(\${variable}"):
             comm.allreduce(np.zeros(3 * 2 ** 18, np.float32))  # 3 MiB: 2 partitions of 1.5 MiB
         fits = np.full(2 ** 19, comm.rank + 1.0, np.float32)  # 2 MiB: one partition, whole to server 0
         comm.allreduce(fits)

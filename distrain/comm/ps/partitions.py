@@ -75,9 +75,9 @@ def server_addresses(address=None, environ=os.environ):
 
 def partition_bytes(partition_mb=None, environ=os.environ):
     """The partition size in bytes: `partition_mb` (MiB), else $DISTRAIN_PS_PARTITION_MB, else 4 MiB."""
-    source = "partition_mb="
-    if partition_mb is None and environ.get(protocol.PARTITION_ENVIRONMENT_VARIABLE):
-        partition_mb, source = environ[protocol.PARTITION_ENVIRONMENT_VARIABLE], f"${protocol.PARTITION_ENVIRONMENT_VARIABLE}"
+    source, variable = "partition_mb=", protocol.PARTITION_ENVIRONMENT_VARIABLE
+    if partition_mb is None and environ.get(variable):
+        partition_mb, source = environ[variable], f"${variable}"
     if partition_mb is None:
         return DEFAULT_PARTITION_BYTES
     try:
