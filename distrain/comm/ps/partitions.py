@@ -30,9 +30,12 @@ exactly as the one server of a single-server job (zap.py, protocol.py). Then:
 - The ranks must agree on the layout (the server list and the partition size): each
   rank's join names it, and a server refuses a join whose layout differs from the first
   rank's, naming both (server.ParameterServer._check_layout).
-- A server that dies closes its connections; a rank waiting on it learns so from its
-  connection's monitor within a moment and fails naming that server's address
-  (client.ServerConnection). A server that hangs is named by the collective timeout.
+- A server that dies closes its connections; a rank waiting on it (or on a partition of
+  the same allreduce on another server) learns so from its connection's monitor within a
+  moment and fails naming that server's address (client.ServerConnection), and the
+  launcher, which watches the server processes it started, ends the job naming it even
+  while no rank uses it (ps_servers.py). A server that hangs is named by the collective
+  timeout.
 """
 from __future__ import annotations
 
