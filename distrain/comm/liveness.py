@@ -388,26 +388,28 @@ class Monitor(threading.Thread):
         if table is None:
             return "the liveness hub on rank 0 did not answer, so which ranks are missing is unknown"
         known = {entry["rank"]: entry for entry in table}
-        parts = []
+        parts, left_since = [], []
         for rank in range(self.size):
             entry = known.get(rank)
             if rank == self.rank:
                 continue
             if entry is None:
                 parts.append(f"rank {rank} never sent a heartbeat")
+            elif (entry.get("started") or 0) >= index:  # it has started this collective: it arrived
+                if entry.get("lost"):  # and left since (e.g. its own wait timed out a moment earlier, or it died in it)
+                    left_since.append(f"{describe_peer(entry)} {entry['lost']}")
             elif entry.get("lost"):
                 parts.append(f"{describe_peer(entry)} {entry['lost']}")
-            elif (entry.get("started") or 0) >= index:
-                continue  # it has started this collective: it arrived
             elif entry.get("waiting"):
                 parts.append(f"{describe_peer(entry)} has started only {entry['started']} collectives and waits in "
                              f"{entry['waiting']} for {entry['waiting_for']:.0f} s")
             else:
                 parts.append(f"{describe_peer(entry)} has started only {entry['started']} collectives and waits in "
                              f"none (busy outside distrain; last heard {entry['silent_for']:.1f} s ago)")
+        left = f"; ranks that arrived at it and have left since: {'; '.join(left_since)}" if left_since else ""
         if not parts:
-            return "every rank has started this collective (a slow network or a very large buffer?)"
-        return f"ranks that have not arrived at collective #{index}: " + "; ".join(parts)
+            return "every rank has started this collective (a slow network or a very large buffer?)" + left
+        return f"ranks that have not arrived at collective #{index}: " + "; ".join(parts) + left
 
 
 class Liveness:
