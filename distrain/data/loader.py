@@ -42,7 +42,9 @@ class DataLoader:
     With num_workers > 0 a CPU batch is a view of shared memory that stays valid for as long
     as you keep it: its slot is reused only once nothing of the batch is referenced any more
     (NOTE [ Slot leases ] in shared_slots.py). With persistent_workers, the workers live as
-    long as the DataLoader: dropping it stops them at once.
+    long as the DataLoader: dropping it stops them at once. Workers compute on one thread
+    (NumPy's BLAS, distrain's own; NOTE [ One thread per loader worker ]), as PyTorch's do;
+    a worker_init_fn may raise that.
 
     Exact resume: `state_dict()` records where the current (or last) pass stands and
     `load_state_dict(state)`, on a new loader built the same way, makes its next `iter()`

@@ -19,6 +19,7 @@ import numpy
 from ..process_lifetime import die_with_parent
 from .collate import arrays_to_tensors, split_arrays
 from .shared_slots import SlotAttachments, SlotTooSmall, write_arrays
+from .worker_threads import use_one_thread
 
 PARENT_POLL_SECONDS = 0.2  # how often a worker's watchdog checks that its parent is still alive
 
@@ -197,6 +198,7 @@ def worker_loop(worker_id, num_workers, fetcher, index_queue, result_queue, work
     global _worker_info
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops us
     exit_with_parent(parent_pid, death_signal)
+    use_one_thread()  # NOTE [ One thread per loader worker ]: before worker_init_fn, which may raise it
     _worker_info = WorkerInfo(worker_id, num_workers, first_seed + worker_id, fetcher.dataset)
     seed_everything(first_seed + worker_id)
     attachments = SlotAttachments()

@@ -44,6 +44,7 @@ too, and the slots then go when the last of them does.)
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -56,6 +57,7 @@ from ..errors import DistrainError
 from .collate import join_arrays
 from .shared_slots import SlotPool
 from .worker import worker_loop
+from .worker_threads import forked_workers_get_one_blas_thread
 
 POLL_SECONDS = 0.2
 JOIN_SECONDS = 5.0
@@ -107,13 +109,16 @@ class WorkerPool:
             prepare()
         # the kernel's parent-death signal follows the thread that forks: only the main thread lives as long as we do
         death_signal = threading.current_thread() is threading.main_thread()
-        for worker_id in range(num_workers):
-            process = context.Process(
-                target=worker_loop, daemon=True, name=f"distrain-loader-worker-{worker_id}",
-                args=(worker_id, num_workers, fetcher, self.task_queues[worker_id], self.result_queue,
-                      worker_init_fn, os.getpid(), first_seed, death_signal))
-            self.workers.append(process)
-            process.start()
+        # NOTE [ One thread per loader worker ] (worker_threads.py): forked workers inherit one BLAS thread
+        forking = context.get_start_method() == "fork"
+        with forked_workers_get_one_blas_thread() if forking else contextlib.nullcontext():
+            for worker_id in range(num_workers):
+                process = context.Process(
+                    target=worker_loop, daemon=True, name=f"distrain-loader-worker-{worker_id}",
+                    args=(worker_id, num_workers, fetcher, self.task_queues[worker_id], self.result_queue,
+                          worker_init_fn, os.getpid(), first_seed, death_signal))
+                self.workers.append(process)
+                process.start()
         self.epoch, self.base_seed = -1, first_seed
         self.in_flight, self.arrived, self.ended_workers = {}, {}, set()
 
