@@ -95,8 +95,11 @@ class WorkerPool:
         self.timeout = timeout
         self.num_workers = num_workers
         self.in_flight_limit = num_workers * prefetch_factor
-        # lent batches beyond in_flight_limit + 1 (the one in the user's hands as the next is asked for) are copies
-        self.slots = SlotPool(self.in_flight_limit, DEFAULT_SLOT_BYTES, lease_limit=self.in_flight_limit + 1)
+        # lent batches beyond in_flight_limit + 1 (the one in the user's hands as the next is asked for) are copies.
+        # A loop that lets its batches go uses in_flight_limit + 1 slots: all made now, before the workers fork,
+        # so none is made during the epoch (a kill between a segment's creation and its registration with the
+        # resource tracker would leak that segment)
+        self.slots = SlotPool(self.in_flight_limit + 1, DEFAULT_SLOT_BYTES, lease_limit=self.in_flight_limit + 1)
         context = start_context(context)
         self.task_queues = [context.Queue() for _ in range(num_workers)]
         self.result_queue = context.Queue()

@@ -387,13 +387,13 @@ def test_prefetch_factor(num_workers, prefetch_factor):
         pool = iterator.pool
         # all but the batch just taken are still ahead: a loader that kept fewer in flight fails here
         assert len(pool.in_flight) + len(pool.arrived) == num_workers * prefetch_factor - 1
-        assert len(pool.slots) == num_workers * prefetch_factor
+        # one more slot than in flight, for the batch in hand, made with the others before the workers start
+        assert len(pool.slots) == num_workers * prefetch_factor + 1
         batches, most_slots = first, 0
         for batch in iterator:
             batches += collect([batch])
             most_slots = max(most_slots, len(pool.slots))
-        # batches that are let go of are reused: one more slot than in flight, for the batch in hand
-        assert most_slots == num_workers * prefetch_factor + 1
+        assert most_slots == num_workers * prefetch_factor + 1  # batches that are let go of are reused
     finally:
         iterator.close()
     assert_same_batches(batches, torch_batches(dataset, batch_size=2))
