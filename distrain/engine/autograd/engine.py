@@ -162,15 +162,9 @@ def _count_dependencies(root_edges):
     (a root counts as one edge). Iterative, so 10,000-op chains work."""
     dependencies = {}
     stack = []
-    for target, _ in root_edges:
-        if target in dependencies:
-            dependencies[target] += 1
-        else:
-            dependencies[target] = 1
-            if type(target) is Node:
-                stack.append(target)
-    while stack:
-        for edge in stack.pop().next_edges:
+    edges = root_edges
+    while True:
+        for edge in edges:
             if edge is not None:
                 target = edge[0]
                 if target in dependencies:
@@ -179,7 +173,9 @@ def _count_dependencies(root_edges):
                     dependencies[target] = 1
                     if type(target) is Node:
                         stack.append(target)
-    return dependencies
+        if not stack:
+            return dependencies
+        edges = stack.pop().next_edges
 
 
 class _EndCallbacks(threading.local):
