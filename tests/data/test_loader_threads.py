@@ -83,5 +83,8 @@ def test_worker_init_fn_runs_after_the_limit_and_may_raise_it():
         distrain.set_num_threads(3)
 
     seen = fetch_all(DataLoader(ThreadsSeen(), batch_size=None, num_workers=1, worker_init_fn=more_threads),
-                     [HELPERS, DISTRAIN, *VARIABLES])
-    assert seen == [[1, 3, 1, 1, 1]] * 3  # one BLAS helper: the measurement sees threads when there are some
+                     [HELPERS, BLAS, DISTRAIN, *VARIABLES])
+    # the BLAS at two threads, and the measurement sees its helper (at least one native thread: in a full test
+    # run a worker may hold another native thread besides, so the count is not exact here)
+    assert [row[1:] for row in seen] == [[2, 3, 1, 1, 1]] * 3, seen
+    assert all(row[0] >= 1 for row in seen), seen
