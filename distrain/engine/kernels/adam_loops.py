@@ -14,6 +14,8 @@ without fastmath).
 import functools
 
 import numba
+
+from .gradient_loops import decayed_gradient
 import numpy
 
 
@@ -29,12 +31,7 @@ def adam_loop(decoupled_decay, l2_decay, maximize, amsgrad):
             value = param[index]
             if decoupled_decay:
                 value = value * decay_factor  # param *= 1 - lr * weight_decay
-            g = grad[index]
-            if l2_decay:  # Chunk.grad_with: param * weight_decay, then -/+ grad
-                decay = value * weight_decay
-                g = decay - g if maximize else decay + g
-            elif maximize:
-                g = -g
+            g = decayed_gradient(value, grad[index], weight_decay, l2_decay, maximize)
             average = exp_avg[index]
             average = average + (g - average) * one_minus_beta1  # lerp_towards
             exp_avg[index] = average

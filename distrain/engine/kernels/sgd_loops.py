@@ -10,6 +10,8 @@ import functools
 
 import numba
 
+from .gradient_loops import decayed_gradient
+
 
 @functools.cache
 def sgd_loop(l2_decay, maximize, momentum, first_step, dampened, nesterov):
@@ -21,12 +23,7 @@ def sgd_loop(l2_decay, maximize, momentum, first_step, dampened, nesterov):
             scalars[3]
         for index in range(param.size):
             value = param[index]
-            g = grad[index]
-            if l2_decay:  # Chunk.grad_with: param * weight_decay, then -/+ grad
-                decay = value * weight_decay
-                g = decay - g if maximize else decay + g
-            elif maximize:
-                g = -g
+            g = decayed_gradient(value, grad[index], weight_decay, l2_decay, maximize)
             if momentum:
                 if first_step:  # the buffer starts as the gradient
                     buffer = g
