@@ -40,6 +40,7 @@ import time
 import traceback
 
 from .comm.ranks import discover_local_size, discover_ranks, under_mpi_launcher
+from .engine.threads import THREAD_VARIABLES
 from .process_lifetime import process_is_running
 
 ABORT_GRACE_SECONDS = 0.5
@@ -51,9 +52,6 @@ def rank_environment(rank, size, local_rank, local_size=None):
     if local_size is not None:
         values["LOCAL_WORLD_SIZE"] = local_size
     return {**{k: str(v) for k, v in values.items()}, **{f"DISTRAIN_{k}": str(v) for k, v in values.items()}}
-
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def threads_per_rank(ranks_here, environ=os.environ):

@@ -32,8 +32,7 @@ import functools
 import os
 
 from ..engine import threads
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+from ..engine.threads import THREAD_VARIABLES
 
 # (get, set) thread count, as the BLAS builds NumPy ships with (scipy-openblas, 64-bit integers
 # or not) or is built against (a system OpenBLAS, MKL's single dynamic library) name them

@@ -16,6 +16,10 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+# what a launcher (one rank per core) and a loader worker (one thread) set for the native thread pools
+# of the libraries a process loads after them: OpenMP's, OpenBLAS's, MKL's
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
 _lock = threading.Lock()
 _threads = None
 _pool = None
