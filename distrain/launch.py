@@ -266,7 +266,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m distrain.launch", description=__doc__.split("\n\n")[0],
         usage="python -m distrain.launch [-n N | --nproc_per_node N] [--backend mpi|ps|nccl] [--servers S] "
-              "[--partition-mb MB] [--no-prefix] [--rank0-only] "
+              "[--partition-mb MB] [--ps-mode sync|async] [--staleness K] [--no-prefix] [--rank0-only] "
               "[--config FILE.toml] [--set KEY=VALUE ...] [--resume] [--timeline [PATH]] [script.py [args ...]]")
     parser.add_argument("-n", "--nproc", "--nproc_per_node", "--nproc-per-node", type=int, dest="nproc",
                         help="start N ranks on this machine (omit under mpirun/srun); torchrun's --nproc_per_node too")
@@ -281,6 +281,15 @@ def main(argv=None):
     parser.add_argument("--partition-mb", type=float, dest="partition_mb",
                         help="with several --servers: the largest piece (MiB) of an allreduce one server gets "
                              "(default 4, or $DISTRAIN_PS_PARTITION_MB)")
+    parser.add_argument("--ps-mode", choices=["sync", "async"], dest="ps_mode",
+                        help="with --backend ps: sync (default) averages gradients every step as MPI does; async "
+                             "pushes them to the servers, which run the optimizer, ranks at most --staleness steps "
+                             "apart (DistributedDataParallel follows it)")
+    parser.add_argument("--staleness", dest="staleness",
+                        help="with --ps-mode async: how many steps a rank may run ahead of the slowest (default 0: "
+                             "exactly synchronous training; inf: unbounded)")
+    parser.add_argument("--staleness-damping", action="store_true", dest="staleness_damping",
+                        help="with --ps-mode async: damp the learning rate of gradients staler than one round")
     parser.add_argument("--no-prefix", action="store_true", help="no \"[rank] \" prefix on output lines")
     parser.add_argument("--rank0-only", action="store_true",
                         help="show only rank 0's standard output (every rank's stderr still shows)")
@@ -325,6 +334,9 @@ def main(argv=None):
             partition_bytes(args.partition_mb)
         except ValueError as error:
             parser.error(str(error).replace("partition_mb=", "--partition-mb", 1))
+    wrong = _check_ps_mode(args)
+    if wrong:
+        parser.error(wrong)
     if args.script_argv and uses_trainer_options(args):
         parser.error("--config, --set, --resume, --timeline and --debug are the built-in trainer's options; "
                      "with a script, put your script's own options after its name")
@@ -357,6 +369,29 @@ def main(argv=None):
         parser.error("--nnodes is for --backend ps or nccl; with MPI, mpirun starts the ranks on several machines "
                      "(launchers/mpirun.sh)")
     return _run_mpiexec(args)
+
+
+def _check_ps_mode(args):
+    """The asynchronous-mode flags: for --backend ps only, a valid bound; handed to the ranks in their
+    environment (comm/ps/modes.py). Returns what is wrong, or None."""
+    from .comm.ps import modes
+
+    given = [flag for flag, value in (("--ps-mode", args.ps_mode), ("--staleness", args.staleness),
+                                      ("--staleness-damping", args.staleness_damping or None)) if value is not None]
+    if not given:
+        return None
+    if args.backend != "ps":
+        return f"{given[0]} is for --backend ps (the parameter server), not {args.backend}"
+    if args.ps_mode != "async" and (args.staleness is not None or args.staleness_damping):
+        return "--staleness and --staleness-damping are for --ps-mode async"
+    try:
+        bound = modes.staleness(args.staleness, where="--staleness")
+    except ValueError as error:
+        return str(error)
+    os.environ[modes.MODE_ENVIRONMENT_VARIABLE] = args.ps_mode
+    os.environ[modes.STALENESS_ENVIRONMENT_VARIABLE] = str(bound)
+    os.environ[modes.DAMPING_ENVIRONMENT_VARIABLE] = "1" if args.staleness_damping else "0"
+    return None
 
 
 def _run_mpiexec(args):

@@ -105,6 +105,32 @@ def _communicator(comm):
     return comm
 
 
+def _served_model(comm, parameters, ps_mode, staleness, damping, compression):
+    """A ServedModel when this DDP trains asynchronously on the parameter server (comm/ps/served_model.py), else None."""
+    from .comm.ps import modes
+
+    default_mode = getattr(comm, "ps_mode", "sync")
+    mode = default_mode if ps_mode is None else modes.ps_mode(ps_mode, where="DistributedDataParallel(ps_mode=...)")
+    if mode == "sync":
+        if staleness is not None and ps_mode is not None:
+            raise ValueError("DistributedDataParallel: staleness= is for ps_mode=\"async\"; synchronous training "
+                             "has no staleness")
+        return None
+    if getattr(comm, "name", None) != "ps" or getattr(comm, "global_ranks", None) is not None:
+        raise ValueError(f"DistributedDataParallel(ps_mode=\"async\") needs the whole job's parameter-server "
+                         f"communicator (backend \"ps\"), but this one is {getattr(comm, 'name', comm)!r}"
+                         + (" of a subgroup" if getattr(comm, "global_ranks", None) is not None else "") +
+                         ": start the job with python -m distrain.launch --backend ps")
+    if compression is not None:
+        raise ValueError("DistributedDataParallel: gradient_compression is for synchronous training; asynchronous "
+                         "pushes travel in the parameters' dtype")
+    from .comm.ps.served_model import ServedModel
+
+    bound = comm.staleness if staleness is None else modes.staleness(staleness,
+                                                                     where="DistributedDataParallel(staleness=...)")
+    return ServedModel(comm, parameters, bound, comm.staleness_damping if damping is None else damping)
+
+
 class DistributedDataParallel(Module):
     """Wrap `module` so that backward averages its gradients over all ranks of `comm`.
 
@@ -121,7 +147,8 @@ class DistributedDataParallel(Module):
 
     def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=True, init_sync=True,
                  process_group=None, bucket_cap_mb=None, find_unused_parameters=False, check_reduction=False,
-                 gradient_as_bucket_view=False, static_graph=False, *, comm=None, gradient_compression=None):
+                 gradient_as_bucket_view=False, static_graph=False, *, comm=None, gradient_compression=None,
+                 ps_mode=None, staleness=None, staleness_damping=None):
         """PyTorch's arguments, in PyTorch's order (a script's `DDP(model, [local_rank])` means device_ids here too).
 
         Honoured: device_ids (checked: the module's own device, one of them, or None for a CPU
@@ -132,7 +159,11 @@ class DistributedDataParallel(Module):
         buckets), find_unused_parameters and static_graph (parameters without a gradient are
         reduced as zeros every step, so neither is needed), output_device and dim (outputs stay
         on the module's one device), check_reduction (deprecated in PyTorch). distrain's own:
-        gradient_compression="fp16".
+        gradient_compression="fp16"; on the parameter-server backend, ps_mode="async" with
+        staleness=K and staleness_damping (defaults: the communicator's, from
+        distrain.distributed.init or the launcher's --ps-mode/--staleness): backward stays
+        local and optimizer.step() pushes the gradients to the servers, which run the
+        optimizer (comm/ps/served_model.py).
         """
         super().__init__()
         if comm is not None and process_group is not None and comm is not process_group:
@@ -148,6 +179,12 @@ class DistributedDataParallel(Module):
         self._joining = False
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         check_same_parameters_everywhere(comm, named, "DistributedDataParallel")
+        self._served = _served_model(comm, [p for _, p in named], ps_mode, staleness, staleness_damping,
+                                     gradient_compression)
+        if self._served is not None:  # asynchronous: nothing to reduce; the servers hand out rank 0's parameters
+            object.__setattr__(self, "_reducer", None)
+            self._comm_hook = None
+            return
         object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
                                                              gradient_compression, "DistributedDataParallel",
                                                              count_backwards=True))
@@ -163,8 +200,14 @@ class DistributedDataParallel(Module):
     @property
     def communication_wait_seconds(self) -> float:
         """Seconds spent waiting for gradient reductions at the ends of backward, and broadcasting buffers at the
-        starts of forward, in all: the communication not hidden behind computation."""
-        return self._reducer.wait_seconds
+        starts of forward, in all: the communication not hidden behind computation (asynchronous mode: waiting
+        in optimizer.step() for the servers' answers)."""
+        return self._served.wait_seconds if self._served is not None else self._reducer.wait_seconds
+
+    @property
+    def staleness_histogram(self):
+        """Asynchronous mode: {staleness: steps} of this rank's gradients (ServedModel); None in synchronous mode."""
+        return None if self._served is None else dict(self._served.staleness_histogram)
 
     @property
     def _has_buffers(self):
@@ -194,6 +237,8 @@ class DistributedDataParallel(Module):
         self._reducer.wait_seconds += time.perf_counter() - started
 
     def forward(self, *args, **kwargs):
+        if self._served is not None:  # asynchronous: backward is local, optimizer.step() talks to the servers
+            return self.module(*args, **kwargs)
         will_sync = self._sync and is_grad_enabled()
         if is_grad_enabled():
             self._reducer.backward_counted = False  # NOTE [ sequence check ]: its first backward counts
@@ -245,7 +290,7 @@ class DistributedDataParallel(Module):
         stopped early skipped the later optimizer steps. Optimizer state (momentum) is not
         synchronised, as in PyTorch. One forward per backward inside join().
         """
-        if not enable:
+        if not enable or self._served is not None:  # asynchronous: no rank waits for another's batches
             yield self
             return
         self._joining = True
@@ -285,6 +330,10 @@ class DistributedDataParallel(Module):
             from distrain.distributed.algorithms.ddp_comm_hooks import default_hooks
             model.register_comm_hook(None, default_hooks.fp16_compress_hook)
         """
+        if self._served is not None:
+            raise DistrainError("DistributedDataParallel.register_comm_hook: in asynchronous parameter-server mode no "
+                                "bucket is reduced (the servers take each rank's gradients); use ps_mode=\"sync\" "
+                                "for a communication hook")
         if self._comm_hook is not None:
             raise DistrainError(f"DistributedDataParallel.register_comm_hook: a hook ({self._comm_hook!r}) is "
                                 "registered already; it can be called only once, as in PyTorch")
@@ -312,6 +361,8 @@ class DistributedDataParallel(Module):
         forward() and the gradient hooks would: broadcast buffers first, count the backward
         (NOTE [ sequence check ]), then reduce every bucket once the whole backward is done.
         """
+        if self._served is not None:
+            return forward_backward()  # asynchronous: backward is local, the optimizer's step talks to the servers
         if self._joining:
             raise DistrainError("DistributedDataParallel: a compiled step (distrain.jit.compile_step) cannot run "
                                 "inside join(); run the uneven tail of the data eagerly")

@@ -52,24 +52,32 @@ _communicator = None
 _meeting = None  # the launcher-less rendezvous this process joined (distrain/rendezvous.py), if any
 
 
-def init(backend="auto", timeout=DEFAULT_TIMEOUT, partition_mb=None):
+def init(backend="auto", timeout=DEFAULT_TIMEOUT, partition_mb=None, ps_mode=None, staleness=None,
+         staleness_damping=None):
     """Join the process group; returns the communicator (also kept for get_rank() etc.).
 
-    partition_mb: on the ps backend with several servers, the size (MiB) of the partitions a
-    large allreduce is split into, one server each (default $DISTRAIN_PS_PARTITION_MB, else 4;
-    NOTE [ Partitions on several servers ] in comm/ps/partitions.py).
+    The parameter-server backend's own options:
+    - partition_mb: with several servers, the size (MiB) of the partitions a large allreduce
+      is split into, one server each (default $DISTRAIN_PS_PARTITION_MB, else 4; NOTE
+      [ Partitions on several servers ] in comm/ps/partitions.py).
+    - ps_mode: "sync" (default, or $DISTRAIN_PS_MODE) averages gradients as MPI does;
+      "async" makes DistributedDataParallel push gradients to the servers, which run the
+      optimizer, with ranks at most `staleness` steps apart (an int, or math.inf; default 0,
+      which trains exactly as sync) and, with staleness_damping=True, the learning rate of
+      stale gradients damped (NOTE [ Stale synchronous parallel ] in comm/ps/stale_synchronous.py).
     """
     global _communicator
     if _communicator is not None:
         raise RuntimeError(f"distrain.distributed is already initialised ({_communicator!r}); call shutdown() first")
     if backend == "auto":
         backend = choose_backend()
-    options = {}
-    if partition_mb is not None:
+    options = {name: value for name, value in (("partition_mb", partition_mb), ("ps_mode", ps_mode),
+                                                ("staleness", staleness), ("staleness_damping", staleness_damping))
+               if value is not None}
+    for name, value in options.items():
         if backend != "ps":
-            raise ValueError(f"init: partition_mb={partition_mb!r} is for the parameter-server backend (\"ps\"), "
+            raise ValueError(f"init: {name}={value!r} is for the parameter-server backend (\"ps\"), "
                              f"but this job uses {backend!r}; leave it out")
-        options["partition_mb"] = partition_mb
     _communicator = create_communicator(backend, timeout=timeout, **options)
     from .. import timeline
 

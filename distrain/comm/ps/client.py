@@ -46,7 +46,7 @@ from ..p2p import (
     describe,
     peers_of,
 )
-from . import partitions, protocol
+from . import modes, partitions, protocol
 from .protocol import ProtocolError
 
 LIVENESS_CHECK_SECONDS = 0.1  # how often a wait looks at the liveness monitor
@@ -282,9 +282,13 @@ class PSCommunicator(Communicator):
     tag_limit = protocol.MAX_TAG
 
     def __init__(self, address=None, rank=None, world_size=None, secret=None, timeout=DEFAULT_TIMEOUT,
-                 partition_mb=None):
+                 partition_mb=None, ps_mode=None, staleness=None, staleness_damping=None):
         addresses = partitions.server_addresses(address)
         self.partition_bytes = partitions.partition_bytes(partition_mb)
+        # how DistributedDataParallel trains on this job by default (modes.py; NOTE [ Stale synchronous parallel ])
+        self.ps_mode = modes.ps_mode(ps_mode)
+        self.staleness = modes.staleness(staleness)
+        self.staleness_damping = modes.damping(staleness_damping)
         if rank is None or world_size is None:
             rank, world_size, self.local_rank, self.local_size = launched_rank_or_fail("ps")
         else:

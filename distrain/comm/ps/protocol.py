@@ -65,8 +65,9 @@ import numpy
 
 from ...errors import DistrainError
 
-PROTOCOL_VERSION = 5  # 3: a ZAP handshake first; MACs only beyond loopback. 4: subgroups, send/recv. 5: join names
-# the job's servers and partition size (several servers: partitions.py)
+PROTOCOL_VERSION = 6  # 3: a ZAP handshake first; MACs only beyond loopback. 4: subgroups, send/recv. 5: join names
+# the job's servers and partition size (several servers: partitions.py). 6: serve and push (asynchronous mode:
+# stale_synchronous.py)
 SECRET_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET"
 SECRET_FILE_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_SECRET_FILE"
 ADDRESS_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_ADDRESS"  # server 0 (the only one, or the first of DISTRAIN_PS_ADDRESSES)
@@ -91,6 +92,14 @@ REQUESTS = {
     "recv": {"group": int, "src": int, "tag": int, "dtype": str, "shape": list, "timeout": float},
     "new_group": {"group": int},
     "free_group": {"group": int},
+    # asynchronous mode (NOTE [ Stale synchronous parallel ] in stale_synchronous.py): "serve" registers a rank with
+    # one shard of a model's parameters (rank 0's payload: the starting values) and is answered with the current
+    # parameters; "push" carries a gradient and is answered with fresh parameters once the staleness bound allows.
+    # "table" numbers a model's flat buffer, "shard" its slice; "groups" are the optimizer's hyperparameters per
+    # param group, "runs" [start, stop, group] which elements of the shard belong to which group; "staleness" -1: inf
+    "serve": {"table": int, "shard": int, "dtype": str, "shape": list, "optimizer": str, "groups": list,
+              "runs": list, "staleness": int, "damping": bool},
+    "push": {"table": int, "shard": int, "clock": int, "dtype": str, "shape": list, "groups": list},
     "store_set": {"key": str},
     "store_get": {"key": str},
     "bye": {},

@@ -60,6 +60,7 @@ from .mailbox import Mailboxes
 from .protocol import ProtocolError
 from .refusals import RefusalLog
 from .relay import MessagesAndGroups, Group
+from .stale_synchronous import MAX_SHARDS, ServedShard
 
 log = logging.getLogger("distrain.ps")
 
@@ -159,6 +160,7 @@ class ParameterServer(MessagesAndGroups):
         self.store = {}
         self.store_waiters = {}  # key -> [(rank, identity, seq, deadline)]
         self.pending = collections.Counter()  # rank -> its collectives and store reads waiting for other ranks
+        self.shards = {}  # (table, shard) -> ServedShard: asynchronous mode's parameters (stale_synchronous.py)
         self.refused = 0  # messages dropped or answered with an error (for monitoring and tests)
         self._stop = threading.Event()
         self._thread = None
@@ -313,6 +315,23 @@ class ParameterServer(MessagesAndGroups):
         self.ranks[header["rank"]]["left"] = True
         self._reply(identity, {"op": "bye", "seq": header["seq"]})
 
+    # -- asynchronous mode (NOTE [ Stale synchronous parallel ] in stale_synchronous.py) ------------------------------
+    def _on_serve(self, header, payload, identity):
+        key = (header["table"], header["shard"])
+        shard = self.shards.get(key)
+        if shard is None:
+            if len(self.shards) >= MAX_SHARDS:
+                raise ProtocolError(f"rank {header['rank']}: this server holds {MAX_SHARDS} served shards already")
+            shard = self.shards[key] = ServedShard(header, self.world_size, self._reply)
+        shard.serve(header, payload, identity)
+
+    def _on_push(self, header, payload, identity):
+        shard = self.shards.get((header["table"], header["shard"]))
+        if shard is None:
+            raise ProtocolError(f"rank {header['rank']}: pushed to shard {header['shard']} of model "
+                                f"{header['table']}, which this server does not serve (no rank served it)")
+        shard.push(header, payload, identity)
+
     def _on_store_set(self, header, payload, identity):
         key = header["key"]
         if key not in self.store and len(self.store) >= MAX_STORE_KEYS:
@@ -430,6 +449,8 @@ class ParameterServer(MessagesAndGroups):
                                         "error": f"no rank set rendezvous key {key!r} in time"})
             if not waiters:
                 del self.store_waiters[key]
+        for shard in self.shards.values():
+            shard.expire(now, self._timeout_of)
         for receiver in self.mailboxes.expired(now):
             self.pending[receiver.dst] -= 1
             sender = "any rank" if receiver.src is None else f"rank {receiver.src}"

@@ -147,6 +147,10 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        served = getattr(self.param_groups[0]["params"][0], "_served", None)
+        if served is not None:  # asynchronous parameter-server training: the servers run this optimizer
+            served.step(self)  # (NOTE [ Stale synchronous parallel ] in comm/ps/stale_synchronous.py)
+            return loss
         for group in self.param_groups:
             chunks, updated = self._chunks(group)
             self._update_chunks(chunks, group)
