@@ -105,7 +105,7 @@ def _communicator(comm):
     return comm
 
 
-def _served_model(comm, parameters, ps_mode, staleness, damping, compression):
+def _served_model(comm, named, ps_mode, staleness, damping, compression):
     """A ServedModel when this DDP trains asynchronously on the parameter server (comm/ps/served_model.py), else None."""
     from .comm.ps import modes
 
@@ -128,7 +128,8 @@ def _served_model(comm, parameters, ps_mode, staleness, damping, compression):
 
     bound = comm.staleness if staleness is None else modes.staleness(staleness,
                                                                      where="DistributedDataParallel(staleness=...)")
-    return ServedModel(comm, parameters, bound, comm.staleness_damping if damping is None else damping)
+    return ServedModel(comm, [p for _, p in named], bound, comm.staleness_damping if damping is None else damping,
+                       names=[name for name, _ in named])
 
 
 class DistributedDataParallel(Module):
@@ -178,13 +179,12 @@ class DistributedDataParallel(Module):
         self._sync = True
         self._joining = False
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
-        check_same_parameters_everywhere(comm, named, "DistributedDataParallel")
-        self._served = _served_model(comm, [p for _, p in named], ps_mode, staleness, staleness_damping,
-                                     gradient_compression)
-        if self._served is not None:  # asynchronous: nothing to reduce; the servers hand out rank 0's parameters
-            object.__setattr__(self, "_reducer", None)
-            self._comm_hook = None
+        self._served = _served_model(comm, named, ps_mode, staleness, staleness_damping, gradient_compression)
+        if self._served is not None:  # asynchronous: nothing to reduce, and no collective (a restarted rank joins
+            object.__setattr__(self, "_reducer", None)  # alone): the servers compare the models and hand out
+            self._comm_hook = None  # rank 0's parameters at the first step (served_model.py)
             return
+        check_same_parameters_everywhere(comm, named, "DistributedDataParallel")
         object.__setattr__(self, "_reducer", GradientReducer(comm, [p for _, p in named], int(bucket_cap_mb * 2 ** 20),
                                                              gradient_compression, "DistributedDataParallel",
                                                              count_backwards=True))
@@ -208,6 +208,37 @@ class DistributedDataParallel(Module):
     def staleness_histogram(self):
         """Asynchronous mode: {staleness: steps} of this rank's gradients (ServedModel); None in synchronous mode."""
         return None if self._served is None else dict(self._served.staleness_histogram)
+
+    def pull_parameters(self):
+        """Give every rank the servers' current parameters (asynchronous mode); synchronous mode: nothing to do.
+
+        Asynchronous ranks end their steps holding parameters of different versions: each has
+        the ones the servers answered its own last push with, which lack the updates of the
+        gradients pushed after it. Before evaluating or saving, every rank calls this: it waits
+        until every rank has got here (so that every gradient pushed before is applied), takes
+        the servers' parameters, and broadcasts rank 0's buffers (BatchNorm's running
+        statistics, which the servers do not hold), so that every rank then holds the same
+        model. It is a collective, like a barrier: call it on every rank at the same point.
+
+        In synchronous mode every rank holds the same parameters after each step already (and
+        rank 0's buffers arrive at each forward), so it returns at once, without communicating.
+
+        Example (the end of an asynchronous run)::
+
+            model.pull_parameters()
+            if dist.get_rank() == 0:
+                distrain.save(model.module.state_dict(), "model.dt")
+        """
+        if self._served is None:
+            return
+        started = time.perf_counter()
+        self.comm.barrier()
+        self._served.pull()
+        self._served.wait_seconds += time.perf_counter() - started
+        if self.broadcast_buffers and self._has_buffers:
+            self._broadcast_buffers()  # a collective too: no rank pushes again before every rank has pulled
+        else:
+            self.comm.barrier()  # no rank pushes again (its next step) before every rank has pulled
 
     @property
     def _has_buffers(self):
@@ -234,7 +265,7 @@ class DistributedDataParallel(Module):
             for array in arrays:
                 array[...] = joined[offset:offset + array.size].reshape(array.shape)
                 offset += array.size
-        self._reducer.wait_seconds += time.perf_counter() - started
+        (self._served if self._served is not None else self._reducer).wait_seconds += time.perf_counter() - started
 
     def forward(self, *args, **kwargs):
         if self._served is not None:  # asynchronous: backward is local, optimizer.step() talks to the servers

@@ -78,7 +78,13 @@ def init(backend="auto", timeout=DEFAULT_TIMEOUT, partition_mb=None, ps_mode=Non
         if backend != "ps":
             raise ValueError(f"init: {name}={value!r} is for the parameter-server backend (\"ps\"), "
                              f"but this job uses {backend!r}; leave it out")
-    _communicator = create_communicator(backend, timeout=timeout, **options)
+    # Asynchronous parameter-server jobs let ranks come and go (a rank that dies is dropped, a restarted one joins):
+    # the servers watch the ranks' connections (NOTE [ Stale synchronous parallel ]), and the liveness side channel,
+    # which ends every wait when any rank is lost, would stop the others.
+    from ..comm.ps import modes
+
+    lasting = backend != "ps" or modes.ps_mode(ps_mode) == "sync"
+    _communicator = create_communicator(backend, timeout=timeout, liveness=lasting, **options)
     from .. import timeline
 
     try:  # $DISTRAIN_TIMELINE: record this rank's comm events (distrain/timeline), finished by shutdown()

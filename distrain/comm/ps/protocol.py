@@ -95,9 +95,10 @@ REQUESTS = {
     # asynchronous mode (NOTE [ Stale synchronous parallel ] in stale_synchronous.py): "serve" registers a rank with
     # one shard of a model's parameters (rank 0's payload: the starting values) and is answered with the current
     # parameters; "push" carries a gradient and is answered with fresh parameters once the staleness bound allows.
-    # "table" numbers a model's flat buffer, "shard" its slice; "groups" are the optimizer's hyperparameters per
+    # "table" numbers a model's flat buffer, "shard" its slice, "model" names the parameters (a digest of their names,
+    # shapes and dtypes: every rank's must agree); "groups" are the optimizer's hyperparameters per
     # param group, "runs" [start, stop, group] which elements of the shard belong to which group; "staleness" -1: inf
-    "serve": {"table": int, "shard": int, "dtype": str, "shape": list, "optimizer": str, "groups": list,
+    "serve": {"table": int, "shard": int, "model": str, "dtype": str, "shape": list, "optimizer": str, "groups": list,
               "runs": list, "staleness": int, "damping": bool},
     "push": {"table": int, "shard": int, "clock": int, "dtype": str, "shape": list, "groups": list},
     "store_set": {"key": str},

@@ -18,6 +18,7 @@ gradient slice at once and copies each answer into its slice of the parameters.
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import time
 
@@ -42,11 +43,18 @@ class ServedModel:
             staleness bound's holds).
     """
 
-    def __init__(self, comm, parameters, staleness, damping=False):
+    def __init__(self, comm, parameters, staleness, damping=False, names=None):
+        """`names`: the parameters' names (DistributedDataParallel's); with their shapes and dtypes they make the
+        model's signature, which every rank's registration must share (the server compares, no collective runs:
+        a rank restarted mid-job registers alone)."""
         self.comm = comm
+        parameters = [p for p in parameters if p.requires_grad]
+        names = list(names) if names is not None else [str(index) for index in range(len(parameters))]
+        signature = repr([(name, tuple(p.shape), p.dtype.name) for name, p in zip(names, parameters)])
+        self.signature = hashlib.sha256(signature.encode()).hexdigest()[:32]
         self.staleness = INFINITE if staleness is None or staleness == float("inf") else int(staleness)
         self.damping = bool(damping)
-        self.flats = pack_parameters([p for p in parameters if p.requires_grad])
+        self.flats = pack_parameters(parameters)
         self.tables = [next(_tables) for _ in self.flats]
         self.shards = []  # per flat: [(start, stop, server)]
         for flat in self.flats:
@@ -56,6 +64,7 @@ class ServedModel:
             for parameter in flat.parameters:
                 parameter._served = self
         self.registered = False
+        self._descriptions = {}  # (table, shard) -> what this rank's serve said (a pull says it again)
         self.steps = 0
         self.staleness_histogram = collections.Counter()
         self.wait_seconds = 0.0
@@ -89,10 +98,12 @@ class ServedModel:
             # (start, stop, group) of each parameter in the buffer
             elements = [(offset, offset + numel, group_of[id(parameter)]) for parameter, offset, numel in flat.segments()]
             for number, (start, stop, server) in enumerate(shards):
-                header = {"op": "serve", "table": table, "shard": number, "dtype": flat.dtype.name,
-                          "shape": [stop - start], "optimizer": name, "groups": groups,
-                          "runs": _runs(elements, start, stop), "staleness": self.staleness,
-                          "damping": self.damping}
+                self._descriptions[(table, number)] = description = {
+                    "table": table, "shard": number, "model": self.signature, "dtype": flat.dtype.name,
+                    "shape": [stop - start],
+                    "optimizer": name, "groups": groups, "runs": _runs(elements, start, stop),
+                    "staleness": self.staleness, "damping": self.damping}
+                header = {"op": "serve", **description}
                 values = flat.data[start:stop] if self.comm.rank == 0 else b""
                 handles.append(self._request(server, header, values, flat.data[start:stop],
                                              f"registering with shard {number} of model {table}"))
@@ -104,6 +115,20 @@ class ServedModel:
                                 "than the others")
         self.steps = clocks.pop()
         self.registered = True
+        self._bump_versions()
+
+    def pull(self):
+        """Take the servers' current parameters (without pushing): asynchronous ranks end training with
+        parameters of different versions; a pull before evaluating or saving gives every rank the latest."""
+        if not self.registered:
+            return  # never stepped: the parameters are rank 0's, as the servers' are
+        handles = []
+        for flat, table, shards in zip(self.flats, self.tables, self.shards):
+            for number, (start, stop, server) in enumerate(shards):
+                header = {"op": "serve", **self._descriptions[(table, number)]}
+                handles.append(self._request(server, header, b"", flat.data[start:stop],
+                                             f"pulling shard {number} of model {table}"))
+        self._wait(handles)
         self._bump_versions()
 
     @staticmethod

@@ -53,6 +53,7 @@ import time
 
 import numpy
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .. import zap
 from . import protocol
@@ -65,6 +66,9 @@ from .stale_synchronous import MAX_SHARDS, ServedShard
 log = logging.getLogger("distrain.ps")
 
 POLL_MILLISECONDS = 200
+HEARTBEAT_INTERVAL_MILLISECONDS = 1000  # ZeroMQ's own PING to every peer (its I/O threads answer, not Python)
+DEFAULT_HEARTBEAT_TIMEOUT = 10.0  # seconds without a byte from a peer before its connection is closed
+HEARTBEAT_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_HEARTBEAT_TIMEOUT"
 RECEIVE_QUEUE_MESSAGES = 16  # per peer; beyond it ZeroMQ stops reading that peer's socket until the server catches up
 SEND_QUEUE_MESSAGES = 4096  # answers waiting for a rank that does not read them; beyond it they are dropped, logged
 MAX_PENDING_PER_RANK = 1024  # collectives and store reads of one rank waiting for the others
@@ -119,7 +123,7 @@ class ParameterServer(MessagesAndGroups):
     """
 
     def __init__(self, world_size, bind="tcp://127.0.0.1:0", secret=None, timeout=None,
-                 max_message_bytes=None, log_interval=10.0, max_mailbox_bytes=None):
+                 max_message_bytes=None, log_interval=10.0, max_mailbox_bytes=None, heartbeat_timeout=None):
         if int(world_size) < 1:
             raise ValueError(f"world_size must be at least 1, got {world_size}")
         self.world_size = int(world_size)
@@ -139,10 +143,14 @@ class ParameterServer(MessagesAndGroups):
         self.refusals = RefusalLog(log, log_interval)
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
+        self.heartbeat_timeout = heartbeat_seconds(heartbeat_timeout)
         for option, value in ((zmq.LINGER, 1000), (zmq.SNDHWM, SEND_QUEUE_MESSAGES),
                               (zmq.RCVHWM, RECEIVE_QUEUE_MESSAGES), (zmq.MAXMSGSIZE, protocol.FRAME_BYTES),
-                              (zmq.ROUTER_MANDATORY, 1)):
+                              (zmq.ROUTER_MANDATORY, 1), (zmq.HEARTBEAT_IVL, HEARTBEAT_INTERVAL_MILLISECONDS),
+                              (zmq.HEARTBEAT_TIMEOUT, int(self.heartbeat_timeout * 1000))):
             self.socket.setsockopt(option, value)
+        # NOTE [ Lost ranks ]: a closed connection is reported with its file descriptor, which each join records
+        self.events = self.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.gate = None
         try:
             self.gate = zap.guard(self.socket, self.secret, self._refused_handshake)
@@ -176,11 +184,14 @@ class ParameterServer(MessagesAndGroups):
         """Answer messages until close() (or, with until_all_left, until every rank joined and said bye)."""
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
+        poller.register(self.events, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 if poller.poll(POLL_MILLISECONDS):
+                    self._take_events()
                     while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         self._handle(self.socket.recv_multipart(copy=False))
+                        self._take_events()
                 self._expire(time.monotonic())
                 self.refusals.flush()
                 if until_all_left and len(self.ranks) == self.world_size and all(
@@ -204,10 +215,43 @@ class ParameterServer(MessagesAndGroups):
 
     def _release(self, linger=None):
         """Close the socket, stop the handshake's handler, end the context (in that order: term() waits for both)."""
+        self.socket.disable_monitor()
+        self.events.close(linger=0)
         self.socket.close(linger=linger)
         if self.gate is not None:
             self.gate.stop()
         self.context.term()
+
+    def _take_events(self):
+        """NOTE [ Lost ranks ]
+        ZeroMQ reports a closed connection (a rank's process died, or stopped answering the
+        heartbeats for `heartbeat_timeout` seconds: a frozen process, a lost network) only as
+        its file descriptor, so each join records the descriptor its message came on, and a
+        disconnection marks the rank that joined on it lost. The events are taken before
+        every message, and ZeroMQ reports a closing before the descriptor can be reused, so a
+        restarted rank's new connection is never mistaken for the old one. A lost rank may
+        join again (a restart); in asynchronous mode it is dropped from the staleness bound
+        (stale_synchronous.py), and the others go on without it.
+        """
+        while self.events.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            event = recv_monitor_message(self.events)
+            if event["event"] != zmq.EVENT_DISCONNECTED:
+                continue
+            for rank, info in self.ranks.items():
+                if info.get("fd") == event["value"] and not info["left"]:
+                    self._lost(rank)
+
+    def _lost(self, rank):
+        info = self.ranks[rank]
+        info["left"] = info["lost"] = True
+        info.pop("fd", None)
+        dropped = [shard for shard in self.shards.values() if shard.drop(rank)]
+        if dropped:
+            log.warning("parameter server: rank %d's connection closed (its process ended, or stopped answering "
+                        "heartbeats for %g s): dropped from the staleness bound of %d served shard(s); the other "
+                        "ranks go on", rank, self.heartbeat_timeout, len(dropped))
+        else:
+            log.info("parameter server: rank %d's connection closed", rank)
 
     def _refused_handshake(self, address, reason):  # called from the handshake handler's thread
         self.refusals.refused("bad handshake", reason, address)
@@ -231,7 +275,10 @@ class ParameterServer(MessagesAndGroups):
             if protocol.payload_size(payload) > self.max_message_bytes:
                 raise ProtocolError(f"rank {header['rank']}: {op} sent {protocol.payload_size(payload)} bytes, over "
                                     f"this server's limit of {self.max_message_bytes}")
-            getattr(self, "_on_" + op)(header, payload, identity)
+            if op == "join":
+                self._on_join(header, payload, identity, message[0].get(zmq.SRCFD))
+            else:
+                getattr(self, "_on_" + op)(header, payload, identity)
         except ProtocolError as error:
             self.refused += 1
             self.refusals.refused(error.kind, str(error), self._sender(header, frames))
@@ -285,7 +332,7 @@ class ParameterServer(MessagesAndGroups):
         self._reply(identity, {"op": "hello", "seq": header["seq"], "session": self.session,
                                "max_message_bytes": self.max_message_bytes, "signed": self.signed})
 
-    def _on_join(self, header, payload, identity):
+    def _on_join(self, header, payload, identity, fd=None):
         rank = header["rank"]
         if header["version"] != protocol.PROTOCOL_VERSION:
             raise ProtocolError(f"rank {rank} speaks protocol version {header['version']}, this server "
@@ -295,7 +342,7 @@ class ParameterServer(MessagesAndGroups):
                                 f"serves {self.world_size}: start every rank and the server with the same size")
         self._check_layout(rank, protocol.check_join_layout(header))
         self.ranks[rank] = {"identity": identity, "next_seq": header["seq"] + 1, "timeout": header["timeout"],
-                            "left": False}
+                            "left": False, "fd": fd}
         self._reply(identity, {"op": "join", "seq": header["seq"], "world_size": self.world_size})
 
     def _check_layout(self, rank, layout):
@@ -313,6 +360,8 @@ class ParameterServer(MessagesAndGroups):
 
     def _on_bye(self, header, payload, identity):
         self.ranks[header["rank"]]["left"] = True
+        for shard in self.shards.values():  # a rank that has finished no longer holds the others back
+            shard.drop(header["rank"])
         self._reply(identity, {"op": "bye", "seq": header["seq"]})
 
     # -- asynchronous mode (NOTE [ Stale synchronous parallel ] in stale_synchronous.py) ------------------------------
@@ -458,6 +507,23 @@ class ParameterServer(MessagesAndGroups):
             self._reply(receiver.identity, {"op": "recv", "seq": receiver.seq, "timed_out": limit,
                                             "error": f"rank {receiver.dst}: no message from {sender} with tag "
                                                      f"{receiver.tag} arrived within {limit:g} s"})
+
+
+def heartbeat_seconds(value=None, environ=os.environ):
+    """How long a peer may stay silent (no byte, no answer to ZeroMQ's PING) before the server closes its connection:
+    `value`, else $DISTRAIN_PS_HEARTBEAT_TIMEOUT, else 10 s."""
+    where = "heartbeat_timeout"
+    if value is None and environ.get(HEARTBEAT_ENVIRONMENT_VARIABLE):
+        value, where = environ[HEARTBEAT_ENVIRONMENT_VARIABLE], f"${HEARTBEAT_ENVIRONMENT_VARIABLE}"
+    if value is None:
+        return DEFAULT_HEARTBEAT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 1.0 <= seconds <= 24 * 3600:
+        raise ValueError(f"{where} must be a number of seconds from 1 to 86400, got {value!r}")
+    return seconds
 
 
 def _peer_address(frames):

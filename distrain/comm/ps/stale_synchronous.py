@@ -26,9 +26,14 @@ optimizer's state for those elements.
   in rank order (rank 0 + rank 1 + ...), divided by N, one optimizer step. The sum and the
   division are the synchronous allreduce's (server.py, client.py) and the optimizer is the
   same distrain class, so the parameters are bit for bit those of synchronous training.
-- The parameters a rank starts from are rank 0's (what DistributedDataParallel broadcast
-  at construction). A rank that registers later, or again, gets the current parameters
-  and its clock, and goes on from there.
+- The start: the servers answer no rank until every rank of the job has registered (at
+  its first optimizer step), and everyone starts from rank 0's parameters. After it, the
+  ranks that count (for the bound and for K=0's rounds) are the live ones: a rank whose
+  connection closes (its process died, or stalled past the heartbeat timeout: server.py)
+  is dropped, logged with its rank, and the others go on without waiting for it; its
+  gradient already pushed still counts. A rank that registers after the start (restarted
+  by the launcher's --max-restarts, or started by hand with the same command and a rank
+  number that is free) joins at the slowest live rank's step with the current parameters.
 - Every answer carries a copy of the parameters taken at one version, shared by all the
   answers of that version: ZeroMQ sends without copying, and the next update must not
   change bytes that are still on their way.
@@ -59,7 +64,7 @@ class ServedShard:
     def __init__(self, header, world_size, reply):
         self.key = (header["table"], header["shard"])
         self.where = f"served shard {self.key[1]} of model {self.key[0]}"
-        self.description = {name: header[name] for name in ("dtype", "shape", "optimizer", "groups", "runs",
+        self.description = {name: header[name] for name in ("model", "dtype", "shape", "optimizer", "groups", "runs",
                                                              "staleness", "damping")}
         self.dtype = numpy.dtype(header["dtype"])
         if len(header["shape"]) != 1:
@@ -82,8 +87,9 @@ class ServedShard:
         self.optimizer, self.group_numbers = served_optimizer.build(header["optimizer"], header["groups"], runs,
                                                                     pieces.__getitem__)
         self.ready = False  # rank 0's values have arrived
-        self.registered = set()
-        self.clock = dict.fromkeys(range(world_size), 0)  # rank -> gradients pushed
+        self.started = False  # every rank of the job has registered once
+        self.live = set()  # the ranks registered and not dropped: the bound and the rounds are theirs
+        self.clock = {}  # rank -> gradients pushed (a rank that joins late starts at the slowest live rank's)
         self.read_version = {}  # rank -> the version of the parameters it was last sent
         self.version = 0  # optimizer updates applied
         self.waiting = {}  # rank -> (identity, seq, since, op): an answer held back
@@ -110,11 +116,12 @@ class ServedShard:
 
     # -- requests ---------------------------------------------------------------------------
     def serve(self, header, parts, identity):
-        """A rank registers (at its first step, or again after a restart); answered with the parameters."""
+        """A rank registers (at its first step, again after a restart, or to pull); answered with the parameters
+        once every rank of the job has registered (the start), at once after that."""
         rank = header["rank"]
         mine = {name: header[name] for name in self.description}
-        if mine != self.description:
-            differing = sorted(name for name in mine if mine[name] != self.description[name])
+        if _layout(mine) != _layout(self.description):
+            differing = sorted(name for name in mine if _layout(mine)[name] != _layout(self.description)[name])
             raise ProtocolError(f"rank {rank}: {self.where} was served as {_describe(self.description, differing)} "
                                 f"but this rank serves it as {_describe(mine, differing)}: every rank must build the "
                                 "same model and optimizer")
@@ -123,15 +130,23 @@ class ServedShard:
         if parts and protocol.payload_size(parts) and not self.ready:
             protocol.copy_payload(header, parts, self.values)
             self.ready = True
-        self.registered.add(rank)
+        if rank not in self.live:
+            if self.started:  # a rank that joins late or again: it goes on from the slowest live rank's step
+                self.clock[rank] = min((self.clock[r] for r in self.live), default=self.clock.get(rank, 0))
+            else:
+                self.clock[rank] = 0
+            self.live.add(rank)
         self.waiting[rank] = (identity, header["seq"], time.monotonic(), "serve")
+        if not self.started and len(self.live) == self.world_size:
+            self.started = True
         self.release()
 
     def push(self, header, parts, identity):
         """A rank's gradient: applied now (K >= 1) or with the round's (K = 0); answered when the bound allows."""
         rank = header["rank"]
-        if rank not in self.registered:
-            raise ProtocolError(f"rank {rank}: pushed to {self.where} before serving it")
+        if rank not in self.live:
+            raise ProtocolError(f"rank {rank}: pushed to {self.where} without being registered with it (never "
+                                "served, or dropped when its connection was lost): serve it again")
         if rank in self.waiting:
             raise ProtocolError(f"rank {rank}: {self.where}: pushed again before its last push was answered")
         if header["dtype"] != self.description["dtype"] or header["shape"] != self.description["shape"]:
@@ -139,7 +154,7 @@ class ServedShard:
                                 f"holds {self.description['dtype']} {self.description['shape']}")
         if header["clock"] != self.clock[rank]:
             raise ProtocolError(f"rank {rank}: pushed its gradient number {header['clock']} to {self.where}, which "
-                                f"has {self.clock[rank]} from it: a lost or repeated push")
+                                f"expects number {self.clock[rank]} from it: a lost or repeated push")
         arrays = protocol.payload_arrays(header, parts)
         served_optimizer.set_hyperparameters(self.optimizer, self.group_numbers, header["groups"],
                                              f"rank {rank}: push to {self.where}")
@@ -147,8 +162,7 @@ class ServedShard:
         if self.staleness == 0:
             self.waiting[rank] = (identity, header["seq"], time.monotonic(), "push")  # until its round is complete
             self.round[rank] = arrays
-            if len(self.round) == len(self.clock):
-                self._apply_round()
+            self._complete_round()
         else:
             staleness = self.version - self.read_version[rank]
             self._apply(arrays, staleness)
@@ -156,23 +170,39 @@ class ServedShard:
             self.waiting[rank] = (identity, header["seq"], time.monotonic(), ("push", staleness))
         self.release()
 
+    def drop(self, rank):
+        """`rank` is gone (its connection closed): out of the bound and the rounds, so that the others go on.
+        True if it was live here. A gradient it pushed before it went still counts in its round."""
+        if rank not in self.live:
+            return False
+        self.live.discard(rank)
+        self.waiting.pop(rank, None)
+        if self.staleness == 0:
+            self._complete_round()
+        self.release()
+        return True
+
     # -- updates ----------------------------------------------------------------------------
-    def _apply_round(self):
-        """K = 0: rank 0 + rank 1 + ... in rank order, divided by N, one step (NOTE [ Stale synchronous parallel ])."""
+    def _complete_round(self):
+        """K = 0: once every live rank's gradient is in, rank 0 + rank 1 + ... in rank order, divided by their
+        number, one step (NOTE [ Stale synchronous parallel ])."""
+        if not self.round or not self.live <= set(self.round):
+            return
         wide = numpy.float32 if self.dtype == numpy.float16 else self.dtype
         total = numpy.empty(self.size, wide)
-        for rank in sorted(self.round):
+        ranks = sorted(self.round)
+        for rank in ranks:
             offset = 0
             for part in self.round[rank]:
                 window = total[offset:offset + part.size]
-                if rank == min(self.round):
+                if rank == ranks[0]:
                     window[...] = part
                 else:
                     numpy.add(window, part, out=window, casting="unsafe")
                 offset += part.size
         self.round.clear()
         total = total.astype(self.dtype, copy=False)  # as the allreduce's answer: rounded once, then divided
-        numpy.divide(total, len(self.clock), out=total)
+        numpy.divide(total, len(ranks), out=total)
         self._step(total, 1.0)
         for rank, (identity, seq, since, op) in self.waiting.items():
             if op == "push":
@@ -180,14 +210,15 @@ class ServedShard:
                 self.staleness_counts[0] += 1
 
     def _apply(self, arrays, staleness):
-        """K >= 1: one step on this gradient's share of the mean (divided by N), damped if asked."""
+        """K >= 1: one step on this gradient's share of the mean (divided by the live ranks), damped if asked."""
         gradient = numpy.empty(self.size, self.dtype)
         offset = 0
         for part in arrays:
             gradient[offset:offset + part.size] = part
             offset += part.size
-        numpy.divide(gradient, len(self.clock), out=gradient)
-        damping = min(1.0, len(self.clock) / (staleness + 1)) if self.damping else 1.0
+        ranks = max(1, len(self.live))
+        numpy.divide(gradient, ranks, out=gradient)
+        damping = min(1.0, ranks / (staleness + 1)) if self.damping else 1.0
         self._step(gradient, damping)
 
     def _step(self, gradient, damping):
@@ -207,11 +238,14 @@ class ServedShard:
         self.version += 1
 
     # -- answers ----------------------------------------------------------------------------
+    def _slowest(self):
+        return min((self.clock[rank] for rank in self.live), default=0)
+
     def release(self):
-        """Answer every held-back rank that the bound now lets go (all of them once rank 0's values are in)."""
-        if not self.ready or not self.waiting:
+        """Answer every held-back rank that the bound now lets go (none before the start)."""
+        if not self.ready or not self.started or not self.waiting:
             return
-        slowest = min(self.clock.values())
+        slowest = self._slowest()
         for rank in sorted(self.waiting):
             identity, seq, since, op = self.waiting[rank]
             if op == "push" or (op != "serve" and self.staleness != INFINITE
@@ -240,12 +274,15 @@ class ServedShard:
             if now - since <= limit:
                 continue
             del self.waiting[rank]
-            slowest = min(self.clock.values())
-            behind = sorted(r for r, clock in self.clock.items() if clock == slowest)
-            if not self.ready:
+            slowest = self._slowest()
+            behind = sorted(r for r in self.live if self.clock[r] == slowest)
+            if not self.started:
+                why = (f"rank(s) {sorted(set(range(self.world_size)) - self.live)} never registered (every rank "
+                       "registers at its first optimizer step)")
+            elif not self.ready:
                 why = "rank 0 never sent the starting parameters"
             elif self.staleness == 0:
-                why = (f"this step needs every rank's gradient, and rank(s) {sorted(set(self.clock) - set(self.round))} "
+                why = (f"this step needs every live rank's gradient, and rank(s) {sorted(self.live - set(self.round))} "
                        "never pushed theirs")
             else:
                 why = (f"this rank is at step {self.clock[rank]}, rank(s) {behind} at step {slowest}, and the bound "
@@ -253,6 +290,15 @@ class ServedShard:
             self.reply(identity, {"op": "push" if op != "serve" else "serve", "seq": seq, "timed_out": float(limit),
                                   "error": f"{self.where}: rank {rank} waited {limit:g} s: {why}; a rank crashed, "
                                            "hangs, or is far slower than the others"})
+
+
+def _layout(description):
+    """What every rank's serve must say alike: all but the hyperparameters' values (a learning-rate schedule moves
+    them; a rank that registers later says today's), of which the names and the number of groups count."""
+    groups = description["groups"]
+    names = [sorted(group) if isinstance(group, dict) else group for group in groups] if isinstance(groups, list) \
+        else groups
+    return {**description, "groups": names}
 
 
 def _describe(description, names):
