@@ -290,6 +290,9 @@ def main(argv=None):
                              "exactly synchronous training; inf: unbounded)")
     parser.add_argument("--staleness-damping", action="store_true", dest="staleness_damping",
                         help="with --ps-mode async: damp the learning rate of gradients staler than one round")
+    parser.add_argument("--max-restarts", "--max_restarts", type=int, default=0, dest="max_restarts",
+                        help="with --ps-mode async: restart a rank that fails, up to this many times in all (it joins "
+                             "at the current step); a rank that is not restarted is left out and the others go on")
     parser.add_argument("--no-prefix", action="store_true", help="no \"[rank] \" prefix on output lines")
     parser.add_argument("--rank0-only", action="store_true",
                         help="show only rank 0's standard output (every rank's stderr still shows)")
@@ -362,6 +365,7 @@ def main(argv=None):
             return run_workers(args.nproc, args.backend, args.script_argv, prefix=not args.no_prefix,
                                rank0_only=args.rank0_only, nnodes=args.nnodes, node_rank=args.node_rank,
                                server=args.server, servers=args.servers, partition_mb=args.partition_mb,
+                               max_restarts=args.max_restarts, tolerant=args.ps_mode == "async",
                                secret=read_secret_file(args.secret_file) if args.secret_file else None)
         except (ValueError, OSError) as error:
             parser.error(str(error))
@@ -376,6 +380,12 @@ def _check_ps_mode(args):
     environment (comm/ps/modes.py). Returns what is wrong, or None."""
     from .comm.ps import modes
 
+    if args.max_restarts < 0:
+        return f"--max-restarts must be 0 or more, got {args.max_restarts}"
+    if args.max_restarts and args.ps_mode != "async":
+        return ("--max-restarts restarts a failed rank of an asynchronous parameter-server job (--backend ps "
+                "--ps-mode async), which ranks may leave and join; a synchronous job stops when a rank is lost: "
+                "run it again with --resume to continue from its last checkpoint")
     given = [flag for flag, value in (("--ps-mode", args.ps_mode), ("--staleness", args.staleness),
                                       ("--staleness-damping", args.staleness_damping or None)) if value is not None]
     if not given:

@@ -120,11 +120,13 @@ def server_bind_address(server):
 
 
 def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grace=GRACE_SECONDS,
-                python=sys.executable, nnodes=1, node_rank=0, server=None, secret=None, servers=1, partition_mb=None):
+                python=sys.executable, nnodes=1, node_rank=0, server=None, secret=None, servers=1, partition_mb=None,
+                max_restarts=0, tolerant=False):
     """Run `count` ranks of `script_argv` (module docstring); returns the launcher's exit code.
 
     `servers`: how many parameter servers (ps_servers.py says where they run); `partition_mb`: the ranks'
-    partition size ($DISTRAIN_PS_PARTITION_MB), when given.
+    partition size ($DISTRAIN_PS_PARTITION_MB), when given. `max_restarts`, `tolerant`: an asynchronous
+    job's (NOTE [ Restarting a rank ]).
     """
     world = count * nnodes
     if not 0 <= node_rank < nnodes:
@@ -153,7 +155,8 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
         addresses = remote or [server or rendezvous.address, *(extra_servers.addresses if extra_servers else [])]
         with interrupt_on_sigterm():
             return _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python,
-                                    environment, backend, addresses, rank0_only, prefix, grace, extra_servers)
+                                    environment, backend, addresses, rank0_only, prefix, grace, extra_servers,
+                                    max_restarts, tolerant)
     except KeyboardInterrupt:
         stop_ranks(processes, signal.SIGINT, grace)
         sys.stderr.write(f"distrain.launch: interrupted; stopped all {count} ranks of this node\n")
@@ -169,45 +172,58 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
 
 
 def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python, environment, backend,
-                     address, rank0_only, prefix, grace, servers=None):
+                     address, rank0_only, prefix, grace, servers=None, max_restarts=0, tolerant=False):
     """Start this node's ranks (into `processes`, their output copiers into `copiers`) and wait for them.
 
     `servers`: the parameter-server processes (ps_servers.py) that the ranks need: one that fails ends the
-    job (the ranks that use it fail naming it; this catches it even while no rank waits on it)."""
+    job (the ranks that use it fail naming it; this catches it even while no rank waits on it).
+    `max_restarts` and `tolerant`: an asynchronous parameter-server job's (NOTE [ Restarting a rank ])."""
     lock = threading.Lock()
     relays = {}
-    notes = []  # each rank's note pipe (supervision.leave_note), until read
+    notes = {}  # local rank -> its note pipe (supervision.leave_note), until read
+
+    def start(local_rank):
+        rank = node_rank * count + local_rank
+        env = worker_environment(environment, rank, world, backend, address, rank0_only, local_rank, count)
+        note_read, note_write, env = note_pipe(env)
+        notes[local_rank] = note_read
+        try:
+            process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                       pass_fds=(note_write,), preexec_fn=die_with_parent_hook())
+        finally:
+            os.close(note_write)
+        if local_rank < len(processes):
+            processes[local_rank] = process
+        else:
+            processes.append(process)
+        label = f"[{rank}] ".encode() if prefix else b""
+        for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
+            relay = OutputRelay(pipe, stream, label, lock)
+            relay.start()
+            copiers.append(relay)
+        relays[local_rank] = relay  # the stderr one: it knows whether a traceback came out
+
+    restarts = RankRestarts(max_restarts, start, processes, notes, node_rank * count)
     try:
         for local_rank in range(count):
-            rank = node_rank * count + local_rank
-            env = worker_environment(environment, rank, world, backend, address, rank0_only, local_rank, count)
-            note_read, note_write, env = note_pipe(env)
-            notes.append(note_read)
-            try:
-                process = subprocess.Popen([python, "-m", "distrain.launch", *script_argv], env=env,
-                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                           pass_fds=(note_write,), preexec_fn=die_with_parent_hook())
-            finally:
-                os.close(note_write)
-            processes.append(process)
-            label = f"[{rank}] ".encode() if prefix else b""
-            for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
-                relay = OutputRelay(pipe, stream, label, lock)
-                relay.start()
-                copiers.append(relay)
-            relays[local_rank] = relay  # the stderr one: it knows whether a traceback came out
-        failure = _watch(processes, grace, servers)
+            start(local_rank)
+        failure = _watch(processes, grace, servers, restarts if max_restarts or tolerant else None, tolerant)
         for copier in copiers:  # the failing rank's traceback comes out before the verdict
             copier.join(timeout=grace)
-        left = []
-        while notes:  # every rank has ended by now; read_note closes each pipe
-            left.append(read_note(notes.pop(0)))
+        left = {}
+        for local_rank in sorted(notes):  # every rank has ended by now; read_note closes each pipe
+            left[local_rank] = read_note(notes.pop(local_rank))
     finally:  # a rank that could not start, or Ctrl-C: the pipes not read are closed here
-        for note in notes:
+        for note in notes.values():
             os.close(note)
     if failure is None:
         return 0
     local_rank, code, others = failure
+    if others is None:  # a rank of an asynchronous job, left out (NOTE [ Restarting a rank ]); the others ended
+        sys.stderr.write(f"distrain.launch: the asynchronous job ended without rank {node_rank * count + local_rank}, "
+                         f"which failed with code {code}\n")
+        return exit_status(code)
     stopped = f"; stopped rank(s) {[node_rank * count + r for r in others]}" if others else ""
     failed_servers = servers.failed() if servers is not None else []
     sys.stderr.write("".join(failed_servers))  # a server that failed first is why the ranks failed
@@ -225,19 +241,60 @@ def _start_and_watch(processes, copiers, count, node_rank, world, script_argv, p
     return exit_status(code)
 
 
-def _watch(processes, grace, servers=None):
+def _watch(processes, grace, servers=None, restarts=None, tolerant=False):
     """Wait for every rank: None when all succeed, else (failed rank, its code, the ranks stopped for it), the
-    failed rank None when one of `servers` failed first."""
+    failed rank None when one of `servers` failed first. With `restarts` (RankRestarts), a failed rank is
+    restarted while restarts are left; `tolerant`, one that cannot be is dropped and the others go on, and the
+    first such failure is returned once they have all ended, with None for the ranks stopped."""
+    dropped = {}
     while True:
         codes = [p.poll() for p in processes]
-        failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+        failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0) and rank not in dropped]
         if not failed and servers is not None and servers.failed():
             failed = [(None, None)]
-        if failed:
-            rank, code = failed[0]
+        for rank, code in failed:
+            if rank is not None and restarts is not None and restarts.restart(rank, code):
+                continue
+            if rank is not None and tolerant:
+                dropped[rank] = code
+                sys.stderr.write(f"distrain.launch: rank {restarts.first + rank} ended with code {code} and is not "
+                                 "restarted; the asynchronous job goes on without it\n")
+                continue
             others = [r for r, c in enumerate(codes) if c is None]
             stop_ranks(processes, signal.SIGTERM, grace)
             return rank, code, others
-        if all(code == 0 for code in codes):
+        codes = [p.poll() for p in processes]
+        if all(code == 0 or rank in dropped for rank, code in enumerate(codes)):
+            if dropped:
+                rank = min(dropped)
+                return rank, dropped[rank], None
             return None
         time.sleep(POLL_SECONDS)
+
+
+class RankRestarts:
+    """NOTE [ Restarting a rank ]
+    In an asynchronous parameter-server job (--ps-mode async) ranks may come and go: the
+    servers drop a rank whose connection closes and let a rank that registers later join at
+    the current step with the current parameters (stale_synchronous.py). So there the
+    launcher does not stop the job when a rank fails: with --max-restarts M it starts that
+    rank again, with the same number and environment, up to M times in all (torchrun's flag,
+    which restarts the whole group, as a synchronous job must: there a lost rank stops the
+    job, and --resume continues from the last checkpoint); a rank that cannot be restarted
+    is left out, the others go on, and the launcher exits with its code once they end.
+    """
+
+    def __init__(self, limit, start, processes, notes, first):
+        self.limit, self.used = limit, 0
+        self.start, self.processes, self.notes, self.first = start, processes, notes, first
+
+    def restart(self, local_rank, code):
+        """Start `local_rank` again if restarts are left (True), saying so."""
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        read_note(self.notes.pop(local_rank))  # the ended process's note: nothing to keep
+        sys.stderr.write(f"distrain.launch: rank {self.first + local_rank} (pid {self.processes[local_rank].pid}) "
+                         f"ended with code {code}; restarting it ({self.used} of {self.limit} restarts)\n")
+        self.start(local_rank)
+        return True
