@@ -293,6 +293,13 @@ def main(argv=None):
     parser.add_argument("--max-restarts", "--max_restarts", type=int, default=0, dest="max_restarts",
                         help="with --ps-mode async: restart a rank that fails, up to this many times in all (it joins "
                              "at the current step); a rank that is not restarted is left out and the others go on")
+    parser.add_argument("--ps-checkpoint-dir", dest="ps_checkpoint_dir", metavar="DIR",
+                        help="with --ps-mode async: the servers keep the parameters and optimizer state here "
+                             "(server-I.ckpt), every --ps-checkpoint-every updates; a server that dies is restarted "
+                             "from it (within --max-restarts) and the ranks reconnect; a job started again with the "
+                             "same directory resumes from it")
+    parser.add_argument("--ps-checkpoint-every", type=int, dest="ps_checkpoint_every", metavar="N",
+                        help="with --ps-checkpoint-dir: updates between the servers' checkpoints (default 100)")
     parser.add_argument("--no-prefix", action="store_true", help="no \"[rank] \" prefix on output lines")
     parser.add_argument("--rank0-only", action="store_true",
                         help="show only rank 0's standard output (every rank's stderr still shows)")
@@ -366,6 +373,7 @@ def main(argv=None):
                                rank0_only=args.rank0_only, nnodes=args.nnodes, node_rank=args.node_rank,
                                server=args.server, servers=args.servers, partition_mb=args.partition_mb,
                                max_restarts=args.max_restarts, tolerant=args.ps_mode == "async",
+                               checkpoint_dir=args.ps_checkpoint_dir, checkpoint_every=args.ps_checkpoint_every,
                                secret=read_secret_file(args.secret_file) if args.secret_file else None)
         except (ValueError, OSError) as error:
             parser.error(str(error))
@@ -386,6 +394,11 @@ def _check_ps_mode(args):
         return ("--max-restarts restarts a failed rank of an asynchronous parameter-server job (--backend ps "
                 "--ps-mode async), which ranks may leave and join; a synchronous job stops when a rank is lost: "
                 "run it again with --resume to continue from its last checkpoint")
+    if (args.ps_checkpoint_dir or args.ps_checkpoint_every is not None) and args.ps_mode != "async":
+        return ("--ps-checkpoint-dir and --ps-checkpoint-every are for --ps-mode async, where the servers hold the "
+                "parameters (a synchronous job's trainer checkpoints them: --resume)")
+    if args.ps_checkpoint_every is not None and args.ps_checkpoint_every < 1:
+        return f"--ps-checkpoint-every must be at least 1 update, got {args.ps_checkpoint_every}"
     given = [flag for flag, value in (("--ps-mode", args.ps_mode), ("--staleness", args.staleness),
                                       ("--staleness-damping", args.staleness_damping or None)) if value is not None]
     if not given:

@@ -62,19 +62,48 @@ def remote_addresses(server, servers):
 class ServerProcesses:
     """Servers 1..S-1 of a job, each a `python -m distrain.comm.ps.server` process (module docstring)."""
 
-    def __init__(self, binds, world_size, environment, python=sys.executable):
-        self.processes, self.addresses = [], []
+    def __init__(self, binds, world_size, environment, python=sys.executable, checkpoints=None, checkpoint_every=None):
+        """`checkpoints`: each server's checkpoint file (server_checkpoint.py), or None."""
+        self.processes, self.addresses, self.restarted = [], [], 0
+        self.world_size, self.environment, self.python = world_size, environment, python
+        self.checkpoints, self.checkpoint_every = checkpoints or [None] * len(binds), checkpoint_every
         try:
-            for bind in binds:
-                self.processes.append(subprocess.Popen(
-                    [python, "-m", "distrain.comm.ps.server", "--world-size", str(world_size), "--bind", bind,
-                     "--quiet"], env=environment, stdout=subprocess.PIPE, start_new_session=True,
-                    preexec_fn=die_with_parent_hook()))
+            for bind, checkpoint in zip(binds, self.checkpoints):
+                self.processes.append(self._start(bind, checkpoint))
             for number, process in enumerate(self.processes, start=1):
                 self.addresses.append(_first_line(process, f"parameter server {number}"))
         except BaseException:
             self.stop(0)
             raise
+
+    def _start(self, bind, checkpoint):
+        extra = [] if checkpoint is None else ["--checkpoint", checkpoint]
+        if checkpoint is not None and self.checkpoint_every is not None:
+            extra += ["--checkpoint-every", str(self.checkpoint_every)]
+        return subprocess.Popen([self.python, "-m", "distrain.comm.ps.server", "--world-size", str(self.world_size),
+                                 "--bind", bind, "--quiet", *extra], env=self.environment, stdout=subprocess.PIPE,
+                                start_new_session=True, preexec_fn=die_with_parent_hook())
+
+    def restart_failed(self):
+        """Start again, at the same address and from its checkpoint, every server that failed; returns how many
+        (NOTE [ A server that restarts ] in comm/ps/served_model.py: the ranks reconnect)."""
+        count = 0
+        for index, process in enumerate(self.processes):
+            if process.poll() in (None, 0) or self.checkpoints[index] is None:
+                continue
+            number = index + 1
+            sys.stderr.write(f"distrain.launch: parameter server {number} at {self.addresses[index]} (pid "
+                             f"{process.pid}) {describe_ending(process.returncode)}; restarting it from its "
+                             f"checkpoint {self.checkpoints[index]}\n")
+            process.stdout.close()
+            bind = self.addresses[index]  # the same port: the ranks know it
+            if not protocol.is_loopback(bind):
+                bind = "tcp://*:" + bind.rsplit(":", 1)[1]
+            self.processes[index] = self._start(bind, self.checkpoints[index])
+            _first_line(self.processes[index], f"parameter server {number}")
+            self.restarted += 1
+            count += 1
+        return count
 
     def failed(self):
         """Lines naming the servers whose process ended with an error or a signal (a server that ends well, once

@@ -121,13 +121,19 @@ def server_bind_address(server):
 
 def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grace=GRACE_SECONDS,
                 python=sys.executable, nnodes=1, node_rank=0, server=None, secret=None, servers=1, partition_mb=None,
-                max_restarts=0, tolerant=False):
+                max_restarts=0, tolerant=False, checkpoint_dir=None, checkpoint_every=None):
     """Run `count` ranks of `script_argv` (module docstring); returns the launcher's exit code.
 
     `servers`: how many parameter servers (ps_servers.py says where they run); `partition_mb`: the ranks'
     partition size ($DISTRAIN_PS_PARTITION_MB), when given. `max_restarts`, `tolerant`: an asynchronous
-    job's (NOTE [ Restarting a rank ]).
+    job's (NOTE [ Restarting a rank ]). `checkpoint_dir`: where the servers keep their checkpoints, server-I.ckpt
+    each, every `checkpoint_every` updates (comm/ps/server_checkpoint.py); a server restarted, or a job started
+    again with the same directory, resumes from them.
     """
+    checkpoints = [None] * servers
+    if checkpoint_dir is not None and node_rank == 0:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        checkpoints = [os.path.join(checkpoint_dir, f"server-{number}.ckpt") for number in range(servers)]
     world = count * nnodes
     if not 0 <= node_rank < nnodes:
         raise ValueError(f"--node-rank {node_rank} is outside 0..{nnodes - 1} (--nnodes {nnodes})")
@@ -147,11 +153,12 @@ def run_workers(count, backend, script_argv, prefix=True, rank0_only=False, grac
     try:
         if node_rank == 0:
             rendezvous = ParameterServer(world, server_bind_address(server) if server else "tcp://127.0.0.1:0",
-                                         secret=environment[protocol.SECRET_ENVIRONMENT_VARIABLE]).start()
+                                         secret=environment[protocol.SECRET_ENVIRONMENT_VARIABLE],
+                                         checkpoint=checkpoints[0], checkpoint_every=checkpoint_every).start()
             if servers > 1:
                 binds = [server_bind_address(address) for address in remote[1:]] if remote else \
                     ["tcp://127.0.0.1:0"] * (servers - 1)
-                extra_servers = ServerProcesses(binds, world, environment, python)
+                extra_servers = ServerProcesses(binds, world, environment, python, checkpoints[1:], checkpoint_every)
         addresses = remote or [server or rendezvous.address, *(extra_servers.addresses if extra_servers else [])]
         with interrupt_on_sigterm():
             return _start_and_watch(processes, copiers, count, node_rank, world, script_argv, python,
@@ -251,6 +258,8 @@ def _watch(processes, grace, servers=None, restarts=None, tolerant=False):
         codes = [p.poll() for p in processes]
         failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0) and rank not in dropped]
         if not failed and servers is not None and servers.failed():
+            if restarts is not None and tolerant and restarts.restart_servers(servers):
+                continue
             failed = [(None, None)]
         for rank, code in failed:
             if rank is not None and restarts is not None and restarts.restart(rank, code):
@@ -287,6 +296,14 @@ class RankRestarts:
     def __init__(self, limit, start, processes, notes, first):
         self.limit, self.used = limit, 0
         self.start, self.processes, self.notes, self.first = start, processes, notes, first
+
+    def restart_servers(self, servers):
+        """Restart the failed parameter-server processes from their checkpoints, if restarts are left (True)."""
+        failed = len(servers.failed())
+        if not failed or self.used + failed > self.limit or not all(servers.checkpoints):
+            return False
+        self.used += servers.restart_failed()
+        return True
 
     def restart(self, local_rank, code):
         """Start `local_rank` again if restarts are left (True), saying so."""

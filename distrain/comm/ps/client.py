@@ -127,7 +127,10 @@ class ServerConnection:
     in flight at once, naming it: the connection's ZeroMQ monitor reports the disconnection.
     """
 
-    def __init__(self, address, rank, world_size, secret=None, timeout=DEFAULT_TIMEOUT, layout=None, name=None):
+    def __init__(self, address, rank, world_size, secret=None, timeout=DEFAULT_TIMEOUT, layout=None, name=None,
+                 connect_timeout=None):
+        """`connect_timeout`: how long the first answer (hello) may take, when not `timeout` (a rank reconnecting to
+        a restarted server tries for a while, then says the server stayed down)."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1} (world size {world_size})")
         self.address = address
@@ -143,6 +146,7 @@ class ServerConnection:
                 "authenticated. Start the ranks with `python -m distrain.launch -n N --backend ps` (it hands them a "
                 f"fresh secret), or set {protocol.SECRET_FILE_ENVIRONMENT_VARIABLE} (or "
                 f"{protocol.SECRET_ENVIRONMENT_VARIABLE}) to the server's secret")
+        self.layout = layout  # kept for a reconnection (served_model.py)
         self.max_message_bytes = None  # the server's limit, from its hello
         self.signed = True  # MACs on every message? Until the server's (always signed) hello answer says
         self.context = zmq.Context()
@@ -159,7 +163,7 @@ class ServerConnection:
         self.session = None
         self.in_flight = {}  # seq -> PSHandle
         try:  # hello asks for the server's session token; join, which carries it, takes this rank's place
-            answer, _ = self.request({"op": "hello"}, what="contacting the server").wait()
+            answer, _ = self.request({"op": "hello"}, what="contacting the server").wait(connect_timeout)
             limit = answer.get("max_message_bytes")
             if not isinstance(answer.get("session"), bytes) or type(limit) is not int or limit < 1 or \
                     not isinstance(answer.get("signed"), bool):

@@ -29,6 +29,25 @@ from . import partitions, served_optimizer
 from .stale_synchronous import INFINITE
 
 _tables = itertools.count()  # the same on every rank that builds its models in the same order
+RECONNECT_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_RECONNECT_SECONDS"
+DEFAULT_RECONNECT_SECONDS = 15.0
+
+
+def reconnect_seconds(environ=None):
+    """How long a rank tries to reach a parameter server that went away (NOTE [ A server that restarts ]):
+    $DISTRAIN_PS_RECONNECT_SECONDS, else 15 s."""
+    import os
+
+    text = (environ if environ is not None else os.environ).get(RECONNECT_ENVIRONMENT_VARIABLE)
+    if not text:
+        return DEFAULT_RECONNECT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 24 * 3600:
+        raise ValueError(f"${RECONNECT_ENVIRONMENT_VARIABLE} must be a number of seconds from 0 to 86400, got {text!r}")
+    return seconds
 
 
 class ServedModel:
@@ -57,17 +76,21 @@ class ServedModel:
         self.flats = pack_parameters(parameters)
         self.tables = [next(_tables) for _ in self.flats]
         self.shards = []  # per flat: [(start, stop, server)]
-        for flat in self.flats:
+        self.shards = {}  # (table, shard number) -> (flat, start, stop, server)
+        for flat, table in zip(self.flats, self.tables):
             plan = partitions.plan(flat.numel(), flat.data.itemsize, comm.partition_bytes, len(comm.connections))
-            self.shards.append(plan or [(0, flat.numel(), 0)])
+            for number, (start, stop, server) in enumerate(plan or [(0, flat.numel(), 0)]):
+                self.shards[(table, number)] = (flat, start, stop, server)
         for flat in self.flats:
             for parameter in flat.parameters:
                 parameter._served = self
         self.registered = False
-        self._descriptions = {}  # (table, shard) -> what this rank's serve said (a pull says it again)
+        self._descriptions = {}  # (table, shard) -> what this rank's serve says (a pull or a reconnection again)
+        self.clocks = {}  # (table, shard) -> this rank's gradients pushed there (the servers' count, after a restart)
         self.steps = 0
         self.staleness_histogram = collections.Counter()
         self.wait_seconds = 0.0
+        self.reconnect_seconds = reconnect_seconds()
 
     # -- the optimizer's step -----------------------------------------------------------------
     def step(self, optimizer):
@@ -76,60 +99,136 @@ class ServedModel:
         if not self.registered:
             self._register(optimizer)
         groups = served_optimizer.hyperparameters(optimizer)
-        handles = []
-        for flat, table, shards in zip(self.flats, self.tables, self.shards):
+        for flat in self.flats:
             self._gather_gradients(flat)
-            for number, (start, stop, server) in enumerate(shards):
-                header = {"op": "push", "table": table, "shard": number, "clock": self.steps,
-                          "dtype": flat.dtype.name, "shape": [stop - start], "groups": groups}
-                handles.append(self._request(server, header, flat.grad[start:stop], flat.data[start:stop],
-                                             f"push of step {self.steps} (shard {number} of model {table})"))
-        answers = self._wait(handles)
+
+        def push(key):
+            flat, start, stop, _ = self.shards[key]
+            return ({"op": "push", "table": key[0], "shard": key[1], "clock": self.clocks[key],
+                     "dtype": flat.dtype.name, "shape": [stop - start], "groups": groups},
+                    flat.grad[start:stop], f"push of step {self.steps} (shard {key[1]} of model {key[0]})")
+
+        answers = self._exchange(push)
+        for key in self.shards:
+            self.clocks[key] += 1
         self.steps += 1
-        self.staleness_histogram[max(answer["staleness"] for answer in answers)] += 1
+        self.staleness_histogram[max(answer["staleness"] for answer in answers.values())] += 1
         self._bump_versions()
         self.wait_seconds += time.perf_counter() - started
 
     def _register(self, optimizer):
-        """Serve every shard: the optimizer's description, rank 0's values; take the servers' parameters and clock."""
+        """Serve every shard: the optimizer's description, rank 0's values; take the servers' parameters and clocks."""
         name, groups, group_of = served_optimizer.describe(optimizer, self.flats)
-        handles = []
-        for flat, table, shards in zip(self.flats, self.tables, self.shards):
-            # (start, stop, group) of each parameter in the buffer
-            elements = [(offset, offset + numel, group_of[id(parameter)]) for parameter, offset, numel in flat.segments()]
-            for number, (start, stop, server) in enumerate(shards):
-                self._descriptions[(table, number)] = description = {
-                    "table": table, "shard": number, "model": self.signature, "dtype": flat.dtype.name,
-                    "shape": [stop - start],
-                    "optimizer": name, "groups": groups, "runs": _runs(elements, start, stop),
-                    "staleness": self.staleness, "damping": self.damping}
-                header = {"op": "serve", **description}
-                values = flat.data[start:stop] if self.comm.rank == 0 else b""
-                handles.append(self._request(server, header, values, flat.data[start:stop],
-                                             f"registering with shard {number} of model {table}"))
-        answers = self._wait(handles)
-        clocks = {answer["clock"] for answer in answers}
-        if len(clocks) != 1:
-            raise DistrainError(f"rank {self.comm.rank}: the parameter servers disagree on how many steps this rank "
-                                f"has taken ({sorted(clocks)}): a server was restarted from an older checkpoint "
-                                "than the others")
-        self.steps = clocks.pop()
+        elements = {}  # per flat: (start, stop, group) of each parameter in the buffer
+        for flat in self.flats:
+            elements[id(flat)] = [(offset, offset + numel, group_of[id(parameter)])
+                                  for parameter, offset, numel in flat.segments()]
+        for key, (flat, start, stop, server) in self.shards.items():
+            self._descriptions[key] = {
+                "table": key[0], "shard": key[1], "model": self.signature, "dtype": flat.dtype.name,
+                "shape": [stop - start], "optimizer": name, "groups": groups,
+                "runs": _runs(elements[id(flat)], start, stop), "staleness": self.staleness, "damping": self.damping}
+        self._exchange(self._serve)
         self.registered = True
         self._bump_versions()
+
+    def _serve(self, key):
+        """A serve request for shard `key`: registers this rank (again), carries rank 0's values (taken only by a
+        server that has none: a new one, not one resumed from its checkpoint)."""
+        flat, start, stop, _ = self.shards[key]
+        values = flat.data[start:stop] if self.comm.rank == 0 else b""
+        return {"op": "serve", **self._descriptions[key]}, values, f"registering with shard {key[1]} of model {key[0]}"
 
     def pull(self):
         """Take the servers' current parameters (without pushing): asynchronous ranks end training with
         parameters of different versions; a pull before evaluating or saving gives every rank the latest."""
         if not self.registered:
             return  # never stepped: the parameters are rank 0's, as the servers' are
-        handles = []
-        for flat, table, shards in zip(self.flats, self.tables, self.shards):
-            for number, (start, stop, server) in enumerate(shards):
-                header = {"op": "serve", **self._descriptions[(table, number)]}
-                handles.append(self._request(server, header, b"", flat.data[start:stop],
-                                             f"pulling shard {number} of model {table}"))
-        self._wait(handles)
+
+        def pull(key):
+            return {"op": "serve", **self._descriptions[key]}, b"", f"pulling shard {key[1]} of model {key[0]}"
+
+        self._exchange(pull)
         self._bump_versions()
+
+    # -- requests, answers, and servers that restart ------------------------------------------
+    def _exchange(self, request, keys=None):
+        """Send `request(key)` -> (header, payload, what) for every shard at once; copy each answer into the
+        shard's parameters; {key: answer header}. A serve's answer also sets the shard's clock.
+
+        NOTE [ A server that restarts ]
+        A server whose connection closes (its process died) may be started again, from its
+        checkpoint (server_checkpoint.py): for `reconnect_seconds` this rank tries to
+        connect to the same address, registers again with every shard there (taking that
+        server's parameters and its count of this rank's pushes), and sends that server's
+        requests again. A server that stays down fails the step with an error naming it.
+        """
+        todo, answers = list(self.shards) if keys is None else list(keys), {}
+        while todo:
+            handles, lost = {}, set()
+            try:
+                for key in todo:
+                    header, payload, what = request(key)
+                    flat, start, stop, server = self.shards[key]
+                    if server in lost:
+                        continue
+                    try:
+                        handles[key] = self._request(server, header, payload, flat.data[start:stop], what)
+                    except CommunicatorError:
+                        if self.comm.connections[server].lost is None:
+                            raise
+                        lost.add(server)  # it went away before this request: sent again once it is back
+                for key, handle in handles.items():
+                    try:
+                        answers[key] = handle.wait()
+                    except CommunicatorError:
+                        server = self.shards[key][3]
+                        if self.comm.connections[server].lost is None:
+                            raise
+                        lost.add(server)
+            except BaseException:
+                for handle in handles.values():  # answers still on their way would land in parameters being rewritten
+                    handle.connection.in_flight.pop(handle.seq, None)
+                raise
+            for key, answer in answers.items():
+                if answer.get("op") == "serve" and key in handles:
+                    self.clocks[key] = answer["clock"]
+            if lost:
+                self._reconnect(sorted(lost))
+                for key in list(answers):  # a restarted server resumed from before these answers: ask again
+                    if self.shards[key][3] in lost:
+                        del answers[key]
+            todo = [key for key in todo if key not in answers]
+        return answers
+
+    def _reconnect(self, servers):
+        """Connect again to each of `servers` (restarted) and register with its shards (NOTE [ A server that
+        restarts ]); an error naming a server still down after `reconnect_seconds`."""
+        from .client import ServerConnection
+
+        for server in servers:
+            old = self.comm.connections[server]
+            deadline = time.monotonic() + self.reconnect_seconds
+            while True:
+                try:
+                    connection = ServerConnection(old.address, self.comm.rank, self.comm.size, old.secret,
+                                                  self.comm.timeout, old.layout, old.name,
+                                                  connect_timeout=max(0.5, deadline - time.monotonic()))
+                    break
+                except CommunicatorError as error:
+                    if time.monotonic() >= deadline:
+                        raise CommunicatorError(
+                            f"rank {self.comm.rank}: {old.name} went away and did not come back within "
+                            f"{self.reconnect_seconds:g} s ({error}); asynchronous training cannot go on without "
+                            "the parameters it holds: restart it with its checkpoint (--checkpoint), or the job "
+                            f"(${RECONNECT_ENVIRONMENT_VARIABLE} sets how long ranks wait)") from None
+                    time.sleep(0.2)
+            old.close()
+            self.comm.connections[server] = connection
+            if server == 0:
+                self.comm.connection = connection
+            if self.registered:
+                self._exchange(self._serve, [key for key, shard in self.shards.items() if shard[3] == server])
 
     @staticmethod
     def _gather_gradients(flat):
@@ -155,17 +254,8 @@ class ServedModel:
             return answer
 
         handle = connection.request(header, payload, what=f"{what} on {connection.name}", finish=finish)
-        handle.timeout = self.comm.timeout
-        handle.alongside = tuple(other for other in self.comm.connections if other is not connection)
+        handle.timeout = self.comm.timeout  # a lost server fails its own requests only: the others are answered
         return handle
-
-    def _wait(self, handles):
-        try:
-            return [handle.wait() for handle in handles]
-        except CommunicatorError:
-            for handle in handles:  # answers still on their way would land in parameters being rewritten
-                handle.connection.in_flight.pop(handle.seq, None)
-            raise
 
     def _bump_versions(self):
         for flat in self.flats:

@@ -107,6 +107,15 @@ def check_groups(groups, defaults, where):
                                     f"{type(value).__name__}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ProtocolError(f"{where}: hyperparameter {name!r} of param group {number} is {value}")
+            # of the default's kind: the class's own checks test ranges, not kinds, and a wrong kind that passes
+            # them (betas of one number, a string for a flag) would fail, or mean something else, in the step
+            default = defaults[name]
+            if isinstance(default, tuple) and not (isinstance(value, tuple) and len(value) == len(default)):
+                raise ProtocolError(f"{where}: hyperparameter {name!r} of param group {number} must be "
+                                    f"{len(default)} numbers (as {default}), got {group[name]!r:.80}")
+            if isinstance(default, (bool, int, float)) and not isinstance(value, (bool, int, float)):
+                raise ProtocolError(f"{where}: hyperparameter {name!r} of param group {number} must be a number, "
+                                    f"got {group[name]!r:.80}")
             values[name] = value
         checked.append(values)
     return checked

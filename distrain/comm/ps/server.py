@@ -56,7 +56,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from .. import zap
-from . import protocol
+from . import protocol, server_checkpoint
 from .mailbox import Mailboxes
 from .protocol import ProtocolError
 from .refusals import RefusalLog
@@ -123,7 +123,8 @@ class ParameterServer(MessagesAndGroups):
     """
 
     def __init__(self, world_size, bind="tcp://127.0.0.1:0", secret=None, timeout=None,
-                 max_message_bytes=None, log_interval=10.0, max_mailbox_bytes=None, heartbeat_timeout=None):
+                 max_message_bytes=None, log_interval=10.0, max_mailbox_bytes=None, heartbeat_timeout=None,
+                 checkpoint=None, checkpoint_every=None):
         if int(world_size) < 1:
             raise ValueError(f"world_size must be at least 1, got {world_size}")
         self.world_size = int(world_size)
@@ -169,6 +170,18 @@ class ParameterServer(MessagesAndGroups):
         self.store_waiters = {}  # key -> [(rank, identity, seq, deadline)]
         self.pending = collections.Counter()  # rank -> its collectives and store reads waiting for other ranks
         self.shards = {}  # (table, shard) -> ServedShard: asynchronous mode's parameters (stale_synchronous.py)
+        self.checkpoint = checkpoint  # server_checkpoint.py: where this server keeps them, every N updates
+        self.checkpoint_every = server_checkpoint.DEFAULT_EVERY if checkpoint_every is None else int(checkpoint_every)
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1 update, got {checkpoint_every}")
+        self._checkpointed_at = 0  # the total of the shards' versions at the last checkpoint
+        if checkpoint is not None:
+            try:
+                self.shards = server_checkpoint.load(checkpoint, self.world_size, self._reply)
+            except BaseException:
+                self._release(linger=0)
+                raise
+            self._checkpointed_at = self._updates()
         self.refused = 0  # messages dropped or answered with an error (for monitoring and tests)
         self._stop = threading.Event()
         self._thread = None
@@ -193,11 +206,13 @@ class ParameterServer(MessagesAndGroups):
                         self._handle(self.socket.recv_multipart(copy=False))
                         self._take_events()
                 self._expire(time.monotonic())
+                self._checkpoint_if_due()
                 self.refusals.flush()
                 if until_all_left and len(self.ranks) == self.world_size and all(
                         info["left"] for info in self.ranks.values()):
                     return
         finally:
+            self._checkpoint_if_due(force=True)  # a server stopped on purpose keeps every update
             self.refusals.flush(force=True)
             self._release()
 
@@ -221,6 +236,23 @@ class ParameterServer(MessagesAndGroups):
         if self.gate is not None:
             self.gate.stop()
         self.context.term()
+
+    def _updates(self):
+        return sum(shard.version for shard in self.shards.values())
+
+    def _checkpoint_if_due(self, force=False):
+        """Write the served shards every `checkpoint_every` updates (server_checkpoint.py); a failed write is logged
+        and tried again at the next update, never the end of the server."""
+        if self.checkpoint is None or not self.shards:
+            return
+        updates = self._updates()
+        if updates == self._checkpointed_at or (updates - self._checkpointed_at < self.checkpoint_every and not force):
+            return
+        try:
+            server_checkpoint.save(self.checkpoint, self.shards, self.world_size)
+            self._checkpointed_at = updates
+        except (OSError, TypeError, ValueError) as error:
+            log.error("parameter server: could not write its checkpoint %s: %s", self.checkpoint, error)
 
     def _take_events(self):
         """NOTE [ Lost ranks ]
@@ -549,6 +581,16 @@ def main(argv=None):
                         help="the largest payload (one bucket, one broadcast) a rank may send, in MiB (default "
                              f"{protocol.DEFAULT_MAX_MESSAGE_BYTES // 2 ** 20}, or "
                              f"${protocol.MAX_MESSAGE_ENVIRONMENT_VARIABLE}); larger ones are refused")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="asynchronous mode: keep the served parameters and optimizer state in this file, written "
+                             "atomically every --checkpoint-every updates; started again with the same file, the "
+                             "server resumes from it and the ranks reconnect")
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                        help=f"updates between checkpoints (default {server_checkpoint.DEFAULT_EVERY})")
+    parser.add_argument("--heartbeat-timeout", type=float, default=None, metavar="SECONDS",
+                        help="close the connection of a rank silent this long (no answer to ZeroMQ's heartbeats): "
+                             f"asynchronous mode drops it (default {DEFAULT_HEARTBEAT_TIMEOUT:g}, or "
+                             f"${HEARTBEAT_ENVIRONMENT_VARIABLE})")
     parser.add_argument("--quiet", action="store_true",
                         help="log only warnings (refusals, failed collectives), not the start and end")
     args = parser.parse_args(argv)
@@ -558,7 +600,8 @@ def main(argv=None):
     try:
         secret = protocol.read_secret_file(args.secret_file) if args.secret_file else None
         server = ParameterServer(args.world_size, args.bind, secret=secret, timeout=args.timeout,
-                                 max_message_bytes=limit)
+                                 max_message_bytes=limit, heartbeat_timeout=args.heartbeat_timeout,
+                                 checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
         secret_file = protocol.write_secret_file(server.secret.decode()) if server.secret_generated else None
     except (ValueError, OSError, zmq.ZMQError) as error:
         parser.exit(2, f"distrain parameter server: {error}\n")

@@ -97,6 +97,31 @@ class ServedShard:
         self.staleness_counts = collections.Counter()
         self._snapshot = (None, None)  # (version, copy of the values at it)
 
+    # -- checkpoints (server_checkpoint.py) -------------------------------------------------
+    def state(self):
+        """What a checkpoint keeps: the description, parameters, optimizer state, clocks and version (not the rounds
+        or answers in flight: a restarted server's ranks register again and push again)."""
+        return {"description": self.description, "values": self.values, "optimizer": self.optimizer.state_dict(),
+                "clock": [[rank, clock] for rank, clock in sorted(self.clock.items())], "version": self.version,
+                "ready": self.ready, "started": self.started,
+                "staleness_counts": [[staleness, count] for staleness, count in sorted(self.staleness_counts.items())]}
+
+    @classmethod
+    def restore(cls, key, state, world_size, reply):
+        """The shard `state()` gave, served again by a restarted server: no rank is live until it registers."""
+        header = {"table": key[0], "shard": key[1], **state["description"]}
+        shard = cls(header, world_size, reply)
+        values = numpy.asarray(state["values"])
+        if values.shape != shard.values.shape or values.dtype != shard.values.dtype:
+            raise ValueError(f"{shard.where}: the checkpoint's values are {values.dtype} {values.shape}, its "
+                             f"description says {shard.values.dtype} {shard.values.shape}")
+        shard.values[...] = values
+        shard.optimizer.load_state_dict(state["optimizer"])
+        shard.clock = {int(rank): int(clock) for rank, clock in state["clock"]}
+        shard.version, shard.ready, shard.started = int(state["version"]), bool(state["ready"]), bool(state["started"])
+        shard.staleness_counts.update({int(staleness): int(count) for staleness, count in state["staleness_counts"]})
+        return shard
+
     def _checked_runs(self, runs, groups):
         if not isinstance(runs, list) or not 1 <= len(runs) <= served_optimizer.MAX_RUNS:
             raise ProtocolError(f"{self.where}: runs must be a list of 1..{served_optimizer.MAX_RUNS} "
@@ -127,7 +152,7 @@ class ServedShard:
                                 "same model and optimizer")
         if rank in self.waiting:
             raise ProtocolError(f"rank {rank}: {self.where}: a request of this rank is still waiting")
-        if parts and protocol.payload_size(parts) and not self.ready:
+        if rank == 0 and parts and protocol.payload_size(parts) and not self.ready:  # the start is rank 0's alone
             protocol.copy_payload(header, parts, self.values)
             self.ready = True
         if rank not in self.live:

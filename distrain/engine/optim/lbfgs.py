@@ -149,6 +149,10 @@ class LBFGS(Optimizer):
             closure: a function that zeroes the gradients, computes the loss, calls
                 backward and returns the loss (required: L-BFGS evaluates it several times).
         """
+        if self._served_model() is not None:  # never a local step on parameters that the servers hold
+            raise OptimizerError("LBFGS cannot train asynchronously on the parameter servers: the servers run the "
+                                 "optimizer, and L-BFGS needs a closure that recomputes the loss, which only a rank "
+                                 "can run. Use an elementwise optimizer (SGD, Adam, ...) or --ps-mode sync")
         if closure is None:
             raise OptimizerError("LBFGS.step needs a closure that zeroes the gradients, computes the loss, calls "
                                  "backward and returns the loss: optimizer.step(closure)")

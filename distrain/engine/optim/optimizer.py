@@ -147,7 +147,7 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        served = getattr(self.param_groups[0]["params"][0], "_served", None)
+        served = self._served_model()
         if served is not None:  # asynchronous parameter-server training: the servers run this optimizer
             served.step(self)  # (NOTE [ Stale synchronous parallel ] in comm/ps/stale_synchronous.py)
             return loss
@@ -157,6 +157,18 @@ class Optimizer:
             for param in updated:
                 param._version_counter[0] += 1
         return loss
+
+    def _served_model(self):
+        """The ServedModel (comm/ps/served_model.py) whose parameters this optimizer holds, if any: in asynchronous
+        parameter-server training step() pushes the gradients instead of updating. Every parameter is looked at,
+        not only the first: an optimizer holding one parameter besides a served model's must be refused by the
+        ServedModel, not step the model's parameters here without the servers (a few microseconds a step)."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                served = getattr(param, "_served", None)
+                if served is not None:
+                    return served
+        return None
 
     def _update_chunks(self, chunks, group):
         """Run `_update` on every chunk's blocks, spread over the engine's threads when there are enough.
