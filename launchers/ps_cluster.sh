@@ -18,6 +18,12 @@
 # PORT+S-1 (open them all): allreduces larger than a partition (PARTITION_MB, default 4) are
 # split among them, so push/pull bandwidth grows with S. Every host's launcher gets the same
 # --servers and computes the same list of addresses; a server that dies fails the job naming it.
+#
+# PS_MODE=async STALENESS=K (default 0) trains asynchronously: the servers run the optimizer and
+# a rank may run K steps ahead of the slowest (inf: unbounded); a rank that fails is left out
+# and the others go on (MAX_RESTARTS=M restarts it up to M times, joining at the current step).
+# PS_CHECKPOINT_DIR=DIR (on the first host) keeps the servers' state there, so that a server
+# restarted there, or the whole job started again with the same DIR, resumes from it.
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -32,6 +38,12 @@ port=${PORT:-29600}
 server_options=(--servers "${SERVERS:-1}")
 if [ -n "${PARTITION_MB:-}" ]; then
     server_options+=(--partition-mb "$PARTITION_MB")
+fi
+if [ "${PS_MODE:-sync}" = async ]; then
+    server_options+=(--ps-mode async --staleness "${STALENESS:-0}" --max-restarts "${MAX_RESTARTS:-0}")
+    if [ -n "${PS_CHECKPOINT_DIR:-}" ]; then
+        server_options+=(--ps-checkpoint-dir "$PS_CHECKPOINT_DIR")
+    fi
 fi
 read -r -a hosts <<< "${HOSTS:-localhost}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one BLAS thread per rank: ranks already fill the cores

@@ -25,3 +25,25 @@ def run_group(command, timeout, merge_output=False, **popen_arguments) -> subpro
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def free_port(neighbours=1):
+    """A free port P on 127.0.0.1 whose next `neighbours` ports are free too: under torchrun, distrain's rendezvous
+    serves at MASTER_PORT + 1 (torchrun's agent keeps MASTER_PORT), and several parameter servers listen at
+    PORT + i; a P + 1 that some other process held failed a CI run ("Address already in use")."""
+    import socket
+
+    for _ in range(100):
+        probes = [socket.socket() for _ in range(neighbours + 1)]
+        try:
+            probes[0].bind(("127.0.0.1", 0))
+            port = probes[0].getsockname()[1]
+            for offset, probe in enumerate(probes[1:], start=1):
+                probe.bind(("127.0.0.1", port + offset))
+            return port
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError(f"no {neighbours + 1} adjacent free ports on 127.0.0.1")

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from tests.process_group import run_group
+from tests.process_group import free_port, run_group  # noqa: F401 (free_port: the tests' import path)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs")
@@ -115,23 +115,6 @@ def assert_same_numbers(ours, theirs, what, rtol=2e-5, atol=1e-6):
     keys = sorted(theirs)
     np.testing.assert_allclose([ours[k] for k in keys], [theirs[k] for k in keys], rtol=rtol, atol=atol,
                                err_msg=what)
-
-
-def free_port():
-    """A port P with P + 1 free too: under torchrun, distrain's rendezvous serves at MASTER_PORT + 1 (torchrun's
-    agent keeps MASTER_PORT), and a P + 1 some other process holds failed a CI run ("Address already in use")."""
-    import socket
-
-    for _ in range(100):
-        with socket.socket() as probe, socket.socket() as beside:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-            try:
-                beside.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
 
 
 __all__ = ["assert_same_numbers", "distrain_launch", "distrain_twin", "environment", "free_port", "numbers",

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from tests.process_group import run_group
+from tests.process_group import free_port, run_group
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = textwrap.dedent("""
@@ -28,14 +28,6 @@ SCRIPT = textwrap.dedent("""
           len(comm.connections), comm.partition_collectives[1:], flush=True)
     dist.shutdown()
 """)
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run(command, env, cwd, timeout=120):
@@ -68,6 +60,46 @@ def test_ps_cluster_script_starts_one_launcher_per_host_with_a_shared_secret(tmp
     assert code == 0, output
     check_world_of_four(output, servers)
     assert secret_file.stat().st_mode & 0o777 == 0o600  # created private on first use
+
+
+ASYNC_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import distrain
+    import distrain.distributed as dist
+    from distrain import nn
+    from distrain.parallel import DistributedDataParallel
+    comm = dist.init(timeout=30)
+    distrain.manual_seed(0)
+    model = DistributedDataParallel(nn.Linear(300, 1000))  # 1.2 MB of parameters: shards on both servers
+    optimizer = distrain.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(4):
+        optimizer.zero_grad()
+        model(distrain.randn(2, 300)).pow(2).mean().backward()
+        optimizer.step()
+    served = model._served
+    print("rank", comm.rank, "mode", comm.ps_mode, "bound", served.staleness, "steps", served.steps, "servers",
+          sorted({shard[3] for shard in served.shards.values()}), flush=True)
+    dist.shutdown()
+""")
+
+
+@pytest.mark.timeout(150)
+def test_ps_cluster_script_trains_asynchronously_on_every_node(tmp_path):
+    """PS_MODE=async STALENESS=2 reaches every node's launcher: each rank of the world of 4 trains through the
+    servers (shards on both of SERVERS=2) with a bound of 2."""
+    fake_ssh = tmp_path / "bin" / "ssh"
+    fake_ssh.parent.mkdir()
+    fake_ssh.write_text('#!/usr/bin/env bash\nshift\nexec bash -c "$1"\n')
+    fake_ssh.chmod(0o755)
+    (tmp_path / "script.py").write_text(ASYNC_SCRIPT)
+    env = dict(os.environ, PATH=f"{fake_ssh.parent}{os.pathsep}{os.environ['PATH']}", HOSTS="127.0.0.1 127.0.0.1",
+               PORT=str(free_port()), SECRET_FILE=str(tmp_path / "secret" / "ps_secret"), PYTHON=sys.executable,
+               PYTHONPATH=REPO, SERVERS="2", PARTITION_MB="0.5", PS_MODE="async", STALENESS="2")
+    code, output = run(["bash", os.path.join(REPO, "launchers", "ps_cluster.sh"), "2", "script.py"], env, tmp_path)
+    assert code == 0, output
+    reports = re.findall(r"rank (\d) mode (\w+) bound (\d+) steps (\d+) servers \[0, 1\]", output)
+    assert sorted(rank for rank, *_ in reports) == ["0", "1", "2", "3"], output
+    assert all(mode == "async" and bound == "2" and steps == "4" for _, mode, bound, steps in reports), output
 
 
 @pytest.mark.timeout(150)
