@@ -24,6 +24,20 @@ door (zap.py says why it still cannot forge anything). The server says which it 
 answer to hello, and that answer is always signed, so a rank knows it is talking to a
 holder of the secret, and a man in the middle cannot switch the MACs off.
 
+The messages a rank sends (REQUESTS below lists each one's header fields; every request gets
+one answer, with the same "seq", or an "error"):
+
+    hello, join, bye        take a place in the job (join names the world size, the protocol version,
+                            the servers and the partition size) and leave it
+    allreduce, broadcast,   synchronous collectives, matched across ranks by "index" within a "group",
+    allgather, barrier      summed in rank order (server.py)
+    new_group, free_group   subgroups (relay.py)
+    send, recv              point-to-point messages held by the server (mailbox.py)
+    store_set, store_get    the rendezvous key-value store
+    serve, push             asynchronous mode: register with a shard of a model's parameters and pull
+                            it; push a gradient and get fresh parameters back once the staleness bound
+                            allows (NOTE [ Stale synchronous parallel ] in stale_synchronous.py)
+
 Only the header is parsed (msgpack, never pickle), and it is checked against a fixed
 schema before anything acts on it, so a malformed or hostile message is refused with a
 `ProtocolError` instead of crashing the server. The header carries the rank, the
