@@ -236,18 +236,16 @@ class ServedShard:
 
     def _apply(self, arrays, staleness):
         """K >= 1: one step on this gradient's share of the mean (divided by the live ranks), damped if asked."""
-        gradient = numpy.empty(self.size, self.dtype)
-        offset = 0
-        for part in arrays:
-            gradient[offset:offset + part.size] = part
+        ranks, offset = max(1, len(self.live)), 0
+        for part in arrays:  # each frame divided straight into the optimizer's gradient buffer
+            numpy.divide(part, ranks, out=self.flat.grad[offset:offset + part.size])
             offset += part.size
-        ranks = max(1, len(self.live))
-        numpy.divide(gradient, ranks, out=gradient)
-        damping = min(1.0, ranks / (staleness + 1)) if self.damping else 1.0
-        self._step(gradient, damping)
+        self._step(None, min(1.0, ranks / (staleness + 1)) if self.damping else 1.0)
 
     def _step(self, gradient, damping):
-        self.flat.grad[...] = gradient
+        """One optimizer step on `gradient` (None: what is in the gradient buffer already)."""
+        if gradient is not None:
+            self.flat.grad[...] = gradient
         for param in self.flat.parameters:
             param._grad = param._flat_grad
         groups = self.optimizer.param_groups
