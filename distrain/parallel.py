@@ -112,9 +112,10 @@ def _served_model(comm, named, ps_mode, staleness, damping, compression):
     default_mode = getattr(comm, "ps_mode", "sync")
     mode = default_mode if ps_mode is None else modes.ps_mode(ps_mode, where="DistributedDataParallel(ps_mode=...)")
     if mode == "sync":
-        if staleness is not None and ps_mode is not None:
-            raise ValueError("DistributedDataParallel: staleness= is for ps_mode=\"async\"; synchronous training "
-                             "has no staleness")
+        if staleness is not None or damping is not None:
+            raise ValueError("DistributedDataParallel: staleness= and staleness_damping= are for ps_mode=\"async\" "
+                             "(on the parameter-server backend); this model trains synchronously, which has no "
+                             "staleness")
         return None
     if getattr(comm, "name", None) != "ps" or getattr(comm, "global_ranks", None) is not None:
         raise ValueError(f"DistributedDataParallel(ps_mode=\"async\") needs the whole job's parameter-server "
@@ -201,7 +202,7 @@ class DistributedDataParallel(Module):
     def communication_wait_seconds(self) -> float:
         """Seconds spent waiting for gradient reductions at the ends of backward, and broadcasting buffers at the
         starts of forward, in all: the communication not hidden behind computation (asynchronous mode: waiting
-        in optimizer.step() for the servers' answers)."""
+        in optimizer.step() and pull_parameters() for the servers' answers)."""
         return self._served.wait_seconds if self._served is not None else self._reducer.wait_seconds
 
     @property

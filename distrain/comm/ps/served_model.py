@@ -57,7 +57,8 @@ class ServedModel:
         staleness_histogram: {staleness: steps}: per step, the largest staleness of the
             gradient's shards (the updates applied between the parameters it was computed
             on and its own; about N-1 for N ranks in step, 0 with K=0).
-        steps: gradients pushed (this rank's clock; a rank that rejoins takes the servers').
+        steps: the steps this process has taken (the servers keep each shard's count of this rank's pushes,
+            `clocks`, which a restarted rank or server takes from them).
         wait_seconds: time spent in step() waiting for the servers (pushes, pulls and the
             staleness bound's holds).
     """

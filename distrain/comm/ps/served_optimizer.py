@@ -151,13 +151,13 @@ def set_hyperparameters(optimizer, group_numbers, groups, where):
     groups = check_groups(groups, optimizer.defaults, where)
     if len(groups) <= max(group_numbers):
         raise ProtocolError(f"{where}: the push names {len(groups)} param groups, the optimizer was served with more")
-    for group, number in zip(optimizer.param_groups, group_numbers):
-        values = groups[number]
+    for group, number in zip(optimizer.param_groups, group_numbers):  # all checked before any is applied
         try:
-            optimizer._check_group({**group, **values}, f" (param group {number})")
+            optimizer._check_group({**group, **groups[number]}, f" (param group {number})")
         except Exception as error:
             raise ProtocolError(f"{where}: {error}") from None
-        group.update(values)
+    for group, number in zip(optimizer.param_groups, group_numbers):
+        group.update(groups[number])
 
 
 def _probe_parameter():

@@ -190,7 +190,11 @@ class ServedShard:
             self._complete_round()
         else:
             staleness = self.version - self.read_version[rank]
-            self._apply(arrays, staleness)
+            try:
+                self._apply(arrays, staleness)
+            except BaseException:  # not counted: the rank may push this gradient again
+                self.clock[rank] -= 1
+                raise
             self.staleness_counts[staleness] += 1
             self.waiting[rank] = (identity, header["seq"], time.monotonic(), ("push", staleness))
         self.release()
