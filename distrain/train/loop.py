@@ -21,6 +21,9 @@ With a different world size the run continues from the same global position in t
 epoch's sample order (DistributedSampler.load_state_dict): the rest of the epoch is split
 over the new ranks (its tail dropped where it does not fill a batch on every rank), and an
 `epochs` run is recounted in the new world's steps so that it still ends after its epochs.
+Asynchronous parameter-server training keeps its optimizer state on the servers, out of the
+checkpoint's reach, and does not repeat exactly with K >= 1: asynchronous.py says what a
+resume does there.
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ from ..data import DataLoader, DistributedSampler, Subset
 from ..engine import nn
 from ..engine.autograd import no_grad
 from ..engine.random import Generator, manual_seed
-from . import checkpoints, datasets, resume
+from . import asynchronous, checkpoints, datasets, resume
+from .asynchronous import AsynchronousTraining, counts_list
 from .config import ConfigError, numbered_run_dir, to_toml
 from .early_stopping import EarlyStopping
 from .model import create_model, training_device
@@ -62,6 +66,7 @@ class StepRecord:
     seconds: float
     data_seconds: float
     comm_seconds: float
+    staleness: int = -1  # asynchronous parameter-server training: this rank's gradient's (asynchronous.py)
 
 
 class Trainer:
@@ -121,6 +126,7 @@ class Trainer:
             raise ConfigError(f"accumulate = {config['accumulate']}: an epoch has only {batches} batches per rank; "
                               f"use accumulate <= {batches}")
         training_device(config["device"])  # device = "cuda" without a GPU: refused here, before any rank starts
+        asynchronous.check_config(config, self.world)
         self.model = create_model(config, splits.input_shape, splits.classes)
         self.state = checkpoints.read_latest(self.run_dir, warn=self._warn) if self.resume else None
         if self.resume and self.state is None:
@@ -145,6 +151,8 @@ class Trainer:
         self.forward = self.ddp if self.ddp is not None else self.model
         self.optimizer = build_optimizer(config, self.model.parameters(), self.world)
         self.named_parameters = list(self.model.named_parameters())
+        # asynchronous parameter-server training only, else None (asynchronous.py)
+        self.asynchronous = AsynchronousTraining.of(self.ddp, self.comm, [name for name, _ in self.named_parameters])
         self.gradients_finite = GradientCheck(self.named_parameters).check  # after the optimizer packed them
         self.sampler = DistributedSampler(splits.train, num_replicas=self.world, rank=self.rank, shuffle=True,
                                           seed=config["seed"], drop_last=True)
@@ -162,41 +170,6 @@ class Trainer:
         held = Subset(splits.eval, range(self.rank, len(splits.eval), self.world))  # every sample once, no padding
         self.eval_loader = DataLoader(held, batch_size=config["batch_size"] * EVAL_BATCH_FACTOR, device=self.device)
 
-    def _restore(self):
-        """Step, position, optimizer, scheduler, loader and generators from the checkpoint (NOTE [ Exact resume ])."""
-        state, config = self.state, self.config
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.epoch, self.taken = state["step"], state["epoch"], state["batches_taken"]
-        self.elapsed_before = state["elapsed"]
-        self.early_stopping.load_state_dict(state["early_stop"])
-        self.best_accuracy = state["best_accuracy"]
-        old_world = state["world_size"]
-        self.resumed_pass = self.taken > 0
-        if self.taken:
-            loader_state = json.loads(state["loader"][self.rank if old_world == self.world else 0])
-            self.loader.load_state_dict(loader_state)  # the loader's generator too, as the pass began
-        if old_world != self.world:  # the epoch goes on from the same global position, in batches of the new world
-            if self.taken:
-                left = resume.batches_left_in_pass(len(self.splits.train), self.taken, config["batch_size"],
-                                                   old_world, self.world)
-                self.pass_batches = left // config["accumulate"] * config["accumulate"]
-                self.taken = 0
-            if not config["steps"]:  # an epochs run still ends after its epochs, counted in the new world's steps
-                rest = (self.pass_batches // config["accumulate"] if self.resumed_pass else self.steps_per_epoch)
-                later = config["epochs"] - self.epoch - (1 if self.resumed_pass else 0)
-                self.total_steps = self.step + rest + max(later, 0) * self.steps_per_epoch
-                self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
-        self.scheduler.load_state_dict(state["scheduler"])
-        rngs = state["rng"]
-        checkpoints.set_rng_state(rngs[self.rank % len(rngs)])
-        if old_world != self.world:
-            where = (f": epoch {self.epoch} goes on from the same sample in its order, split over {self.world}"
-                     if self.resumed_pass else "")
-            self.say(f"resuming step {self.step} (epoch {self.epoch}) of a run on {old_world} rank(s) with "
-                     f"{self.world}{where}")
-        else:
-            self.say(f"resuming from step {self.step} (epoch {self.epoch}, batch {self.taken} of it)")
-
     # ---------------------------------------------------------------- the loop
     def run(self, comm) -> dict:
         """Train to the configured end (or an early stop) after prepare(); returns the summary's numbers."""
@@ -211,7 +184,9 @@ class Trainer:
         self.best_accuracy = None
         resumed_pass = False
         if self.state is not None:
-            self._restore()
+            warning = resume.restore(self, self.state)
+            if warning is not None:  # asynchronous training lost the optimizer's state on the way (asynchronous.py)
+                self._warn(warning)
             resumed_pass = self.resumed_pass
         self.state = None  # the checkpoint's arrays are in the model and optimizer now
         if self.step >= self.total_steps or self.early_stopping.stopped:
@@ -257,6 +232,7 @@ class Trainer:
             self.progress.close()
         self.train_seconds = time.perf_counter() - started
         self._flush_losses()
+        self._pull_parameters()  # asynchronous: the model every rank ends with is the servers' latest
         if self.accuracy is None or self.last_eval_step != self.step:
             self._evaluate()
         if self.last_checkpoint_step != self.step:
@@ -327,6 +303,7 @@ class Trainer:
                     self._nonfinite()
                 self.optimizer.zero_grad()
                 self.scheduler.step()
+            staleness = self.asynchronous.step_taken() if self.asynchronous is not None else -1
             self.step += 1
             samples = config["batch_size"] * accumulate * self.world
             self.samples_seen += samples // self.world
@@ -337,7 +314,7 @@ class Trainer:
             self.step_seconds += seconds
             mean_loss = loss_sum / accumulate if accumulate > 1 else loss_sum
             self.pending.append(StepRecord(self.step, self.epoch, mean_loss, lr, samples, seconds, data_seconds,
-                                           comm_seconds))
+                                           comm_seconds, staleness))
             if len(self.pending) >= METRICS_FLUSH_STEPS or self.step % config["print_every"] == 0 or self.step == 1:
                 self._flush_losses()
             self.progress.update(self.step, self.epoch, self.last_loss, self.last_rate)
@@ -361,6 +338,7 @@ class Trainer:
     own_timeline = False
     last_eval_step = -1
     last_checkpoint_step = -1
+    pulled_step = -1
 
     def _no_sync(self, skip):
         return self.ddp.no_sync() if skip and self.ddp is not None else contextlib.nullcontext()
@@ -370,12 +348,19 @@ class Trainer:
 
     def _nonfinite(self):
         name = first_nonfinite(self.named_parameters)
+        if self.asynchronous is not None:  # this rank's own gradient: the ranks stop together later (asynchronous.py)
+            say = self.progress.write if self.rank == 0 else lambda line: print(line, file=sys.stderr, flush=True)
+            return self.asynchronous.nonfinite_gradient(self.step + 1, name, self.config["nonfinite"], self.optimizer,
+                                                        say)
         message = f"step {self.step + 1}: non-finite gradient (first in {name})"
         if self.config["nonfinite"] == "stop":
-            raise NonFiniteError(f"{message}; the run stops (nonfinite = \"skip\" skips such steps instead; "
-                                 "the last checkpoint is in " + checkpoints.directory(self.run_dir) + ")")
+            self._stop_for_nonfinite(message)
         if self.rank == 0:
             self.progress.write(f"distrain.train: {message}; step skipped")
+
+    def _stop_for_nonfinite(self, message):
+        raise NonFiniteError(f"{message}; the run stops (nonfinite = \"skip\" skips such steps instead; the last "
+                             "checkpoint is in " + checkpoints.directory(self.run_dir) + ")")
 
     # ---------------------------------------------------------------- metrics, evaluation, checkpoints
     def _flush_losses(self):
@@ -389,16 +374,31 @@ class Trainer:
         samples = sum(record.samples for record in self.pending)
         seconds = sum(record.seconds for record in self.pending)
         self.last_loss, self.last_rate = float(losses[-1]), samples / max(seconds, 1e-9)
+        logged = lambda record: record.step % self.config["log_every"] == 0 or record.step == self.total_steps
+        staleness, stop = {}, None
+        if self.asynchronous is not None:
+            staleness, stop = self.asynchronous.at_flush(self.comm, self.pending, logged)
         if self.metrics is not None:
             for record, loss in zip(self.pending, losses.tolist()):
-                if record.step % self.config["log_every"] == 0 or record.step == self.total_steps:
+                if logged(record):
                     self.metrics.train(record.step, record.epoch, loss, record.lr,
                                        record.samples / max(record.seconds, 1e-9), data_wait_s=record.data_seconds,
-                                       comm_s=record.comm_seconds, step_s=record.seconds)
+                                       comm_s=record.comm_seconds, step_s=record.seconds,
+                                       **staleness.get(record.step, {}))
             self.metrics.flush()
         self.pending = []
+        if stop is not None:
+            self._stop_for_nonfinite(stop)
+
+    def _pull_parameters(self):
+        """Asynchronous: every rank takes the servers' latest parameters, once per step (asynchronous.py)."""
+        if self.asynchronous is not None and self.pulled_step != self.step:
+            with self._span("pull parameters", "comm"):
+                self.ddp.pull_parameters()
+            self.pulled_step = self.step
 
     def _evaluate(self):
+        self._pull_parameters()
         with self._span("evaluate", "eval"):
             self.model.eval()
             totals = numpy.zeros(3)  # correct, count, summed loss
@@ -418,6 +418,8 @@ class Trainer:
             self.metrics.eval(self.step, self.epoch, self.accuracy, loss=self.eval_loss)
             self.metrics.flush()
             self.progress.write(f"step {self.step}: accuracy {self.accuracy:.4f}, held-out loss {self.eval_loss:.4f}")
+        if self.asynchronous is not None:
+            self.asynchronous.write_histograms(self.comm, self.metrics, self.step, self.epoch)
 
     def _early_stopping(self):
         """Rank 0's verdict, sent to all: the evaluation sums of an allreduce may differ in their last bits."""
@@ -432,8 +434,11 @@ class Trainer:
     def _checkpoint(self):
         """Every rank contributes its generators and loader position; rank 0 writes (checkpoints.py)."""
         self._flush_losses()
+        self._pull_parameters()
         with self._span("checkpoint", "checkpoint"):
             mine = [checkpoints.rng_state(), json.dumps(self.loader.state_dict()) if self.taken else ""]
+            if self.asynchronous is not None:
+                mine.append(counts_list(self.asynchronous.histogram()))
             gathered = self.comm.allgather_object(mine) if self.world > 1 else [mine]
             if self.rank == 0:
                 state = {
@@ -445,6 +450,8 @@ class Trainer:
                     "elapsed": self.elapsed_before + time.perf_counter() - self._started,
                     "config": to_toml(self.config),
                 }
+                if self.asynchronous is not None:  # marks the checkpoint as asynchronous training's too
+                    state["asynchronous"] = {"staleness_counts": [entry[2] for entry in gathered]}
                 self.metrics.sync()  # the lines up to this step survive whatever happens next
                 checkpoints.write(self.run_dir, self.step, state, self.config["keep_checkpoints"])
             if self.world > 1:  # the others wait here, not inside their next step (it would look like compute)
@@ -455,6 +462,8 @@ class Trainer:
     def _finish(self) -> dict:
         mine = [self.samples_seen / max(self.step_seconds, 1e-9), self.step_seconds - self.comm_seconds,
                 self.comm_seconds, self.data_seconds]
+        if self.asynchronous is not None:
+            mine += self.asynchronous.per_rank_numbers()
         per_rank = [mine] if self.world == 1 else self.comm.allgather_object(mine)
         results = {
             "ranks": self.world, "accuracy": self.accuracy, "best_accuracy": self.best_accuracy,
@@ -464,6 +473,10 @@ class Trainer:
             "comm_wait_s_per_rank": [entry[2] for entry in per_rank],
             "data_wait_s_per_rank": [entry[3] for entry in per_rank],
         }
+        if self.asynchronous is not None:
+            results.update(staleness_bound=self.asynchronous.bound,
+                           staleness_mean_per_rank=[entry[4] for entry in per_rank],
+                           staleness_max_per_rank=[entry[5] for entry in per_rank])
         if self.rank == 0:
             from .report import plot_curves, summary_table
             from .metrics import read_metrics

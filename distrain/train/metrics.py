@@ -5,6 +5,11 @@ Rank 0 writes it; other ranks write nothing. Two kinds of lines::
     {"kind": "train", "step": 120, "epoch": 3, "loss": 0.123..., "lr": 0.05, "samples_per_s": 1534.2, ...}
     {"kind": "eval", "step": 120, "epoch": 3, "accuracy": 0.9812, ...}
 
+and, in asynchronous parameter-server training, histograms of each rank's staleness at each
+evaluation (train/asynchronous.py; `histogram`, the one kind of line that holds a list)::
+
+    {"kind": "staleness", "step": 120, "epoch": 3, "rank": 1, "steps": 120, ..., "counts": [2, 115, 3]}
+
 Guarantees:
 - Floats round-trip exactly: a line holds Python's shortest repr of the float64 value, which
   `json.loads` reads back to the same bits (a float32 value is widened to float64 exactly).
@@ -25,7 +30,8 @@ Guarantees:
 
 With tensorboardX installed, the same numbers also go to TensorBoard event files in run_dir
 (tags "train/loss", "train/lr", "train/samples_per_s", "train/data_wait_s", "eval/accuracy", ...;
-every finite number of a line but its step and time, which are the event's step and wall time).
+every finite number of a line but its step and time, which are the event's step and wall time), and
+the histograms as histograms ("staleness/rank_1", ...).
 """
 from __future__ import annotations
 
@@ -97,6 +103,40 @@ class MetricsLog:
 
     def write(self, kind, step, **values):
         """One line of any `kind` (train and eval call this): {"kind", "step", **values}."""
+        record, values = self._record(kind, step, values)
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        if self._tensorboard is not None and (kind != "train" or step % self.tensorboard_every == 0):
+            self._add_scalars(kind, int(step), values)
+
+    def histogram(self, kind, step, counts, *, tag, **values):
+        """One line holding a histogram of whole numbers, `counts[k]` = how often k was seen, beside the numbers
+        `values`; TensorBoard gets the histogram as `tag` (one bar per whole number), not the numbers.
+
+        Example (the trainer's, in asynchronous mode: the staleness of rank 1's 120 gradients)::
+
+            metrics.histogram("staleness", 120, [2, 115, 3], tag="staleness/rank_1", rank=1)
+            # {"kind": "staleness", "step": 120, "rank": 1, "counts": [2, 115, 3]}
+        """
+        if not isinstance(counts, (list, tuple)) or not all(
+                isinstance(count, numbers.Integral) and not isinstance(count, bool) and count >= 0 for count in counts):
+            raise MetricsError(f"metrics histogram '{tag}' of step {step}: counts must be a list of whole numbers "
+                               f">= 0 (counts[k]: how often k was seen), got {counts!r:.80}")
+        counts = [int(count) for count in counts]
+        record, _ = self._record(kind, step, values)
+        record["counts"] = counts
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        if self._tensorboard is not None and sum(counts):
+            seen = [value for value, count in enumerate(counts) if count]
+            self._tensorboard.add_histogram_raw(
+                tag, min=seen[0], max=seen[-1], num=sum(counts),
+                sum=sum(value * count for value, count in enumerate(counts)),
+                sum_squares=sum(value * value * count for value, count in enumerate(counts)),
+                bucket_limits=[value + 0.5 for value in range(len(counts))],  # bar k: (k - 0.5, k + 0.5]
+                bucket_counts=counts, global_step=int(step))
+
+    @staticmethod
+    def _record(kind, step, values):
+        """The line's dict, and its values made plain (non-finite ones as strings in the line, NaN in `values`)."""
         if not isinstance(step, numbers.Integral) or isinstance(step, bool):
             raise MetricsError(f"metrics line of kind '{kind}': step must be an integer, got {step!r}")
         for key in _RESERVED:
@@ -110,9 +150,7 @@ class MetricsLog:
             record[key] = repr(values[key])  # 'nan', 'inf', '-inf'
         if nonfinite:
             record["nonfinite"] = nonfinite
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
-        if self._tensorboard is not None and (kind != "train" or step % self.tensorboard_every == 0):
-            self._add_scalars(kind, int(step), values)
+        return record, values
 
     def _add_scalars(self, kind, step, values):
         """Numbers to TensorBoard; not the non-finite ones (the trainer reports those, and

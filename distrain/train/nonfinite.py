@@ -2,9 +2,10 @@
 
 The check runs on the averaged gradients, which every rank holds identically after the
 allreduce, so every rank reaches the same verdict without another message (a non-finite
-loss makes the gradients non-finite too). One pass over each flat gradient buffer (6 us for
-the default CNN's 30k parameters; a float64 sum took 15 us and a float32 one could overflow
-into a false alarm).
+loss makes the gradients non-finite too; asynchronous parameter-server training has no
+averaged gradient: each rank checks its own, asynchronous.py). One pass over each flat
+gradient buffer (6 us for the default CNN's 30k parameters; a float64 sum took 15 us and a
+float32 one could overflow into a false alarm).
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ from ..errors import ArgumentError
 from .progress import duration_text
 
 _REQUIRED = ("ranks", "steps", "seconds", "samples_per_s_per_rank")
-_PER_RANK = ("samples_per_s_per_rank", "compute_s_per_rank", "comm_wait_s_per_rank", "data_wait_s_per_rank")
+_PER_RANK = ("samples_per_s_per_rank", "compute_s_per_rank", "comm_wait_s_per_rank", "data_wait_s_per_rank",
+             "staleness_mean_per_rank", "staleness_max_per_rank")
 
 
 def summary_table(results) -> str:
@@ -34,6 +35,9 @@ def summary_table(results) -> str:
             the two waits), waiting for communication that did not overlap computation, and
             waiting for the loader.
         single_rank_samples_per_s (optional): samples/s of a 1-rank run of the same job.
+        staleness_bound, staleness_mean_per_rank, staleness_max_per_rank (optional, asynchronous
+            parameter-server training): K (an int, or math.inf) and, per rank, the mean and the
+            largest staleness of its gradients (train/asynchronous.py).
 
     Scaling efficiency (n > 1) is total samples/s / (n x single_rank_samples_per_s) when that
     was measured. Otherwise it is estimated as the share of the ranks' step time not spent
@@ -60,6 +64,8 @@ def summary_table(results) -> str:
     if results.get("epochs") is not None:
         facts.append(("epochs", f"{results['epochs']:g}"))
     facts.append(("wall time", f"{duration_text(results['seconds'])} ({results['seconds']:.1f} s)"))
+    if results.get("staleness_mean_per_rank") is not None:
+        facts.append(("staleness", _staleness_text(results)))
     lines += _aligned(facts, right=False)
     lines.append("")
     lines += _aligned(_rank_rows(results), right=True)
@@ -70,13 +76,24 @@ def summary_table(results) -> str:
     return "\n".join(lines)
 
 
+def _staleness_text(results):
+    """'mean 0.98, max 2 (asynchronous, K = 2)': over every rank's gradients (each rank takes every step)."""
+    means = [mean for mean in results["staleness_mean_per_rank"] if not math.isnan(mean)]
+    mean = sum(means) / len(means) if means else math.nan
+    bound = results.get("staleness_bound")
+    bound = "" if bound is None else f", K = {'inf' if bound == math.inf else bound}"
+    return f"mean {mean:.2f}, max {max(results['staleness_max_per_rank'])} (asynchronous{bound})"
+
+
 def _rank_rows(results):
-    columns = [("samples/s", "samples_per_s_per_rank"), ("compute s", "compute_s_per_rank"),
-               ("comm wait s", "comm_wait_s_per_rank"), ("data wait s", "data_wait_s_per_rank")]
-    columns = [(title, key) for title, key in columns if results.get(key) is not None]
-    rows = [("rank",) + tuple(title for title, _ in columns)]
+    columns = [("samples/s", "samples_per_s_per_rank", ".1f"), ("compute s", "compute_s_per_rank", ".1f"),
+               ("comm wait s", "comm_wait_s_per_rank", ".1f"), ("data wait s", "data_wait_s_per_rank", ".1f"),
+               ("staleness mean", "staleness_mean_per_rank", ".2f"),
+               ("staleness max", "staleness_max_per_rank", "d")]
+    columns = [column for column in columns if results.get(column[1]) is not None]
+    rows = [("rank",) + tuple(title for title, _, _ in columns)]
     for rank in range(results["ranks"]):
-        rows.append((str(rank),) + tuple(f"{results[key][rank]:.1f}" for _, key in columns))
+        rows.append((str(rank),) + tuple(format(results[key][rank], form) for _, key, form in columns))
     if results["ranks"] > 1:
         rows.append(("total", f"{sum(results['samples_per_s_per_rank']):.1f}") + ("",) * (len(columns) - 1))
     return rows

@@ -4,12 +4,16 @@ NOTE [ Exact resume ] (loop.py) says why this is enough for bit-identical losses
 """
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 
 import numpy
 
+from . import checkpoints
+from .asynchronous import resume_warning
 from .config import ConfigError, flatten
+from .optimization import build_scheduler
 
 # What a resumed run may change: how long it runs, how it reports, where it runs. The rest is the
 # trajectory itself, restored from the checkpoint (the optimizer's lr, the sampler's seed, ...):
@@ -52,3 +56,46 @@ def batches_left_in_pass(samples, batches_taken, batch_size, old_world, new_worl
     """
     remaining = max(samples - batches_taken * batch_size * old_world, 0)
     return remaining // new_world // batch_size
+
+
+def restore(trainer, state):
+    """The trainer's step, position, optimizer, scheduler, loader and generators from the checkpoint `state`
+    (NOTE [ Exact resume ] in loop.py), and asynchronous training's staleness counts. Returns the warning a
+    resume owes when asynchronous training lost the optimizer's state on the way (asynchronous.py), or None."""
+    config = trainer.config
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.asynchronous is not None:
+        warning = trainer.asynchronous.resumed(trainer.optimizer, state, trainer.world)
+    else:
+        warning = resume_warning(trainer.optimizer, state["step"], "asynchronous" in state, False)
+    trainer.step, trainer.epoch, trainer.taken = state["step"], state["epoch"], state["batches_taken"]
+    trainer.elapsed_before = state["elapsed"]
+    trainer.early_stopping.load_state_dict(state["early_stop"])
+    trainer.best_accuracy = state["best_accuracy"]
+    old_world = state["world_size"]
+    trainer.resumed_pass = trainer.taken > 0
+    if trainer.taken:
+        loader_state = json.loads(state["loader"][trainer.rank if old_world == trainer.world else 0])
+        trainer.loader.load_state_dict(loader_state)  # the loader's generator too, as the pass began
+    if old_world != trainer.world:  # the epoch goes on from the same global position, in batches of the new world
+        if trainer.taken:
+            left = batches_left_in_pass(len(trainer.splits.train), trainer.taken, config["batch_size"], old_world,
+                                        trainer.world)
+            trainer.pass_batches = left // config["accumulate"] * config["accumulate"]
+            trainer.taken = 0
+        if not config["steps"]:  # an epochs run still ends after its epochs, counted in the new world's steps
+            rest = (trainer.pass_batches // config["accumulate"] if trainer.resumed_pass else trainer.steps_per_epoch)
+            later = config["epochs"] - trainer.epoch - (1 if trainer.resumed_pass else 0)
+            trainer.total_steps = trainer.step + rest + max(later, 0) * trainer.steps_per_epoch
+            trainer.scheduler = build_scheduler(config, trainer.optimizer, trainer.total_steps)
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    rngs = state["rng"]
+    checkpoints.set_rng_state(rngs[trainer.rank % len(rngs)])
+    if old_world != trainer.world:
+        where = (f": epoch {trainer.epoch} goes on from the same sample in its order, split over {trainer.world}"
+                 if trainer.resumed_pass else "")
+        trainer.say(f"resuming step {trainer.step} (epoch {trainer.epoch}) of a run on {old_world} rank(s) with "
+                    f"{trainer.world}{where}")
+    else:
+        trainer.say(f"resuming from step {trainer.step} (epoch {trainer.epoch}, batch {trainer.taken} of it)")
+    return warning

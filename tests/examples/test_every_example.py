@@ -95,6 +95,16 @@ def the_ranks_learn_the_generating_weights(output, tmp_path):
     assert "loss averaged over 2 ranks" in output
 
 
+def every_step_of_every_rank_has_a_staleness(output, tmp_path):
+    assert number(r"test accuracy: ([0-9.]+) \(2 ranks\)", output) > 0.85
+    steps = 2 * (4096 // 2 // 32)  # 2 epochs of each rank's share, 32 per batch
+    assert f"({steps} steps on rank 0)" in output
+    for rank in (0, 1):
+        histogram = ast.literal_eval(re.search(rf"rank {rank}: staleness {{staleness: steps}} (\{{[^}}]*\}})", output)
+                                     .group(1))
+        assert sum(histogram.values()) == steps and min(histogram) >= 0, (rank, histogram)
+
+
 def the_metrics_file_gives_the_printed_accuracy(output, tmp_path):
     records = read_metrics(str(tmp_path / "run"))
     train = [r for r in records if r["kind"] == "train"]
@@ -129,6 +139,7 @@ class Run:
     arguments: list
     check: object
     ranks: int = 0  # 0: `python examples/NAME.py`; N: under `python -m distrain.launch -n N`
+    launcher_arguments: tuple = ()  # the launcher's own flags, before the script (e.g. --backend ps)
     elsewhere: str = ""  # the file of a deeper test of this example, if there is one
 
 
@@ -147,6 +158,8 @@ RUNS = {
     "ddp_digits": Run(["--epochs", "1", "--data", "{tmp}/digits"], the_digits_are_learnt(0.6), ranks=2,
                       elsewhere="tests/launch/test_launch.py"),
     "custom_loop": Run([], the_ranks_learn_the_generating_weights, ranks=2, elsewhere="tests/launch/test_launch.py"),
+    "param_server_async": Run(["--epochs", "2"], every_step_of_every_rank_has_a_staleness, ranks=2,
+                              launcher_arguments=("--backend", "ps", "--ps-mode", "async", "--staleness", "2")),
     "trainer_from_python": Run(["--epochs", "2", "--run-dir", "{tmp}/run"], the_metrics_file_gives_the_printed_accuracy),
     "custom_model_in_trainer": Run(["--epochs", "2", "--hidden", "16", "--run-dir", "{tmp}/run"],
                                    the_registered_model_is_the_one_trained),
@@ -191,7 +204,8 @@ def run_example(name, run, tmp_path, cache_dir):
     """(exit code, stdout and stderr) of the example's brief run; the process group is killed on timeout."""
     arguments = [argument.replace("{tmp}", str(tmp_path)) for argument in run.arguments]
     script = os.path.join(EXAMPLES, f"{name}.py")
-    launcher = [sys.executable, "-m", "distrain.launch", "-n", str(run.ranks)] if run.ranks else [sys.executable]
+    launcher = ([sys.executable, "-m", "distrain.launch", "-n", str(run.ranks), *run.launcher_arguments] if run.ranks
+                else [sys.executable])
     env = dict(os.environ, PYTHONPATH=REPOSITORY, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                DISTRAIN_CACHE=str(cache_dir), PYTHONWARNINGS="error")  # warnings are errors, as in pytest.ini
     process = subprocess.Popen([*launcher, script, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -202,6 +202,29 @@ def test_tensorboard_gets_the_same_numbers(tmp_path):
     assert starts == [0]  # a new run hides whatever an earlier run left in run_dir
 
 
+def test_a_histogram_line_holds_its_counts_and_tensorboard_one_bar_per_whole_number(tmp_path):
+    with MetricsLog(tmp_path) as metrics:
+        metrics.histogram("staleness", 12, [3, 0, 8, 1], tag="staleness/rank_1", rank=1, mean=float("nan"))
+        metrics.histogram("staleness", 13, [], tag="staleness/rank_1", rank=1)  # nothing seen: no TensorBoard event
+        with pytest.raises(MetricsError, match=r"counts must be a list of whole numbers >= 0"):
+            metrics.histogram("staleness", 14, [1, -1], tag="staleness/rank_1")
+        with pytest.raises(MetricsError, match="'nonfinite' is a reserved key"):
+            metrics.histogram("staleness", 14, [1], tag="staleness/rank_1", nonfinite=3)
+    records = read_metrics(tmp_path)
+    assert [{key: value for key, value in record.items() if key != "mean"} for record in records] == [
+        {"kind": "staleness", "step": 12, "rank": 1, "counts": [3, 0, 8, 1], "nonfinite": ["mean"]},
+        {"kind": "staleness", "step": 13, "rank": 1, "counts": []}]
+    assert math.isnan(records[0]["mean"])
+    histograms = [(value.tag, event.step, value.histo) for event in read_events(tmp_path)
+                  for value in event.summary.value if value.HasField("histo")]
+    assert [(tag, step) for tag, step, _ in histograms] == [("staleness/rank_1", 12)]
+    histogram = histograms[0][2]
+    assert list(histogram.bucket) == [3, 0, 8, 1] and list(histogram.bucket_limit) == [0.5, 1.5, 2.5, 3.5]
+    assert (histogram.min, histogram.max, histogram.num, histogram.sum, histogram.sum_squares) == (0, 3, 12, 19, 41)
+    assert not [value for event in read_events(tmp_path) for value in event.summary.value
+                if value.HasField("simple_value")]  # the line's numbers are not scalars in TensorBoard
+
+
 def test_tensorboard_on_resume_purges_the_steps_after_the_checkpoint(tmp_path):
     with MetricsLog(tmp_path, resume_step=7) as metrics:
         metrics.train(8, epoch=1, loss=0.5, lr=0.1, samples_per_s=10.0)

@@ -30,6 +30,19 @@ def test_summary_table_rounds_as_documented():
                            "  total     3064.3"]  # 1534.26 + 1530.01
 
 
+def test_asynchronous_training_shows_each_ranks_staleness_and_the_whole_jobs():
+    table = summary_table({**TWO_RANKS, "staleness_bound": math.inf, "staleness_mean_per_rank": [0.875, 1.5],
+                           "staleness_max_per_rank": [2, 4]})
+    lines = table.splitlines()
+    assert lines[6] == "  staleness       mean 1.19, max 4 (asynchronous, K = inf)"  # (0.875 + 1.5) / 2
+    assert lines[8:11] == ["   rank  samples/s  compute s  comm wait s  staleness mean  staleness max",
+                           "      0     1534.3       38.0          2.0            0.88              2",
+                           "      1     1530.0       37.0          3.0            1.50              4"]
+    assert "K = 2)" in summary_table({**TWO_RANKS, "staleness_bound": 2, "staleness_mean_per_rank": [1.0, 1.0],
+                                      "staleness_max_per_rank": [1, 1]})
+    assert "staleness" not in summary_table(TWO_RANKS)  # synchronous training: nothing about it
+
+
 def test_scaling_efficiency_estimate_is_the_share_not_spent_waiting_for_communication():
     table = summary_table(TWO_RANKS)
     # (38 + 37) / (38 + 37 + 2 + 3) = 75 / 80
