@@ -356,6 +356,9 @@ def main(argv=None):
         return run_as_rank(args.script_argv, args)
     if args.nproc < 1:
         parser.error(f"-n must be at least 1, got {args.nproc}")
+    # NOTE [ Restarting a rank ] in spawn.py: ranks of an asynchronous job of your own script may come and go; the
+    # built-in trainer's ranks meet in collectives (averaging losses, evaluating), so one lost stops its job
+    tolerant = args.ps_mode == "async" and bool(args.script_argv)
     os.environ.update(threads_per_rank(args.nproc))
     if not args.script_argv:  # the trainer: check the configuration here, once, before starting any rank
         code = preflight(args, args.nproc * args.nnodes)
@@ -372,7 +375,7 @@ def main(argv=None):
             return run_workers(args.nproc, args.backend, args.script_argv, prefix=not args.no_prefix,
                                rank0_only=args.rank0_only, nnodes=args.nnodes, node_rank=args.node_rank,
                                server=args.server, servers=args.servers, partition_mb=args.partition_mb,
-                               max_restarts=args.max_restarts, tolerant=args.ps_mode == "async",
+                               max_restarts=args.max_restarts, tolerant=tolerant,
                                checkpoint_dir=args.ps_checkpoint_dir, checkpoint_every=args.ps_checkpoint_every,
                                secret=read_secret_file(args.secret_file) if args.secret_file else None)
         except (ValueError, OSError) as error:
@@ -390,6 +393,10 @@ def _check_ps_mode(args):
 
     if args.max_restarts < 0:
         return f"--max-restarts must be 0 or more, got {args.max_restarts}"
+    if args.max_restarts and not args.script_argv:
+        return ("--max-restarts is for an asynchronous loop of your own script: the built-in trainer's ranks meet in "
+                "collectives (averaging the losses, evaluations, checkpoints), which a restarted rank cannot rejoin; "
+                "a failed rank stops the trainer's job, and --resume continues it from its last checkpoint")
     if args.max_restarts and args.ps_mode != "async":
         return ("--max-restarts restarts a failed rank of an asynchronous parameter-server job (--backend ps "
                 "--ps-mode async), which ranks may leave and join; a synchronous job stops when a rank is lost: "

@@ -40,7 +40,7 @@ def batch(step):
 
 
 def model_and_optimizer(comm, mode, staleness, optimizer_name):
-    distrain.manual_seed(0)
+    distrain.manual_seed(rank)  # every rank its own initial parameters: both modes must start all from rank 0's
     local = nn.Sequential(nn.Linear(37, 61), nn.Tanh(), nn.Linear(61, 5))
     model = DistributedDataParallel(local, comm=comm, ps_mode=mode, staleness=staleness)
     if optimizer_name == "sgd":

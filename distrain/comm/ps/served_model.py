@@ -85,20 +85,29 @@ class ServedModel:
         for flat in self.flats:
             for parameter in flat.parameters:
                 parameter._served = self
-        self.registered = False
+        self.described = False  # the servers know this rank's optimizer
         self._descriptions = {}  # (table, shard) -> what this rank's serve says (a pull or a reconnection again)
         self.clocks = {}  # (table, shard) -> this rank's gradients pushed there (the servers' count, after a restart)
         self.steps = 0
         self.staleness_histogram = collections.Counter()
         self.wait_seconds = 0.0
         self.reconnect_seconds = reconnect_seconds()
+        for key, (flat, start, stop, server) in self.shards.items():  # the optimizer: described at the first step
+            self._descriptions[key] = {
+                "table": key[0], "shard": key[1], "model": self.signature, "dtype": flat.dtype.name,
+                "shape": [stop - start], "optimizer": "", "groups": [], "runs": [], "staleness": self.staleness,
+                "damping": self.damping}
+        # every rank starts from rank 0's parameters, as DistributedDataParallel's broadcast makes them in synchronous
+        # mode: the servers answer once every rank has registered (a restarted rank: at once, with today's)
+        self._exchange(self._serve)
+        self._bump_versions()
 
     # -- the optimizer's step -----------------------------------------------------------------
     def step(self, optimizer):
         """Push this rank's gradients, wait for the bound, take the fresh parameters (the optimizer runs remotely)."""
         started = time.perf_counter()
-        if not self.registered:
-            self._register(optimizer)
+        if not self.described:
+            self._describe(optimizer)
         groups = served_optimizer.hyperparameters(optimizer)
         for flat in self.flats:
             self._gather_gradients(flat)
@@ -117,21 +126,18 @@ class ServedModel:
         self._bump_versions()
         self.wait_seconds += time.perf_counter() - started
 
-    def _register(self, optimizer):
-        """Serve every shard: the optimizer's description, rank 0's values; take the servers' parameters and clocks."""
+    def _describe(self, optimizer):
+        """Serve every shard again, naming the optimizer (its class, hyperparameters, which elements are in which
+        param group), which the servers then build, before this rank's first push."""
         name, groups, group_of = served_optimizer.describe(optimizer, self.flats)
         elements = {}  # per flat: (start, stop, group) of each parameter in the buffer
         for flat in self.flats:
             elements[id(flat)] = [(offset, offset + numel, group_of[id(parameter)])
                                   for parameter, offset, numel in flat.segments()]
         for key, (flat, start, stop, server) in self.shards.items():
-            self._descriptions[key] = {
-                "table": key[0], "shard": key[1], "model": self.signature, "dtype": flat.dtype.name,
-                "shape": [stop - start], "optimizer": name, "groups": groups,
-                "runs": _runs(elements[id(flat)], start, stop), "staleness": self.staleness, "damping": self.damping}
-        self._exchange(self._serve)
-        self.registered = True
-        self._bump_versions()
+            self._descriptions[key].update(optimizer=name, groups=groups, runs=_runs(elements[id(flat)], start, stop))
+        self._exchange(self._serve, into=False)  # the parameters this step's gradient was computed on stay
+        self.described = True
 
     def _serve(self, key):
         """A serve request for shard `key`: registers this rank (again), carries rank 0's values (taken only by a
@@ -143,9 +149,6 @@ class ServedModel:
     def pull(self):
         """Take the servers' current parameters (without pushing): asynchronous ranks end training with
         parameters of different versions; a pull before evaluating or saving gives every rank the latest."""
-        if not self.registered:
-            return  # never stepped: the parameters are rank 0's, as the servers' are
-
         def pull(key):
             return {"op": "serve", **self._descriptions[key]}, b"", f"pulling shard {key[1]} of model {key[0]}"
 
@@ -153,9 +156,10 @@ class ServedModel:
         self._bump_versions()
 
     # -- requests, answers, and servers that restart ------------------------------------------
-    def _exchange(self, request, keys=None):
+    def _exchange(self, request, keys=None, into=True):
         """Send `request(key)` -> (header, payload, what) for every shard at once; copy each answer into the
-        shard's parameters; {key: answer header}. A serve's answer also sets the shard's clock.
+        shard's parameters (unless `into` is False); {key: answer header}. A serve's answer also sets the shard's
+        clock.
 
         NOTE [ A server that restarts ]
         A server whose connection closes (its process died) may be started again, from its
@@ -174,7 +178,8 @@ class ServedModel:
                     if server in lost:
                         continue
                     try:
-                        handles[key] = self._request(server, header, payload, flat.data[start:stop], what)
+                        handles[key] = self._request(server, header, payload,
+                                                     flat.data[start:stop] if into else None, what)
                     except CommunicatorError:
                         if self.comm.connections[server].lost is None:
                             raise
@@ -228,8 +233,7 @@ class ServedModel:
             self.comm.connections[server] = connection
             if server == 0:
                 self.comm.connection = connection
-            if self.registered:
-                self._exchange(self._serve, [key for key, shard in self.shards.items() if shard[3] == server])
+            self._exchange(self._serve, [key for key, shard in self.shards.items() if shard[3] == server])
 
     @staticmethod
     def _gather_gradients(flat):
@@ -251,7 +255,8 @@ class ServedModel:
         def finish(answer, parts):
             from .protocol import copy_payload
 
-            copy_payload({"dtype": into.dtype.name, "shape": [into.size], "op": header["op"]}, parts, into)
+            if into is not None:
+                copy_payload({"dtype": into.dtype.name, "shape": [into.size], "op": header["op"]}, parts, into)
             return answer
 
         handle = connection.request(header, payload, what=f"{what} on {connection.name}", finish=finish)

@@ -170,6 +170,7 @@ class ParameterServer(MessagesAndGroups):
         self.store_waiters = {}  # key -> [(rank, identity, seq, deadline)]
         self.pending = collections.Counter()  # rank -> its collectives and store reads waiting for other ranks
         self.shards = {}  # (table, shard) -> ServedShard: asynchronous mode's parameters (stale_synchronous.py)
+        self.dropped = set()  # ranks lost while registered with a served shard, until they join again
         self.checkpoint = checkpoint  # server_checkpoint.py: where this server keeps them, every N updates
         self.checkpoint_every = server_checkpoint.DEFAULT_EVERY if checkpoint_every is None else int(checkpoint_every)
         if self.checkpoint_every < 1:
@@ -278,12 +279,23 @@ class ParameterServer(MessagesAndGroups):
         info["left"] = info["lost"] = True
         info.pop("fd", None)
         dropped = [shard for shard in self.shards.values() if shard.drop(rank)]
-        if dropped:
-            log.warning("parameter server: rank %d's connection closed (its process ended, or stopped answering "
-                        "heartbeats for %g s): dropped from the staleness bound of %d served shard(s); the other "
-                        "ranks go on", rank, self.heartbeat_timeout, len(dropped))
-        else:
+        if not dropped:
             log.info("parameter server: rank %d's connection closed", rank)
+            return
+        log.warning("parameter server: rank %d's connection closed (its process ended, or stopped answering "
+                    "heartbeats for %g s): dropped from the staleness bound of %d served shard(s); the other "
+                    "ranks go on", rank, self.heartbeat_timeout, len(dropped))
+        # an asynchronous job has no liveness side channel (distributed.init): its collectives that need the lost
+        # rank fail here at once, naming it, rather than after the timeout
+        self.dropped.add(rank)
+        why = self._dropped_message([rank])
+        for index, collective in list(self.collectives.items()):
+            if rank in collective.group.members and rank not in collective.callers:
+                self._fail(index, f"collective #{index[1]} {collective.describe()}: {why}")
+
+    def _dropped_message(self, ranks):
+        return (f"rank(s) {ranks} left this asynchronous job (connection closed) and cannot take part in a "
+                "collective of every rank; a rank that must meet the others cannot be left out")
 
     def _refused_handshake(self, address, reason):  # called from the handshake handler's thread
         self.refusals.refused("bad handshake", reason, address)
@@ -373,6 +385,7 @@ class ParameterServer(MessagesAndGroups):
             raise ProtocolError(f"rank {rank} expects a world of {header['world_size']} ranks, but this server "
                                 f"serves {self.world_size}: start every rank and the server with the same size")
         self._check_layout(rank, protocol.check_join_layout(header))
+        self.dropped.discard(rank)  # back (restarted): it may meet the others again
         self.ranks[rank] = {"identity": identity, "next_seq": header["seq"] + 1, "timeout": header["timeout"],
                             "left": False, "fd": fd}
         self._reply(identity, {"op": "join", "seq": header["seq"], "world_size": self.world_size})
@@ -449,6 +462,9 @@ class ParameterServer(MessagesAndGroups):
         name = f"collective #{index[1]}" + (f" of {group.describe()}" if index[0] else "")
         if index in self.failed:
             raise ProtocolError(self.failed[index])
+        gone = sorted(self.dropped.intersection(group.members))
+        if gone:
+            raise ProtocolError(f"{name} {header['op']}: {self._dropped_message(gone)}")
         if header["op"] == "broadcast" and not header["root"] < len(group.members):
             raise ProtocolError(f"rank {rank}: broadcast root {header['root']} is outside {group.describe()}")
         contributes = header["op"] in ("allreduce", "allgather") or (header["op"] == "broadcast"

@@ -26,8 +26,10 @@ optimizer's state for those elements.
   in rank order (rank 0 + rank 1 + ...), divided by N, one optimizer step. The sum and the
   division are the synchronous allreduce's (server.py, client.py) and the optimizer is the
   same distrain class, so the parameters are bit for bit those of synchronous training.
-- The start: the servers answer no rank until every rank of the job has registered (at
-  its first optimizer step), and everyone starts from rank 0's parameters. After it, the
+- The start: the servers answer no rank until every rank of the job has registered (when
+  DistributedDataParallel wraps its model), and everyone starts from rank 0's parameters,
+  as DistributedDataParallel's broadcast makes them in synchronous mode. The optimizer is
+  described at the first step (a second serve, naming it): only then can a rank push. After it, the
   ranks that count (for the bound and for K=0's rounds) are the live ones: a rank whose
   connection closes (its process died, or stalled past the heartbeat timeout: server.py)
   is dropped, logged with its rank, and the others go on without waiting for it; its
@@ -51,6 +53,7 @@ from . import protocol, served_optimizer
 from .protocol import ProtocolError
 
 INFINITE = -1  # the staleness a request names for K = inf
+OPTIMIZER_FIELDS = ("optimizer", "groups", "runs")  # what a serve says of the optimizer: empty in the first one
 MAX_SHARDS = 4096  # shards one server may hold (a shard is a partition of one model's flat buffer)
 
 
@@ -76,16 +79,10 @@ class ServedShard:
         self.damping = header["damping"]
         self.world_size = world_size
         self.reply = reply
-        runs = self._checked_runs(header["runs"], len(header["groups"]) if isinstance(header["groups"], list) else 0)
-        from ...engine.flat import FlatParameters
-        from ...engine.nn.parameter import Parameter
-        from ...engine.tensor import _make
-
         self.values = numpy.zeros(self.size, self.dtype)
-        pieces = [Parameter(_make(numpy.zeros(stop - start, self.dtype))) for start, stop, _ in runs]
-        self.flat = FlatParameters(pieces, data=self.values)
-        self.optimizer, self.group_numbers = served_optimizer.build(header["optimizer"], header["groups"], runs,
-                                                                    pieces.__getitem__)
+        self.flat = self.optimizer = self.group_numbers = None  # until a rank describes its optimizer
+        if header["optimizer"]:
+            self._build_optimizer(header)
         self.ready = False  # rank 0's values have arrived
         self.started = False  # every rank of the job has registered once
         self.live = set()  # the ranks registered and not dropped: the bound and the rounds are theirs
@@ -101,7 +98,8 @@ class ServedShard:
     def state(self):
         """What a checkpoint keeps: the description, parameters, optimizer state, clocks and version (not the rounds
         or answers in flight: a restarted server's ranks register again and push again)."""
-        return {"description": self.description, "values": self.values, "optimizer": self.optimizer.state_dict(),
+        optimizer = {} if self.optimizer is None else self.optimizer.state_dict()
+        return {"description": self.description, "values": self.values, "optimizer": optimizer,
                 "clock": [[rank, clock] for rank, clock in sorted(self.clock.items())], "version": self.version,
                 "ready": self.ready, "started": self.started,
                 "staleness_counts": [[staleness, count] for staleness, count in sorted(self.staleness_counts.items())]}
@@ -116,11 +114,27 @@ class ServedShard:
             raise ValueError(f"{shard.where}: the checkpoint's values are {values.dtype} {values.shape}, its "
                              f"description says {shard.values.dtype} {shard.values.shape}")
         shard.values[...] = values
-        shard.optimizer.load_state_dict(state["optimizer"])
+        if shard.optimizer is not None:
+            shard.optimizer.load_state_dict(state["optimizer"])
         shard.clock = {int(rank): int(clock) for rank, clock in state["clock"]}
         shard.version, shard.ready, shard.started = int(state["version"]), bool(state["ready"]), bool(state["started"])
         shard.staleness_counts.update({int(staleness): int(count) for staleness, count in state["staleness_counts"]})
         return shard
+
+    def _build_optimizer(self, header):
+        """The optimizer a serve describes, over views of the shard's values (served_optimizer.py)."""
+        from ...engine.flat import FlatParameters
+        from ...engine.nn.parameter import Parameter
+        from ...engine.tensor import _make
+
+        runs = self._checked_runs(header["runs"], len(header["groups"]) if isinstance(header["groups"], list) else 0)
+        pieces = [Parameter(_make(numpy.zeros(stop - start, self.dtype))) for start, stop, _ in runs]
+        flat = FlatParameters(pieces, data=self.values)
+        self.optimizer, self.group_numbers = served_optimizer.build(header["optimizer"], header["groups"], runs,
+                                                                    pieces.__getitem__)
+        self.flat = flat
+        for name in OPTIMIZER_FIELDS:
+            self.description[name] = header[name]
 
     def _checked_runs(self, runs, groups):
         if not isinstance(runs, list) or not 1 <= len(runs) <= served_optimizer.MAX_RUNS:
@@ -145,13 +159,16 @@ class ServedShard:
         once every rank of the job has registered (the start), at once after that."""
         rank = header["rank"]
         mine = {name: header[name] for name in self.description}
-        if _layout(mine) != _layout(self.description):
-            differing = sorted(name for name in mine if _layout(mine)[name] != _layout(self.description)[name])
+        compared = [name for name in mine if name not in OPTIMIZER_FIELDS or (mine["optimizer"] and self.optimizer)]
+        differing = sorted(name for name in compared if _layout(mine)[name] != _layout(self.description)[name])
+        if differing:
             raise ProtocolError(f"rank {rank}: {self.where} was served as {_describe(self.description, differing)} "
                                 f"but this rank serves it as {_describe(mine, differing)}: every rank must build the "
                                 "same model and optimizer")
         if rank in self.waiting:
             raise ProtocolError(f"rank {rank}: {self.where}: a request of this rank is still waiting")
+        if header["optimizer"] and self.optimizer is None:
+            self._build_optimizer(header)
         if rank == 0 and parts and protocol.payload_size(parts) and not self.ready:  # the start is rank 0's alone
             protocol.copy_payload(header, parts, self.values)
             self.ready = True
@@ -172,6 +189,9 @@ class ServedShard:
         if rank not in self.live:
             raise ProtocolError(f"rank {rank}: pushed to {self.where} without being registered with it (never "
                                 "served, or dropped when its connection was lost): serve it again")
+        if self.optimizer is None:
+            raise ProtocolError(f"rank {rank}: pushed to {self.where} before any rank described its optimizer "
+                                "(a serve naming it comes first)")
         if rank in self.waiting:
             raise ProtocolError(f"rank {rank}: {self.where}: pushed again before its last push was answered")
         if header["dtype"] != self.description["dtype"] or header["shape"] != self.description["shape"]:
@@ -305,7 +325,7 @@ class ServedShard:
             behind = sorted(r for r in self.live if self.clock[r] == slowest)
             if not self.started:
                 why = (f"rank(s) {sorted(set(range(self.world_size)) - self.live)} never registered (every rank "
-                       "registers at its first optimizer step)")
+                       "registers when DistributedDataParallel wraps its model)")
             elif not self.ready:
                 why = "rank 0 never sent the starting parameters"
             elif self.staleness == 0:
