@@ -552,3 +552,15 @@ def test_the_rank_side_description_names_what_cannot_be_served():
         served_optimizer.describe(distrain.optim.LBFGS(model.parameters()), flats)
     name, groups, group_of = served_optimizer.describe(distrain.optim.SGD(model.parameters(), lr=0.5), flats)
     assert name == "SGD" and groups == [sgd(0.5)[0]] and sorted(group_of.values()) == [0, 0]
+
+
+def test_a_shard_larger_than_the_servers_message_limit_is_refused_before_anything_is_allocated():
+    """A shard travels whole in one push, so none may be larger than one message: a serve naming 2**40 elements
+    (4 TiB) from an authenticated rank is refused instead of reserving the memory."""
+    header = {"table": 0, "shard": 0, "model": "m", "dtype": "float32", "shape": [2 ** 40], "optimizer": "",
+              "groups": [], "runs": [], "staleness": 0, "damping": False}
+    with pytest.raises(ProtocolError, match=r"1099511627776 float32 elements are more than this server's message "
+                                            r"limit of 1048576 bytes"):
+        ServedShard(header, 2, lambda *answer: None, max_bytes=2 ** 20)
+    header["shape"] = [2 ** 18]  # exactly the limit: served
+    assert ServedShard(header, 2, lambda *answer: None, max_bytes=2 ** 20).values.nbytes == 2 ** 20

@@ -178,7 +178,7 @@ class ParameterServer(MessagesAndGroups):
         self._checkpointed_at = 0  # the total of the shards' versions at the last checkpoint
         if checkpoint is not None:
             try:
-                self.shards = server_checkpoint.load(checkpoint, self.world_size, self._reply)
+                self.shards = server_checkpoint.load(checkpoint, self.world_size, self._reply, self.max_message_bytes)
             except BaseException:
                 self._release(linger=0)
                 raise
@@ -416,7 +416,7 @@ class ParameterServer(MessagesAndGroups):
         if shard is None:
             if len(self.shards) >= MAX_SHARDS:
                 raise ProtocolError(f"rank {header['rank']}: this server holds {MAX_SHARDS} served shards already")
-            shard = self.shards[key] = ServedShard(header, self.world_size, self._reply)
+            shard = self.shards[key] = ServedShard(header, self.world_size, self._reply, self.max_message_bytes)
         shard.serve(header, payload, identity)
 
     def _on_push(self, header, payload, identity):

@@ -34,7 +34,7 @@ def save(path, shards, world_size):
                                 for key, shard in sorted(shards.items())]}, os.fspath(path))
 
 
-def load(path, world_size, reply):
+def load(path, world_size, reply, max_bytes=None):
     """{(table, shard): ServedShard} from the checkpoint at `path`, or {} when there is none yet; a checkpoint of
     another job (another world size) or an unreadable one raises, naming the file."""
     if not os.path.exists(path):
@@ -52,7 +52,8 @@ def load(path, world_size, reply):
         key = (int(state["table"]), int(state["shard"]))
         arrays = {name: value for name, value in state.items() if name not in ("table", "shard")}
         arrays["values"] = _numpy(arrays["values"])
-        shards[key] = ServedShard.restore(key, arrays, world_size, reply)
+        shards[key] = ServedShard.restore(key, arrays, world_size, reply,
+                                          *(() if max_bytes is None else (max_bytes,)))
     log.warning("parameter server: resumed %d served shard(s) from %s (versions %s)", len(shards), path,
                 sorted({shard.version for shard in shards.values()}))
     return shards

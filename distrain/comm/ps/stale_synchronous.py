@@ -64,7 +64,7 @@ class ServedShard:
     first rank's serve request said; every rank's must agree.
     """
 
-    def __init__(self, header, world_size, reply):
+    def __init__(self, header, world_size, reply, max_bytes=protocol.DEFAULT_MAX_MESSAGE_BYTES):
         self.key = (header["table"], header["shard"])
         self.where = f"served shard {self.key[1]} of model {self.key[0]}"
         self.description = {name: header[name] for name in ("model", "dtype", "shape", "optimizer", "groups", "runs",
@@ -73,6 +73,9 @@ class ServedShard:
         if len(header["shape"]) != 1:
             raise ProtocolError(f"{self.where}: a served shard is 1-D, got shape {header['shape']}")
         self.size = header["shape"][0]
+        if self.size * self.dtype.itemsize > max_bytes:  # a shard travels whole in one push: no larger than one
+            raise ProtocolError(f"{self.where}: {self.size} {self.dtype} elements are more than this server's "
+                                f"message limit of {max_bytes} bytes")
         self.staleness = header["staleness"]
         if self.staleness < INFINITE:
             raise ProtocolError(f"{self.where}: staleness must be >= 0 (or -1 for unbounded), got {self.staleness}")
@@ -105,10 +108,10 @@ class ServedShard:
                 "staleness_counts": [[staleness, count] for staleness, count in sorted(self.staleness_counts.items())]}
 
     @classmethod
-    def restore(cls, key, state, world_size, reply):
+    def restore(cls, key, state, world_size, reply, max_bytes=protocol.DEFAULT_MAX_MESSAGE_BYTES):
         """The shard `state()` gave, served again by a restarted server: no rank is live until it registers."""
         header = {"table": key[0], "shard": key[1], **state["description"]}
-        shard = cls(header, world_size, reply)
+        shard = cls(header, world_size, reply, max_bytes)
         values = numpy.asarray(state["values"])
         if values.shape != shard.values.shape or values.dtype != shard.values.dtype:
             raise ValueError(f"{shard.where}: the checkpoint's values are {values.dtype} {values.shape}, its "
