@@ -238,8 +238,10 @@ class ServerConnection:
             if event["event"] != zmq.EVENT_DISCONNECTED or self.session is None or self.lost is not None:
                 continue
             self._deliver()  # answers that arrived before it closed still count
-            self.lost = (f"{self.name} closed its connection (the server process died or was stopped; the "
-                         "launcher's output or the server's log says why), and the job cannot go on without it")
+            self.lost = (f"{self.name} closed its connection (the server process died or was stopped, or it heard "
+                         "nothing from this process for its heartbeat timeout, 10 s by default: a process paused "
+                         "in a debugger or a frozen machine; the launcher's output or the server's log says "
+                         "which), and the job cannot go on without it")
             for handle in self.in_flight.values():
                 handle._answered({"error": self.lost}, [])
             self.in_flight.clear()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import itertools
+import os
 import time
 
 from ...engine.flat import pack_parameters
@@ -36,8 +37,6 @@ DEFAULT_RECONNECT_SECONDS = 15.0
 def reconnect_seconds(environ=None):
     """How long a rank tries to reach a parameter server that went away (NOTE [ A server that restarts ]):
     $DISTRAIN_PS_RECONNECT_SECONDS, else 15 s."""
-    import os
-
     text = (environ if environ is not None else os.environ).get(RECONNECT_ENVIRONMENT_VARIABLE)
     if not text:
         return DEFAULT_RECONNECT_SECONDS
@@ -76,7 +75,11 @@ class ServedModel:
         self.damping = bool(damping)
         self.flats = pack_parameters(parameters)
         self.tables = [next(_tables) for _ in self.flats]
-        self.shards = []  # per flat: [(start, stop, server)]
+        for flat in self.flats:
+            if flat.array_module.__name__ != "numpy":
+                raise DistrainError(f"asynchronous parameter-server training holds the parameters on the servers and "
+                                    f"takes them on the CPU; this model's are on {flat.device}: train it with "
+                                    "ps_mode=\"sync\" (or the nccl backend), or on the CPU")
         self.shards = {}  # (table, shard number) -> (flat, start, stop, server)
         for flat, table in zip(self.flats, self.tables):
             plan = partitions.plan(flat.numel(), flat.data.itemsize, comm.partition_bytes, len(comm.connections))
@@ -112,15 +115,17 @@ class ServedModel:
         for flat in self.flats:
             self._gather_gradients(flat)
 
+        pushed = dict(self.clocks)  # the number each push carries
+
         def push(key):
+            if self.clocks[key] > pushed[key]:  # a restarted server's checkpoint counted it: not to be applied twice
+                return None
             flat, start, stop, _ = self.shards[key]
             return ({"op": "push", "table": key[0], "shard": key[1], "clock": self.clocks[key],
                      "dtype": flat.dtype.name, "shape": [stop - start], "groups": groups},
                     flat.grad[start:stop], f"push of step {self.steps} (shard {key[1]} of model {key[0]})")
 
         answers = self._exchange(push)
-        for key in self.shards:
-            self.clocks[key] += 1
         self.steps += 1
         self.staleness_histogram[max(answer["staleness"] for answer in answers.values())] += 1
         self._bump_versions()
@@ -158,22 +163,29 @@ class ServedModel:
     # -- requests, answers, and servers that restart ------------------------------------------
     def _exchange(self, request, keys=None, into=True):
         """Send `request(key)` -> (header, payload, what) for every shard at once; copy each answer into the
-        shard's parameters (unless `into` is False); {key: answer header}. A serve's answer also sets the shard's
-        clock.
+        shard's parameters (unless `into` is False); {key: answer header}. Every answer sets the shard's clock (the
+        server's count of this rank's pushes); `request(key)` returning None means nothing to send (answered).
 
         NOTE [ A server that restarts ]
         A server whose connection closes (its process died) may be started again, from its
         checkpoint (server_checkpoint.py): for `reconnect_seconds` this rank tries to
         connect to the same address, registers again with every shard there (taking that
         server's parameters and its count of this rank's pushes), and sends that server's
-        requests again. A server that stays down fails the step with an error naming it.
+        requests again, but for a push that its checkpoint had counted already (the clock it
+        answers the registration with is past the push's): that gradient is in the restored
+        parameters, and sending it again would apply it twice. A server that stays down fails
+        the step with an error naming it.
         """
         todo, answers = list(self.shards) if keys is None else list(keys), {}
         while todo:
             handles, lost = {}, set()
             try:
                 for key in todo:
-                    header, payload, what = request(key)
+                    made = request(key)
+                    if made is None:  # nothing to send: the servers have it (a push counted before a restart)
+                        answers[key] = {"op": "push", "clock": self.clocks[key], "staleness": 0}
+                        continue
+                    header, payload, what = made
                     flat, start, stop, server = self.shards[key]
                     if server in lost:
                         continue
@@ -197,7 +209,7 @@ class ServedModel:
                     handle.connection.in_flight.pop(handle.seq, None)
                 raise
             for key, answer in answers.items():
-                if answer.get("op") == "serve" and key in handles:
+                if key in handles:  # a serve's or a push's answer: the server's count of this rank's pushes
                     self.clocks[key] = answer["clock"]
             if lost:
                 self._reconnect(sorted(lost))

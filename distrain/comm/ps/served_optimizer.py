@@ -59,7 +59,8 @@ def describe(optimizer, flats):
     group_of = {}
     for number, group in enumerate(optimizer.param_groups):
         for param in group["params"]:
-            group_of[id(param)] = number
+            if param.requires_grad:  # a frozen one is never updated: nothing of it is served
+                group_of[id(param)] = number
     served = [param for flat in flats for param, _, _ in flat.segments()]
     missing = [index for index, param in enumerate(served) if id(param) not in group_of]
     if missing or len(group_of) != len(served):
@@ -152,12 +153,26 @@ def set_hyperparameters(optimizer, group_numbers, groups, where):
     if len(groups) <= max(group_numbers):
         raise ProtocolError(f"{where}: the push names {len(groups)} param groups, the optimizer was served with more")
     for group, number in zip(optimizer.param_groups, group_numbers):  # all checked before any is applied
+        fixed = [name for name, value in groups[number].items()
+                 if not _moves(value) and not _moves(group[name]) and value != group[name]]
+        if fixed:
+            name = fixed[0]
+            raise ProtocolError(f"{where}: hyperparameter {name!r} of param group {number} changed from "
+                                f"{group[name]!r} to {groups[number][name]!r}; during training only numbers (the "
+                                "learning rate, momentum, betas, weight decay) may change, as a schedule moves them")
         try:
             optimizer._check_group({**group, **groups[number]}, f" (param group {number})")
         except Exception as error:
             raise ProtocolError(f"{where}: {error}") from None
     for group, number in zip(optimizer.param_groups, group_numbers):
         group.update(groups[number])
+
+
+def _moves(value):
+    """A hyperparameter a schedule may move: a number or a tuple of numbers, not a flag, a string or None."""
+    if isinstance(value, tuple):
+        return all(_moves(item) for item in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _probe_parameter():
