@@ -47,16 +47,17 @@ def distrain_server(world, addresses):
     server.serve(until_all_left=True)
 
 
-def raw_server(world, slice_bytes, addresses):
+def raw_server(world, slice_bytes, addresses, host="127.0.0.1"):
     """Adds one message of each of `world` workers (in arrival order) and answers each with the sum; a one-byte
-    message is a barrier (answered once all have sent one) or, b"q", the end."""
+    message is a barrier (answered once all have sent one) or, b"q", the end. Listens on `host` (another
+    address: bench_ps_servers_netns.py's namespaced hosts)."""
     import numpy as np
     import zmq
 
     context = zmq.Context()
     socket = context.socket(zmq.ROUTER)
-    port = socket.bind_to_random_port("tcp://127.0.0.1")
-    addresses.put(f"tcp://127.0.0.1:{port}")
+    port = socket.bind_to_random_port(f"tcp://{host}")
+    addresses.put(f"tcp://{host}:{port}")
     total = np.empty(slice_bytes // 4, np.float32)
     while True:
         senders = []
