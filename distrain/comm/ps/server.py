@@ -547,6 +547,10 @@ class ParameterServer(MessagesAndGroups):
             if not waiters:
                 del self.store_waiters[key]
         for shard in self.shards.values():
+            if shard.resumed and now - shard.resumed_since > self.heartbeat_timeout:
+                log.warning("parameter server: rank(s) %s did not register again with %s within %g s of its restart "
+                            "from the checkpoint: the other ranks go on without them", shard.forget_resumed(),
+                            shard.where, self.heartbeat_timeout)
             shard.expire(now, self._timeout_of)
         for receiver in self.mailboxes.expired(now):
             self.pending[receiver.dst] -= 1

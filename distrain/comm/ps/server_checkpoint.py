@@ -9,8 +9,13 @@ distrain's own checkpoint format: written to a temporary file, synced and rename
 (checkpoint/writer.py), with checksums that the reader verifies, and no code in it. A
 server started with a checkpoint that exists resumes from it; the ranks, whose
 connection to the old server closed, connect to the new one, register again and push
-again (served_model.py). The updates since the last checkpoint are lost, as a rank's
-steps since its last checkpoint are when a synchronous job resumes.
+again (served_model.py), each at its own clock in the checkpoint. The server answers none
+of them until every rank live at the checkpoint has registered again, so that no round or
+bound goes on without the others (with several servers, ranks in different rounds on
+different servers would wait for each other forever); one that has not after the
+server's heartbeat timeout is left out, and may join later as any rank. The updates since
+the last checkpoint are lost, as a rank's steps since its last checkpoint are when a
+synchronous job resumes.
 """
 from __future__ import annotations
 
@@ -40,20 +45,30 @@ def load(path, world_size, reply, max_bytes=None):
     if not os.path.exists(path):
         return {}
     from ...checkpoint.formats import load as load_checkpoint
+    from ...errors import CheckpointError
 
-    saved = load_checkpoint(os.fspath(path))
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a distrain parameter-server checkpoint (format {FORMAT})")
-    if saved["world_size"] != world_size:
-        raise ValueError(f"{path} is the checkpoint of a job of {saved['world_size']} ranks, this server serves "
+    not_ours = f"{path} is not a distrain parameter-server checkpoint (format {FORMAT})"
+    try:
+        saved = load_checkpoint(os.fspath(path))
+    except CheckpointError as error:  # damaged, truncated, not a checkpoint at all: its message names the file
+        raise ValueError(f"{error} (this server's only copy of the served parameters: move it away to start them "
+                         "again from rank 0's)") from None
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT or not isinstance(saved.get("shards"), list):
+        raise ValueError(not_ours)
+    if saved.get("world_size") != world_size:
+        raise ValueError(f"{path} is the checkpoint of a job of {saved.get('world_size')} ranks, this server serves "
                          f"{world_size}: give each job its own checkpoint")
     shards = {}
-    for state in saved["shards"]:
-        key = (int(state["table"]), int(state["shard"]))
-        arrays = {name: value for name, value in state.items() if name not in ("table", "shard")}
-        arrays["values"] = _numpy(arrays["values"])
-        shards[key] = ServedShard.restore(key, arrays, world_size, reply,
-                                          *(() if max_bytes is None else (max_bytes,)))
+    try:
+        for state in saved["shards"]:
+            key = (int(state["table"]), int(state["shard"]))
+            arrays = {name: value for name, value in state.items() if name not in ("table", "shard")}
+            arrays["values"] = _numpy(arrays["values"])
+            shards[key] = ServedShard.restore(key, arrays, world_size, reply,
+                                              *(() if max_bytes is None else (max_bytes,)))
+    except (KeyError, TypeError, ValueError) as error:  # a ProtocolError (a description it refuses) is a ValueError
+        raise ValueError(f"{not_ours}: a served shard in it cannot be restored ({type(error).__name__}: "
+                         f"{error})") from None
     log.warning("parameter server: resumed %d served shard(s) from %s (versions %s)", len(shards), path,
                 sorted({shard.version for shard in shards.values()}))
     return shards

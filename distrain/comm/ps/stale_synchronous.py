@@ -89,6 +89,8 @@ class ServedShard:
         self.ready = False  # rank 0's values have arrived
         self.started = False  # every rank of the job has registered once
         self.live = set()  # the ranks registered and not dropped: the bound and the rounds are theirs
+        self.resumed = set()  # restored from a checkpoint: the ranks live then that have not registered again
+        self.resumed_since = None  # when it was restored (server.py forgets the ranks that do not come back)
         self.clock = {}  # rank -> gradients pushed (a rank that joins late starts at the slowest live rank's)
         self.read_version = {}  # rank -> the version of the parameters it was last sent
         self.version = 0  # optimizer updates applied
@@ -100,16 +102,22 @@ class ServedShard:
     # -- checkpoints (server_checkpoint.py) -------------------------------------------------
     def state(self):
         """What a checkpoint keeps: the description, parameters, optimizer state, clocks and version (not the rounds
-        or answers in flight: a restarted server's ranks register again and push again)."""
+        or answers in flight: a restarted server's ranks register again and push again; so a K = 0 round's pushes
+        are not counted in their ranks' clocks), and which ranks are live (they take their own clocks back)."""
         optimizer = {} if self.optimizer is None else self.optimizer.state_dict()
+        clock = {rank: count - (rank in self.round) for rank, count in self.clock.items()}
         return {"description": self.description, "values": self.values, "optimizer": optimizer,
-                "clock": [[rank, clock] for rank, clock in sorted(self.clock.items())], "version": self.version,
+                "clock": [[rank, count] for rank, count in sorted(clock.items())], "version": self.version,
+                "live": sorted(self.live | self.resumed),
                 "ready": self.ready, "started": self.started,
                 "staleness_counts": [[staleness, count] for staleness, count in sorted(self.staleness_counts.items())]}
 
     @classmethod
     def restore(cls, key, state, world_size, reply, max_bytes=protocol.DEFAULT_MAX_MESSAGE_BYTES):
-        """The shard `state()` gave, served again by a restarted server: no rank is live until it registers."""
+        """The shard `state()` gave, served again by a restarted server: a rank live at the checkpoint registers
+        again at its own clock there (any other, at the slowest live rank's), and no rank is answered until all of
+        those have (or are forgotten: forget_resumed), so that none runs ahead of the others, nor a K = 0 round
+        completes without their gradients."""
         header = {"table": key[0], "shard": key[1], **state["description"]}
         shard = cls(header, world_size, reply, max_bytes)
         values = numpy.asarray(state["values"])
@@ -120,6 +128,7 @@ class ServedShard:
         if shard.optimizer is not None:
             shard.optimizer.load_state_dict(state["optimizer"])
         shard.clock = {int(rank): int(clock) for rank, clock in state["clock"]}
+        shard.resumed, shard.resumed_since = {int(rank) for rank in state.get("live", ())}, time.monotonic()
         shard.version, shard.ready, shard.started = int(state["version"]), bool(state["ready"]), bool(state["started"])
         shard.staleness_counts.update({int(staleness): int(count) for staleness, count in state["staleness_counts"]})
         return shard
@@ -176,7 +185,9 @@ class ServedShard:
             protocol.copy_payload(header, parts, self.values)
             self.ready = True
         if rank not in self.live:
-            if self.started:  # a rank that joins late or again: it goes on from the slowest live rank's step
+            if rank in self.resumed:  # a rank of the checkpoint, registering with its restarted server: its own clock
+                self.resumed.discard(rank)
+            elif self.started:  # a rank that joins late or again: it goes on from the slowest live rank's step
                 self.clock[rank] = min((self.clock[r] for r in self.live), default=self.clock.get(rank, 0))
             else:
                 self.clock[rank] = 0
@@ -292,8 +303,9 @@ class ServedShard:
         return min((self.clock[rank] for rank in self.live), default=0)
 
     def release(self):
-        """Answer every held-back rank that the bound now lets go (none before the start)."""
-        if not self.ready or not self.started or not self.waiting:
+        """Answer every held-back rank that the bound now lets go (none before the start, nor on a restarted
+        server before the ranks of its checkpoint have registered again)."""
+        if not self.ready or not self.started or self.resumed or not self.waiting:
             return
         slowest = self._slowest()
         for rank in sorted(self.waiting):
@@ -317,6 +329,13 @@ class ServedShard:
             self._snapshot = (self.version, values)
         return values
 
+    def forget_resumed(self):
+        """The ranks of the checkpoint that have not registered again are gone (server.py, after its heartbeat
+        timeout): the others go on without them, who may join later as any rank. Returns them."""
+        gone, self.resumed = sorted(self.resumed), set()
+        self.release()
+        return gone
+
     def expire(self, now, timeout_of):
         """Answer with an error every rank held back longer than its timeout, naming who it waits for."""
         for rank, (identity, seq, since, op) in list(self.waiting.items()):
@@ -329,6 +348,8 @@ class ServedShard:
             if not self.started:
                 why = (f"rank(s) {sorted(set(range(self.world_size)) - self.live)} never registered (every rank "
                        "registers when DistributedDataParallel wraps its model)")
+            elif self.resumed:
+                why = f"rank(s) {sorted(self.resumed)} never registered again since the server restarted"
             elif not self.ready:
                 why = "rank 0 never sent the starting parameters"
             elif self.staleness == 0:
