@@ -330,3 +330,26 @@ def test_the_server_command_exits_2_naming_a_bad_checkpoint(tmp_path):
         assert process.returncode == 2 and stdout == "", (path, stdout, stderr)
         assert stderr.startswith("distrain parameter server: ") and str(path) in stderr and message in stderr, stderr
         assert "Traceback" not in stderr, stderr
+
+
+def test_a_job_started_again_from_a_checkpoint_every_rank_had_left_answers_no_rank_before_all_are_back(tmp_path):
+    """Every rank said bye before the checkpoint (a finished job): started again with the same checkpoint, the first
+    rank back must not train alone (K=0 rounds of its gradient only, divided by 1) before the others register."""
+    job = Job(2, optimizer="SGD", groups=sgd(0.1), staleness=0)
+    job.start(values(0))
+    for step in range(2):
+        for rank in (0, 1):
+            job.push(rank, gradient(rank, step))
+    job.take()
+    for rank in (0, 1):
+        job.shard.drop(rank)  # what a bye does
+    path = tmp_path / "server.ckpt"
+    server_checkpoint.save(path, {KEY: job.shard}, 2)
+    twin = restored_job(job, path)
+    twin.serve(0)
+    assert twin.take() == []  # held: rank 1 of the checkpoint is not back
+    twin.serve(1)
+    answered = by_rank(answers_of(twin))
+    assert [(rank, header["clock"], header["version"]) for rank, header, _ in answered] == [(0, 2, 2), (1, 2, 2)]
+    twin.push(0, gradient(0, 2), clock=2)
+    assert twin.take() == []  # K=0: the round waits for rank 1's gradient, as before the restart

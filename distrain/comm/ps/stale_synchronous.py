@@ -128,7 +128,10 @@ class ServedShard:
         if shard.optimizer is not None:
             shard.optimizer.load_state_dict(state["optimizer"])
         shard.clock = {int(rank): int(clock) for rank, clock in state["clock"]}
-        shard.resumed, shard.resumed_since = {int(rank) for rank in state.get("live", ())}, time.monotonic()
+        # the ranks live at the checkpoint; none (every rank had said bye: the whole job is started again with the
+        # same checkpoint directory): every rank that ever pushed, so that none trains alone before the others are back
+        live = {int(rank) for rank in state.get("live", ())}
+        shard.resumed, shard.resumed_since = live or set(shard.clock), time.monotonic()
         shard.version, shard.ready, shard.started = int(state["version"]), bool(state["ready"]), bool(state["started"])
         shard.staleness_counts.update({int(staleness): int(count) for staleness, count in state["staleness_counts"]})
         return shard
@@ -185,6 +188,7 @@ class ServedShard:
             protocol.copy_payload(header, parts, self.values)
             self.ready = True
         if rank not in self.live:
+            self.round.pop(rank, None)  # a gradient it pushed before it was dropped: it registers, and pushes, anew
             if rank in self.resumed:  # a rank of the checkpoint, registering with its restarted server: its own clock
                 self.resumed.discard(rank)
             elif self.started:  # a rank that joins late or again: it goes on from the slowest live rank's step
