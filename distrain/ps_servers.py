@@ -94,7 +94,9 @@ class ServerProcesses:
             number = index + 1
             sys.stderr.write(f"distrain.launch: parameter server {number} at {self.addresses[index]} (pid "
                              f"{process.pid}) {describe_ending(process.returncode)}; restarting it from its "
-                             f"checkpoint {self.checkpoints[index]}\n")
+                             f"checkpoint {self.checkpoints[index]}"
+                             + ("" if os.path.exists(self.checkpoints[index]) else " (none written yet: it starts "
+                                "afresh from rank 0's parameters)") + "\n")
             process.stdout.close()
             bind = self.addresses[index]  # the same port: the ranks know it
             if not protocol.is_loopback(bind):

@@ -53,22 +53,20 @@ import time
 
 import numpy
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from .. import zap
 from . import protocol, server_checkpoint
 from .mailbox import Mailboxes
 from .protocol import ProtocolError
 from .refusals import RefusalLog
+from .lost_ranks import DEFAULT_HEARTBEAT_TIMEOUT, HEARTBEAT_ENVIRONMENT_VARIABLE, HEARTBEAT_INTERVAL_MILLISECONDS, \
+    LostRanks, heartbeat_seconds
 from .relay import MessagesAndGroups, Group
-from .stale_synchronous import MAX_SHARDS, ServedShard
+from .served_requests import ServedRequests
 
 log = logging.getLogger("distrain.ps")
 
 POLL_MILLISECONDS = 200
-HEARTBEAT_INTERVAL_MILLISECONDS = 1000  # ZeroMQ's own PING to every peer (its I/O threads answer, not Python)
-DEFAULT_HEARTBEAT_TIMEOUT = 10.0  # seconds without a byte from a peer before its connection is closed
-HEARTBEAT_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_HEARTBEAT_TIMEOUT"
 RECEIVE_QUEUE_MESSAGES = 16  # per peer; beyond it ZeroMQ stops reading that peer's socket until the server catches up
 SEND_QUEUE_MESSAGES = 4096  # answers waiting for a rank that does not read them; beyond it they are dropped, logged
 MAX_PENDING_PER_RANK = 1024  # collectives and store reads of one rank waiting for the others
@@ -114,7 +112,7 @@ class _Collective:
             self.folded += 1
 
 
-class ParameterServer(MessagesAndGroups):
+class ParameterServer(MessagesAndGroups, ServedRequests, LostRanks):
     """Serves one job of `world_size` ranks at `bind` (see the module docstring).
 
     `start()` runs it in a background thread (the launcher's way), `serve()` in the
@@ -175,7 +173,7 @@ class ParameterServer(MessagesAndGroups):
         self.checkpoint_every = server_checkpoint.DEFAULT_EVERY if checkpoint_every is None else int(checkpoint_every)
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1 update, got {checkpoint_every}")
-        self._checkpointed_at = 0  # the total of the shards' versions at the last checkpoint
+        self._checkpointed_at = (0, 0)  # _updates() at the last checkpoint
         if checkpoint is not None:
             try:
                 self.shards = server_checkpoint.load(checkpoint, self.world_size, self._reply, self.max_message_bytes)
@@ -237,65 +235,6 @@ class ParameterServer(MessagesAndGroups):
         if self.gate is not None:
             self.gate.stop()
         self.context.term()
-
-    def _updates(self):
-        return sum(shard.version for shard in self.shards.values())
-
-    def _checkpoint_if_due(self, force=False):
-        """Write the served shards every `checkpoint_every` updates (server_checkpoint.py); a failed write is logged
-        and tried again at the next update, never the end of the server."""
-        if self.checkpoint is None or not self.shards:
-            return
-        updates = self._updates()
-        if updates == self._checkpointed_at or (updates - self._checkpointed_at < self.checkpoint_every and not force):
-            return
-        try:
-            server_checkpoint.save(self.checkpoint, self.shards, self.world_size)
-            self._checkpointed_at = updates
-        except (OSError, TypeError, ValueError) as error:
-            log.error("parameter server: could not write its checkpoint %s: %s", self.checkpoint, error)
-
-    def _take_events(self):
-        """NOTE [ Lost ranks ]
-        ZeroMQ reports a closed connection (a rank's process died, or stopped answering the
-        heartbeats for `heartbeat_timeout` seconds: a frozen process, a lost network) only as
-        its file descriptor, so each join records the descriptor its message came on, and a
-        disconnection marks the rank that joined on it lost. The events are taken before
-        every message, and ZeroMQ reports a closing before the descriptor can be reused, so a
-        restarted rank's new connection is never mistaken for the old one. A lost rank may
-        join again (a restart); in asynchronous mode it is dropped from the staleness bound
-        (stale_synchronous.py), and the others go on without it.
-        """
-        while self.events.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            event = recv_monitor_message(self.events)
-            if event["event"] != zmq.EVENT_DISCONNECTED:
-                continue
-            for rank, info in self.ranks.items():
-                if info.get("fd") == event["value"] and not info["left"]:
-                    self._lost(rank)
-
-    def _lost(self, rank):
-        info = self.ranks[rank]
-        info["left"] = info["lost"] = True
-        info.pop("fd", None)
-        dropped = [shard for shard in self.shards.values() if shard.drop(rank)]
-        if not dropped:
-            log.info("parameter server: rank %d's connection closed", rank)
-            return
-        log.warning("parameter server: rank %d's connection closed (its process ended, or stopped answering "
-                    "heartbeats for %g s): dropped from the staleness bound of %d served shard(s); the other "
-                    "ranks go on", rank, self.heartbeat_timeout, len(dropped))
-        # an asynchronous job has no liveness side channel (distributed.init): its collectives that need the lost
-        # rank fail here at once, naming it, rather than after the timeout
-        self.dropped.add(rank)
-        why = self._dropped_message([rank])
-        for index, collective in list(self.collectives.items()):
-            if rank in collective.group.members and rank not in collective.callers:
-                self._fail(index, f"collective #{index[1]} {collective.describe()}: {why}")
-
-    def _dropped_message(self, ranks):
-        return (f"rank(s) {ranks} left this asynchronous job (connection closed) and cannot take part in a "
-                "collective of every rank; a rank that must meet the others cannot be left out")
 
     def _refused_handshake(self, address, reason):  # called from the handshake handler's thread
         self.refusals.refused("bad handshake", reason, address)
@@ -408,23 +347,6 @@ class ParameterServer(MessagesAndGroups):
         for shard in self.shards.values():  # a rank that has finished no longer holds the others back
             shard.drop(header["rank"])
         self._reply(identity, {"op": "bye", "seq": header["seq"]})
-
-    # -- asynchronous mode (NOTE [ Stale synchronous parallel ] in stale_synchronous.py) ------------------------------
-    def _on_serve(self, header, payload, identity):
-        key = (header["table"], header["shard"])
-        shard = self.shards.get(key)
-        if shard is None:
-            if len(self.shards) >= MAX_SHARDS:
-                raise ProtocolError(f"rank {header['rank']}: this server holds {MAX_SHARDS} served shards already")
-            shard = self.shards[key] = ServedShard(header, self.world_size, self._reply, self.max_message_bytes)
-        shard.serve(header, payload, identity)
-
-    def _on_push(self, header, payload, identity):
-        shard = self.shards.get((header["table"], header["shard"]))
-        if shard is None:
-            raise ProtocolError(f"rank {header['rank']}: pushed to shard {header['shard']} of model "
-                                f"{header['table']}, which this server does not serve (no rank served it)")
-        shard.push(header, payload, identity)
 
     def _on_store_set(self, header, payload, identity):
         key = header["key"]
@@ -559,23 +481,6 @@ class ParameterServer(MessagesAndGroups):
             self._reply(receiver.identity, {"op": "recv", "seq": receiver.seq, "timed_out": limit,
                                             "error": f"rank {receiver.dst}: no message from {sender} with tag "
                                                      f"{receiver.tag} arrived within {limit:g} s"})
-
-
-def heartbeat_seconds(value=None, environ=os.environ):
-    """How long a peer may stay silent (no byte, no answer to ZeroMQ's PING) before the server closes its connection:
-    `value`, else $DISTRAIN_PS_HEARTBEAT_TIMEOUT, else 10 s."""
-    where = "heartbeat_timeout"
-    if value is None and environ.get(HEARTBEAT_ENVIRONMENT_VARIABLE):
-        value, where = environ[HEARTBEAT_ENVIRONMENT_VARIABLE], f"${HEARTBEAT_ENVIRONMENT_VARIABLE}"
-    if value is None:
-        return DEFAULT_HEARTBEAT_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not 1.0 <= seconds <= 24 * 3600:
-        raise ValueError(f"{where} must be a number of seconds from 1 to 86400, got {value!r}")
-    return seconds
 
 
 def _peer_address(frames):
