@@ -27,6 +27,7 @@ from distrain.comm.ps.client import PSCommunicator
 from distrain.parallel import DistributedDataParallel
 
 from .test_ps import REPO, finish, isolated, wait_until  # noqa: F401 (isolated: the autouse fixture)
+from .test_ps_async import kill
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "ps_async_restart_script.py")
 ENVIRONMENT = dict(PYTHONPATH=REPO, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -49,13 +50,6 @@ def rank_process(rank, world_size, **variables):
                             env=dict(os.environ, **ENVIRONMENT, RANK=str(rank), WORLD_SIZE=str(world_size),
                                      **{name: str(value) for name, value in variables.items()}))
 
-
-def kill(processes):
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        if not process.stdout.closed:
-            process.communicate()
 
 
 class Lines:

@@ -20,6 +20,8 @@ import os
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from .seconds_settings import seconds
+
 log = logging.getLogger("distrain.ps")
 
 HEARTBEAT_INTERVAL_MILLISECONDS = 1000  # ZeroMQ's own PING to every peer (its I/O threads answer, not Python)
@@ -67,15 +69,5 @@ class LostRanks:
 def heartbeat_seconds(value=None, environ=os.environ):
     """How long a peer may stay silent (no byte, no answer to ZeroMQ's PING) before the server closes its connection:
     `value`, else $DISTRAIN_PS_HEARTBEAT_TIMEOUT, else 10 s."""
-    where = "heartbeat_timeout"
-    if value is None and environ.get(HEARTBEAT_ENVIRONMENT_VARIABLE):
-        value, where = environ[HEARTBEAT_ENVIRONMENT_VARIABLE], f"${HEARTBEAT_ENVIRONMENT_VARIABLE}"
-    if value is None:
-        return DEFAULT_HEARTBEAT_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not 1.0 <= seconds <= 24 * 3600:
-        raise ValueError(f"{where} must be a number of seconds from 1 to 86400, got {value!r}")
-    return seconds
+    return seconds(value, HEARTBEAT_ENVIRONMENT_VARIABLE, DEFAULT_HEARTBEAT_TIMEOUT, 1.0, 24 * 3600,
+                   "heartbeat_timeout", environ)

@@ -27,6 +27,7 @@ from ...engine.flat import pack_parameters
 from ...errors import DistrainError
 from ..base import CommunicatorError
 from . import partitions, served_optimizer
+from .seconds_settings import seconds
 from .stale_synchronous import INFINITE
 
 _tables = itertools.count()  # the same on every rank that builds its models in the same order
@@ -34,19 +35,11 @@ RECONNECT_ENVIRONMENT_VARIABLE = "DISTRAIN_PS_RECONNECT_SECONDS"
 DEFAULT_RECONNECT_SECONDS = 15.0
 
 
-def reconnect_seconds(environ=None):
+def reconnect_seconds(environ=os.environ):
     """How long a rank tries to reach a parameter server that went away (NOTE [ A server that restarts ]):
     $DISTRAIN_PS_RECONNECT_SECONDS, else 15 s."""
-    text = (environ if environ is not None else os.environ).get(RECONNECT_ENVIRONMENT_VARIABLE)
-    if not text:
-        return DEFAULT_RECONNECT_SECONDS
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= 24 * 3600:
-        raise ValueError(f"${RECONNECT_ENVIRONMENT_VARIABLE} must be a number of seconds from 0 to 86400, got {text!r}")
-    return seconds
+    return seconds(None, RECONNECT_ENVIRONMENT_VARIABLE, DEFAULT_RECONNECT_SECONDS, 0.0, 24 * 3600,
+                   RECONNECT_ENVIRONMENT_VARIABLE, environ)
 
 
 class ServedModel:
